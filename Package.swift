@@ -1,0 +1,58 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+  name: "GradAccum",
+  products: [
+    // MARK: - Public API
+    .library(name: "GradAccum", targets: ["GradAccum"]),
+    .executable(name: "gradaccum", targets: ["gradaccum"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+  ],
+  targets: [
+    // MARK: - Public API
+    .target(
+      name: "GradAccum",
+      dependencies: [
+        "Tensors", "NeuralNetwork", "Optimizers", "DataLoading", "Memory", "Checkpoints",
+        "Training",
+      ]),
+    .executableTarget(
+      name: "gradaccum",
+      dependencies: [
+        "GradAccum", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ]),
+
+    // MARK: - Modules
+    .target(name: "Tensors", dependencies: ["CBLAS"]),
+    .target(name: "NeuralNetwork", dependencies: ["Tensors"]),
+    .target(name: "Optimizers", dependencies: ["Tensors", "NeuralNetwork"]),
+    .target(name: "DataLoading", dependencies: ["Tensors"]),
+    .target(name: "Memory", dependencies: ["CJemalloc"]),
+    .target(name: "Checkpoints", dependencies: ["Tensors", "NeuralNetwork"]),
+    .target(
+      name: "Training",
+      dependencies: ["Tensors", "NeuralNetwork", "Optimizers", "DataLoading", "Memory"]),
+
+    // MARK: - Implementation details
+    .systemLibrary(
+      name: "CJemalloc", pkgConfig: "jemalloc",
+      providers: [.apt(["libjemalloc-dev"])]),
+    .systemLibrary(
+      name: "CBLAS", pkgConfig: "openblas",
+      providers: [.apt(["libopenblas-dev"])]),
+    .target(name: "_TestSupport", dependencies: ["Tensors"], path: "Tests/_TestSupport"),
+
+    // MARK: - Tests
+    .testTarget(name: "TensorsTests", dependencies: ["Tensors", "_TestSupport"]),
+    .testTarget(name: "NeuralNetworkTests", dependencies: ["NeuralNetwork", "_TestSupport"]),
+    .testTarget(name: "OptimizersTests", dependencies: ["Optimizers", "_TestSupport"]),
+    .testTarget(name: "DataLoadingTests", dependencies: ["DataLoading", "_TestSupport"]),
+    .testTarget(name: "MemoryTests", dependencies: ["Memory"]),
+    .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "_TestSupport"]),
+    .testTarget(name: "TrainingTests", dependencies: ["GradAccum", "_TestSupport"]),
+    .testTarget(name: "CommandLineTests", dependencies: ["gradaccum", "_TestSupport"]),
+  ]
+)

@@ -1,0 +1,150 @@
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+extension Tensor {
+  /// A new tensor of the same shape whose elements `kernel` writes from this one's.
+  /// `kernel` receives the input, the output and the element count and loops itself.
+  func mapped(
+    _ kernel: (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void
+  ) -> Tensor {
+    let result = Tensor(uninitializedShape: shape)
+    kernel(storage.base, result.storage.base, count)
+    return result
+  }
+
+  /// A new tensor from two same-shaped tensors, elementwise.
+  static func zipped(
+    _ a: Tensor, _ b: Tensor,
+    _ kernel: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void
+  ) -> Tensor {
+    precondition(a.shape == b.shape, "elementwise shapes differ: \(a.shape) and \(b.shape)")
+    let result = Tensor(uninitializedShape: a.shape)
+    kernel(a.storage.base, b.storage.base, result.storage.base, a.count)
+    return result
+  }
+
+  /// `-self`.
+  public static prefix func - (x: Tensor) -> Tensor {
+    let result = x.mapped { input, output, n in for i in 0..<n { output[i] = -input[i] } }
+    return record(result, inputs: [x]) { g in
+      [g.mapped { input, output, n in for i in 0..<n { output[i] = -input[i] } }]
+    }
+  }
+
+  /// e raised to each element.
+  public func exp() -> Tensor {
+    let result = mapped { input, output, n in for i in 0..<n { output[i] = expf(input[i]) } }
+    return Tensor.record(result, inputs: [self]) { g in
+      [Tensor.zipped(g, result.detached()) { g, y, out, n in for i in 0..<n { out[i] = g[i] * y[i] } }]
+    }
+  }
+
+  /// The natural logarithm of each element.
+  public func log() -> Tensor {
+    let result = mapped { input, output, n in for i in 0..<n { output[i] = logf(input[i]) } }
+    let x = detached()
+    return Tensor.record(result, inputs: [self]) { g in
+      [Tensor.zipped(g, x) { g, x, out, n in for i in 0..<n { out[i] = g[i] / x[i] } }]
+    }
+  }
+
+  /// The square root of each element.
+  public func squareRoot() -> Tensor {
+    let result = mapped { input, output, n in for i in 0..<n { output[i] = sqrtf(input[i]) } }
+    return Tensor.record(result, inputs: [self]) { g in
+      [Tensor.zipped(g, result.detached()) { g, y, out, n in for i in 0..<n { out[i] = g[i] / (2 * y[i]) } }]
+    }
+  }
+
+  /// Each element raised to `exponent`.
+  public func raised(to exponent: Float) -> Tensor {
+    let result = mapped { input, output, n in
+      if exponent == 2 {
+        for i in 0..<n { output[i] = input[i] * input[i] }
+      } else {
+        for i in 0..<n { output[i] = powf(input[i], exponent) }
+      }
+    }
+    let x = detached()
+    return Tensor.record(result, inputs: [self]) { g in
+      [Tensor.zipped(g, x) { g, x, out, n in
+        if exponent == 2 {
+          for i in 0..<n { out[i] = g[i] * 2 * x[i] }
+        } else {
+          for i in 0..<n { out[i] = g[i] * exponent * powf(x[i], exponent - 1) }
+        }
+      }]
+    }
+  }
+
+  /// The absolute value of each element (gradient 0 at 0, as PyTorch).
+  public func absoluteValue() -> Tensor {
+    let result = mapped { input, output, n in for i in 0..<n { output[i] = Swift.abs(input[i]) } }
+    let x = detached()
+    return Tensor.record(result, inputs: [self]) { g in
+      [Tensor.zipped(g, x) { g, x, out, n in
+        for i in 0..<n { out[i] = x[i] > 0 ? g[i] : (x[i] < 0 ? -g[i] : 0) }
+      }]
+    }
+  }
+
+  /// `max(0, x)` for each element (gradient 0 at 0, as PyTorch).
+  public func relu() -> Tensor {
+    let result = mapped { input, output, n in for i in 0..<n { output[i] = Swift.max(input[i], 0) } }
+    return Tensor.record(result, inputs: [self]) { g in
+      [Tensor.zipped(g, result.detached()) { g, y, out, n in for i in 0..<n { out[i] = y[i] > 0 ? g[i] : 0 } }]
+    }
+  }
+
+  /// The hyperbolic tangent of each element.
+  public func tanh() -> Tensor {
+    let result = mapped { input, output, n in for i in 0..<n { output[i] = tanhf(input[i]) } }
+    return Tensor.record(result, inputs: [self]) { g in
+      [Tensor.zipped(g, result.detached()) { g, y, out, n in for i in 0..<n { out[i] = g[i] * (1 - y[i] * y[i]) } }]
+    }
+  }
+
+  /// The logistic sigmoid `1 / (1 + e^-x)` of each element.
+  public func sigmoid() -> Tensor {
+    let result = mapped { input, output, n in
+      for i in 0..<n {
+        let x = input[i]
+        // Stable on both sides: never exponentiates a large positive number.
+        if x >= 0 {
+          output[i] = 1 / (1 + expf(-x))
+        } else {
+          let e = expf(x)
+          output[i] = e / (1 + e)
+        }
+      }
+    }
+    return Tensor.record(result, inputs: [self]) { g in
+      [Tensor.zipped(g, result.detached()) { g, y, out, n in for i in 0..<n { out[i] = g[i] * y[i] * (1 - y[i]) } }]
+    }
+  }
+
+  /// The Gaussian error linear unit `x · Φ(x)` in its exact erf form (PyTorch's default,
+  /// `approximate='none'`).
+  public func gelu() -> Tensor {
+    let inverseSquareRootTwo: Float = 0.70710678118654752440
+    let result = mapped { input, output, n in
+      for i in 0..<n {
+        let x = input[i]
+        output[i] = 0.5 * x * (1 + erff(x * inverseSquareRootTwo))
+      }
+    }
+    let x = detached()
+    return Tensor.record(result, inputs: [self]) { g in
+      [Tensor.zipped(g, x) { g, x, out, n in
+        let inverseSquareRootTwoPi: Float = 0.39894228040143267794
+        for i in 0..<n {
+          let v = x[i]
+          let cdf = 0.5 * (1 + erff(v * inverseSquareRootTwo))
+          let pdf = inverseSquareRootTwoPi * expf(-0.5 * v * v)
+          out[i] = g[i] * (cdf + v * pdf)
+        }
+      }]
+    }
+  }
+}

@@ -1,0 +1,83 @@
+extension Tensor {
+  /// Normalizes a possibly negative axis; precondition that it exists.
+  func normalizedAxis(_ axis: Int) -> Int {
+    let normalized = axis < 0 ? axis + rank : axis
+    precondition(normalized >= 0 && normalized < rank, "axis \(axis) is out of range for shape \(shape)")
+    return normalized
+  }
+
+  /// Sizes of the axes before, at and after `axis`, as loop bounds.
+  func loopBounds(around axis: Int) -> (outer: Int, extent: Int, inner: Int) {
+    (shape[..<axis].elementCount, shape[axis], shape[(axis + 1)...].elementCount)
+  }
+
+  /// The sum over one axis, kept as extent 1; accumulated in `Double`.
+  func summedKeepingDimension(_ axis: Int) -> Tensor {
+    var outputShape = shape
+    outputShape[axis] = 1
+    let result = Tensor(uninitializedShape: outputShape)
+    let (outer, extent, inner) = loopBounds(around: axis)
+    let x = storage.base, out = result.storage.base
+    if inner == 1 {
+      for o in 0..<outer {
+        var total: Double = 0
+        let row = x + o * extent
+        for j in 0..<extent { total += Double(row[j]) }
+        out[o] = Float(total)
+      }
+    } else {
+      let accumulator = UnsafeMutablePointer<Double>.allocate(capacity: inner)
+      defer { accumulator.deallocate() }
+      for o in 0..<outer {
+        accumulator.initialize(repeating: 0, count: inner)
+        for j in 0..<extent {
+          let row = x + (o * extent + j) * inner
+          for i in 0..<inner { accumulator[i] += Double(row[i]) }
+        }
+        for i in 0..<inner { out[o * inner + i] = Float(accumulator[i]) }
+      }
+    }
+    return result
+  }
+
+  /// The sum over `axes` (all axes when empty is not meant: pass them explicitly).
+  func summed(alongAxes axes: [Int], keepingDimensions: Bool, recording: Bool) -> Tensor {
+    let normalized = Set(axes.map(normalizedAxis)).sorted()
+    var result = self
+    for axis in normalized { result = result.summedKeepingDimension(axis) }
+    if result === self { result = copy() }
+    let keptShape = result.shape
+    let outputShape =
+      keepingDimensions
+      ? keptShape : shape.enumerated().filter { !normalized.contains($0.offset) }.map(\.element)
+    result = result.reshaped(to: outputShape, recording: false)
+    guard recording else { return result }
+    let inputShape = shape
+    return Tensor.record(result, inputs: [self]) { g in
+      // Broadcast the gradient back over the summed axes.
+      [Tensor.broadcasting(
+        Tensor(repeating: 0, shape: inputShape), g.reshaped(to: keptShape, recording: false), Addition.self)]
+    }
+  }
+
+  /// The sum of all elements, a scalar.
+  public func sum() -> Tensor {
+    summed(alongAxes: Array(0..<rank), keepingDimensions: false, recording: true)
+  }
+
+  /// The sum over `axes`; with `keepingDimensions` the summed axes stay with extent 1.
+  public func sum(alongAxes axes: [Int], keepingDimensions: Bool = false) -> Tensor {
+    summed(alongAxes: axes, keepingDimensions: keepingDimensions, recording: true)
+  }
+
+  /// The mean of all elements, a scalar.
+  public func mean() -> Tensor {
+    sum() / Float(Swift.max(count, 1))
+  }
+
+  /// The mean over `axes`; with `keepingDimensions` the averaged axes stay with extent 1.
+  public func mean(alongAxes axes: [Int], keepingDimensions: Bool = false) -> Tensor {
+    let extent = Set(axes.map(normalizedAxis)).map { shape[$0] }.reduce(1, *)
+    return sum(alongAxes: axes, keepingDimensions: keepingDimensions) / Float(extent)
+  }
+}

@@ -1,0 +1,82 @@
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+extension Tensor {
+  /// `exp(x) / sum(exp(x))` along `axis`, computed stably (the maximum is subtracted first).
+  public func softmax(alongAxis axis: Int = -1) -> Tensor {
+    let axis = normalizedAxis(axis)
+    let (outer, extent, inner) = loopBounds(around: axis)
+    let result = Tensor(uninitializedShape: shape)
+    let x = storage.base, y = result.storage.base
+    for o in 0..<outer {
+      for i in 0..<inner {
+        let base = o * extent * inner + i
+        var maximum = -Float.infinity
+        for j in 0..<extent { maximum = Swift.max(maximum, x[base + j * inner]) }
+        var total: Float = 0
+        for j in 0..<extent {
+          let e = expf(x[base + j * inner] - maximum)
+          y[base + j * inner] = e
+          total += e
+        }
+        for j in 0..<extent { y[base + j * inner] /= total }
+      }
+    }
+    let output = result.detached()
+    return Tensor.record(result, inputs: [self]) { g in
+      // dx = y · (g − Σ g·y)
+      let gradient = Tensor(uninitializedShape: output.shape)
+      let gy = g.storage.base, yy = output.storage.base, dx = gradient.storage.base
+      for o in 0..<outer {
+        for i in 0..<inner {
+          let base = o * extent * inner + i
+          var dot: Float = 0
+          for j in 0..<extent { dot += gy[base + j * inner] * yy[base + j * inner] }
+          for j in 0..<extent {
+            let at = base + j * inner
+            dx[at] = yy[at] * (gy[at] - dot)
+          }
+        }
+      }
+      return [gradient]
+    }
+  }
+
+  /// `x − log(sum(exp(x)))` along `axis`, computed stably.
+  public func logSoftmax(alongAxis axis: Int = -1) -> Tensor {
+    let axis = normalizedAxis(axis)
+    let (outer, extent, inner) = loopBounds(around: axis)
+    let result = Tensor(uninitializedShape: shape)
+    let x = storage.base, y = result.storage.base
+    for o in 0..<outer {
+      for i in 0..<inner {
+        let base = o * extent * inner + i
+        var maximum = -Float.infinity
+        for j in 0..<extent { maximum = Swift.max(maximum, x[base + j * inner]) }
+        var total: Float = 0
+        for j in 0..<extent { total += expf(x[base + j * inner] - maximum) }
+        let logTotal = maximum + logf(total)
+        for j in 0..<extent { y[base + j * inner] = x[base + j * inner] - logTotal }
+      }
+    }
+    let output = result.detached()
+    return Tensor.record(result, inputs: [self]) { g in
+      // dx = g − softmax · Σ g
+      let gradient = Tensor(uninitializedShape: output.shape)
+      let gy = g.storage.base, yy = output.storage.base, dx = gradient.storage.base
+      for o in 0..<outer {
+        for i in 0..<inner {
+          let base = o * extent * inner + i
+          var total: Float = 0
+          for j in 0..<extent { total += gy[base + j * inner] }
+          for j in 0..<extent {
+            let at = base + j * inner
+            dx[at] = gy[at] - expf(yy[at]) * total
+          }
+        }
+      }
+      return [gradient]
+    }
+  }
+}

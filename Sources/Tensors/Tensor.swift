@@ -1,0 +1,151 @@
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// The bytes behind a tensor: one `malloc` block, so that jemalloc sees every buffer.
+///
+/// Storage is shared by tensors that view the same elements (``Tensor/reshaped(to:)``);
+/// it is freed when the last of them goes away.
+public final class TensorStorage {
+  /// The first element.
+  public let base: UnsafeMutablePointer<Float>
+  /// Number of `Float` elements.
+  public let count: Int
+
+  /// Allocates `count` elements, uninitialized.
+  init(uninitializedCount count: Int) {
+    precondition(count >= 0, "element count must be non-negative, got \(count)")
+    let byteCount = Swift.max(count, 1) * MemoryLayout<Float>.stride
+    guard let raw = malloc(byteCount) else {
+      fatalError("malloc of \(byteCount) bytes for a tensor failed")
+    }
+    base = raw.bindMemory(to: Float.self, capacity: Swift.max(count, 1))
+    self.count = count
+  }
+
+  deinit { free(base) }
+}
+
+/// A dense array of `Float` values, row-major, with reverse-mode automatic differentiation.
+///
+/// A tensor is created by an operation on other tensors or from values. When any input of
+/// an operation requires gradients, the result remembers how it was made, and
+/// ``backward()`` on a scalar result adds the gradient of that scalar into the
+/// ``gradient`` of every tensor that requires gradients (parameters), as PyTorch does:
+/// gradients accumulate across `backward()` calls until they are zeroed.
+///
+/// Tensors are not shared across threads while a graph is being built or differentiated.
+public final class Tensor {
+  /// The extent of each dimension, outermost first. A scalar has shape `[]`.
+  public let shape: [Int]
+  /// The elements.
+  public let storage: TensorStorage
+  /// Whether ``backward()`` computes a gradient for this tensor (a leaf, such as a parameter).
+  public var requiresGradient: Bool
+  /// The accumulated gradient of a leaf that requires gradients; `nil` until the first
+  /// ``backward()`` that reaches it, or after ``zeroGradient()``'s counterpart
+  /// ``clearGradient()``.
+  public var gradient: Tensor?
+  /// How this tensor was made, while it is part of a graph to differentiate.
+  var node: GradientNode?
+
+  /// Number of elements.
+  public var count: Int { storage.count }
+  /// Number of dimensions.
+  public var rank: Int { shape.count }
+  /// The number of bytes of the elements.
+  public var elementBytes: Int { count * MemoryLayout<Float>.stride }
+
+  init(shape: [Int], storage: TensorStorage, requiresGradient: Bool = false) {
+    self.shape = shape
+    self.storage = storage
+    self.requiresGradient = requiresGradient
+  }
+
+  /// A tensor of the given shape whose elements are not yet set.
+  public convenience init(uninitializedShape shape: [Int]) {
+    precondition(shape.allSatisfy { $0 >= 0 }, "shape must not have negative extents: \(shape)")
+    self.init(shape: shape, storage: TensorStorage(uninitializedCount: shape.reduce(1, *)))
+  }
+
+  /// A tensor of the given shape filled with `value`.
+  public convenience init(repeating value: Float, shape: [Int], requiresGradient: Bool = false) {
+    self.init(uninitializedShape: shape)
+    storage.base.initialize(repeating: value, count: count)
+    self.requiresGradient = requiresGradient
+  }
+
+  /// A tensor of zeros.
+  public convenience init(zeros shape: [Int], requiresGradient: Bool = false) {
+    self.init(repeating: 0, shape: shape, requiresGradient: requiresGradient)
+  }
+
+  /// A tensor holding `values` in row-major order.
+  /// - Precondition: `values.count` equals the product of `shape`.
+  public convenience init(_ values: [Float], shape: [Int], requiresGradient: Bool = false) {
+    let expected = shape.reduce(1, *)
+    precondition(
+      values.count == expected,
+      "\(values.count) values do not fill shape \(shape) (\(expected) elements)")
+    self.init(uninitializedShape: shape)
+    values.withUnsafeBufferPointer { storage.base.update(from: $0.baseAddress!, count: values.count) }
+    self.requiresGradient = requiresGradient
+  }
+
+  /// A scalar (shape `[]`).
+  public convenience init(scalar: Float) {
+    self.init([scalar], shape: [])
+  }
+
+  /// The elements, row-major.
+  public var values: [Float] { Array(buffer) }
+
+  /// The only element of a one-element tensor.
+  public var scalarValue: Float {
+    precondition(count == 1, "scalarValue needs one element, shape is \(shape)")
+    return storage.base[0]
+  }
+
+  /// The elements as a buffer (read-only by convention).
+  public var buffer: UnsafeBufferPointer<Float> {
+    UnsafeBufferPointer(start: storage.base, count: count)
+  }
+
+  /// The elements as a mutable buffer. Writing to a tensor that is part of a graph
+  /// changes what backward sees; use it for parameters and fresh results only.
+  public var mutableBuffer: UnsafeMutableBufferPointer<Float> {
+    UnsafeMutableBufferPointer(start: storage.base, count: count)
+  }
+
+  /// A copy of the elements that is not part of any graph.
+  public func copy() -> Tensor {
+    let result = Tensor(uninitializedShape: shape)
+    result.storage.base.update(from: storage.base, count: count)
+    return result
+  }
+
+  /// The same elements, cut off from the graph.
+  public func detached() -> Tensor {
+    Tensor(shape: shape, storage: storage)
+  }
+
+  /// Drops the accumulated gradient (the next backward starts it afresh).
+  public func clearGradient() { gradient = nil }
+
+  /// Sets the accumulated gradient to zeros, keeping its buffer.
+  public func zeroGradient() {
+    if let gradient { gradient.mutableBuffer.update(repeating: 0) }
+  }
+}
+
+extension Tensor: CustomStringConvertible {
+  public var description: String {
+    let shown = values.prefix(8).map { "\($0)" }.joined(separator: ", ")
+    return "Tensor(shape: \(shape), values: [\(shown)\(count > 8 ? ", …" : "")])"
+  }
+}
+
+extension Collection where Element == Int {
+  /// Number of elements of a tensor with this shape.
+  var elementCount: Int { reduce(1, *) }
+}

@@ -1,0 +1,94 @@
+import Testing
+import Tensors
+import _TestSupport
+
+@Suite("Tensor values and autograd semantics")
+struct TensorTests {
+  @Test func broadcastingForwardValues() {
+    let a = Tensor([1, 2, 3, 4, 5, 6], shape: [2, 3])
+    let b = Tensor([10, 20, 30], shape: [3])
+    #expect((a + b).values == [11, 22, 33, 14, 25, 36])
+    let column = Tensor([1, 2], shape: [2, 1])
+    #expect((a * column).values == [1, 2, 3, 8, 10, 12])
+    #expect((a - 1).values == [0, 1, 2, 3, 4, 5])
+    #expect(Tensor.broadcastShape([2, 1, 4], [3, 1]) == [2, 3, 4])
+    #expect(Tensor.broadcastShape([2, 3], [4]) == nil)
+  }
+
+  @Test func matrixProductValues() {
+    let a = Tensor([1, 2, 3, 4, 5, 6], shape: [2, 3])
+    let b = Tensor([7, 8, 9, 10, 11, 12], shape: [3, 2])
+    #expect(Tensor.matmul(a, b).values == [58, 64, 139, 154])
+    // aᵀ·aᵀᵀ… with flags: (aᵀ)(bᵀ) where a is [3,2]ᵀ view.
+    #expect(Tensor.matmul(b, a, transposingLeft: true, transposingRight: true).values == [58, 139, 64, 154])
+  }
+
+  @Test func reductionValues() {
+    let x = Tensor([1, 2, 3, 4, 5, 6], shape: [2, 3])
+    #expect(x.sum().scalarValue == 21)
+    #expect(x.sum(alongAxes: [0]).values == [5, 7, 9])
+    #expect(x.sum(alongAxes: [1], keepingDimensions: true).shape == [2, 1])
+    #expect(x.mean(alongAxes: [1]).values == [2, 5])
+    #expect(x.transposed().values == [1, 4, 2, 5, 3, 6])
+  }
+
+  @Test func softmaxIsStableForLargeLogits() {
+    let x = Tensor([1000, 1001, 1002, -1000, 0, 1000], shape: [2, 3])
+    let y = x.softmax().values
+    expectClose(Array(y[0..<3]), [0.09003057, 0.24472848, 0.66524094], relative: 1e-5)
+    #expect(y.allSatisfy { $0.isFinite })
+    let logY = x.logSoftmax().values
+    expectClose(Array(logY[0..<3]), [-2.40760596, -1.40760596, -0.40760596], relative: 1e-4)
+    #expect(logY[3] == -2000)
+  }
+
+  @Test func geluUsesTheErfForm() {
+    // torch.nn.functional.gelu(tensor([-1., 0.5, 2.])) with approximate='none'.
+    expectClose(Tensor([-1, 0.5, 2], shape: [3]).gelu().values, [-0.15865526, 0.34573123, 1.9544997], relative: 1e-6)
+  }
+
+  @Test func gradientsAccumulateAcrossBackwardCallsUntilCleared() {
+    let w = Tensor([1, 2], shape: [2], requiresGradient: true)
+    (w * 3).sum().backward()
+    (w * w).sum().backward()
+    #expect(w.gradient?.values == [3 + 2, 3 + 4])
+    w.zeroGradient()
+    #expect(w.gradient?.values == [0, 0])
+    w.clearGradient()
+    #expect(w.gradient == nil)
+  }
+
+  @Test func backwardReleasesTheGraph() {
+    let w = Tensor([1, 2], shape: [2], requiresGradient: true)
+    let hidden = w.exp()
+    let loss = hidden.sum()
+    #expect(loss.isDifferentiable)
+    loss.backward()
+    #expect(!hidden.isDifferentiable)
+    #expect(!loss.isDifferentiable)
+  }
+
+  @Test func constantsRecordNoGraph() {
+    let x = Tensor([1, 2], shape: [2])
+    #expect(!(x * x).exp().isDifferentiable)
+  }
+
+  @Test func reshapeSharesElements() {
+    let x = Tensor([1, 2, 3, 4], shape: [2, 2])
+    let y = x.reshaped(to: [4])
+    #expect(y.storage === x.storage)
+    #expect(y.shape == [4])
+  }
+
+  @Test func randomGeneratorIsSeeded() {
+    var a = RandomGenerator(seed: 7), b = RandomGenerator(seed: 7), c = RandomGenerator(seed: 8)
+    let first = (0..<4).map { _ in a.uniform(0, 1) }
+    #expect(first == (0..<4).map { _ in b.uniform(0, 1) })
+    #expect(first != (0..<4).map { _ in c.uniform(0, 1) })
+    var normal = RandomGenerator(seed: 3)
+    let samples = (0..<20_000).map { _ in normal.normal() }
+    let mean = samples.reduce(0, +) / Float(samples.count)
+    let variance = samples.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Float(samples.count)
+    #expect(abs(mean) < 0.03 && abs(variance - 1) < 0.05)
+  }
+}
