@@ -5,3 +5,4 @@
 
 int mallctl(const char *name, void *oldp, size_t *oldlenp, void *newp, size_t newlen);
 size_t nallocx(size_t size, int flags);
+size_t malloc_usable_size(void *ptr);

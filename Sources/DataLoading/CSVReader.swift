@@ -1,0 +1,139 @@
+import Foundation
+import Tensors
+
+/// Why a data file cannot be used.
+public enum DataError: Error, Equatable, Sendable, CustomStringConvertible {
+  case fileNotReadable(path: String, reason: String)
+  case empty(path: String)
+  case noRows(path: String)
+  case raggedRow(path: String, line: Int, expectedColumns: Int, actualColumns: Int)
+  case notNumeric(path: String, line: Int, column: String, text: String)
+  case labelColumnNotFound(path: String, column: String, available: [String])
+  case invalidLabel(path: String, line: Int, value: String, expected: String)
+  case noFeatures(path: String)
+  case inputShapeMismatch(path: String, features: Int, inputShape: [Int])
+
+  public var description: String {
+    switch self {
+    case .fileNotReadable(let path, let reason):
+      "cannot read data file \(path): \(reason)"
+    case .empty(let path):
+      "data file \(path) is empty; expected a header row and data rows"
+    case .noRows(let path):
+      "data file \(path) has a header but no data rows"
+    case .raggedRow(let path, let line, let expected, let actual):
+      "\(path) line \(line): \(actual) columns, expected \(expected) as in the header"
+    case .notNumeric(let path, let line, let column, let text):
+      "\(path) line \(line), column \(column): \"\(text)\" is not a finite number"
+    case .labelColumnNotFound(let path, let column, let available):
+      "\(path): label column \"\(column)\" not found; columns are \(available.prefix(12).joined(separator: ", "))\(available.count > 12 ? ", …" : "")"
+    case .invalidLabel(let path, let line, let value, let expected):
+      "\(path) line \(line): label \(value) is invalid, expected \(expected)"
+    case .noFeatures(let path):
+      "\(path): no feature columns besides the label column"
+    case .inputShapeMismatch(let path, let features, let inputShape):
+      "\(path): \(features) feature columns do not fill input shape \(inputShape.map(String.init).joined(separator: "x")) (\(inputShape.reduce(1, *)) values)"
+    }
+  }
+}
+
+/// What the label column holds.
+public enum LabelKind: Sendable {
+  /// Class indices: non-negative integers (for cross-entropy).
+  case classIndex
+  /// Real-valued targets (for regression and binary targets).
+  case value
+}
+
+/// Reads a numeric CSV file with a header row into a ``TensorDataset``.
+public enum CSVReader {
+  /// Loads `path`: features are all columns but the label column.
+  /// - Parameters:
+  ///   - labelColumn: a header name, or a 0-based column index (negative counts from the
+  ///     end); `nil` for the last column.
+  ///   - labelKind: class indices or values.
+  ///   - inputShape: the shape one sample's features are laid out in (`[C, H, W]` for
+  ///     images); `nil` for a flat vector.
+  /// - Throws: ``DataError`` naming the line and column of the first problem.
+  public static func load(
+    path: String, labelColumn: String? = nil, labelKind: LabelKind, inputShape: [Int]? = nil
+  ) throws(DataError) -> TensorDataset {
+    let text: String
+    do {
+      text = try String(contentsOfFile: path, encoding: .utf8)
+    } catch {
+      let reason = FileManager.default.fileExists(atPath: path) ? "not readable as UTF-8 text" : "no such file"
+      throw .fileNotReadable(path: path, reason: reason)
+    }
+    return try parse(text, path: path, labelColumn: labelColumn, labelKind: labelKind, inputShape: inputShape)
+  }
+
+  /// Parses CSV `text` as ``load(path:labelColumn:labelKind:inputShape:)`` does; `path`
+  /// names the source in errors.
+  public static func parse(
+    _ text: String, path: String, labelColumn: String? = nil, labelKind: LabelKind, inputShape: [Int]? = nil
+  ) throws(DataError) -> TensorDataset {
+    var lines = text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated()
+      .map { (number: $0.offset + 1, text: $0.element) }
+    lines.removeAll { $0.text.allSatisfy(\.isWhitespace) }
+    guard let header = lines.first else { throw .empty(path: path) }
+    let names = header.text.split(separator: ",", omittingEmptySubsequences: false).map {
+      $0.trimmingCharacters(in: .whitespaces)
+    }
+    let rows = lines.dropFirst()
+    guard !rows.isEmpty else { throw .noRows(path: path) }
+    let label = try labelIndex(labelColumn, names: names, path: path)
+    let featureCount = names.count - 1
+    guard featureCount >= 1 else { throw .noFeatures(path: path) }
+    let sampleShape = inputShape ?? [featureCount]
+    guard sampleShape.reduce(1, *) == featureCount, sampleShape.allSatisfy({ $0 > 0 }) else {
+      throw .inputShapeMismatch(path: path, features: featureCount, inputShape: sampleShape)
+    }
+    let inputs = Tensor(uninitializedShape: [rows.count] + sampleShape)
+    let targets = Tensor(uninitializedShape: [rows.count])
+    let x = inputs.mutableBuffer, y = targets.mutableBuffer
+    for (row, line) in rows.enumerated() {
+      let cells = line.text.split(separator: ",", omittingEmptySubsequences: false)
+      guard cells.count == names.count else {
+        throw .raggedRow(path: path, line: line.number, expectedColumns: names.count, actualColumns: cells.count)
+      }
+      var feature = 0
+      for (column, cell) in cells.enumerated() {
+        let trimmed = cell.trimmingCharacters(in: .whitespaces)
+        guard let value = Float(trimmed), value.isFinite || column == label else {
+          throw .notNumeric(path: path, line: line.number, column: names[column], text: trimmed)
+        }
+        if column == label {
+          y[row] = try checkedLabel(value, text: trimmed, kind: labelKind, line: line.number, path: path)
+        } else {
+          x[row * featureCount + feature] = value
+          feature += 1
+        }
+      }
+    }
+    return TensorDataset(inputs: inputs, targets: targets)
+  }
+
+  static func labelIndex(_ column: String?, names: [String], path: String) throws(DataError) -> Int {
+    guard let column else { return names.count - 1 }
+    if let index = names.firstIndex(of: column) { return index }
+    if let number = Int(column), number >= -names.count, number < names.count {
+      return number < 0 ? names.count + number : number
+    }
+    throw .labelColumnNotFound(path: path, column: column, available: names)
+  }
+
+  static func checkedLabel(
+    _ value: Float, text: String, kind: LabelKind, line: Int, path: String
+  ) throws(DataError) -> Float {
+    switch kind {
+    case .value:
+      guard value.isFinite else { throw .invalidLabel(path: path, line: line, value: text, expected: "a finite number") }
+    case .classIndex:
+      guard value.isFinite, value >= 0, value.rounded() == value, value < 16_777_216 else {
+        throw .invalidLabel(path: path, line: line, value: text, expected: "a class index (an integer ≥ 0)")
+      }
+    }
+    return value
+  }
+}

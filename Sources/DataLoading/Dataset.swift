@@ -1,0 +1,72 @@
+import Tensors
+
+/// Samples with targets, addressed by index.
+public protocol Dataset {
+  /// Number of samples.
+  var count: Int { get }
+  /// The shape of one sample's input (batch axis excluded).
+  var sampleShape: [Int] { get }
+  /// The samples at `indices`, stacked along a new first axis, with their targets.
+  func batch(at indices: [Int]) -> Batch
+}
+
+/// Inputs and targets of several samples.
+public struct Batch {
+  /// `[n] + sampleShape`.
+  public let inputs: Tensor
+  /// `[n]` (class labels or scalar targets) or `[n, …]`.
+  public let targets: Tensor
+
+  public init(inputs: Tensor, targets: Tensor) {
+    precondition(
+      inputs.shape.first == targets.shape.first,
+      "inputs \(inputs.shape) and targets \(targets.shape) differ in sample count")
+    self.inputs = inputs
+    self.targets = targets
+  }
+
+  /// Number of samples.
+  public var count: Int { inputs.shape.first ?? 0 }
+}
+
+/// A dataset held in two tensors whose first axes are the samples.
+public struct TensorDataset: Dataset {
+  /// `[N] + sampleShape`.
+  public let inputs: Tensor
+  /// `[N]` or `[N, …]`.
+  public let targets: Tensor
+
+  /// - Precondition: both tensors have the same extent on their first axis.
+  public init(inputs: Tensor, targets: Tensor) {
+    precondition(inputs.rank >= 1 && targets.rank >= 1, "datasets need a sample axis")
+    precondition(
+      inputs.shape[0] == targets.shape[0],
+      "inputs \(inputs.shape) and targets \(targets.shape) differ in sample count")
+    self.inputs = inputs
+    self.targets = targets
+  }
+
+  public var count: Int { inputs.shape[0] }
+  public var sampleShape: [Int] { Array(inputs.shape.dropFirst()) }
+
+  public func batch(at indices: [Int]) -> Batch {
+    Batch(inputs: Self.rows(of: inputs, at: indices), targets: Self.rows(of: targets, at: indices))
+  }
+
+  /// A new tensor of the rows (first-axis slices) of `tensor` at `indices`.
+  static func rows(of tensor: Tensor, at indices: [Int]) -> Tensor {
+    let width = tensor.shape.dropFirst().reduce(1, *)
+    let result = Tensor(uninitializedShape: [indices.count] + tensor.shape.dropFirst())
+    let source = tensor.storage.base, target = result.storage.base
+    // Consecutive indices are copied as one block.
+    var position = 0
+    while position < indices.count {
+      var run = 1
+      while position + run < indices.count && indices[position + run] == indices[position] + run { run += 1 }
+      precondition(indices[position] >= 0 && indices[position] + run <= tensor.shape[0], "sample index out of range")
+      (target + position * width).update(from: source + indices[position] * width, count: run * width)
+      position += run
+    }
+    return result
+  }
+}

@@ -1,0 +1,118 @@
+import CJemalloc
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Why jemalloc's statistics cannot be read.
+public enum MemoryError: Error, Equatable, Sendable, CustomStringConvertible {
+  /// `mallctl(name)` failed with `code`.
+  case mallctlFailed(name: String, code: Int32)
+  /// Allocations do not move jemalloc's counters: another allocator serves `malloc`.
+  case jemallocNotInUse
+
+  public var description: String {
+    switch self {
+    case .mallctlFailed(let name, let code):
+      "jemalloc's mallctl(\"\(name)\") failed with error \(code); GradAccum needs jemalloc 5.3 built with statistics (Debian: libjemalloc-dev)"
+    case .jemallocNotInUse:
+      "allocations do not reach jemalloc, so memory cannot be measured; link libjemalloc (Debian: libjemalloc-dev) and do not preload another allocator"
+    }
+  }
+}
+
+/// jemalloc's view of this process's memory, through `mallctl`.
+///
+/// Every tensor buffer is a plain `malloc`, so these counters see all of it.
+public enum MemoryStatistics {
+  /// Reads a `mallctl` value of type `T`.
+  static func read<T>(_ name: String, as type: T.Type) throws(MemoryError) -> T {
+    var size = MemoryLayout<T>.size
+    let pointer = UnsafeMutablePointer<T>.allocate(capacity: 1)
+    defer { pointer.deallocate() }
+    let code = mallctl(name, pointer, &size, nil, 0)
+    guard code == 0 else { throw .mallctlFailed(name: name, code: code) }
+    return pointer.pointee
+  }
+
+  /// Calls a `mallctl` that takes and returns nothing (`thread.peak.reset`).
+  static func trigger(_ name: String) throws(MemoryError) {
+    let code = mallctl(name, nil, nil, nil, 0)
+    guard code == 0 else { throw .mallctlFailed(name: name, code: code) }
+  }
+
+  /// Refreshes the process-wide statistics (`epoch`), which jemalloc caches.
+  static func refresh() throws(MemoryError) {
+    var written: UInt64 = 1
+    var read: UInt64 = 0
+    var size = MemoryLayout<UInt64>.size
+    let code = mallctl("epoch", &read, &size, &written, MemoryLayout<UInt64>.size)
+    guard code == 0 else { throw .mallctlFailed(name: "epoch", code: code) }
+  }
+
+  /// Bytes the application has allocated and not freed (`stats.allocated`), process-wide.
+  public static func allocatedBytes() throws(MemoryError) -> Int {
+    try refresh()
+    return Int(try read("stats.allocated", as: Int.self))
+  }
+
+  /// Bytes in active pages (`stats.active`).
+  public static func activeBytes() throws(MemoryError) -> Int {
+    try refresh()
+    return try read("stats.active", as: Int.self)
+  }
+
+  /// Bytes in physically resident pages (`stats.resident`).
+  public static func residentBytes() throws(MemoryError) -> Int {
+    try refresh()
+    return try read("stats.resident", as: Int.self)
+  }
+
+  /// Bytes in mapped extents (`stats.mapped`).
+  public static func mappedBytes() throws(MemoryError) -> Int {
+    try refresh()
+    return try read("stats.mapped", as: Int.self)
+  }
+
+  /// The bytes jemalloc reserves for a request of `requestBytes` (its size class).
+  public static func sizeClassBytes(forRequest requestBytes: Int) -> Int {
+    Int(nallocx(Swift.max(requestBytes, 1), 0))
+  }
+
+  /// The bytes jemalloc reserved for the live block at `pointer` (its size class).
+  public static func usableBytes(of pointer: UnsafeMutableRawPointer) -> Int {
+    malloc_usable_size(pointer)
+  }
+
+  /// Starts a new peak for the calling thread (`thread.peak.reset`).
+  public static func resetThreadPeak() throws(MemoryError) {
+    try trigger("thread.peak.reset")
+  }
+
+  /// The most bytes the calling thread had allocated beyond what it had at the last
+  /// ``resetThreadPeak()`` (`thread.peak.read`).
+  public static func threadPeakBytes() throws(MemoryError) -> Int {
+    Int(try read("thread.peak.read", as: UInt64.self))
+  }
+
+  /// The transient peak of `body`: the most bytes alive at once on this thread during it,
+  /// beyond what was alive when it started.
+  public static func measurePeak<Result>(
+    _ body: () throws -> Result
+  ) throws -> (result: Result, peakBytes: Int) {
+    try resetThreadPeak()
+    let result = try body()
+    return (result, try threadPeakBytes())
+  }
+
+  /// Checks that `malloc` is jemalloc's: an allocation must move `stats.allocated`.
+  public static func verifyJemallocIsTheAllocator() throws(MemoryError) {
+    let probeBytes = 1 << 22
+    let before = try allocatedBytes()
+    guard let block = malloc(probeBytes) else { throw .jemallocNotInUse }
+    defer { free(block) }
+    // Touch it so the allocation cannot be elided.
+    block.storeBytes(of: 1, as: UInt8.self)
+    let during = try allocatedBytes()
+    guard during - before >= probeBytes else { throw .jemallocNotInUse }
+  }
+}

@@ -1,0 +1,70 @@
+import Tensors
+
+/// A differentiable function with parameters, the unit models are built from.
+///
+/// Layers are reference types: their parameters are tensors that the optimizer updates in
+/// place, and a model shares them with whoever holds it. Parameter and buffer names are
+/// those of the matching PyTorch module's `state_dict()` (`weight`, `bias`, `running_mean`).
+public protocol Layer: AnyObject {
+  /// Applies the layer to a batch (the first axis of `input` is the batch).
+  func callAsFunction(_ input: Tensor) -> Tensor
+
+  /// The shape of one sample's output for one sample's input shape (batch axis excluded).
+  /// - Throws: ``ShapeError`` when the layer cannot take that input.
+  func outputShape(forInput shape: [Int]) throws(ShapeError) -> [Int]
+
+  /// Trainable tensors with their PyTorch names, in PyTorch's order.
+  var namedParameters: [(name: String, tensor: Tensor)] { get }
+
+  /// Non-trainable state saved with the model (running statistics), with PyTorch names.
+  var namedBuffers: [(name: String, tensor: Tensor)] { get }
+
+  /// Switches between training behaviour (dropout active, batch statistics) and evaluation.
+  func setTraining(_ training: Bool)
+
+  /// Whether the layer's output for one sample depends on the other samples of its batch
+  /// (batch normalization): such layers see micro-batches, not windows, under accumulation.
+  var dependsOnBatch: Bool { get }
+}
+
+extension Layer {
+  public var namedParameters: [(name: String, tensor: Tensor)] { [] }
+  public var namedBuffers: [(name: String, tensor: Tensor)] { [] }
+  public func setTraining(_ training: Bool) {}
+  public var dependsOnBatch: Bool { false }
+
+  /// The trainable tensors, in order.
+  public var parameters: [Tensor] { namedParameters.map(\.tensor) }
+
+  /// Every tensor of the model's `state_dict`, parameters then buffers.
+  public var namedState: [(name: String, tensor: Tensor)] { namedParameters + namedBuffers }
+
+  /// Number of trainable scalars.
+  public var parameterCount: Int { parameters.reduce(0) { $0 + $1.count } }
+
+  /// Zeros the accumulated gradient of every parameter.
+  public func zeroGradients() {
+    for parameter in parameters { parameter.zeroGradient() }
+  }
+}
+
+/// Why a layer or a loss cannot take the shapes it was given.
+public enum ShapeError: Error, Equatable, Sendable, CustomStringConvertible {
+  /// `layer` expects `expected` features per sample but was given `actual`.
+  case featureMismatch(layer: String, expected: Int, actual: [Int])
+  /// `layer` needs inputs of a given rank (per sample).
+  case rankMismatch(layer: String, expectedRank: Int, actual: [Int])
+  /// A loss was given predictions and targets that do not match.
+  case targetMismatch(loss: String, predicted: [Int], targets: [Int])
+
+  public var description: String {
+    switch self {
+    case .featureMismatch(let layer, let expected, let actual):
+      "\(layer) expects \(expected) input features per sample, got input shape \(actual)"
+    case .rankMismatch(let layer, let expectedRank, let actual):
+      "\(layer) expects a rank-\(expectedRank) input per sample, got shape \(actual)"
+    case .targetMismatch(let loss, let predicted, let targets):
+      "\(loss) cannot compare predictions of shape \(predicted) with targets of shape \(targets)"
+    }
+  }
+}

@@ -1,0 +1,127 @@
+import Tensors
+
+/// How a loss turns per-element losses into its result, as PyTorch's `reduction`.
+public enum Reduction: String, Sendable, CaseIterable {
+  /// The mean over the counted items (for cross-entropy: the labels that are not ignored).
+  case mean
+  /// The sum over the items.
+  case sum
+  /// One loss per item, no reduction.
+  case none
+}
+
+/// Mean squared error `(predicted − expected)²`, as `nn.MSELoss`.
+/// - Precondition: equal element counts; a `[N]` target for `[N, 1]` predictions is
+///   compared row by row (not broadcast to `[N, N]`).
+public func meanSquaredError(predicted: Tensor, expected: Tensor, reduction: Reduction = .mean) -> Tensor {
+  let difference = predicted - expected.reshaped(to: predicted.shape)
+  return reduce(difference.raised(to: 2), reduction)
+}
+
+/// Cross-entropy of logits `[N, C]` against integer class labels, as `nn.CrossEntropyLoss`.
+/// Labels equal to `ignoreIndex` (PyTorch's default −100) contribute nothing, and the mean
+/// divides by the number of labels that are not ignored.
+public func crossEntropy(
+  logits: Tensor, labels: [Int], ignoreIndex: Int = -100, reduction: Reduction = .mean
+) -> Tensor {
+  let picked = logits.logSoftmax(alongAxis: 1).gathering(labels: labels, ignoring: ignoreIndex)
+  let losses = -picked
+  switch reduction {
+  case .none: return losses
+  case .sum: return losses.sum()
+  case .mean:
+    let counted = labels.lazy.filter { $0 != ignoreIndex }.count
+    return losses.sum() / Float(counted)
+  }
+}
+
+/// Binary cross-entropy of logits against targets in `[0, 1]`, as `nn.BCEWithLogitsLoss`,
+/// computed stably as `max(x, 0) − x·y + log(1 + e^−|x|)`.
+public func binaryCrossEntropy(logits: Tensor, expected: Tensor, reduction: Reduction = .mean) -> Tensor {
+  let y = expected.reshaped(to: logits.shape)
+  let losses = logits.relu() - logits * y + ((-logits.absoluteValue()).exp() + 1).log()
+  return reduce(losses, reduction)
+}
+
+private func reduce(_ losses: Tensor, _ reduction: Reduction) -> Tensor {
+  switch reduction {
+  case .none: losses
+  case .sum: losses.sum()
+  case .mean: losses.mean()
+  }
+}
+
+/// A training loss: which function, and its settings, applied to a model's output and a
+/// batch's targets.
+///
+/// Targets are `Float` tensors; for ``crossEntropy`` they hold integer class labels.
+public struct Loss: Sendable, Equatable, CustomStringConvertible {
+  /// The loss functions.
+  public enum Kind: Sendable, Equatable {
+    case meanSquaredError
+    case crossEntropy(ignoreIndex: Int)
+    case binaryCrossEntropy
+  }
+
+  /// Which function.
+  public let kind: Kind
+
+  /// Mean squared error, for regression.
+  public static let meanSquaredError = Loss(kind: .meanSquaredError)
+  /// Cross-entropy from logits with integer labels, ignoring label −100.
+  public static let crossEntropy = Loss(kind: .crossEntropy(ignoreIndex: -100))
+  /// Binary cross-entropy from logits.
+  public static let binaryCrossEntropy = Loss(kind: .binaryCrossEntropy)
+  /// Cross-entropy ignoring labels equal to `ignoreIndex`.
+  public static func crossEntropy(ignoreIndex: Int) -> Loss { Loss(kind: .crossEntropy(ignoreIndex: ignoreIndex)) }
+
+  public var description: String {
+    switch kind {
+    case .meanSquaredError: "mse"
+    case .crossEntropy(let ignoreIndex): ignoreIndex == -100 ? "cross-entropy" : "cross-entropy(ignore_index=\(ignoreIndex))"
+    case .binaryCrossEntropy: "bce"
+    }
+  }
+
+  /// The loss of `predicted` against `targets` with the given reduction.
+  public func callAsFunction(_ predicted: Tensor, _ targets: Tensor, reduction: Reduction = .mean) -> Tensor {
+    switch kind {
+    case .meanSquaredError:
+      NeuralNetwork.meanSquaredError(predicted: predicted, expected: targets, reduction: reduction)
+    case .crossEntropy(let ignoreIndex):
+      NeuralNetwork.crossEntropy(
+        logits: predicted, labels: Self.labels(targets), ignoreIndex: ignoreIndex, reduction: reduction)
+    case .binaryCrossEntropy:
+      NeuralNetwork.binaryCrossEntropy(logits: predicted, expected: targets, reduction: reduction)
+    }
+  }
+
+  /// The number of items a mean reduction divides by for these targets: the labels that
+  /// are not ignored for cross-entropy, the elements otherwise (times `outputWidth`).
+  public func itemCount(targets: Tensor, outputWidth: Int = 1) -> Int {
+    switch kind {
+    case .crossEntropy(let ignoreIndex): targets.buffer.lazy.filter { Int($0) != ignoreIndex }.count
+    case .meanSquaredError, .binaryCrossEntropy: targets.count * outputWidth
+    }
+  }
+
+  /// Checks that predictions of one sample's shape `outputShape` can be compared with
+  /// `targets` (which hold a batch's targets).
+  /// - Throws: ``ShapeError/targetMismatch(loss:predicted:targets:)``.
+  public func checkTargets(outputShape: [Int], targets: Tensor) throws(ShapeError) {
+    let batch = targets.shape.first ?? 0
+    let predicted = [batch] + outputShape
+    switch kind {
+    case .crossEntropy:
+      guard outputShape.count == 1, targets.rank == 1 else {
+        throw .targetMismatch(loss: description, predicted: predicted, targets: targets.shape)
+      }
+    case .meanSquaredError, .binaryCrossEntropy:
+      guard predicted.reduce(1, *) == targets.count else {
+        throw .targetMismatch(loss: description, predicted: predicted, targets: targets.shape)
+      }
+    }
+  }
+
+  static func labels(_ targets: Tensor) -> [Int] { targets.buffer.map { Int($0) } }
+}
