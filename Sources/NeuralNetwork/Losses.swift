@@ -97,11 +97,12 @@ public struct Loss: Sendable, Equatable, CustomStringConvertible {
   }
 
   /// The number of items a mean reduction divides by for these targets: the labels that
-  /// are not ignored for cross-entropy, the elements otherwise (times `outputWidth`).
-  public func itemCount(targets: Tensor, outputWidth: Int = 1) -> Int {
+  /// are not ignored for cross-entropy, the target elements otherwise (which match the
+  /// predictions one to one).
+  public func itemCount(targets: Tensor) -> Int {
     switch kind {
     case .crossEntropy(let ignoreIndex): targets.buffer.lazy.filter { Int($0) != ignoreIndex }.count
-    case .meanSquaredError, .binaryCrossEntropy: targets.count * outputWidth
+    case .meanSquaredError, .binaryCrossEntropy: targets.count
     }
   }
 

@@ -1,0 +1,8 @@
+// The public API of GradAccum in one import.
+@_exported import Checkpoints
+@_exported import DataLoading
+@_exported import Memory
+@_exported import NeuralNetwork
+@_exported import Optimizers
+@_exported import Tensors
+@_exported import Training

@@ -1,0 +1,100 @@
+import DataLoading
+import Foundation
+import NeuralNetwork
+import Optimizers
+import Tensors
+
+/// Why training cannot go on.
+public enum TrainingError: Error, Equatable, Sendable, CustomStringConvertible {
+  case logNotWritable(path: String)
+  case invalidSetting(name: String, value: String, expected: String)
+
+  public var description: String {
+    switch self {
+    case .logNotWritable(let path): "cannot write the training log \(path)"
+    case .invalidSetting(let name, let value, let expected): "\(name) is \(value), expected \(expected)"
+    }
+  }
+}
+
+/// What a training run did.
+public struct TrainingReport: Sendable, Equatable {
+  /// Per epoch, the sample-weighted mean of its window losses.
+  public var epochLosses: [Float]
+  /// Optimizer steps taken.
+  public var steps: Int
+  /// Samples trained on per second of wall-clock time.
+  public var samplesPerSecond: Double
+  /// The largest measured peak of any step.
+  public var maxPeakBytes: Int
+  /// Steps whose measured peak exceeded the budget.
+  public var budgetViolations: Int
+}
+
+/// Trains a model over a dataset for some epochs, window by window.
+public struct TrainingRun {
+  public var schedule: WindowSchedule
+  public var epochs: Int
+  public var shuffle: Bool
+  public var seed: UInt64
+  public var dropLast: Bool
+  public var budgetBytes: Int?
+
+  /// - Parameters:
+  ///   - schedule: how windows and micro-batches are cut.
+  ///   - epochs: ≥ 1.
+  ///   - shuffle, seed: a seeded shuffle per epoch, or the dataset's order.
+  ///   - dropLast: drop a last micro-batch smaller than the rest.
+  ///   - budgetBytes: the byte budget steps are checked against, if any.
+  public init(
+    schedule: WindowSchedule, epochs: Int, shuffle: Bool = true, seed: UInt64 = 0, dropLast: Bool = false,
+    budgetBytes: Int? = nil
+  ) {
+    self.schedule = schedule
+    self.epochs = epochs
+    self.shuffle = shuffle
+    self.seed = seed
+    self.dropLast = dropLast
+    self.budgetBytes = budgetBytes
+  }
+
+  /// Runs every epoch with `stepper`, reporting each step to `log` and `onStep`, and each
+  /// finished epoch's (1-based) number and mean loss to `onEpoch`.
+  public func run(
+    _ dataset: some Dataset, stepper: WindowStepper, log: TrainingLog? = nil,
+    onStep: (StepRecord) -> Void = { _ in }, onEpoch: (Int, Float) -> Void = { _, _ in }
+  ) -> TrainingReport {
+    stepper.model.setTraining(true)
+    let start = Date()
+    var report = TrainingReport(epochLosses: [], steps: 0, samplesPerSecond: 0, maxPeakBytes: 0, budgetViolations: 0)
+    var samplesSeen = 0
+    for epoch in 0..<epochs {
+      let order = DataLoader.sampleOrder(count: dataset.count, epoch: epoch, shuffle: shuffle, seed: seed)
+      var position = 0
+      var lossTotal: Double = 0
+      var epochSamples = 0
+      for sizes in schedule.windows(sampleCount: dataset.count, dropLast: dropLast) {
+        let microBatches = sizes.map { size -> Batch in
+          defer { position += size }
+          return dataset.batch(at: Array(order[position..<(position + size)]))
+        }
+        var record = stepper.step(window: microBatches)
+        record.epoch = epoch + 1
+        lossTotal += Double(record.loss) * Double(record.samples)
+        epochSamples += record.samples
+        report.steps += 1
+        report.maxPeakBytes = max(report.maxPeakBytes, record.peakBytes)
+        if let budgetBytes, record.peakBytes > budgetBytes { report.budgetViolations += 1 }
+        log?.write(record)
+        onStep(record)
+      }
+      samplesSeen += epochSamples
+      report.epochLosses.append(epochSamples > 0 ? Float(lossTotal / Double(epochSamples)) : .nan)
+      onEpoch(epoch + 1, report.epochLosses[epoch])
+    }
+    let seconds = Date().timeIntervalSince(start)
+    report.samplesPerSecond = seconds > 0 ? Double(samplesSeen) / seconds : 0
+    log?.write(report)
+    return report
+  }
+}

@@ -1,0 +1,127 @@
+import ArgumentParser
+import GradAccum
+
+/// A problem with what the user asked for, printed as one line.
+struct UsageError: Error, CustomStringConvertible {
+  let description: String
+  init(_ description: String) { self.description = description }
+}
+
+/// Runs a library call, turning its typed error into a one-line message.
+func userFacing<Result>(_ body: () throws -> Result) throws -> Result {
+  do {
+    return try body()
+  } catch let error as CustomStringConvertible {
+    throw UsageError(error.description)
+  }
+}
+
+/// Parses `784` or `1x8x8` into a shape.
+func parseShape(_ text: String, option: String) throws -> [Int] {
+  let parts = text.lowercased().split(separator: "x", omittingEmptySubsequences: false)
+  let shape = parts.compactMap { Int($0) }
+  guard !parts.isEmpty, shape.count == parts.count, shape.allSatisfy({ $0 >= 1 }) else {
+    throw UsageError("\(option) \"\(text)\" is not a shape; expected positive integers joined by x, such as 784 or 1x8x8")
+  }
+  return shape
+}
+
+/// The loss named on the command line.
+enum LossChoice: String, ExpressibleByArgument, CaseIterable {
+  case mse, crossEntropy = "cross-entropy", bce
+
+  var loss: Loss {
+    switch self {
+    case .mse: .meanSquaredError
+    case .crossEntropy: .crossEntropy
+    case .bce: .binaryCrossEntropy
+    }
+  }
+}
+
+/// The optimizer named on the command line.
+enum OptimizerChoice: String, ExpressibleByArgument, CaseIterable {
+  case sgd, adam, adamw
+}
+
+/// Options that describe the model, its data and how it learns.
+struct ModelOptions: ParsableArguments {
+  @Option(help: "The model, PyTorch layer names in lower case: \"linear(784,512) relu linear(512,10)\".")
+  var model: String
+
+  @Option(help: "The shape of one sample, D or CxHxW (default: the number of feature columns).")
+  var inputShape: String?
+
+  @Option(help: "Loss: mse, cross-entropy or bce.")
+  var loss: LossChoice
+
+  @Option(help: "Optimizer: sgd, adam or adamw.")
+  var optimizer: OptimizerChoice = .sgd
+
+  @Option(help: "Learning rate (default: 0.01 for sgd, 0.001 for adam and adamw).")
+  var lr: Float?
+
+  @Option(help: "SGD momentum.")
+  var momentum: Float = 0
+
+  @Option(help: "SGD dampening.")
+  var dampening: Float = 0
+
+  @Flag(help: "SGD Nesterov momentum.")
+  var nesterov = false
+
+  @Option(help: "Weight decay (default: 0, and 0.01 for adamw as in PyTorch).")
+  var weightDecay: Float?
+
+  @Flag(help: "Adam and AdamW: keep the maximum of the second moment (AMSGrad).")
+  var amsgrad = false
+
+  func parsedModel() throws -> ModelSpecification {
+    try userFacing { try ModelSpecification(parsing: model) }
+  }
+
+  func makeOptimizer() throws -> Optimizer {
+    if optimizer != .sgd && (momentum != 0 || dampening != 0 || nesterov) {
+      throw UsageError("--momentum, --dampening and --nesterov apply to sgd only, not \(optimizer.rawValue)")
+    }
+    if optimizer == .sgd && amsgrad { throw UsageError("--amsgrad applies to adam and adamw only") }
+    return try userFacing {
+      switch optimizer {
+      case .sgd:
+        try SGD(
+          learningRate: lr ?? 0.01, momentum: momentum, dampening: dampening, weightDecay: weightDecay ?? 0,
+          nesterov: nesterov)
+      case .adam: try Adam(learningRate: lr ?? 1e-3, weightDecay: weightDecay ?? 0, amsgrad: amsgrad)
+      case .adamw: try AdamW(learningRate: lr ?? 1e-3, weightDecay: weightDecay ?? 1e-2, amsgrad: amsgrad)
+      }
+    }
+  }
+}
+
+extension Loss {
+  /// What the label column must hold for this loss.
+  var labelKind: LabelKind {
+    if case .crossEntropy = kind { return .classIndex }
+    return .value
+  }
+}
+
+/// Checks that the model takes the data's samples and that the loss can compare its output
+/// with the data's targets.
+func checkCompatible(model: Sequential, loss: Loss, dataset: TensorDataset, path: String) throws {
+  let outputShape = try userFacing { try model.outputShape(forInput: dataset.sampleShape) }
+  try userFacing { try loss.checkTargets(outputShape: outputShape, targets: dataset.targets) }
+  switch loss.kind {
+  case .crossEntropy(let ignoreIndex):
+    let classes = outputShape[0]
+    if let bad = dataset.targets.buffer.first(where: { Int($0) >= classes && Int($0) != ignoreIndex }) {
+      throw UsageError("\(path): label \(Int(bad)) is not a class of a model with \(classes) outputs (0..<\(classes))")
+    }
+  case .binaryCrossEntropy:
+    if let bad = dataset.targets.buffer.first(where: { !($0 >= 0 && $0 <= 1) }) {
+      throw UsageError("\(path): target \(bad) is outside [0, 1], which bce needs")
+    }
+  case .meanSquaredError:
+    break
+  }
+}
