@@ -1,0 +1,134 @@
+import NeuralNetwork
+import Tensors
+import Testing
+import _TestSupport
+
+@Suite("Layers")
+struct LayerTests {
+  @Test func sequentialNamesParametersLikePyTorch() {
+    let model = Sequential {
+      Linear(inputSize: 4, outputSize: 3, seed: 1)
+      ReLU()
+      Linear(inputSize: 3, outputSize: 2, bias: false, seed: 2)
+      Dropout(probability: 0.1)
+      Linear(inputSize: 2, outputSize: 1, seed: 3)
+    }
+    #expect(model.namedParameters.map(\.name) == ["0.weight", "0.bias", "2.weight", "4.weight", "4.bias"])
+    #expect(model.namedParameters.map(\.tensor.shape) == [[3, 4], [3], [2, 3], [1, 2], [1]])
+    #expect(model.parameterCount == 12 + 3 + 6 + 2 + 1)
+  }
+
+  @Test func linearComputesXWTransposedPlusBias() {
+    let layer = Linear(inputSize: 2, outputSize: 3, seed: 0)
+    layer.weight.mutableBuffer.update(fromContentsOf: [1, 2, 3, 4, 5, 6] as [Float])
+    layer.bias!.mutableBuffer.update(fromContentsOf: [0.5, -1, 2] as [Float])
+    let x = Tensor([1, -1, 2, 0.5], shape: [2, 2])
+    // Row 1: [1·1 + -1·2, 1·3 + -1·4, 1·5 + -1·6] + b = [-0.5, -2, 1]
+    // Row 2: [2 + 1, 6 + 2, 10 + 3] + b = [3.5, 7, 15]
+    #expect(layer(x).values == [-0.5, -2, 1, 3.5, 7, 15])
+  }
+
+  @Test func linearInitializationIsPyTorchsUniformBound() {
+    let layer = Linear(inputSize: 100, outputSize: 50, seed: 5)
+    let bound: Float = 0.1
+    #expect(layer.weight.values.allSatisfy { abs($0) <= bound })
+    #expect(layer.bias!.values.allSatisfy { abs($0) <= bound })
+    // A uniform(-b, b) sample of 5000 values has a standard deviation near b/√3.
+    let values = layer.weight.values
+    let variance = values.map { $0 * $0 }.reduce(0, +) / Float(values.count)
+    #expect(abs(variance.squareRoot() - bound / Float(3).squareRoot()) < 0.003)
+    // Seeded: the same seed gives the same weights, another seed others.
+    #expect(Linear(inputSize: 100, outputSize: 50, seed: 5).weight.values == values)
+    #expect(Linear(inputSize: 100, outputSize: 50, seed: 6).weight.values != values)
+  }
+
+  @Test func gradientsOfLayersMatchFiniteDifferences() {
+    let linear = Linear(inputSize: 3, outputSize: 2, seed: 4)
+    let x = randomTensor([4, 3])
+    checkGradients(of: [x, linear.weight, linear.bias!]) { inputs in
+      let layer = Linear(inputSize: 3, outputSize: 2, seed: 0)
+      layer.weight.mutableBuffer.update(fromContentsOf: inputs[1].buffer)
+      layer.bias!.mutableBuffer.update(fromContentsOf: inputs[2].buffer)
+      return Tensor.matmul(inputs[0], inputs[1], transposingRight: true) + inputs[2]
+    }
+    for activation in [ReLU(), Tanh(), Sigmoid(), GELU()] as [any Layer] {
+      checkGradients(of: [randomTensor([3, 4], low: 0.1, high: 2)]) { activation($0[0]) }
+    }
+    checkGradients(of: [randomTensor([2, 3, 2])]) { Flatten()($0[0]) }
+  }
+
+  @Test func dropoutScalesKeptElementsAndIsIdentityInEvaluation() {
+    let dropout = Dropout(probability: 0.25, seed: 3)
+    let x = Tensor(repeating: 1, shape: [100, 100])
+    let y = dropout(x).values
+    #expect(Set(y) == [0, Float(1) / 0.75])
+    let dropped = Float(y.filter { $0 == 0 }.count) / Float(y.count)
+    #expect(abs(dropped - 0.25) < 0.02)
+    dropout.setTraining(false)
+    #expect(dropout(x) === x)
+    // Seeded: the same seed gives the same mask.
+    #expect(Dropout(probability: 0.25, seed: 3)(x).values == y)
+  }
+
+  @Test func dropoutGradientFollowsItsMask() {
+    let dropout = Dropout(probability: 0.5, seed: 9)
+    let x = Tensor(repeating: 2, shape: [4, 4], requiresGradient: true)
+    let y = dropout(x)
+    y.sum().backward()
+    #expect(x.gradient!.values == y.values.map { $0 / 2 })
+  }
+
+  @Test func shapesAreCheckedWithClearErrors() throws {
+    let model = try ModelSpecification(parsing: "linear(4,3) relu linear(3,2)").build(seed: 0)
+    #expect(try model.outputShape(forInput: [4]) == [2])
+    #expect(throws: ShapeError.featureMismatch(layer: "linear(4,3)", expected: 4, actual: [5])) {
+      try model.outputShape(forInput: [5])
+    }
+    #expect(throws: ShapeError.rankMismatch(layer: "linear(4,3)", expectedRank: 1, actual: [2, 2])) {
+      try model.outputShape(forInput: [2, 2])
+    }
+    #expect(try Flatten().outputShape(forInput: [2, 2]) == [4])
+  }
+}
+
+@Suite("Model specification")
+struct ModelSpecificationTests {
+  @Test func parsesLayersArgumentsAndKeywords() throws {
+    let specification = try ModelSpecification(parsing: " linear(784, 512) ReLU dropout(p=0.2) linear(512,10,bias=false)  gelu ")
+    #expect(specification.layers.map(\.name) == ["linear", "relu", "dropout", "linear", "gelu"])
+    let model = specification.build(seed: 1)
+    #expect(model.namedParameters.map(\.name) == ["0.weight", "0.bias", "3.weight"])
+    #expect(try model.outputShape(forInput: [784]) == [10])
+  }
+
+  @Test func sameSeedSameModel() throws {
+    let specification = try ModelSpecification(parsing: "linear(3,4) tanh linear(4,2)")
+    #expect(specification.build(seed: 3).parameters.map(\.values) == specification.build(seed: 3).parameters.map(\.values))
+  }
+
+  @Test(arguments: [
+    ("", "the model specification is empty"),
+    ("   ", "the model specification is empty"),
+    ("linear(2,3", "unbalanced parentheses"),
+    ("linear(2,3))", "unbalanced parentheses"),
+    ("conv9d(1,2)", "unknown layer \"conv9d\" at position 0"),
+    ("linear(2)", "expected 2 positional arguments, got 1"),
+    ("linear(2,x)", "out_features must be a positive integer, got \"x\""),
+    ("linear(0,3)", "in_features must be a positive integer, got \"0\""),
+    ("linear(-2,3)", "in_features must be a positive integer"),
+    ("linear(2,3,bias=maybe)", "bias must be true or false"),
+    ("linear(2,3,colour=red)", "unknown argument \"colour\""),
+    ("relu(3)", "expected 0 positional arguments, got 1"),
+    ("dropout(1.5)", "p must be a probability in [0, 1)"),
+    ("linear(2,,3)", "empty argument"),
+    ("linear(2,3)relu", "expected name(arguments)"),
+  ])
+  func rejectsMalformedSpecifications(text: String, message: String) {
+    do {
+      _ = try ModelSpecification(parsing: text)
+      Issue.record("\"\(text)\" parsed, expected an error containing \(message)")
+    } catch {
+      #expect(error.description.contains(message), "\(error.description)")
+    }
+  }
+}
