@@ -104,14 +104,18 @@ public enum MemoryStatistics {
     return (result, try threadPeakBytes())
   }
 
-  /// Checks that `malloc` is jemalloc's: an allocation must move `stats.allocated`.
+  /// Checks that `malloc` is jemalloc's: an allocation through the process's `malloc`
+  /// symbol must move `stats.allocated`.
   public static func verifyJemallocIsTheAllocator() throws(MemoryError) {
+    typealias Allocate = @convention(c) (Int) -> UnsafeMutableRawPointer?
+    // Looked up at run time, so the compiler cannot see (and elide) the allocation, and
+    // so the check exercises the symbol every library of the process binds to.
+    guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc") else { throw .jemallocNotInUse }
+    let allocate = unsafeBitCast(symbol, to: Allocate.self)
     let probeBytes = 1 << 22
     let before = try allocatedBytes()
-    guard let block = malloc(probeBytes) else { throw .jemallocNotInUse }
+    guard let block = allocate(probeBytes) else { throw .jemallocNotInUse }
     defer { free(block) }
-    // Touch it so the allocation cannot be elided.
-    block.storeBytes(of: 1, as: UInt8.self)
     let during = try allocatedBytes()
     guard during - before >= probeBytes else { throw .jemallocNotInUse }
   }

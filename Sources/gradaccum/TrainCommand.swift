@@ -38,7 +38,7 @@ struct TrainCommand: ParsableCommand {
   @Option(help: "Seed for initialization, shuffling and dropout.")
   var seed: UInt64 = 0
 
-  @Option(help: "Initial weights: a safetensors file with PyTorch's state_dict names.")
+  @Option(name: .customLong("init"), help: "Initial weights: a safetensors file with PyTorch's state_dict names.")
   var initial: String?
 
   @Option(help: "Write the final weights to this safetensors file.")
@@ -49,12 +49,6 @@ struct TrainCommand: ParsableCommand {
 
   @Flag(help: "Print nothing but errors.")
   var quiet = false
-
-  enum CodingKeys: String, CodingKey {
-    case data, labelColumn, modelOptions, epochs, batch, accumulate, noShuffle, dropLast, seed
-    case initial = "init"
-    case save, log, quiet
-  }
 
   func validate() throws {
     guard epochs >= 1 else { throw UsageError("--epochs is \(epochs), expected an integer ≥ 1") }

@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Trains the same models with PyTorch and with `gradaccum train` and compares final weights.
+
+Needs `pip install torch safetensors` (only this script does; the tests do not).
+Usage: python3 scripts/pytorch_reference.py [path/to/gradaccum]
+"""
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+GRADACCUM = sys.argv[1] if len(sys.argv) > 1 else ".build/release/gradaccum"
+
+
+def build(spec):
+    layers = []
+    for token in spec.split():
+        if token.startswith("linear("):
+            a, b = token[7:-1].split(",")
+            layers.append(nn.Linear(int(a), int(b)))
+        else:
+            layers.append({"relu": nn.ReLU(), "tanh": nn.Tanh(), "gelu": nn.GELU(), "sigmoid": nn.Sigmoid()}[token])
+    return nn.Sequential(*layers)
+
+
+def optimizer(name, params, lr, momentum, weight_decay):
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay or 0.0)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay or 0.0)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay if weight_decay is not None else 0.01)
+
+
+def case(name, spec, features, rows, loss, opt, lr, epochs, batch, accumulate, momentum=0.0, weight_decay=None,
+         zero_init=False, classes=None, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((rows, features)).astype(np.float32)
+    if loss == "cross-entropy":
+        y = rng.integers(0, classes, rows).astype(np.float32)
+    else:
+        w = rng.standard_normal(features).astype(np.float32)
+        y = (x @ w + 0.5 + 0.01 * rng.standard_normal(rows)).astype(np.float32)
+    torch.manual_seed(seed)
+    model = build(spec)
+    if zero_init:
+        for p in model.parameters():
+            nn.init.zeros_(p)
+    work = tempfile.mkdtemp()
+    csv = os.path.join(work, "data.csv")
+    header = ",".join([f"x{i}" for i in range(features)] + ["y"])
+    np.savetxt(csv, np.column_stack([x, y]), delimiter=",", header=header, comments="", fmt="%.9g")
+    init = os.path.join(work, "init.safetensors")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, init)
+
+    # PyTorch: plain batches of the window size T = batch × accumulate.
+    window = batch * accumulate
+    criterion = nn.MSELoss() if loss == "mse" else nn.CrossEntropyLoss()
+    optim = optimizer(opt, model.parameters(), lr, momentum, weight_decay)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(epochs):
+        for start in range(0, rows, window):
+            xb, yb = xt[start:start + window], yt[start:start + window]
+            out = model(xb)
+            target = yb.view(-1, 1) if loss == "mse" else yb.long()
+            optim.zero_grad()
+            criterion(out, target).backward()
+            optim.step()
+
+    out_path = os.path.join(work, "out.safetensors")
+    command = [GRADACCUM, "train", "--data", csv, "--model", spec, "--loss", loss, "--optimizer", opt,
+               "--lr", str(lr), "--epochs", str(epochs), "--batch", str(batch), "--accumulate", str(accumulate),
+               "--no-shuffle", "--init", init, "--save", out_path, "--quiet"]
+    if momentum:
+        command += ["--momentum", str(momentum)]
+    if weight_decay is not None:
+        command += ["--weight-decay", str(weight_decay)]
+    subprocess.run(command, check=True)
+    ours = load_file(out_path)
+    worst = 0.0
+    for key, value in model.state_dict().items():
+        reference = value.detach().numpy()
+        difference = np.abs(ours[key].numpy() - reference) / np.maximum(np.abs(reference), 1e-3)
+        worst = max(worst, float(difference.max()))
+    print(f"{name:48s} max relative difference {worst:.2e}")
+    return worst
+
+
+if __name__ == "__main__":
+    results = [
+        case("article: linear(2,1), zero init, batch 40", "linear(2,1)", 2, 1000, "mse", "sgd", 0.01, 3, 40, 1,
+             zero_init=True),
+        case("article: linear(2,1), zero init, 10 x 4", "linear(2,1)", 2, 1000, "mse", "sgd", 0.01, 3, 10, 4,
+             zero_init=True),
+        case("mlp adam + cross-entropy, 16 x 3, partial window", "linear(8,32) relu linear(32,4)", 8, 203,
+             "cross-entropy", "adam", 0.01, 3, 16, 3, classes=4, seed=1),
+        case("mlp sgd momentum + weight decay + mse, 7 x 4", "linear(5,16) tanh linear(16,1)", 5, 150, "mse", "sgd",
+             0.02, 3, 7, 4, momentum=0.9, weight_decay=0.01, seed=2),
+        case("mlp adamw + cross-entropy, 25 x 2", "linear(10,24) gelu linear(24,24) relu linear(24,5)", 10, 260,
+             "cross-entropy", "adamw", 0.005, 2, 25, 2, classes=5, seed=3),
+        case("mlp adam + cross-entropy, plain batch 32", "linear(6,12) sigmoid linear(12,3)", 6, 100,
+             "cross-entropy", "adam", 0.02, 3, 32, 1, classes=3, seed=4),
+    ]
+    sys.exit(0 if max(results) < 1e-4 else 1)
