@@ -1,0 +1,45 @@
+import Foundation
+
+/// Runs the built `gradaccum` executable, which sits beside the test bundle.
+public enum CommandRunner {
+  /// The result of one run.
+  public struct Result {
+    public let status: Int32
+    public let output: String
+    public let error: String
+    /// Whether the process ended by a signal (a crash) rather than exiting.
+    public let crashed: Bool
+  }
+
+  /// The `gradaccum` executable of this build.
+  public static var executable: URL {
+    let directory = Bundle.main.executableURL?.deletingLastPathComponent()
+      ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    return directory.appendingPathComponent("gradaccum")
+  }
+
+  /// Runs `gradaccum` with `arguments` and waits for it.
+  public static func run(_ arguments: [String]) throws -> Result {
+    let process = Process()
+    process.executableURL = executable
+    process.arguments = arguments
+    let output = Pipe(), error = Pipe()
+    process.standardOutput = output
+    process.standardError = error
+    try process.run()
+    // Read before waiting so a full pipe cannot block the child.
+    let outputData = output.fileHandleForReading.readDataToEndOfFile()
+    let errorData = error.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return Result(
+      status: process.terminationStatus, output: String(decoding: outputData, as: UTF8.self),
+      error: String(decoding: errorData, as: UTF8.self), crashed: process.terminationReason == .uncaughtSignal)
+  }
+
+  /// A new empty directory for one test's files.
+  public static func temporaryDirectory() throws -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("gradaccum-test-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+  }
+}
