@@ -9,24 +9,47 @@ extension Tensor {
     let result = product(a, b, transposingLeft, transposingRight)
     let x = a.detached(), y = b.detached()
     return record(result, inputs: [a, b]) { g in
-      let gradientA: Tensor?
-      let gradientB: Tensor?
+      // Each gradient is op(x)·op(y) for operands and flags that depend on the case.
+      let (leftA, rightA, transposeLeftA, transposeRightA): (Tensor, Tensor, Bool, Bool)
+      let (leftB, rightB, transposeLeftB, transposeRightB): (Tensor, Tensor, Bool, Bool)
       switch (transposingLeft, transposingRight) {
-      case (false, false):  // C = A·B
-        gradientA = a.isDifferentiable ? product(g, y, false, true) : nil
-        gradientB = b.isDifferentiable ? product(x, g, true, false) : nil
-      case (false, true):  // C = A·Bᵀ
-        gradientA = a.isDifferentiable ? product(g, y, false, false) : nil
-        gradientB = b.isDifferentiable ? product(g, x, true, false) : nil
-      case (true, false):  // C = Aᵀ·B
-        gradientA = a.isDifferentiable ? product(y, g, false, true) : nil
-        gradientB = b.isDifferentiable ? product(x, g, false, false) : nil
-      case (true, true):  // C = Aᵀ·Bᵀ
-        gradientA = a.isDifferentiable ? product(y, g, true, true) : nil
-        gradientB = b.isDifferentiable ? product(g, x, true, true) : nil
+      case (false, false):  // C = A·B: dA = G·Bᵀ, dB = Aᵀ·G
+        (leftA, rightA, transposeLeftA, transposeRightA) = (g, y, false, true)
+        (leftB, rightB, transposeLeftB, transposeRightB) = (x, g, true, false)
+      case (false, true):  // C = A·Bᵀ: dA = G·B, dB = Gᵀ·A
+        (leftA, rightA, transposeLeftA, transposeRightA) = (g, y, false, false)
+        (leftB, rightB, transposeLeftB, transposeRightB) = (g, x, true, false)
+      case (true, false):  // C = Aᵀ·B: dA = B·Gᵀ, dB = A·G
+        (leftA, rightA, transposeLeftA, transposeRightA) = (y, g, false, true)
+        (leftB, rightB, transposeLeftB, transposeRightB) = (x, g, false, false)
+      case (true, true):  // C = Aᵀ·Bᵀ: dA = Bᵀ·Gᵀ, dB = Gᵀ·Aᵀ
+        (leftA, rightA, transposeLeftA, transposeRightA) = (y, g, true, true)
+        (leftB, rightB, transposeLeftB, transposeRightB) = (g, x, true, true)
       }
-      return [gradientA, gradientB]
+      return [
+        a.isDifferentiable ? gradientProduct(for: a, leftA, rightA, transposeLeftA, transposeRightA) : nil,
+        b.isDifferentiable ? gradientProduct(for: b, leftB, rightB, transposeLeftB, transposeRightB) : nil,
+      ]
     }
+  }
+
+  /// The gradient `op(left)·op(right)` for `input`. For a parameter (a leaf that requires
+  /// gradients) it is added straight into the parameter's gradient by `sgemm` with β = 1,
+  /// which saves a temporary and a pass over it, and `nil` is returned.
+  static func gradientProduct(
+    for input: Tensor, _ left: Tensor, _ right: Tensor, _ transposeLeft: Bool, _ transposeRight: Bool
+  ) -> Tensor? {
+    guard input.requiresGradient && input.node == nil else {
+      return product(left, right, transposeLeft, transposeRight)
+    }
+    if let gradient = input.gradient {
+      multiply(left, right, transposeLeft, transposeRight, into: gradient, accumulating: true)
+    } else {
+      let gradient = Tensor(uninitializedShape: input.shape)
+      multiply(left, right, transposeLeft, transposeRight, into: gradient, accumulating: false)
+      input.gradient = gradient
+    }
+    return nil
   }
 
   /// `op(a) · op(b)` through `cblas_sgemm`; no graph.

@@ -1,0 +1,44 @@
+# GradAccum: the two quick-start commands are `make demo` and `make test`.
+# Each installs the Debian packages it needs when they are missing.
+
+SWIFT ?= swift
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PACKAGES := libjemalloc-dev libopenblas-dev pkg-config
+
+.PHONY: deps demo test build release bench bench-suites compare-pytorch format clean
+
+## Install jemalloc and OpenBLAS (Debian packages) when pkg-config does not find them.
+deps:
+	@if ! pkg-config --exists jemalloc openblas 2>/dev/null; then \
+	  echo "Installing $(PACKAGES)"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PACKAGES); \
+	fi
+
+## Reproduce the article's experiment: batch 40 against 10 × 4 accumulation.
+demo: deps
+	$(SWIFT) run -c release gradaccum demo
+
+## Run every test.
+test: deps
+	$(SWIFT) build
+	$(SWIFT) test --parallel
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release
+
+## Training throughput and matmul against OpenBLAS (figures in docs/benchmarks.md).
+bench: deps
+	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark --format markdown
+
+## Compare final weights with PyTorch (needs `pip install torch safetensors`).
+compare-pytorch: release
+	python3 scripts/pytorch_reference.py .build/release/gradaccum
+
+format:
+	$(SWIFT) format --in-place --recursive Sources Tests Benchmarks/Benchmarks Package.swift
+
+clean:
+	rm -rf .build Benchmarks/.build
