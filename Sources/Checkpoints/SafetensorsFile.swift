@@ -123,7 +123,8 @@ public struct SafetensorsFile: Sendable {
     for extent in shape {
       let (product, overflow) = elements.multipliedReportingOverflow(by: extent)
       guard !overflow else {
-        throw .byteCountMismatch(path: path, tensor: name, dtype: dtypeName, shape: shape, bytes: offsets[1] - offsets[0])
+        throw .byteCountMismatch(
+          path: path, tensor: name, dtype: dtypeName, shape: shape, bytes: offsets[1] - offsets[0])
       }
       elements = product
     }
@@ -185,7 +186,9 @@ public struct SafetensorsFile: Sendable {
     floats: [(name: String, tensor: Tensor)], integers: [(name: String, values: [Int64], shape: [Int])] = [],
     metadata: [String: String] = [:]
   ) -> [UInt8] {
-    struct Item { let name: String; let dtype: DType; let shape: [Int]; let bytes: Int; let write: (inout [UInt8]) -> Void }
+    struct Item {
+      let name: String; let dtype: DType; let shape: [Int]; let bytes: Int; let write: (inout [UInt8]) -> Void
+    }
     var items: [Item] = floats.map { name, tensor in
       Item(name: name, dtype: .f32, shape: tensor.shape, bytes: tensor.count * 4) { out in
         for value in tensor.buffer { withUnsafeBytes(of: value.bitPattern.littleEndian) { out.append(contentsOf: $0) } }
@@ -206,7 +209,8 @@ public struct SafetensorsFile: Sendable {
     for item in items {
       let shape = item.shape.map(String.init).joined(separator: ",")
       fields.append(
-        "\(jsonString(item.name)):{\"dtype\":\"\(item.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + item.bytes)]}")
+        "\(jsonString(item.name)):{\"dtype\":\"\(item.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + item.bytes)]}"
+      )
       offset += item.bytes
     }
     var header = Array("{\(fields.joined(separator: ","))}".utf8)

@@ -128,7 +128,9 @@ public enum CSVReader {
   ) throws(DataError) -> Float {
     switch kind {
     case .value:
-      guard value.isFinite else { throw .invalidLabel(path: path, line: line, value: text, expected: "a finite number") }
+      guard value.isFinite else {
+        throw .invalidLabel(path: path, line: line, value: text, expected: "a finite number")
+      }
     case .classIndex:
       guard value.isFinite, value >= 0, value.rounded() == value, value < 16_777_216 else {
         throw .invalidLabel(path: path, line: line, value: text, expected: "a class index (an integer ≥ 0)")

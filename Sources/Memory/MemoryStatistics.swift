@@ -1,4 +1,5 @@
 import CJemalloc
+
 #if canImport(Glibc)
   import Glibc
 #endif
@@ -104,8 +105,14 @@ public enum MemoryStatistics {
     return (result, try threadPeakBytes())
   }
 
+  /// Bytes the calling thread has allocated since it started (`thread.allocated`); it
+  /// only grows, and other threads do not move it.
+  public static func threadAllocatedBytes() throws(MemoryError) -> Int {
+    Int(try read("thread.allocated", as: UInt64.self))
+  }
+
   /// Checks that `malloc` is jemalloc's: an allocation through the process's `malloc`
-  /// symbol must move `stats.allocated`.
+  /// symbol must move this thread's `thread.allocated` counter.
   public static func verifyJemallocIsTheAllocator() throws(MemoryError) {
     typealias Allocate = @convention(c) (Int) -> UnsafeMutableRawPointer?
     // Looked up at run time, so the compiler cannot see (and elide) the allocation, and
@@ -113,10 +120,10 @@ public enum MemoryStatistics {
     guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc") else { throw .jemallocNotInUse }
     let allocate = unsafeBitCast(symbol, to: Allocate.self)
     let probeBytes = 1 << 22
-    let before = try allocatedBytes()
+    let before = try threadAllocatedBytes()
     guard let block = allocate(probeBytes) else { throw .jemallocNotInUse }
     defer { free(block) }
-    let during = try allocatedBytes()
+    let during = try threadAllocatedBytes()
     guard during - before >= probeBytes else { throw .jemallocNotInUse }
   }
 }

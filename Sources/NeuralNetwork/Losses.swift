@@ -78,7 +78,8 @@ public struct Loss: Sendable, Equatable, CustomStringConvertible {
   public var description: String {
     switch kind {
     case .meanSquaredError: "mse"
-    case .crossEntropy(let ignoreIndex): ignoreIndex == -100 ? "cross-entropy" : "cross-entropy(ignore_index=\(ignoreIndex))"
+    case .crossEntropy(let ignoreIndex):
+      ignoreIndex == -100 ? "cross-entropy" : "cross-entropy(ignore_index=\(ignoreIndex))"
     case .binaryCrossEntropy: "bce"
     }
   }

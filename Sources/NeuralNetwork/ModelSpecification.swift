@@ -77,7 +77,8 @@ public struct ModelSpecification: Sendable, Equatable, CustomStringConvertible {
         }
         name = String(token[..<open]).lowercased()
         let inside = token[token.index(after: open)..<token.index(before: token.endIndex)]
-        arguments = inside.isEmpty ? [] : inside.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        arguments =
+          inside.isEmpty ? [] : inside.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
       } else {
         name = token.lowercased()
       }
@@ -91,7 +92,8 @@ public struct ModelSpecification: Sendable, Equatable, CustomStringConvertible {
           keywords[String(argument[..<equals]).lowercased()] = String(argument[argument.index(after: equals)...])
         } else {
           guard keywords.isEmpty else {
-            throw .invalidArguments(layer: token, position: position, reason: "positional argument after a keyword argument")
+            throw .invalidArguments(
+              layer: token, position: position, reason: "positional argument after a keyword argument")
           }
           positional.append(argument)
         }
@@ -134,7 +136,9 @@ public struct ModelSpecification: Sendable, Equatable, CustomStringConvertible {
         throw fail("expected \(counts) positional arguments, got \(layer.positional.count)")
       }
       for key in layer.keywords.keys where !keywords.contains(key) {
-        throw fail("unknown argument \"\(key)\"\(keywords.isEmpty ? "" : "; expected \(keywords.sorted().joined(separator: ", "))")")
+        throw fail(
+          "unknown argument \"\(key)\"\(keywords.isEmpty ? "" : "; expected \(keywords.sorted().joined(separator: ", "))")"
+        )
       }
     }
     func size(_ text: String, _ what: String) throws(ModelSpecificationError) -> Int {

@@ -45,7 +45,8 @@ public class Adam: Optimizer {
   static func validate(
     _ optimizer: String, learningRate: Float, beta1: Float, beta2: Float, epsilon: Float, weightDecay: Float
   ) throws(OptimizerError) {
-    try check(learningRate >= 0 && learningRate.isFinite, optimizer, "learning rate", learningRate, "a finite value ≥ 0")
+    try check(
+      learningRate >= 0 && learningRate.isFinite, optimizer, "learning rate", learningRate, "a finite value ≥ 0")
     try check(beta1 >= 0 && beta1 < 1, optimizer, "beta1", beta1, "a value in [0, 1)")
     try check(beta2 >= 0 && beta2 < 1, optimizer, "beta2", beta2, "a value in [0, 1)")
     try check(epsilon >= 0 && epsilon.isFinite, optimizer, "epsilon", epsilon, "a finite value ≥ 0")

@@ -75,7 +75,8 @@ public struct LinearWarmup: LearningRateSchedule {
     steps: Int, startFactor: Float = 1.0 / 3.0, then schedule: any LearningRateSchedule = ConstantLearningRate()
   ) throws(OptimizerError) {
     try Optimizer.check(steps >= 1, "LinearWarmup", "steps", Float(steps), "an integer ≥ 1")
-    try Optimizer.check(startFactor > 0 && startFactor <= 1, "LinearWarmup", "start factor", startFactor, "a value in (0, 1]")
+    try Optimizer.check(
+      startFactor > 0 && startFactor <= 1, "LinearWarmup", "start factor", startFactor, "a value in (0, 1]")
     self.steps = steps
     self.startFactor = startFactor
     self.schedule = schedule

@@ -27,7 +27,8 @@ public final class SGD: Optimizer {
     learningRate: Float, momentum: Float = 0, dampening: Float = 0, weightDecay: Float = 0,
     nesterov: Bool = false
   ) throws(OptimizerError) {
-    try Self.check(learningRate >= 0 && learningRate.isFinite, "SGD", "learning rate", learningRate, "a finite value ≥ 0")
+    try Self.check(
+      learningRate >= 0 && learningRate.isFinite, "SGD", "learning rate", learningRate, "a finite value ≥ 0")
     try Self.check(momentum >= 0 && momentum.isFinite, "SGD", "momentum", momentum, "a finite value ≥ 0")
     try Self.check(dampening >= 0 && dampening.isFinite, "SGD", "dampening", dampening, "a finite value ≥ 0")
     try Self.check(weightDecay >= 0 && weightDecay.isFinite, "SGD", "weight decay", weightDecay, "a finite value ≥ 0")

@@ -68,13 +68,15 @@ extension Tensor {
     }
     let x = detached()
     return Tensor.record(result, inputs: [self]) { g in
-      [Tensor.zipped(g, x) { g, x, out, n in
-        if exponent == 2 {
-          for i in 0..<n { out[i] = g[i] * 2 * x[i] }
-        } else {
-          for i in 0..<n { out[i] = g[i] * exponent * powf(x[i], exponent - 1) }
+      [
+        Tensor.zipped(g, x) { g, x, out, n in
+          if exponent == 2 {
+            for i in 0..<n { out[i] = g[i] * 2 * x[i] }
+          } else {
+            for i in 0..<n { out[i] = g[i] * exponent * powf(x[i], exponent - 1) }
+          }
         }
-      }]
+      ]
     }
   }
 
@@ -83,9 +85,11 @@ extension Tensor {
     let result = mapped { input, output, n in for i in 0..<n { output[i] = Swift.abs(input[i]) } }
     let x = detached()
     return Tensor.record(result, inputs: [self]) { g in
-      [Tensor.zipped(g, x) { g, x, out, n in
-        for i in 0..<n { out[i] = x[i] > 0 ? g[i] : (x[i] < 0 ? -g[i] : 0) }
-      }]
+      [
+        Tensor.zipped(g, x) { g, x, out, n in
+          for i in 0..<n { out[i] = x[i] > 0 ? g[i] : (x[i] < 0 ? -g[i] : 0) }
+        }
+      ]
     }
   }
 
@@ -136,15 +140,17 @@ extension Tensor {
     }
     let x = detached()
     return Tensor.record(result, inputs: [self]) { g in
-      [Tensor.zipped(g, x) { g, x, out, n in
-        let inverseSquareRootTwoPi: Float = 0.39894228040143267794
-        for i in 0..<n {
-          let v = x[i]
-          let cdf = 0.5 * (1 + erff(v * inverseSquareRootTwo))
-          let pdf = inverseSquareRootTwoPi * expf(-0.5 * v * v)
-          out[i] = g[i] * (cdf + v * pdf)
+      [
+        Tensor.zipped(g, x) { g, x, out, n in
+          let inverseSquareRootTwoPi: Float = 0.39894228040143267794
+          for i in 0..<n {
+            let v = x[i]
+            let cdf = 0.5 * (1 + erff(v * inverseSquareRootTwo))
+            let pdf = inverseSquareRootTwoPi * expf(-0.5 * v * v)
+            out[i] = g[i] * (cdf + v * pdf)
+          }
         }
-      }]
+      ]
     }
   }
 }

@@ -59,7 +59,8 @@ extension Tensor {
     let k = transposeA ? a.shape[0] : a.shape[1]
     let kB = transposeB ? b.shape[1] : b.shape[0]
     let n = transposeB ? b.shape[0] : b.shape[1]
-    precondition(k == kB, "matmul inner extents differ: \(a.shape)\(transposeA ? "ᵀ" : "") · \(b.shape)\(transposeB ? "ᵀ" : "")")
+    precondition(
+      k == kB, "matmul inner extents differ: \(a.shape)\(transposeA ? "ᵀ" : "") · \(b.shape)\(transposeB ? "ᵀ" : "")")
     let result = Tensor(uninitializedShape: [m, n])
     multiply(a, b, transposeA, transposeB, into: result, accumulating: false)
     return result

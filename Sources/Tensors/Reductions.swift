@@ -55,8 +55,10 @@ extension Tensor {
     let inputShape = shape
     return Tensor.record(result, inputs: [self]) { g in
       // Broadcast the gradient back over the summed axes.
-      [Tensor.broadcasting(
-        Tensor(repeating: 0, shape: inputShape), g.reshaped(to: keptShape, recording: false), Addition.self)]
+      [
+        Tensor.broadcasting(
+          Tensor(repeating: 0, shape: inputShape), g.reshaped(to: keptShape, recording: false), Addition.self)
+      ]
     }
   }
 

@@ -21,7 +21,8 @@ func parseShape(_ text: String, option: String) throws -> [Int] {
   let parts = text.lowercased().split(separator: "x", omittingEmptySubsequences: false)
   let shape = parts.compactMap { Int($0) }
   guard !parts.isEmpty, shape.count == parts.count, shape.allSatisfy({ $0 >= 1 }) else {
-    throw UsageError("\(option) \"\(text)\" is not a shape; expected positive integers joined by x, such as 784 or 1x8x8")
+    throw UsageError(
+      "\(option) \"\(text)\" is not a shape; expected positive integers joined by x, such as 784 or 1x8x8")
   }
   return shape
 }

@@ -35,7 +35,9 @@ struct DemoCommand: ParsableCommand {
     print("")
     print("final weights   batch 40                   10 × 4")
     for (name, a, b) in zip3(big.weights, accumulated.weights) {
-      print(name.padding(toLength: 16, withPad: " ", startingAt: 0) + format(a).padding(toLength: 27, withPad: " ", startingAt: 0) + format(b))
+      print(
+        name.padding(toLength: 16, withPad: " ", startingAt: 0)
+          + format(a).padding(toLength: 27, withPad: " ", startingAt: 0) + format(b))
     }
     let difference = maximumRelativeDifference(big.weights.flatMap(\.1), accumulated.weights.flatMap(\.1))
     print("")

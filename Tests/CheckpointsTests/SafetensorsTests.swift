@@ -44,14 +44,18 @@ struct SafetensorsTests {
   }
 
   @Test func roundTripsThroughEncodeAndAFile() throws {
-    let model = Sequential { Linear(inputSize: 3, outputSize: 4, seed: 1); ReLU(); Linear(inputSize: 4, outputSize: 2, seed: 2) }
+    let model = Sequential {
+      Linear(inputSize: 3, outputSize: 4, seed: 1); ReLU(); Linear(inputSize: 4, outputSize: 2, seed: 2)
+    }
     let path = temporaryPath("roundtrip.safetensors")
     defer { try? FileManager.default.removeItem(atPath: path) }
     try model.saveState(path: path, metadata: ["format": "pt"])
     let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
     let headerLength = bytes[0..<8].enumerated().reduce(0) { $0 | Int($1.element) << (8 * $1.offset) }
     #expect(headerLength % 8 == 0)
-    let copy = Sequential { Linear(inputSize: 3, outputSize: 4, seed: 7); ReLU(); Linear(inputSize: 4, outputSize: 2, seed: 8) }
+    let copy = Sequential {
+      Linear(inputSize: 3, outputSize: 4, seed: 7); ReLU(); Linear(inputSize: 4, outputSize: 2, seed: 8)
+    }
     try copy.loadState(path: path)
     #expect(copy.parameters.map(\.values) == model.parameters.map(\.values))
     #expect(try SafetensorsFile.read(path: path).metadata == ["format": "pt"])
@@ -78,13 +82,32 @@ struct SafetensorsTests {
     ([255, 255, 255, 255, 255, 0, 0, 0] + Array("{}".utf8), "claims a 1099511627775-byte header"),
     (fileBytes(header: "{not json", data: []), "the JSON does not parse"),
     (fileBytes(header: "[1,2]", data: []), "the JSON is not an object"),
-    (fileBytes(header: #"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, data: floatBytes([1, 2])), "8 bytes of data do not hold a F32 tensor of shape [3]"),
-    (fileBytes(header: #"{"w":{"dtype":"Q7","shape":[2],"data_offsets":[0,8]}}"#, data: floatBytes([1, 2])), "dtype Q7 is not supported"),
-    (fileBytes(header: #"{"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#, data: floatBytes([1, 2])), "\"shape\" must be a list of non-negative integers"),
-    (fileBytes(header: #"{"w":{"dtype":"F32","shape":[2],"data_offsets":[8]}}"#, data: floatBytes([1, 2])), "\"data_offsets\" must be two integers"),
-    (fileBytes(header: #"{"w":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#, data: floatBytes([1, 2])), "lie outside"),
+    (
+      fileBytes(header: #"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, data: floatBytes([1, 2])),
+      "8 bytes of data do not hold a F32 tensor of shape [3]"
+    ),
+    (
+      fileBytes(header: #"{"w":{"dtype":"Q7","shape":[2],"data_offsets":[0,8]}}"#, data: floatBytes([1, 2])),
+      "dtype Q7 is not supported"
+    ),
+    (
+      fileBytes(header: #"{"w":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}}"#, data: floatBytes([1, 2])),
+      "\"shape\" must be a list of non-negative integers"
+    ),
+    (
+      fileBytes(header: #"{"w":{"dtype":"F32","shape":[2],"data_offsets":[8]}}"#, data: floatBytes([1, 2])),
+      "\"data_offsets\" must be two integers"
+    ),
+    (
+      fileBytes(header: #"{"w":{"dtype":"F32","shape":[2],"data_offsets":[8,0]}}"#, data: floatBytes([1, 2])),
+      "lie outside"
+    ),
     (fileBytes(header: #"{"w":{"shape":[2],"data_offsets":[0,8]}}"#, data: floatBytes([1, 2])), "missing \"dtype\""),
-    (fileBytes(header: #"{"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}}"#, data: floatBytes([1, 2])), "do not hold"),
+    (
+      fileBytes(
+        header: #"{"w":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,8]}}"#,
+        data: floatBytes([1, 2])), "do not hold"
+    ),
     (fileBytes(header: #"{"__metadata__":{"a":1}}"#, data: []), "__metadata__ must map strings to strings"),
   ])
   func rejectsMalformedFiles(bytes: [UInt8], message: String) {
@@ -100,20 +123,30 @@ struct SafetensorsTests {
   @Test func loadingChecksNamesShapesAndTypes() throws {
     let model = Sequential { Linear(inputSize: 2, outputSize: 1, seed: 0) }
     let before = model.parameters.map(\.values)
-    func file(_ floats: [(String, Tensor)], integers: [(name: String, values: [Int64], shape: [Int])] = []) throws -> SafetensorsFile {
+    func file(_ floats: [(String, Tensor)], integers: [(name: String, values: [Int64], shape: [Int])] = []) throws
+      -> SafetensorsFile
+    {
       try SafetensorsFile.parse(SafetensorsFile.encode(floats: floats, integers: integers), path: "m.safetensors")
     }
     let weight = Tensor([1, 2], shape: [1, 2]), bias = Tensor([3], shape: [1])
     #expect(throws: CheckpointError.missingTensor(path: "m.safetensors", tensor: "0.bias")) {
       try model.loadState(from: file([("0.weight", weight)]))
     }
-    #expect(throws: CheckpointError.unexpectedTensor(path: "m.safetensors", tensor: "1.weight", expected: ["0.weight", "0.bias"])) {
+    #expect(
+      throws: CheckpointError.unexpectedTensor(
+        path: "m.safetensors", tensor: "1.weight", expected: ["0.weight", "0.bias"])
+    ) {
       try model.loadState(from: file([("0.weight", weight), ("0.bias", bias), ("1.weight", bias)]))
     }
-    #expect(throws: CheckpointError.shapeMismatch(path: "m.safetensors", tensor: "0.weight", fileShape: [2, 1], modelShape: [1, 2])) {
+    #expect(
+      throws: CheckpointError.shapeMismatch(
+        path: "m.safetensors", tensor: "0.weight", fileShape: [2, 1], modelShape: [1, 2])
+    ) {
       try model.loadState(from: file([("0.weight", weight.reshaped(to: [2, 1])), ("0.bias", bias)]))
     }
-    #expect(throws: CheckpointError.unsupportedDType(path: "m.safetensors", tensor: "0.bias", dtype: "I64", expected: "F32")) {
+    #expect(
+      throws: CheckpointError.unsupportedDType(path: "m.safetensors", tensor: "0.bias", dtype: "I64", expected: "F32")
+    ) {
       try model.loadState(from: file([("0.weight", weight)], integers: [(name: "0.bias", values: [3], shape: [1])]))
     }
     // Nothing was changed by the failed loads.

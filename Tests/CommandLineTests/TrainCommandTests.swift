@@ -51,7 +51,8 @@ struct TrainCommandTests {
     // A zero initialisation, as in the article, written as PyTorch would.
     let initial = directory.appendingPathComponent("zeros.safetensors").path
     try AtomicFile.write(
-      SafetensorsFile.encode(floats: [("0.weight", Tensor(zeros: [1, 2])), ("0.bias", Tensor(zeros: [1]))]), to: initial)
+      SafetensorsFile.encode(floats: [("0.weight", Tensor(zeros: [1, 2])), ("0.bias", Tensor(zeros: [1]))]), to: initial
+    )
     let saved = directory.appendingPathComponent("out.safetensors").path
     let log = directory.appendingPathComponent("log.jsonl").path
     let result = try CommandRunner.run([
@@ -72,7 +73,8 @@ struct TrainCommandTests {
     let stepsPerEpoch = (count + window - 1) / window
     #expect(lines.count == 3 * stepsPerEpoch + 1)
     let first = try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as! [String: Any]
-    #expect(Set(first.keys) == ["epoch", "step", "samples", "loss", "lr", "micro_batches", "peak_bytes", "budget_bytes"])
+    #expect(
+      Set(first.keys) == ["epoch", "step", "samples", "loss", "lr", "micro_batches", "peak_bytes", "budget_bytes"])
     #expect(first["samples"] as? Int == window)
     #expect(first["micro_batches"] as? [Int] == Array(repeating: batch, count: accumulate))
     #expect(first["budget_bytes"] is NSNull)
@@ -92,8 +94,10 @@ struct TrainCommandTests {
     _ = try writeArticleData(to: data, count: 100)
     let first = directory.appendingPathComponent("a.safetensors").path
     let second = directory.appendingPathComponent("b.safetensors").path
-    let common = ["train", "--data", data.path, "--model", "linear(2,8) relu linear(8,1)", "--loss", "mse", "--optimizer", "adam",
-                  "--epochs", "1", "--batch", "10", "--quiet"]
+    let common = [
+      "train", "--data", data.path, "--model", "linear(2,8) relu linear(8,1)", "--loss", "mse", "--optimizer", "adam",
+      "--epochs", "1", "--batch", "10", "--quiet",
+    ]
     #expect(try CommandRunner.run(common + ["--save", first]).status == 0)
     let result = try CommandRunner.run(common + ["--init", first, "--save", second])
     #expect(result.status == 0, "\(result.error)")
@@ -123,7 +127,9 @@ struct BadInputTests {
     return url.path
   }
 
-  static func train(_ extra: [String], data: String = BadInputTests.data, model: String = "linear(2,3)", loss: String = "cross-entropy") -> [String] {
+  static func train(
+    _ extra: [String], data: String = BadInputTests.data, model: String = "linear(2,3)", loss: String = "cross-entropy"
+  ) -> [String] {
     ["train", "--data", data, "--model", model, "--loss", loss, "--epochs", "1", "--batch", "2", "--quiet"] + extra
   }
 
@@ -150,15 +156,44 @@ struct BadInputTests {
     (train(["--accumulate", "0"]), "--accumulate is 0, expected an integer ≥ 1"),
     (train(["--batch", "0"]), "--batch is 0, expected an integer ≥ 1"),
     (train(["--epochs", "0"]), "--epochs is 0, expected an integer ≥ 1"),
-    (train(["--init", "/nonexistent/w.safetensors"]), "cannot read safetensors file /nonexistent/w.safetensors: no such file"),
+    (
+      train(["--init", "/nonexistent/w.safetensors"]),
+      "cannot read safetensors file /nonexistent/w.safetensors: no such file"
+    ),
     (train(["--init", bytes("trunc.safetensors", [16, 0, 0, 0, 0, 0, 0, 0, 123])]), "claims a 16-byte header"),
     (train(["--init", bytes("short.safetensors", [1, 2])]), "is truncated"),
-    (train(["--init", bytes("notjson.safetensors", [4, 0, 0, 0, 0, 0, 0, 0] + Array("nope".utf8))]), "not a JSON object"),
-    (train(["--init", bytes("wrongshape.safetensors", SafetensorsFile.encode(floats: [("0.weight", Tensor(zeros: [2, 3])), ("0.bias", Tensor(zeros: [3]))]))]), "tensor \"0.weight\": shape [2, 3] in the file, but the model needs [3, 2]"),
-    (train(["--init", bytes("missing.safetensors", SafetensorsFile.encode(floats: [("0.weight", Tensor(zeros: [3, 2]))]))]), "has no tensor \"0.bias\""),
-    (train(["--init", bytes("extra.safetensors", SafetensorsFile.encode(floats: [("0.weight", Tensor(zeros: [3, 2])), ("0.bias", Tensor(zeros: [3])), ("1.weight", Tensor(zeros: [1]))]))]), "has tensor \"1.weight\", which the model does not have"),
+    (
+      train(["--init", bytes("notjson.safetensors", [4, 0, 0, 0, 0, 0, 0, 0] + Array("nope".utf8))]),
+      "not a JSON object"
+    ),
+    (
+      train([
+        "--init",
+        bytes(
+          "wrongshape.safetensors",
+          SafetensorsFile.encode(floats: [("0.weight", Tensor(zeros: [2, 3])), ("0.bias", Tensor(zeros: [3]))])),
+      ]), "tensor \"0.weight\": shape [2, 3] in the file, but the model needs [3, 2]"
+    ),
+    (
+      train([
+        "--init", bytes("missing.safetensors", SafetensorsFile.encode(floats: [("0.weight", Tensor(zeros: [3, 2]))])),
+      ]), "has no tensor \"0.bias\""
+    ),
+    (
+      train([
+        "--init",
+        bytes(
+          "extra.safetensors",
+          SafetensorsFile.encode(floats: [
+            ("0.weight", Tensor(zeros: [3, 2])), ("0.bias", Tensor(zeros: [3])), ("1.weight", Tensor(zeros: [1])),
+          ])),
+      ]), "has tensor \"1.weight\", which the model does not have"
+    ),
     (train(["--log", "/nonexistent/dir/log.jsonl"]), "cannot write the training log"),
-    (train(["--save", "/nonexistent/dir/w.safetensors"]), "cannot write safetensors file /nonexistent/dir/w.safetensors"),
+    (
+      train(["--save", "/nonexistent/dir/w.safetensors"]),
+      "cannot write safetensors file /nonexistent/dir/w.safetensors"
+    ),
     (train([], loss: "mse"), "mse cannot compare predictions of shape [3, 3] with targets of shape [3]"),
     (train([], model: "linear(2,1)", loss: "bce"), "target 2.0 is outside [0, 1]"),
   ])
@@ -172,13 +207,15 @@ struct BadInputTests {
   }
 
   @Test func unsupportedDTypeIsNamed() throws {
-    let header = #"{"0.weight":{"dtype":"F16","shape":[3,2],"data_offsets":[0,12]},"0.bias":{"dtype":"F32","shape":[3],"data_offsets":[12,24]}}"#
+    let header =
+      #"{"0.weight":{"dtype":"F16","shape":[3,2],"data_offsets":[0,12]},"0.bias":{"dtype":"F32","shape":[3],"data_offsets":[12,24]}}"#
     var bytes: [UInt8] = []
     withUnsafeBytes(of: UInt64(header.utf8.count).littleEndian) { bytes.append(contentsOf: $0) }
     bytes += Array(header.utf8) + [UInt8](repeating: 0, count: 24)
     let result = try CommandRunner.run(Self.train(["--init", Self.bytes("f16.safetensors", bytes)]))
     #expect(result.status != 0 && !result.crashed)
-    #expect(result.error.contains("tensor \"0.weight\": dtype F16 is not supported here, expected F32"), "\(result.error)")
+    #expect(
+      result.error.contains("tensor \"0.weight\": dtype F16 is not supported here, expected F32"), "\(result.error)")
   }
 }
 
@@ -190,7 +227,9 @@ struct DemoCommandTests {
     #expect(result.output.contains("batch 40"))
     #expect(result.output.contains("10 × 4"))
     #expect(result.output.contains("0.weight"))
-    let line = result.output.split(separator: "\n").first { $0.contains("largest relative difference of the final weights") }
+    let line = result.output.split(separator: "\n").first {
+      $0.contains("largest relative difference of the final weights")
+    }
     let value = line.flatMap { Double($0.split(separator: " ").last!) }
     #expect(value != nil && value! < 1e-5)
   }
@@ -200,9 +239,19 @@ struct DemoCommandTests {
 struct ArgumentErrorTests {
   @Test(arguments: [
     (["train", "--data", "x.csv"], "Missing expected argument"),
-    (["train", "--data", "x.csv", "--model", "linear(2,1)", "--loss", "mse", "--epochs", "1", "--batch", "1", "--bogus"], "--bogus"),
-    (["train", "--data", "x.csv", "--model", "linear(2,1)", "--loss", "hinge", "--epochs", "1", "--batch", "1"], "hinge"),
-    (["train", "--data", "x.csv", "--model", "linear(2,1)", "--loss", "mse", "--epochs", "one", "--batch", "1"], "one"),
+    (
+      [
+        "train", "--data", "x.csv", "--model", "linear(2,1)", "--loss", "mse", "--epochs", "1", "--batch", "1",
+        "--bogus",
+      ], "--bogus"
+    ),
+    (
+      ["train", "--data", "x.csv", "--model", "linear(2,1)", "--loss", "hinge", "--epochs", "1", "--batch", "1"],
+      "hinge"
+    ),
+    (
+      ["train", "--data", "x.csv", "--model", "linear(2,1)", "--loss", "mse", "--epochs", "one", "--batch", "1"], "one"
+    ),
     (["frobnicate"], "frobnicate"),
   ])
   func argumentErrorsAreOneLine(arguments: [String], fragment: String) throws {

@@ -24,7 +24,8 @@ struct CSVReaderTests {
   }
 
   @Test func inputShapeLaysOutImages() throws {
-    let dataset = try CSVReader.parse("p0,p1,p2,p3,l\n1,2,3,4,1\n", path: "t.csv", labelKind: .classIndex, inputShape: [1, 2, 2])
+    let dataset = try CSVReader.parse(
+      "p0,p1,p2,p3,l\n1,2,3,4,1\n", path: "t.csv", labelKind: .classIndex, inputShape: [1, 2, 2])
     #expect(dataset.inputs.shape == [1, 1, 2, 2])
   }
 
@@ -34,9 +35,18 @@ struct CSVReaderTests {
     ("a,b,c\n1,2,3\n4,5\n", DataError.raggedRow(path: "t.csv", line: 3, expectedColumns: 3, actualColumns: 2)),
     ("a,b\n1,x\n", DataError.notNumeric(path: "t.csv", line: 2, column: "b", text: "x")),
     ("a,b\nnan,1\n", DataError.notNumeric(path: "t.csv", line: 2, column: "a", text: "nan")),
-    ("a,b\n1,nan\n", DataError.invalidLabel(path: "t.csv", line: 2, value: "nan", expected: "a class index (an integer ≥ 0)")),
-    ("a,b\n1,1.5\n", DataError.invalidLabel(path: "t.csv", line: 2, value: "1.5", expected: "a class index (an integer ≥ 0)")),
-    ("a,b\n1,-1\n", DataError.invalidLabel(path: "t.csv", line: 2, value: "-1", expected: "a class index (an integer ≥ 0)")),
+    (
+      "a,b\n1,nan\n",
+      DataError.invalidLabel(path: "t.csv", line: 2, value: "nan", expected: "a class index (an integer ≥ 0)")
+    ),
+    (
+      "a,b\n1,1.5\n",
+      DataError.invalidLabel(path: "t.csv", line: 2, value: "1.5", expected: "a class index (an integer ≥ 0)")
+    ),
+    (
+      "a,b\n1,-1\n",
+      DataError.invalidLabel(path: "t.csv", line: 2, value: "-1", expected: "a class index (an integer ≥ 0)")
+    ),
     ("label\n1\n", DataError.noFeatures(path: "t.csv")),
   ])
   func rejectsMalformedFiles(text: String, expected: DataError) {

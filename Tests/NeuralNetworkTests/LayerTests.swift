@@ -94,7 +94,8 @@ struct LayerTests {
 @Suite("Model specification")
 struct ModelSpecificationTests {
   @Test func parsesLayersArgumentsAndKeywords() throws {
-    let specification = try ModelSpecification(parsing: " linear(784, 512) ReLU dropout(p=0.2) linear(512,10,bias=false)  gelu ")
+    let specification = try ModelSpecification(
+      parsing: " linear(784, 512) ReLU dropout(p=0.2) linear(512,10,bias=false)  gelu ")
     #expect(specification.layers.map(\.name) == ["linear", "relu", "dropout", "linear", "gelu"])
     let model = specification.build(seed: 1)
     #expect(model.namedParameters.map(\.name) == ["0.weight", "0.bias", "3.weight"])
@@ -103,7 +104,8 @@ struct ModelSpecificationTests {
 
   @Test func sameSeedSameModel() throws {
     let specification = try ModelSpecification(parsing: "linear(3,4) tanh linear(4,2)")
-    #expect(specification.build(seed: 3).parameters.map(\.values) == specification.build(seed: 3).parameters.map(\.values))
+    #expect(
+      specification.build(seed: 3).parameters.map(\.values) == specification.build(seed: 3).parameters.map(\.values))
   }
 
   @Test(arguments: [

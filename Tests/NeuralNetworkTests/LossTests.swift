@@ -26,16 +26,22 @@ struct LossTests {
     }
     let none = crossEntropy(logits: x, labels: [1, 2], reduction: .none).values
     expectClose(none, [reference(0, 1), reference(1, 2)], relative: 1e-6)
-    expectClose([crossEntropy(logits: x, labels: [1, 2]).scalarValue], [(reference(0, 1) + reference(1, 2)) / 2], relative: 1e-6)
-    expectClose([crossEntropy(logits: x, labels: [1, 2], reduction: .sum).scalarValue], [reference(0, 1) + reference(1, 2)], relative: 1e-6)
+    expectClose(
+      [crossEntropy(logits: x, labels: [1, 2]).scalarValue], [(reference(0, 1) + reference(1, 2)) / 2], relative: 1e-6)
+    expectClose(
+      [crossEntropy(logits: x, labels: [1, 2], reduction: .sum).scalarValue], [reference(0, 1) + reference(1, 2)],
+      relative: 1e-6)
   }
 
   @Test func crossEntropyIgnoresLabelsAndDividesByTheRest() {
     let x = randomTensor([4, 3])
     let full = crossEntropy(logits: x, labels: [0, -100, 2, -100], reduction: .none).values
     #expect(full[1] == 0 && full[3] == 0)
-    expectClose([crossEntropy(logits: x, labels: [0, -100, 2, -100]).scalarValue], [(full[0] + full[2]) / 2], relative: 1e-6)
-    expectClose([crossEntropy(logits: x, labels: [0, 7, 2, 7], ignoreIndex: 7).scalarValue], [(full[0] + full[2]) / 2], relative: 1e-6)
+    expectClose(
+      [crossEntropy(logits: x, labels: [0, -100, 2, -100]).scalarValue], [(full[0] + full[2]) / 2], relative: 1e-6)
+    expectClose(
+      [crossEntropy(logits: x, labels: [0, 7, 2, 7], ignoreIndex: 7).scalarValue], [(full[0] + full[2]) / 2],
+      relative: 1e-6)
     #expect(Loss.crossEntropy.itemCount(targets: Tensor([0, -100, 2, -100], shape: [4])) == 2)
   }
 

@@ -116,7 +116,10 @@ struct OptimizerStepTests {
 @Suite("Optimizer hyperparameters")
 struct OptimizerValidationTests {
   @Test func invalidHyperparametersAreRejectedWithTheirValue() {
-    #expect(throws: OptimizerError.invalidHyperparameter(optimizer: "SGD", name: "learning rate", value: -1, expected: "a finite value ≥ 0")) {
+    #expect(
+      throws: OptimizerError.invalidHyperparameter(
+        optimizer: "SGD", name: "learning rate", value: -1, expected: "a finite value ≥ 0")
+    ) {
       try SGD(learningRate: -1)
     }
     #expect(throws: OptimizerError.self) { try SGD(learningRate: 0.1, momentum: -0.5) }

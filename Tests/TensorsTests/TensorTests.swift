@@ -1,5 +1,5 @@
-import Testing
 import Tensors
+import Testing
 import _TestSupport
 
 @Suite("Tensor values and autograd semantics")

@@ -19,7 +19,9 @@ func regressionData(count: Int, features: Int, seed: UInt64) -> TensorDataset {
   var generator = RandomGenerator(seed: seed)
   let inputs = Tensor(uniformShape: [count, features], low: -1, high: 1, generator: &generator)
   let x = inputs.buffer
-  let targets = (0..<count).map { i in (0..<features).reduce(Float(0.5)) { $0 + x[i * features + $1] * Float($1 + 1) * 0.3 } }
+  let targets = (0..<count).map { i in
+    (0..<features).reduce(Float(0.5)) { $0 + x[i * features + $1] * Float($1 + 1) * 0.3 }
+  }
   return TensorDataset(inputs: inputs, targets: Tensor(targets, shape: [count]))
 }
 
@@ -35,7 +37,9 @@ func train(
   return (model.parameters.map(\.values), report)
 }
 
-func expectSameParameters(_ a: [[Float]], _ b: [[Float]], relative: Float, sourceLocation: SourceLocation = #_sourceLocation) {
+func expectSameParameters(
+  _ a: [[Float]], _ b: [[Float]], relative: Float, sourceLocation: SourceLocation = #_sourceLocation
+) {
   let difference = maximumRelativeDifference(a.flatMap { $0 }, b.flatMap { $0 }, floor: 1e-3)
   #expect(difference <= relative, "largest relative difference \(difference)", sourceLocation: sourceLocation)
 }
@@ -43,8 +47,14 @@ func expectSameParameters(_ a: [[Float]], _ b: [[Float]], relative: Float, sourc
 @Suite("Accumulation equals one big batch")
 struct AccumulationTests {
   @Test func windowScheduleCutsPartialWindows() {
-    #expect(WindowSchedule.fixed(microBatch: 10, accumulationCount: 4).windows(sampleCount: 95) == [[10, 10, 10, 10], [10, 10, 10, 10], [10, 5]])
-    #expect(WindowSchedule.fixed(microBatch: 10, accumulationCount: 4).windows(sampleCount: 95, dropLast: true) == [[10, 10, 10, 10], [10, 10, 10, 10], [10]])
+    #expect(
+      WindowSchedule.fixed(microBatch: 10, accumulationCount: 4).windows(sampleCount: 95) == [
+        [10, 10, 10, 10], [10, 10, 10, 10], [10, 5],
+      ])
+    #expect(
+      WindowSchedule.fixed(microBatch: 10, accumulationCount: 4).windows(sampleCount: 95, dropLast: true) == [
+        [10, 10, 10, 10], [10, 10, 10, 10], [10],
+      ])
     #expect(WindowSchedule.fixed(microBatch: 40, accumulationCount: 1).windows(sampleCount: 80) == [[40], [40]])
   }
 
@@ -53,10 +63,12 @@ struct AccumulationTests {
     // 93 samples: windows of 40 and a partial last window of 13.
     let dataset = classificationData(count: 93, features: 6, classes: 4, seed: 1)
     let spec = "linear(6,16) relu linear(16,4)"
-    let big = try train(spec, dataset: dataset, loss: .crossEntropy, optimizer: { try Adam(learningRate: 0.01) },
-                        schedule: .fixed(microBatch: 40, accumulationCount: 1), epochs: 3)
-    let small = try train(spec, dataset: dataset, loss: .crossEntropy, optimizer: { try Adam(learningRate: 0.01) },
-                          schedule: .fixed(microBatch: microBatch, accumulationCount: accumulation), epochs: 3)
+    let big = try train(
+      spec, dataset: dataset, loss: .crossEntropy, optimizer: { try Adam(learningRate: 0.01) },
+      schedule: .fixed(microBatch: 40, accumulationCount: 1), epochs: 3)
+    let small = try train(
+      spec, dataset: dataset, loss: .crossEntropy, optimizer: { try Adam(learningRate: 0.01) },
+      schedule: .fixed(microBatch: microBatch, accumulationCount: accumulation), epochs: 3)
     expectSameParameters(small.parameters, big.parameters, relative: 1e-5)
     expectClose(small.report.epochLosses, big.report.epochLosses, relative: 1e-5)
     #expect(small.report.steps == big.report.steps)
@@ -66,11 +78,13 @@ struct AccumulationTests {
     let dataset = regressionData(count: 107, features: 3, seed: 2)
     let spec = "linear(3,8) tanh linear(8,1)"
     let optimizer = { try SGD(learningRate: 0.05, momentum: 0.9, weightDecay: 0.01) as Optimizer }
-    let big = try train(spec, dataset: dataset, loss: .meanSquaredError, optimizer: optimizer,
-                        schedule: .fixed(microBatch: 30, accumulationCount: 1), epochs: 3)
+    let big = try train(
+      spec, dataset: dataset, loss: .meanSquaredError, optimizer: optimizer,
+      schedule: .fixed(microBatch: 30, accumulationCount: 1), epochs: 3)
     // 30 = 7 + 7 + 7 + 7 + 2 would not line up; 3 × 10 does, and the last window is 17 = 10 + 7.
-    let small = try train(spec, dataset: dataset, loss: .meanSquaredError, optimizer: optimizer,
-                          schedule: .fixed(microBatch: 10, accumulationCount: 3), epochs: 3)
+    let small = try train(
+      spec, dataset: dataset, loss: .meanSquaredError, optimizer: optimizer,
+      schedule: .fixed(microBatch: 10, accumulationCount: 3), epochs: 3)
     expectSameParameters(small.parameters, big.parameters, relative: 1e-5)
   }
 
@@ -105,7 +119,9 @@ struct AccumulationTests {
     crossEntropy(logits: full(window.inputs), labels: labels.map { Int($0) }).backward()
     let stepper = WindowStepper(model: accumulated, optimizer: try SGD(learningRate: 1), loss: .crossEntropy)
     let before = accumulated.parameters.map(\.values)
-    let record = stepper.step(window: [padded.batch(at: [0, 1, 2, 3]), padded.batch(at: [4, 5, 6, 7]), padded.batch(at: [8, 9, 10, 11])])
+    let record = stepper.step(window: [
+      padded.batch(at: [0, 1, 2, 3]), padded.batch(at: [4, 5, 6, 7]), padded.batch(at: [8, 9, 10, 11]),
+    ])
     // With lr = 1, the update is the accumulated gradient.
     let applied = zip(before, accumulated.parameters.map(\.values)).map { zip($0, $1).map { $0 - $1 } }
     expectSameParameters(applied, full.parameters.map { $0.gradient!.values }, relative: 1e-5)
@@ -129,7 +145,8 @@ struct ReferenceTrainingTests {
     // 73 samples: every case ends with a window of unequal micro-batches.
     let dataset = classificationData(count: 73, features: 5, classes: 3, seed: 6)
     let model = try ModelSpecification(parsing: "linear(5,7) relu linear(7,3)").build(seed: 9)
-    var reference = ReferenceMLP(sizes: [5, 7, 3], activations: [.relu, .none], parameters: model.parameters.map(\.values))
+    var reference = ReferenceMLP(
+      sizes: [5, 7, 3], activations: [.relu, .none], parameters: model.parameters.map(\.values))
     let optimizer: Optimizer
     let referenceOptimizer: ReferenceMLP.OptimizerKind
     switch optimizerName {
@@ -147,10 +164,13 @@ struct ReferenceTrainingTests {
       referenceOptimizer = .sgd(lr: 0.1, momentum: 0.8, dampening: 0, weightDecay: 0.01, nesterov: true)
     }
     let stepper = WindowStepper(model: model, optimizer: optimizer, loss: .crossEntropy)
-    let report = TrainingRun(schedule: .fixed(microBatch: microBatch, accumulationCount: accumulation), epochs: 3, shuffle: false)
-      .run(dataset, stepper: stepper)
+    let report = TrainingRun(
+      schedule: .fixed(microBatch: microBatch, accumulationCount: accumulation), epochs: 3, shuffle: false
+    )
+    .run(dataset, stepper: stepper)
     let losses = reference.train(
-      inputs: datasetRows(dataset), targets: dataset.targets.values.map(Double.init), loss: .crossEntropy(ignoreIndex: -100),
+      inputs: datasetRows(dataset), targets: dataset.targets.values.map(Double.init),
+      loss: .crossEntropy(ignoreIndex: -100),
       optimizer: referenceOptimizer, epochs: 3, microBatch: microBatch, accumulation: accumulation)
     expectSameParameters(model.parameters.map(\.values), reference.parameters, relative: 1e-4)
     expectClose(report.epochLosses, losses.map(Float.init), relative: 1e-4)
@@ -159,11 +179,13 @@ struct ReferenceTrainingTests {
   @Test func sgdMomentumMeanSquaredErrorMatchesTheReference() throws {
     let dataset = regressionData(count: 55, features: 4, seed: 8)
     let model = try ModelSpecification(parsing: "linear(4,6) tanh linear(6,1)").build(seed: 10)
-    var reference = ReferenceMLP(sizes: [4, 6, 1], activations: [.tanh, .none], parameters: model.parameters.map(\.values))
+    var reference = ReferenceMLP(
+      sizes: [4, 6, 1], activations: [.tanh, .none], parameters: model.parameters.map(\.values))
     let stepper = WindowStepper(
       model: model, optimizer: try SGD(learningRate: 0.05, momentum: 0.9, dampening: 0.1, weightDecay: 0.01),
       loss: .meanSquaredError)
-    _ = TrainingRun(schedule: .fixed(microBatch: 6, accumulationCount: 3), epochs: 3, shuffle: false).run(dataset, stepper: stepper)
+    _ = TrainingRun(schedule: .fixed(microBatch: 6, accumulationCount: 3), epochs: 3, shuffle: false).run(
+      dataset, stepper: stepper)
     _ = reference.train(
       inputs: datasetRows(dataset), targets: dataset.targets.values.map(Double.init), loss: .mse,
       optimizer: .sgd(lr: 0.05, momentum: 0.9, dampening: 0.1, weightDecay: 0.01, nesterov: false),
@@ -176,7 +198,8 @@ struct ReferenceTrainingTests {
     func run(seed: UInt64) throws -> [[Float]] {
       let model = try ModelSpecification(parsing: "linear(4,4) relu dropout(0.2) linear(4,2)").build(seed: 1)
       let stepper = WindowStepper(model: model, optimizer: try Adam(), loss: .crossEntropy)
-      _ = TrainingRun(schedule: .fixed(microBatch: 8, accumulationCount: 2), epochs: 2, shuffle: true, seed: seed).run(dataset, stepper: stepper)
+      _ = TrainingRun(schedule: .fixed(microBatch: 8, accumulationCount: 2), epochs: 2, shuffle: true, seed: seed).run(
+        dataset, stepper: stepper)
       return model.parameters.map(\.values)
     }
     #expect(try run(seed: 5) == run(seed: 5))

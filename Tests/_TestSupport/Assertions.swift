@@ -1,5 +1,5 @@
-import Testing
 import Tensors
+import Testing
 
 /// Whether `actual` is within `relative · max(|expected|, floor)` of `expected`.
 public func isClose(_ actual: Float, _ expected: Float, relative: Float = 1e-5, floor: Float = 1) -> Bool {
@@ -12,7 +12,9 @@ public func expectClose(
   _ actual: [Float], _ expected: [Float], relative: Float = 1e-5, floor: Float = 1,
   _ comment: String = "", sourceLocation: SourceLocation = #_sourceLocation
 ) {
-  #expect(actual.count == expected.count, "\(comment): \(actual.count) values, expected \(expected.count)", sourceLocation: sourceLocation)
+  #expect(
+    actual.count == expected.count, "\(comment): \(actual.count) values, expected \(expected.count)",
+    sourceLocation: sourceLocation)
   for (index, (a, e)) in zip(actual, expected).enumerated() where !isClose(a, e, relative: relative, floor: floor) {
     Issue.record("\(comment) element \(index): \(a), expected \(e)", sourceLocation: sourceLocation)
     return

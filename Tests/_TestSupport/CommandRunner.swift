@@ -13,7 +13,8 @@ public enum CommandRunner {
 
   /// The `gradaccum` executable of this build.
   public static var executable: URL {
-    let directory = Bundle.main.executableURL?.deletingLastPathComponent()
+    let directory =
+      Bundle.main.executableURL?.deletingLastPathComponent()
       ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
     return directory.appendingPathComponent("gradaccum")
   }

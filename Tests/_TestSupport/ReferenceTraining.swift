@@ -118,7 +118,8 @@ public struct ReferenceMLP {
         let items: Double
         switch loss {
         case .mse: items = Double(end - start)
-        case .crossEntropy(let ignoreIndex): items = Double(targets[start..<end].filter { Int($0) != ignoreIndex }.count)
+        case .crossEntropy(let ignoreIndex):
+          items = Double(targets[start..<end].filter { Int($0) != ignoreIndex }.count)
         }
         var gw = weights.map { [Double](repeating: 0, count: $0.count) }
         var gb = biases.map { [Double](repeating: 0, count: $0.count) }
@@ -146,7 +147,14 @@ public struct ReferenceMLP {
     steps += 1
     var values = zip(weights, biases).flatMap { [$0, $1] }
     let grads = zip(weightGradients, biasGradients).flatMap { [$0, $1] }
-    if state.isEmpty { state = values.map { [[Double](repeating: 0, count: $0.count), [Double](repeating: 0, count: $0.count), [Double](repeating: 0, count: $0.count)] } }
+    if state.isEmpty {
+      state = values.map {
+        [
+          [Double](repeating: 0, count: $0.count), [Double](repeating: 0, count: $0.count),
+          [Double](repeating: 0, count: $0.count),
+        ]
+      }
+    }
     for p in 0..<values.count {
       for i in 0..<values[p].count {
         var g = grads[p][i]

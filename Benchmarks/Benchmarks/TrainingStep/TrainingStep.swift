@@ -9,7 +9,8 @@ let benchmarks: @Sendable () -> Void = {
     metrics: [.wallClock, .throughput, .mallocCountTotal], maxDuration: .seconds(3), maxIterations: 5000)
   for microBatch in [1, 16, 64, 256] {
     // Built once, so every sample measures steady-state steps (gradient buffers exist).
-    let model = try! ModelSpecification(parsing: "linear(784,512) relu linear(512,512) relu linear(512,10)").build(seed: 1)
+    let model = try! ModelSpecification(parsing: "linear(784,512) relu linear(512,512) relu linear(512,10)").build(
+      seed: 1)
     let optimizer = try! SGD(learningRate: 0.01)
     var generator = RandomGenerator(seed: 2)
     let inputs = Tensor(uniformShape: [microBatch, 784], low: 0, high: 1, generator: &generator)
