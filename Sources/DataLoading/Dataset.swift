@@ -57,6 +57,7 @@ public struct TensorDataset: Dataset {
   static func rows(of tensor: Tensor, at indices: [Int]) -> Tensor {
     let width = tensor.shape.dropFirst().reduce(1, *)
     let result = Tensor(uninitializedShape: [indices.count] + tensor.shape.dropFirst())
+    guard result.hasElements && tensor.hasElements else { return result }
     let source = tensor.storage.base, target = result.storage.base
     // Consecutive indices are copied as one block.
     var position = 0

@@ -61,7 +61,7 @@ public final class Dropout: Layer {
     let mask = Tensor(uninitializedShape: input.shape)
     let scale = 1 / (1 - probability)
     let m = mask.mutableBuffer
-    for i in 0..<m.count { m[i] = generator.uniform(0, 1) < probability ? 0 : scale }
+    for i in 0..<(mask.hasElements ? m.count : 0) { m[i] = generator.uniform(0, 1) < probability ? 0 : scale }
     return input * mask
   }
 

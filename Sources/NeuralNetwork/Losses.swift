@@ -24,14 +24,22 @@ public func meanSquaredError(predicted: Tensor, expected: Tensor, reduction: Red
 public func crossEntropy(
   logits: Tensor, labels: [Int], ignoreIndex: Int = -100, reduction: Reduction = .mean
 ) -> Tensor {
+  crossEntropy(
+    logits: logits, labels: Tensor(labels.map(Float.init), shape: [labels.count]), ignoreIndex: ignoreIndex,
+    reduction: reduction)
+}
+
+/// ``crossEntropy(logits:labels:ignoreIndex:reduction:)`` with the labels held as
+/// integral values of a `[N]` tensor, as datasets hold them.
+public func crossEntropy(
+  logits: Tensor, labels: Tensor, ignoreIndex: Int = -100, reduction: Reduction = .mean
+) -> Tensor {
   let picked = logits.logSoftmax(alongAxis: 1).gathering(labels: labels, ignoring: ignoreIndex)
   let losses = -picked
   switch reduction {
   case .none: return losses
   case .sum: return losses.sum()
-  case .mean:
-    let counted = labels.lazy.filter { $0 != ignoreIndex }.count
-    return losses.sum() / Float(counted)
+  case .mean: return losses.sum() / Float(Loss.crossEntropy(ignoreIndex: ignoreIndex).itemCount(targets: labels))
   }
 }
 
@@ -90,8 +98,7 @@ public struct Loss: Sendable, Equatable, CustomStringConvertible {
     case .meanSquaredError:
       NeuralNetwork.meanSquaredError(predicted: predicted, expected: targets, reduction: reduction)
     case .crossEntropy(let ignoreIndex):
-      NeuralNetwork.crossEntropy(
-        logits: predicted, labels: Self.labels(targets), ignoreIndex: ignoreIndex, reduction: reduction)
+      NeuralNetwork.crossEntropy(logits: predicted, labels: targets, ignoreIndex: ignoreIndex, reduction: reduction)
     case .binaryCrossEntropy:
       NeuralNetwork.binaryCrossEntropy(logits: predicted, expected: targets, reduction: reduction)
     }
@@ -102,7 +109,9 @@ public struct Loss: Sendable, Equatable, CustomStringConvertible {
   /// predictions one to one).
   public func itemCount(targets: Tensor) -> Int {
     switch kind {
-    case .crossEntropy(let ignoreIndex): targets.buffer.lazy.filter { Int($0) != ignoreIndex }.count
+    case .crossEntropy(let ignoreIndex):
+      // Shape-only targets (memory tracing) have no values: every label counts.
+      targets.hasElements ? targets.buffer.lazy.filter { Int($0) != ignoreIndex }.count : targets.count
     case .meanSquaredError, .binaryCrossEntropy: targets.count
     }
   }
@@ -124,6 +133,4 @@ public struct Loss: Sendable, Equatable, CustomStringConvertible {
       }
     }
   }
-
-  static func labels(_ targets: Tensor) -> [Int] { targets.buffer.map { Int($0) } }
 }

@@ -55,7 +55,10 @@ public class Adam: Optimizer {
 
   public override var name: String { "adam" }
 
-  public override func stateTensorCount(forParameterOf elementCount: Int) -> Int { amsgrad ? 3 : 2 }
+  public override func makeStateTensors(elementCount: Int) -> [(name: String, tensor: Tensor)] {
+    let names = amsgrad ? ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"] : ["exp_avg", "exp_avg_sq"]
+    return names.map { ($0, Tensor(zeros: [elementCount])) }
+  }
 
   /// Whether weight decay is decoupled (AdamW) rather than added to the gradient.
   var decouplesWeightDecay: Bool { false }
@@ -64,10 +67,6 @@ public class Adam: Optimizer {
     _ p: UnsafeMutableBufferPointer<Float>, gradient g: UnsafeBufferPointer<Float>,
     state: inout ParameterState, step: Int
   ) {
-    if state.tensors.isEmpty {
-      state.tensors = [("exp_avg", Self.zeros(like: p)), ("exp_avg_sq", Self.zeros(like: p))]
-      if amsgrad { state.tensors.append(("max_exp_avg_sq", Self.zeros(like: p))) }
-    }
     let m = state.tensors[0].tensor.mutableBuffer
     let v = state.tensors[1].tensor.mutableBuffer
     let maximum = amsgrad ? state.tensors[2].tensor.mutableBuffer : nil

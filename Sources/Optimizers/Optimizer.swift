@@ -50,9 +50,12 @@ open class Optimizer {
     }
     for (index, parameter) in parameters.enumerated() {
       guard let gradient = parameter.gradient else { continue }
-      var state = parameterStates[index] ?? ParameterState()
+      var state = parameterStates[index] ?? ParameterState(tensors: makeStateTensors(elementCount: parameter.count))
       state.step += 1
-      updateParameter(parameter.mutableBuffer, gradient: gradient.buffer, state: &state, step: state.step)
+      // Shape-only parameters (memory tracing) get their state and no arithmetic.
+      if parameter.hasElements && gradient.hasElements {
+        updateParameter(parameter.mutableBuffer, gradient: gradient.buffer, state: &state, step: state.step)
+      }
       parameterStates[index] = state
     }
   }
@@ -62,11 +65,15 @@ open class Optimizer {
     for parameter in parameters { parameter.zeroGradient() }
   }
 
+  /// The state tensors of a parameter of `elementCount` scalars, created (as zeros) before
+  /// its first update, with `torch.optim`'s names.
+  open func makeStateTensors(elementCount: Int) -> [(name: String, tensor: Tensor)] { [] }
+
   /// Updates one parameter in place.
   /// - Parameters:
   ///   - parameter: the values to update.
   ///   - gradient: its accumulated gradient.
-  ///   - state: its state; empty at its first update.
+  ///   - state: its state, as ``makeStateTensors(elementCount:)`` made it.
   ///   - step: 1 at its first update.
   open func updateParameter(
     _ parameter: UnsafeMutableBufferPointer<Float>, gradient: UnsafeBufferPointer<Float>,
@@ -82,13 +89,6 @@ open class Optimizer {
     }
   }
 
-  /// State tensors kept per parameter of `elementCount` scalars once it has been updated.
-  open func stateTensorCount(forParameterOf elementCount: Int) -> Int { 0 }
-
-  /// A tensor of zeros shaped as `buffer`, for new state.
-  static func zeros(like buffer: UnsafeMutableBufferPointer<Float>) -> Tensor {
-    Tensor(zeros: [buffer.count])
-  }
 
   static func check(
     _ condition: Bool, _ optimizer: String, _ name: String, _ value: Float, _ expected: String

@@ -45,7 +45,9 @@ public final class SGD: Optimizer {
 
   public override var name: String { "sgd" }
 
-  public override func stateTensorCount(forParameterOf elementCount: Int) -> Int { momentum != 0 ? 1 : 0 }
+  public override func makeStateTensors(elementCount: Int) -> [(name: String, tensor: Tensor)] {
+    momentum != 0 ? [("momentum_buffer", Tensor(zeros: [elementCount]))] : []
+  }
 
   public override func updateParameter(
     _ p: UnsafeMutableBufferPointer<Float>, gradient g: UnsafeBufferPointer<Float>,
@@ -57,15 +59,9 @@ public final class SGD: Optimizer {
       for i in 0..<n { p[i] -= lr * (g[i] + decay * p[i]) }
       return
     }
-    let buffer: UnsafeMutableBufferPointer<Float>
-    let isFirst = state.tensors.isEmpty
-    if isFirst {
-      let tensor = Self.zeros(like: p)
-      state.tensors = [("momentum_buffer", tensor)]
-      buffer = tensor.mutableBuffer
-    } else {
-      buffer = state.tensors[0].tensor.mutableBuffer
-    }
+    let buffer = state.tensors[0].tensor.mutableBuffer
+    // torch.optim.SGD starts the buffer as a copy of the first gradient.
+    let isFirst = step == 1
     let keep = 1 - dampening
     for i in 0..<n {
       let d = decay == 0 ? g[i] : g[i] + decay * p[i]

@@ -83,6 +83,7 @@ extension Tensor {
     // The incoming tensor may be shared with other gradients of this pass, so a new
     // gradient is always a copy: later accumulation writes into it in place.
     if let gradient {
+      guard gradient.hasElements else { return }
       let target = gradient.storage.base
       let source = incoming.storage.base
       for index in 0..<count { target[index] += source[index] }
@@ -94,6 +95,7 @@ extension Tensor {
   /// Elementwise sum of two same-shaped constants, outside any graph.
   func adding(_ other: Tensor) -> Tensor {
     let result = Tensor(uninitializedShape: shape)
+    guard result.hasElements else { return result }
     let a = storage.base, b = other.storage.base, out = result.storage.base
     for index in 0..<count { out[index] = a[index] + b[index] }
     return result

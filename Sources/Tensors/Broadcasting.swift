@@ -50,6 +50,7 @@ extension Tensor {
       preconditionFailure("shapes \(a.shape) and \(b.shape) do not broadcast")
     }
     let result = Tensor(uninitializedShape: shape)
+    guard result.hasElements else { return result }
     let x = a.storage.base, y = b.storage.base, out = result.storage.base
     let n = result.count
     if a.shape == b.shape {

@@ -9,7 +9,7 @@ extension Tensor {
     _ kernel: (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void
   ) -> Tensor {
     let result = Tensor(uninitializedShape: shape)
-    kernel(storage.base, result.storage.base, count)
+    if result.hasElements { kernel(storage.base, result.storage.base, count) }
     return result
   }
 
@@ -20,7 +20,7 @@ extension Tensor {
   ) -> Tensor {
     precondition(a.shape == b.shape, "elementwise shapes differ: \(a.shape) and \(b.shape)")
     let result = Tensor(uninitializedShape: a.shape)
-    kernel(a.storage.base, b.storage.base, result.storage.base, a.count)
+    if result.hasElements { kernel(a.storage.base, b.storage.base, result.storage.base, a.count) }
     return result
   }
 

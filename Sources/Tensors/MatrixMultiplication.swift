@@ -73,7 +73,7 @@ extension Tensor {
   ) {
     let m = c.shape[0], n = c.shape[1]
     let k = transposeA ? a.shape[0] : a.shape[1]
-    if m == 0 || n == 0 { return }
+    if m == 0 || n == 0 || !c.hasElements { return }
     if k == 0 {
       if !accumulating { c.mutableBuffer.update(repeating: 0) }
       return

@@ -42,7 +42,7 @@ extension Tensor {
   ) {
     self.init(uninitializedShape: shape)
     let x = storage.base
-    for i in 0..<count { x[i] = generator.uniform(low, high) }
+    for i in 0..<(hasElements ? count : 0) { x[i] = generator.uniform(low, high) }
   }
 
   /// A tensor of normal values, drawn from `generator`.
@@ -52,6 +52,8 @@ extension Tensor {
   ) {
     self.init(uninitializedShape: shape)
     let x = storage.base
-    for i in 0..<count { x[i] = generator.normal(mean: mean, standardDeviation: standardDeviation) }
+    for i in 0..<(hasElements ? count : 0) {
+      x[i] = generator.normal(mean: mean, standardDeviation: standardDeviation)
+    }
   }
 }

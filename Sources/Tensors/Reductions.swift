@@ -16,9 +16,11 @@ extension Tensor {
     var outputShape = shape
     outputShape[axis] = 1
     let result = Tensor(uninitializedShape: outputShape)
+    guard result.hasElements else { return result }
     let (outer, extent, inner) = loopBounds(around: axis)
     let x = storage.base, out = result.storage.base
     if inner == 1 {
+      // A contiguous run: accumulated in Double.
       for o in 0..<outer {
         var total: Double = 0
         let row = x + o * extent
@@ -26,15 +28,15 @@ extension Tensor {
         out[o] = Float(total)
       }
     } else {
-      let accumulator = UnsafeMutablePointer<Double>.allocate(capacity: inner)
-      defer { accumulator.deallocate() }
+      // Rows added into the output, vectorized; no temporary buffer, so the memory of a
+      // reduction is exactly its result.
       for o in 0..<outer {
-        accumulator.initialize(repeating: 0, count: inner)
+        let target = out + o * inner
+        target.initialize(repeating: 0, count: inner)
         for j in 0..<extent {
           let row = x + (o * extent + j) * inner
-          for i in 0..<inner { accumulator[i] += Double(row[i]) }
+          for i in 0..<inner { target[i] += row[i] }
         }
-        for i in 0..<inner { out[o * inner + i] = Float(accumulator[i]) }
       }
     }
     return result

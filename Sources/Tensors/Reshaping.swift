@@ -34,7 +34,7 @@ extension Tensor {
     var outputShape = shape
     outputShape.swapAt(a, b)
     let result = Tensor(uninitializedShape: outputShape)
-    guard count > 0 else { return result }
+    guard count > 0, result.hasElements else { return result }
     // Input strides, permuted into the output's axis order.
     var strides = [Int](repeating: 1, count: rank)
     for axis in stride(from: rank - 2, through: 0, by: -1) { strides[axis] = strides[axis + 1] * shape[axis + 1] }

@@ -9,7 +9,7 @@ extension Tensor {
     let (outer, extent, inner) = loopBounds(around: axis)
     let result = Tensor(uninitializedShape: shape)
     let x = storage.base, y = result.storage.base
-    for o in 0..<outer {
+    for o in 0..<(result.hasElements ? outer : 0) {
       for i in 0..<inner {
         let base = o * extent * inner + i
         var maximum = -Float.infinity
@@ -28,7 +28,7 @@ extension Tensor {
       // dx = y · (g − Σ g·y)
       let gradient = Tensor(uninitializedShape: output.shape)
       let gy = g.storage.base, yy = output.storage.base, dx = gradient.storage.base
-      for o in 0..<outer {
+      for o in 0..<(gradient.hasElements ? outer : 0) {
         for i in 0..<inner {
           let base = o * extent * inner + i
           var dot: Float = 0
@@ -49,7 +49,7 @@ extension Tensor {
     let (outer, extent, inner) = loopBounds(around: axis)
     let result = Tensor(uninitializedShape: shape)
     let x = storage.base, y = result.storage.base
-    for o in 0..<outer {
+    for o in 0..<(result.hasElements ? outer : 0) {
       for i in 0..<inner {
         let base = o * extent * inner + i
         var maximum = -Float.infinity
@@ -65,7 +65,7 @@ extension Tensor {
       // dx = g − softmax · Σ g
       let gradient = Tensor(uninitializedShape: output.shape)
       let gy = g.storage.base, yy = output.storage.base, dx = gradient.storage.base
-      for o in 0..<outer {
+      for o in 0..<(gradient.hasElements ? outer : 0) {
         for i in 0..<inner {
           let base = o * extent * inner + i
           var total: Float = 0

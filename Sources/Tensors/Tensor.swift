@@ -5,25 +5,54 @@
 /// The bytes behind a tensor: one `malloc` block, so that jemalloc sees every buffer.
 ///
 /// Storage is shared by tensors that view the same elements (``Tensor/reshaped(to:)``);
-/// it is freed when the last of them goes away.
+/// it is freed when the last of them goes away. Under ``ShapeTracing`` storage is
+/// shape-only: nothing is allocated, the trace records the allocation and the free, and
+/// no kernel touches the elements.
 public final class TensorStorage {
-  /// The first element.
+  /// The first element (an invalid address for shape-only storage).
   public let base: UnsafeMutablePointer<Float>
   /// Number of `Float` elements.
   public let count: Int
+  /// The trace that recorded this storage, for shape-only storage.
+  let trace: AllocationTrace?
+  /// This storage's number in its trace.
+  let traceIdentifier: Int
 
-  /// Allocates `count` elements, uninitialized.
+  /// The bytes a buffer of `count` elements asks `malloc` for.
+  public static func requestBytes(forCount count: Int) -> Int {
+    Swift.max(count, 1) * MemoryLayout<Float>.stride
+  }
+
+  /// Allocates `count` elements, uninitialized; records them instead under shape tracing.
   init(uninitializedCount count: Int) {
     precondition(count >= 0, "element count must be non-negative, got \(count)")
-    let byteCount = Swift.max(count, 1) * MemoryLayout<Float>.stride
+    self.count = count
+    if let trace = ShapeTracing.current {
+      self.trace = trace
+      traceIdentifier = trace.recordAllocation(elementCount: count)
+      // Never dereferenced: every kernel is skipped for shape-only tensors.
+      base = UnsafeMutablePointer(bitPattern: 0x40)!
+      return
+    }
+    trace = nil
+    traceIdentifier = -1
+    let byteCount = Self.requestBytes(forCount: count)
     guard let raw = malloc(byteCount) else {
       fatalError("malloc of \(byteCount) bytes for a tensor failed")
     }
     base = raw.bindMemory(to: Float.self, capacity: Swift.max(count, 1))
-    self.count = count
   }
 
-  deinit { free(base) }
+  /// Whether the elements exist (false under shape tracing).
+  public var hasElements: Bool { trace == nil }
+
+  deinit {
+    if let trace {
+      trace.recordFree(identifier: traceIdentifier)
+    } else {
+      free(base)
+    }
+  }
 }
 
 /// A dense array of `Float` values, row-major, with reverse-mode automatic differentiation.
@@ -68,10 +97,14 @@ public final class Tensor {
     self.init(shape: shape, storage: TensorStorage(uninitializedCount: shape.reduce(1, *)))
   }
 
+  /// Whether the elements exist; shape-only tensors (made under ``ShapeTracing``) have a
+  /// shape and no elements.
+  public var hasElements: Bool { storage.hasElements }
+
   /// A tensor of the given shape filled with `value`.
   public convenience init(repeating value: Float, shape: [Int], requiresGradient: Bool = false) {
     self.init(uninitializedShape: shape)
-    storage.base.initialize(repeating: value, count: count)
+    if hasElements { storage.base.initialize(repeating: value, count: count) }
     self.requiresGradient = requiresGradient
   }
 
@@ -88,7 +121,9 @@ public final class Tensor {
       values.count == expected,
       "\(values.count) values do not fill shape \(shape) (\(expected) elements)")
     self.init(uninitializedShape: shape)
-    values.withUnsafeBufferPointer { storage.base.update(from: $0.baseAddress!, count: values.count) }
+    if hasElements {
+      values.withUnsafeBufferPointer { storage.base.update(from: $0.baseAddress!, count: values.count) }
+    }
     self.requiresGradient = requiresGradient
   }
 
@@ -97,13 +132,13 @@ public final class Tensor {
     self.init([scalar], shape: [])
   }
 
-  /// The elements, row-major.
-  public var values: [Float] { Array(buffer) }
+  /// The elements, row-major (zeros for a shape-only tensor).
+  public var values: [Float] { hasElements ? Array(buffer) : Array(repeating: 0, count: count) }
 
   /// The only element of a one-element tensor.
   public var scalarValue: Float {
     precondition(count == 1, "scalarValue needs one element, shape is \(shape)")
-    return storage.base[0]
+    return hasElements ? storage.base[0] : 0
   }
 
   /// The elements as a buffer (read-only by convention).
@@ -120,7 +155,7 @@ public final class Tensor {
   /// A copy of the elements that is not part of any graph.
   public func copy() -> Tensor {
     let result = Tensor(uninitializedShape: shape)
-    result.storage.base.update(from: storage.base, count: count)
+    if hasElements && result.hasElements { result.storage.base.update(from: storage.base, count: count) }
     return result
   }
 
@@ -134,7 +169,7 @@ public final class Tensor {
 
   /// Sets the accumulated gradient to zeros, keeping its buffer.
   public func zeroGradient() {
-    if let gradient { gradient.mutableBuffer.update(repeating: 0) }
+    if let gradient, gradient.hasElements { gradient.mutableBuffer.update(repeating: 0) }
   }
 }
 

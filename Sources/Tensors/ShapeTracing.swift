@@ -1,0 +1,69 @@
+/// A record of the tensor buffers a piece of code allocates and frees, in order, made
+/// without allocating them: under ``ShapeTracing/run(_:_:)`` tensors carry shapes only and
+/// no arithmetic is done, so tracing a training step costs microseconds at any batch size.
+///
+/// The memory planner replays a trace with the allocator's size-class rounding to predict
+/// the peak of the same code running for real.
+///
+/// A trace is filled by the one thread that runs the traced code (hence `@unchecked Sendable`:
+/// it is handed to that thread through a task-local value, never shared while in use).
+public final class AllocationTrace: @unchecked Sendable {
+  /// One allocation or free of a tensor buffer.
+  public enum Event: Sendable, Equatable {
+    /// Buffer `identifier` of `elementCount` floats, allocated while `layer` (a position in
+    /// the model, if any) was running.
+    case allocate(identifier: Int, elementCount: Int, layer: Int?)
+    /// Buffer `identifier` freed.
+    case free(identifier: Int)
+  }
+
+  /// The events, in order.
+  public private(set) var events: [Event] = []
+  /// For each event, what `sampleOtherBytes` returned right after it.
+  public private(set) var otherBytes: [Int] = []
+  /// The layer whose forward pass is running, set by containers such as `Sequential`.
+  public var currentLayer: Int?
+  /// Reads the bytes the calling thread holds beyond tensor buffers (objects, arrays),
+  /// sampled at every event; `nil` to sample nothing.
+  let sampleOtherBytes: (() -> Int)?
+  var nextIdentifier = 0
+
+  /// - Parameter sampleOtherBytes: called after every event; returns the other bytes live
+  ///   on the thread (for example from allocator statistics).
+  public init(sampleOtherBytes: (() -> Int)? = nil) {
+    self.sampleOtherBytes = sampleOtherBytes
+  }
+
+  func recordAllocation(elementCount: Int) -> Int {
+    let identifier = nextIdentifier
+    nextIdentifier += 1
+    events.append(.allocate(identifier: identifier, elementCount: elementCount, layer: currentLayer))
+    if let sampleOtherBytes { otherBytes.append(sampleOtherBytes()) }
+    return identifier
+  }
+
+  func recordFree(identifier: Int) {
+    events.append(.free(identifier: identifier))
+    if let sampleOtherBytes { otherBytes.append(sampleOtherBytes()) }
+  }
+
+  /// Forgets the events so far (buffers allocated before stay known by identifier).
+  public func removeAllEvents() {
+    events.removeAll(keepingCapacity: true)
+    otherBytes.removeAll(keepingCapacity: true)
+  }
+}
+
+/// Runs code in shape-only mode: every tensor created inside carries a shape and no
+/// elements, kernels are skipped, and the buffers are recorded in an ``AllocationTrace``.
+public enum ShapeTracing {
+  @TaskLocal static var current: AllocationTrace?
+
+  /// Whether the calling code runs under shape tracing.
+  public static var isActive: Bool { current != nil }
+
+  /// Runs `body` with tensors recorded in `trace` instead of allocated.
+  public static func run<Result>(_ trace: AllocationTrace, _ body: () throws -> Result) rethrows -> Result {
+    try $current.withValue(trace, operation: body)
+  }
+}
