@@ -17,7 +17,7 @@ let package = Package(
       name: "GradAccum",
       dependencies: [
         "Tensors", "NeuralNetwork", "Optimizers", "DataLoading", "Memory", "Checkpoints",
-        "Training",
+        "Accumulation", "Planning", "Training",
       ]),
     .executableTarget(
       name: "gradaccum",
@@ -33,8 +33,14 @@ let package = Package(
     .target(name: "Memory", dependencies: ["CJemalloc"]),
     .target(name: "Checkpoints", dependencies: ["Tensors", "NeuralNetwork"]),
     .target(
-      name: "Training",
+      name: "Accumulation",
       dependencies: ["Tensors", "NeuralNetwork", "Optimizers", "DataLoading", "Memory"]),
+    .target(
+      name: "Planning",
+      dependencies: ["Tensors", "NeuralNetwork", "Optimizers", "DataLoading", "Memory", "Accumulation"]),
+    .target(
+      name: "Training",
+      dependencies: ["Tensors", "NeuralNetwork", "Optimizers", "DataLoading", "Memory", "Accumulation", "Planning"]),
 
     // MARK: - Implementation details
     .systemLibrary(
@@ -53,6 +59,7 @@ let package = Package(
     .testTarget(name: "MemoryTests", dependencies: ["Memory"]),
     .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "_TestSupport"]),
     .testTarget(name: "TrainingTests", dependencies: ["GradAccum", "_TestSupport"]),
+    .testTarget(name: "PlanningTests", dependencies: ["GradAccum", "_TestSupport"]),
     .testTarget(name: "CommandLineTests", dependencies: ["gradaccum", "_TestSupport"]),
   ]
 )

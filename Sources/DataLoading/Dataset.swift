@@ -8,6 +8,12 @@ public protocol Dataset {
   var sampleShape: [Int] { get }
   /// The samples at `indices`, stacked along a new first axis, with their targets.
   func batch(at indices: [Int]) -> Batch
+  /// The targets of the samples at `indices` (without their inputs).
+  func targets(at indices: [Int]) -> Tensor
+}
+
+extension Dataset {
+  public func targets(at indices: [Int]) -> Tensor { batch(at: indices).targets }
 }
 
 /// Inputs and targets of several samples.
@@ -52,6 +58,8 @@ public struct TensorDataset: Dataset {
   public func batch(at indices: [Int]) -> Batch {
     Batch(inputs: Self.rows(of: inputs, at: indices), targets: Self.rows(of: targets, at: indices))
   }
+
+  public func targets(at indices: [Int]) -> Tensor { Self.rows(of: targets, at: indices) }
 
   /// A new tensor of the rows (first-axis slices) of `tensor` at `indices`.
   static func rows(of tensor: Tensor, at indices: [Int]) -> Tensor {

@@ -32,7 +32,16 @@ public final class Sequential: Layer {
   public convenience init(@LayerBuilder _ build: () -> [any Layer]) { self.init(build()) }
 
   public func callAsFunction(_ input: Tensor) -> Tensor {
-    layers.reduce(input) { $1($0) }
+    guard let trace = ShapeTracing.current else { return layers.reduce(input) { $1($0) } }
+    // Under memory tracing, tag each buffer with the layer that made it.
+    let outer = trace.currentLayer
+    defer { trace.currentLayer = outer }
+    var output = input
+    for (index, layer) in layers.enumerated() {
+      trace.currentLayer = index
+      output = layer(output)
+    }
+    return output
   }
 
   public func outputShape(forInput shape: [Int]) throws(ShapeError) -> [Int] {

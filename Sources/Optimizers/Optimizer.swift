@@ -42,6 +42,17 @@ open class Optimizer {
   /// A short name, for messages and logs.
   open var name: String { "optimizer" }
 
+  /// Creates the state of every parameter that has none yet, so that all persistent
+  /// memory exists before the first step (a later ``update(_:)`` does the same lazily).
+  public func prepare(_ parameters: [Tensor]) {
+    if parameterStates.count < parameters.count {
+      parameterStates += Array(repeating: nil, count: parameters.count - parameterStates.count)
+    }
+    for (index, parameter) in parameters.enumerated() where parameterStates[index] == nil {
+      parameterStates[index] = ParameterState(tensors: makeStateTensors(elementCount: parameter.count))
+    }
+  }
+
   /// Applies one update to each of `parameters` that has a gradient, then leaves the
   /// gradients as they are (call ``zeroGradients(_:)`` before the next window).
   public func update(_ parameters: [Tensor]) {
@@ -68,6 +79,12 @@ open class Optimizer {
   /// The state tensors of a parameter of `elementCount` scalars, created (as zeros) before
   /// its first update, with `torch.optim`'s names.
   open func makeStateTensors(elementCount: Int) -> [(name: String, tensor: Tensor)] { [] }
+
+  /// The element counts of the state tensors of a parameter of `elementCount` scalars,
+  /// without making them (for memory planning).
+  public func makeStateTensorCounts(elementCount: Int) -> [Int] {
+    ShapeTracing.run(AllocationTrace()) { makeStateTensors(elementCount: elementCount).map(\.tensor.count) }
+  }
 
   /// Updates one parameter in place.
   /// - Parameters:

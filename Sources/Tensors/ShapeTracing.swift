@@ -57,7 +57,8 @@ public final class AllocationTrace: @unchecked Sendable {
 /// Runs code in shape-only mode: every tensor created inside carries a shape and no
 /// elements, kernels are skipped, and the buffers are recorded in an ``AllocationTrace``.
 public enum ShapeTracing {
-  @TaskLocal static var current: AllocationTrace?
+  /// The trace recording the calling code, if any.
+  @TaskLocal public static var current: AllocationTrace?
 
   /// Whether the calling code runs under shape tracing.
   public static var isActive: Bool { current != nil }

@@ -167,6 +167,12 @@ public final class Tensor {
   /// Drops the accumulated gradient (the next backward starts it afresh).
   public func clearGradient() { gradient = nil }
 
+  /// Gives a leaf that requires gradients a zero gradient buffer if it has none, so that
+  /// the buffer exists from the start (persistent memory) instead of at the first backward.
+  public func allocateGradient() {
+    if requiresGradient && gradient == nil { gradient = Tensor(zeros: shape) }
+  }
+
   /// Sets the accumulated gradient to zeros, keeping its buffer.
   public func zeroGradient() {
     if let gradient, gradient.hasElements { gradient.mutableBuffer.update(repeating: 0) }

@@ -1,3 +1,4 @@
+import Accumulation
 import Foundation
 
 /// Writes a JSON Lines log: one object per optimizer step, then a summary object.

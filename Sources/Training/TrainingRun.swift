@@ -1,3 +1,4 @@
+import Accumulation
 import DataLoading
 import Foundation
 import NeuralNetwork
@@ -74,11 +75,11 @@ public struct TrainingRun {
       var lossTotal: Double = 0
       var epochSamples = 0
       for sizes in schedule.windows(sampleCount: dataset.count, dropLast: dropLast) {
-        let microBatches = sizes.map { size -> Batch in
+        let microBatches = sizes.map { size -> [Int] in
           defer { position += size }
-          return dataset.batch(at: Array(order[position..<(position + size)]))
+          return Array(order[position..<(position + size)])
         }
-        var record = stepper.step(window: microBatches)
+        var record = stepper.step(window: microBatches, of: dataset)
         record.epoch = epoch + 1
         lossTotal += Double(record.loss) * Double(record.samples)
         epochSamples += record.samples

@@ -1,0 +1,157 @@
+import DataLoading
+import Memory
+import NeuralNetwork
+import Optimizers
+import Tensors
+
+/// What one optimizer step did.
+public struct StepRecord: Sendable, Equatable {
+  /// 1-based optimizer step, counted over the whole run.
+  public var step: Int
+  /// 1-based epoch.
+  public var epoch: Int
+  /// Samples in the window (`W`).
+  public var samples: Int
+  /// The window's mean loss, unscaled (what one big batch would report).
+  public var loss: Float
+  /// The learning rate this step used.
+  public var learningRate: Float
+  /// Samples in each micro-batch, in order.
+  public var microBatches: [Int]
+  /// Persistent bytes plus the largest measured transient peak of the step's micro-steps.
+  public var peakBytes: Int
+  /// The largest transient peak (jemalloc thread peak) of the step's micro-steps.
+  public var transientPeakBytes: Int
+}
+
+/// Runs windows: every micro-batch forward and backward with its loss scaled so that the
+/// accumulated gradient is the gradient of the window's mean loss, then one optimizer step.
+///
+/// The scaling follows the three rules: a micro-batch's summed loss is divided by the item
+/// count of the whole window, counted before the first backward. For per-sample losses
+/// (mean squared error, binary cross-entropy) that is `(mᵢ / W) · Lᵢ`; for cross-entropy
+/// it counts the labels that are not ignored, so padded labels spread unevenly over
+/// micro-batches still give the full window's gradient.
+///
+/// Gradient buffers and optimizer state are created when the stepper is made, so the
+/// persistent memory exists from the start and every step's peak is persistent bytes plus
+/// the transient bytes of one micro-step.
+public final class WindowStepper {
+  public let model: any Layer
+  public let optimizer: Optimizer
+  public let loss: Loss
+  public let learningRateSchedule: any LearningRateSchedule
+  /// The rate the schedule scales.
+  public let baseLearningRate: Float
+  /// Optimizer steps taken so far.
+  public private(set) var stepCount: Int
+
+  public init(
+    model: any Layer, optimizer: Optimizer, loss: Loss,
+    learningRateSchedule: any LearningRateSchedule = ConstantLearningRate(), stepCount: Int = 0
+  ) {
+    self.model = model
+    self.optimizer = optimizer
+    self.loss = loss
+    self.learningRateSchedule = learningRateSchedule
+    self.baseLearningRate = optimizer.learningRate
+    self.stepCount = stepCount
+    let parameters = model.parameters
+    for parameter in parameters { parameter.allocateGradient() }
+    optimizer.prepare(parameters)
+  }
+
+  /// One micro-step: forward, the loss summed and divided by `windowItems`, backward
+  /// (gradients add into the parameters' gradients). Returns the scaled loss.
+  @discardableResult
+  public func microStep(_ batch: Batch, windowItems: Int) -> Float {
+    let output = model(batch.inputs)
+    let scaled = loss(output, batch.targets, reduction: .sum) / Float(windowItems)
+    let value = scaled.scalarValue
+    scaled.backward()
+    return value
+  }
+
+  /// The optimizer step that ends a window: schedule, update, zeroed gradients.
+  func finishWindow() -> Float {
+    let parameters = model.parameters
+    let learningRate = learningRateSchedule.learningRate(atStep: stepCount, baseLearningRate: baseLearningRate)
+    optimizer.learningRate = learningRate
+    optimizer.update(parameters)
+    optimizer.zeroGradients(parameters)
+    stepCount += 1
+    return learningRate
+  }
+
+  /// Accumulates one window whose micro-batches are the samples of `dataset` at
+  /// `microBatches` (index lists), made one at a time, and steps the optimizer once.
+  /// - Returns: the step's record (its `epoch` is left 0 for the caller to set).
+  public func step(window microBatches: [[Int]], of dataset: some Dataset) -> StepRecord {
+    // Rule 3: the window's item count, from the targets alone, before any backward.
+    let windowItems = microBatches.reduce(0) { $0 + loss.itemCount(targets: dataset.targets(at: $1)) }
+    return step(microBatchCount: microBatches.count, windowItems: windowItems) { dataset.batch(at: microBatches[$0]) }
+  }
+
+  /// Accumulates one window of ready-made micro-batches and steps the optimizer once.
+  public func step(window microBatches: [Batch]) -> StepRecord {
+    let windowItems = microBatches.reduce(0) { $0 + loss.itemCount(targets: $1.targets) }
+    return step(microBatchCount: microBatches.count, windowItems: windowItems) { microBatches[$0] }
+  }
+
+  func step(microBatchCount: Int, windowItems: Int, batch: (Int) -> Batch) -> StepRecord {
+    var windowLoss: Double = 0
+    var transientPeak = 0
+    var sizes: [Int] = []
+    sizes.reserveCapacity(microBatchCount)
+    for index in 0..<microBatchCount {
+      try? MemoryStatistics.resetThreadPeak()
+      let microBatch = batch(index)
+      sizes.append(microBatch.count)
+      windowLoss += Double(microStep(microBatch, windowItems: windowItems))
+      transientPeak = max(transientPeak, (try? MemoryStatistics.threadPeakBytes()) ?? 0)
+    }
+    try? MemoryStatistics.resetThreadPeak()
+    let learningRate = finishWindow()
+    transientPeak = max(transientPeak, (try? MemoryStatistics.threadPeakBytes()) ?? 0)
+    return StepRecord(
+      step: stepCount, epoch: 0, samples: sizes.reduce(0, +), loss: Float(windowLoss), learningRate: learningRate,
+      microBatches: sizes, peakBytes: persistentBytes() + transientPeak, transientPeakBytes: transientPeak)
+  }
+
+  /// Bytes alive for the whole run, as jemalloc reserves them: parameters, their
+  /// gradients, buffers and optimizer state.
+  public func persistentBytes() -> Int {
+    PersistentMemory(model: model, optimizer: optimizer).totalBytes
+  }
+}
+
+/// The persistent bytes of a model and its optimizer, by component, rounded to the
+/// allocator's size classes.
+public struct PersistentMemory: Sendable, Equatable {
+  /// Parameter buffers.
+  public var parameterBytes: Int
+  /// Gradient buffers (one per parameter).
+  public var gradientBytes: Int
+  /// Optimizer state (momentum buffers, moment estimates).
+  public var optimizerStateBytes: Int
+  /// Non-trainable buffers such as running statistics.
+  public var bufferBytes: Int
+
+  /// All of it.
+  public var totalBytes: Int { parameterBytes + gradientBytes + optimizerStateBytes + bufferBytes }
+
+  /// The persistent bytes of `model` trained by `optimizer`: its parameters, a gradient
+  /// per parameter, its buffers and the optimizer's state for every parameter.
+  public init(model: any Layer, optimizer: Optimizer) {
+    let parameters = model.parameters
+    func rounded(_ count: Int) -> Int {
+      MemoryStatistics.sizeClassBytes(forRequest: TensorStorage.requestBytes(forCount: count))
+    }
+    parameterBytes = parameters.reduce(0) { $0 + rounded($1.count) }
+    gradientBytes = parameterBytes
+    bufferBytes = model.namedBuffers.reduce(0) { $0 + rounded($1.tensor.count) }
+    optimizerStateBytes = parameters.reduce(0) {
+      $0 + optimizer.makeStateTensorCounts(elementCount: $1.count).reduce(0) { $0 + rounded($1) }
+    }
+  }
+}
