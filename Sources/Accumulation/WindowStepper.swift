@@ -65,9 +65,17 @@ public final class WindowStepper {
   /// (gradients add into the parameters' gradients). Returns the scaled loss.
   @discardableResult
   public func microStep(_ batch: Batch, windowItems: Int) -> Float {
+    Self.microStep(model: model, loss: loss, batch: batch, windowItems: windowItems)
+  }
+
+  /// The micro-step of ``microStep(_:windowItems:)`` for any model and loss: the memory
+  /// planner traces exactly this code.
+  @discardableResult
+  public static func microStep(model: any Layer, loss: Loss, batch: Batch, windowItems: Int) -> Float {
     let output = model(batch.inputs)
     let scaled = loss(output, batch.targets, reduction: .sum) / Float(windowItems)
     let value = scaled.scalarValue
+    ShapeTracing.current?.mark("backward")
     scaled.backward()
     return value
   }
@@ -104,15 +112,16 @@ public final class WindowStepper {
     var sizes: [Int] = []
     sizes.reserveCapacity(microBatchCount)
     for index in 0..<microBatchCount {
-      try? MemoryStatistics.resetThreadPeak()
-      let microBatch = batch(index)
-      sizes.append(microBatch.count)
-      windowLoss += Double(microStep(microBatch, windowItems: windowItems))
-      transientPeak = max(transientPeak, (try? MemoryStatistics.threadPeakBytes()) ?? 0)
+      let (scaledLoss, peak) = TransientPeak.measure {
+        let microBatch = batch(index)
+        sizes.append(microBatch.count)
+        return microStep(microBatch, windowItems: windowItems)
+      }
+      windowLoss += Double(scaledLoss)
+      transientPeak = max(transientPeak, peak)
     }
-    try? MemoryStatistics.resetThreadPeak()
-    let learningRate = finishWindow()
-    transientPeak = max(transientPeak, (try? MemoryStatistics.threadPeakBytes()) ?? 0)
+    let (learningRate, updatePeak) = TransientPeak.measure { finishWindow() }
+    transientPeak = max(transientPeak, updatePeak)
     return StepRecord(
       step: stepCount, epoch: 0, samples: sizes.reduce(0, +), loss: Float(windowLoss), learningRate: learningRate,
       microBatches: sizes, peakBytes: persistentBytes() + transientPeak, transientPeakBytes: transientPeak)

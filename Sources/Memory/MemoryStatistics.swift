@@ -111,6 +111,14 @@ public enum MemoryStatistics {
     Int(try read("thread.allocated", as: UInt64.self))
   }
 
+  /// Live pointers to the calling thread's cumulative allocated and deallocated byte
+  /// counters (`thread.allocatedp`, `thread.deallocatedp`): reading them costs a load.
+  public static func threadCounters() throws(MemoryError) -> ThreadCounters {
+    ThreadCounters(
+      allocated: try read("thread.allocatedp", as: UnsafeMutablePointer<UInt64>.self),
+      deallocated: try read("thread.deallocatedp", as: UnsafeMutablePointer<UInt64>.self))
+  }
+
   /// Checks that `malloc` is jemalloc's: an allocation through the process's `malloc`
   /// symbol must move this thread's `thread.allocated` counter.
   public static func verifyJemallocIsTheAllocator() throws(MemoryError) {
@@ -126,4 +134,15 @@ public enum MemoryStatistics {
     let during = try threadAllocatedBytes()
     guard during - before >= probeBytes else { throw .jemallocNotInUse }
   }
+}
+
+/// The calling thread's jemalloc counters, read without a call into the allocator.
+/// Valid on the thread that made them only.
+public struct ThreadCounters: @unchecked Sendable {
+  let allocated: UnsafeMutablePointer<UInt64>
+  let deallocated: UnsafeMutablePointer<UInt64>
+
+  /// Bytes the thread has allocated and not freed (can be negative when it frees what
+  /// other threads allocated).
+  public var netBytes: Int { Int(truncatingIfNeeded: allocated.pointee &- deallocated.pointee) }
 }

@@ -80,6 +80,9 @@ extension Tensor {
 
   /// Adds `gradient` into this leaf's ``gradient``, in place when one exists.
   func accumulateGradient(_ incoming: Tensor) {
+    // Under shape tracing the leaf is left alone: a training step accumulates into a
+    // gradient buffer that already exists, which allocates nothing.
+    guard incoming.hasElements else { return }
     // The incoming tensor may be shared with other gradients of this pass, so a new
     // gradient is always a copy: later accumulation writes into it in place.
     if let gradient {

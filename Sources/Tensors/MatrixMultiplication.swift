@@ -42,6 +42,14 @@ extension Tensor {
     guard input.requiresGradient && input.node == nil else {
       return product(left, right, transposeLeft, transposeRight)
     }
+    // Under shape tracing the parameter is left alone: a training step accumulates into
+    // a gradient buffer that already exists, which allocates nothing but BLAS's workspace.
+    guard left.hasElements && right.hasElements else {
+      ShapeTracing.current?.recordMatrixProduct(
+        m: transposeLeft ? left.shape[1] : left.shape[0], n: transposeRight ? right.shape[0] : right.shape[1],
+        k: transposeLeft ? left.shape[0] : left.shape[1])
+      return nil
+    }
     if let gradient = input.gradient {
       multiply(left, right, transposeLeft, transposeRight, into: gradient, accumulating: true)
     } else {
@@ -73,7 +81,11 @@ extension Tensor {
   ) {
     let m = c.shape[0], n = c.shape[1]
     let k = transposeA ? a.shape[0] : a.shape[1]
-    if m == 0 || n == 0 || !c.hasElements { return }
+    if m == 0 || n == 0 { return }
+    guard c.hasElements && a.hasElements && b.hasElements else {
+      ShapeTracing.current?.recordMatrixProduct(m: m, n: n, k: k)
+      return
+    }
     if k == 0 {
       if !accumulating { c.mutableBuffer.update(repeating: 0) }
       return

@@ -15,10 +15,15 @@ public final class AllocationTrace: @unchecked Sendable {
     case allocate(identifier: Int, elementCount: Int, layer: Int?)
     /// Buffer `identifier` freed.
     case free(identifier: Int)
+    /// A matrix product `[m, k] · [k, n]` through BLAS, which may allocate (and free) a
+    /// workspace of its own during the call.
+    case matrixProduct(m: Int, n: Int, k: Int)
   }
 
   /// The events, in order.
   public private(set) var events: [Event] = []
+  /// Named positions in ``events`` (such as where the backward pass starts).
+  public private(set) var marks: [String: Int] = [:]
   /// For each event, what `sampleOtherBytes` returned right after it.
   public private(set) var otherBytes: [Int] = []
   /// The layer whose forward pass is running, set by containers such as `Sequential`.
@@ -47,11 +52,37 @@ public final class AllocationTrace: @unchecked Sendable {
     if let sampleOtherBytes { otherBytes.append(sampleOtherBytes()) }
   }
 
+  func recordMatrixProduct(m: Int, n: Int, k: Int) {
+    events.append(.matrixProduct(m: m, n: n, k: k))
+    if let sampleOtherBytes { otherBytes.append(sampleOtherBytes()) }
+  }
+
+  /// Remembers the current position in ``events`` under `name`.
+  public func mark(_ name: String) { marks[name] = events.count }
+
+  /// Makes room for `count` events, so that recording allocates nothing of its own
+  /// (which would disturb `sampleOtherBytes`).
+  public func reserveCapacity(_ count: Int) {
+    events.reserveCapacity(count)
+    otherBytes.reserveCapacity(count)
+  }
+
   /// Forgets the events so far (buffers allocated before stay known by identifier).
   public func removeAllEvents() {
     events.removeAll(keepingCapacity: true)
     otherBytes.removeAll(keepingCapacity: true)
   }
+}
+
+/// Something told after every real tensor buffer allocation (memory measurement samples
+/// the allocator's counters there, where transient peaks happen).
+public protocol TensorAllocationObserver: AnyObject, Sendable {
+  func afterAllocation()
+}
+
+/// The observer of the calling code's tensor allocations, if any.
+public enum TensorAllocations {
+  @TaskLocal public static var observer: (any TensorAllocationObserver)?
 }
 
 /// Runs code in shape-only mode: every tensor created inside carries a shape and no

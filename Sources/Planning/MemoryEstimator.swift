@@ -1,0 +1,139 @@
+import Accumulation
+import DataLoading
+import Memory
+import NeuralNetwork
+import Optimizers
+import Tensors
+
+/// Predicts the memory of training a model, per micro-batch size, as jemalloc will count it.
+///
+/// Persistent bytes come from the parameter shapes and the optimizer's state. Transient
+/// bytes come from tracing the real micro-step (``WindowStepper/microStep(model:loss:batch:windowItems:)``:
+/// making the batch, forward, loss, backward) in shape-only mode: tensors carry shapes and
+/// no storage, no arithmetic is done, and every buffer allocation and free is recorded in
+/// order, together with the other bytes the thread holds (graph objects, shape arrays).
+/// Replaying the trace with jemalloc's size classes gives the most bytes alive at once.
+/// A trace costs the same at any micro-batch size, so `m = 100 000` costs what `m = 1` does.
+public final class MemoryEstimator {
+  public let model: any Layer
+  /// The shape of one sample's input.
+  public let sampleShape: [Int]
+  /// The shape of one sample's target (`[]` for a label or a scalar).
+  public let targetShape: [Int]
+  public let loss: Loss
+  /// Persistent bytes by component.
+  public let persistent: PersistentMemory
+  let sizeClasses: SizeClasses?
+
+  /// - Parameters:
+  ///   - model: the model (its parameters may be shape-only).
+  ///   - sampleShape: one sample's input shape.
+  ///   - targetShape: one sample's target shape; `[]` for class labels and scalars.
+  ///   - loss, optimizer: what training will use (the optimizer is only read).
+  /// - Throws: ``PlanningError/shape(_:)`` when the model cannot take the samples.
+  public init(
+    model: any Layer, sampleShape: [Int], targetShape: [Int] = [], loss: Loss, optimizer: Optimizer
+  ) throws(PlanningError) {
+    do {
+      let outputShape = try model.outputShape(forInput: sampleShape)
+      let probe = ShapeTracing.run(AllocationTrace()) { Tensor(uninitializedShape: [1] + targetShape) }
+      try loss.checkTargets(outputShape: outputShape, targets: probe)
+    } catch {
+      throw .shape(error)
+    }
+    self.model = model
+    self.sampleShape = sampleShape
+    self.targetShape = targetShape
+    self.loss = loss
+    persistent = PersistentMemory(model: model, optimizer: optimizer)
+    sizeClasses = try? SizeClasses()
+  }
+
+  /// The bytes jemalloc reserves for a tensor of `elementCount` floats.
+  func bufferBytes(_ elementCount: Int) -> Int {
+    let request = TensorStorage.requestBytes(forCount: elementCount)
+    return sizeClasses?.roundedBytes(forRequest: request) ?? MemoryStatistics.sizeClassBytes(forRequest: request)
+  }
+
+  /// The trace of one micro-step of `microBatch` samples.
+  public func trace(microBatch: Int) -> AllocationTrace {
+    precondition(microBatch >= 1, "a micro-batch holds at least one sample, got \(microBatch)")
+    let counters = try? MemoryStatistics.threadCounters()
+    var baseline = 0
+    let trace = AllocationTrace(sampleOtherBytes: counters.map { counters in { counters.netBytes - baseline } })
+    trace.reserveCapacity(1024)
+    ShapeTracing.run(trace) {
+      baseline = counters?.netBytes ?? 0
+      let batch = Batch(
+        inputs: Tensor(uninitializedShape: [microBatch] + sampleShape),
+        targets: Tensor(uninitializedShape: [microBatch] + targetShape))
+      WindowStepper.microStep(model: model, loss: loss, batch: batch, windowItems: microBatch)
+    }
+    return trace
+  }
+
+  /// The transient bytes `A(m)` of a micro-step of `microBatch` samples: the most bytes
+  /// alive at once beyond the persistent ones.
+  public func transientBytes(microBatch: Int) -> Int {
+    replay(trace(microBatch: microBatch)).peakBytes
+  }
+
+  /// The full estimate for `microBatch` samples.
+  public func estimate(microBatch: Int) -> MemoryEstimate {
+    let trace = trace(microBatch: microBatch)
+    let replayed = replay(trace)
+    return MemoryEstimate(
+      microBatch: microBatch, persistent: persistent, transientBytes: replayed.peakBytes,
+      layerActivationBytes: replayed.layerActivationBytes)
+  }
+
+  /// Walks a trace: the peak of rounded live buffers plus other bytes, and per layer the
+  /// buffers its forward pass left alive for backward.
+  func replay(_ trace: AllocationTrace) -> (peakBytes: Int, layerActivationBytes: [Int: Int]) {
+    var live: [Int: (bytes: Int, layer: Int?)] = [:]
+    var liveBytes = 0
+    var peak = 0
+    let backwardStart = trace.marks["backward"] ?? trace.events.count
+    var activations: [Int: Int] = [:]
+    for (index, event) in trace.events.enumerated() {
+      if index == backwardStart {
+        for (_, buffer) in live { if let layer = buffer.layer { activations[layer, default: 0] += buffer.bytes } }
+      }
+      switch event {
+      case .allocate(let identifier, let elementCount, let layer):
+        let bytes = bufferBytes(elementCount)
+        live[identifier] = (bytes, layer)
+        liveBytes += bytes
+      case .free(let identifier):
+        // Buffers made before the trace (parameters) are not part of it.
+        if let buffer = live.removeValue(forKey: identifier) { liveBytes -= buffer.bytes }
+      case .matrixProduct(let m, let n, let k):
+        // Alive only during the call.
+        let other = index < trace.otherBytes.count ? trace.otherBytes[index] : 0
+        peak = max(peak, liveBytes + other + BLASWorkspace.bytes(m: m, n: n, k: k))
+        continue
+      }
+      let other = index < trace.otherBytes.count ? trace.otherBytes[index] : 0
+      peak = max(peak, liveBytes + other)
+    }
+    if backwardStart >= trace.events.count {
+      for (_, buffer) in live { if let layer = buffer.layer { activations[layer, default: 0] += buffer.bytes } }
+    }
+    return (peak, activations)
+  }
+}
+
+/// The predicted memory of training at one micro-batch size.
+public struct MemoryEstimate: Sendable, Equatable {
+  /// Samples per micro-batch.
+  public var microBatch: Int
+  /// Parameters, gradients, optimizer state, buffers.
+  public var persistent: PersistentMemory
+  /// The most bytes alive at once during a micro-step beyond the persistent ones.
+  public var transientBytes: Int
+  /// Per layer position: bytes of the buffers its forward pass keeps for backward.
+  public var layerActivationBytes: [Int: Int]
+
+  /// `P + A(m)`: what must fit in the budget.
+  public var peakBytes: Int { persistent.totalBytes + transientBytes }
+}
