@@ -116,6 +116,14 @@ public struct Loss: Sendable, Equatable, CustomStringConvertible {
     }
   }
 
+  /// The shape of one sample's target for predictions of one sample's shape
+  /// `outputShape`: a label (`[]`) for cross-entropy, a scalar for a one-wide output, the
+  /// output's shape otherwise.
+  public func targetShape(outputShape: [Int]) -> [Int] {
+    if case .crossEntropy = kind { return [] }
+    return outputShape.reduce(1, *) == 1 ? [] : outputShape
+  }
+
   /// Checks that predictions of one sample's shape `outputShape` can be compared with
   /// `targets` (which hold a batch's targets).
   /// - Throws: ``ShapeError/targetMismatch(loss:predicted:targets:)``.

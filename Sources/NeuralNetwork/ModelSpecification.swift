@@ -29,6 +29,8 @@ public enum ModelSpecificationError: Error, Equatable, Sendable, CustomStringCon
 public struct ModelSpecification: Sendable, Equatable, CustomStringConvertible {
   /// One layer: its name and its arguments, positional then `key=value`.
   public struct LayerSpecification: Sendable, Equatable {
+    /// The layer as written.
+    public let text: String
     public let name: String
     public let positional: [String]
     public let keywords: [String: String]
@@ -101,7 +103,7 @@ public struct ModelSpecification: Sendable, Equatable, CustomStringConvertible {
           throw .invalidArguments(layer: token, position: position, reason: "empty argument")
         }
       }
-      let layer = LayerSpecification(name: name, positional: positional, keywords: keywords)
+      let layer = LayerSpecification(text: token, name: name, positional: positional, keywords: keywords)
       try Self.check(layer, token: token, position: position)
       layers.append(layer)
     }

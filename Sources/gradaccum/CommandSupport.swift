@@ -53,9 +53,6 @@ struct ModelOptions: ParsableArguments {
   @Option(help: "The shape of one sample, D or CxHxW (default: the number of feature columns).")
   var inputShape: String?
 
-  @Option(help: "Loss: mse, cross-entropy or bce.")
-  var loss: LossChoice
-
   @Option(help: "Optimizer: sgd, adam or adamw.")
   var optimizer: OptimizerChoice = .sgd
 

@@ -20,6 +20,9 @@ struct TrainCommand: ParsableCommand {
 
   @OptionGroup var modelOptions: ModelOptions
 
+  @Option(help: "Loss: mse, cross-entropy or bce.")
+  var loss: LossChoice
+
   @Option(help: "Epochs to train.")
   var epochs: Int
 
@@ -59,7 +62,7 @@ struct TrainCommand: ParsableCommand {
   func run() throws {
     try userFacing { try MemoryStatistics.verifyJemallocIsTheAllocator() }
     let specification = try modelOptions.parsedModel()
-    let loss = modelOptions.loss.loss
+    let loss = self.loss.loss
     let optimizer = try modelOptions.makeOptimizer()
     let inputShape = try modelOptions.inputShape.map { try parseShape($0, option: "--input-shape") }
     let dataset = try userFacing {

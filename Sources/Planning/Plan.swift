@@ -1,0 +1,102 @@
+import Accumulation
+import Memory
+
+/// How training will run under a budget: the micro-batch, the accumulation count, the
+/// window sizes, and where the predicted bytes go.
+public struct Plan: Sendable, Equatable, CustomStringConvertible {
+  /// Samples per optimizer step (`T`).
+  public var targetBatch: Int
+  /// The largest micro-batch that fits (`M`, at most `T`).
+  public var microBatch: Int
+  /// Micro-batches per full window (`k = ⌈T / M⌉`).
+  public var accumulationCount: Int { windowSizes.count }
+  /// The micro-batch sizes of a full window: `k` sizes that add up to `T` and differ by at
+  /// most one.
+  public var windowSizes: [Int]
+  /// The micro-batch sizes of an epoch's last, partial window, when a dataset size is known
+  /// and is not a multiple of `T`.
+  public var lastWindowSizes: [Int]?
+  /// The dataset size the last window was computed for.
+  public var datasetSize: Int?
+  /// The budget (`B`).
+  public var budgetBytes: Int
+  /// Parameters, gradients, optimizer state, buffers (`P`).
+  public var persistent: PersistentMemory
+  /// The transient bytes of a micro-step of `M` samples (`A(M)`).
+  public var transientBytes: Int
+  /// Per layer (position, name): bytes of activations kept for backward at `M`.
+  public var layerActivations: [LayerActivation]
+
+  /// One layer's activations.
+  public struct LayerActivation: Sendable, Equatable {
+    public var position: Int
+    public var name: String
+    public var bytes: Int
+  }
+
+  /// `P + A(M)`.
+  public var predictedPeakBytes: Int { persistent.totalBytes + transientBytes }
+  /// `B − (P + A(M))`.
+  public var headroomBytes: Int { budgetBytes - predictedPeakBytes }
+
+  /// `k` sizes adding up to `samples` that differ by at most one, larger first, for
+  /// micro-batches of at most `microBatch`: `balancedSizes(40, 12)` is `[10, 10, 10, 10]`
+  /// and `balancedSizes(41, 12)` is `[11, 10, 10, 10]`.
+  public static func balancedSizes(samples: Int, microBatch: Int) -> [Int] {
+    precondition(samples >= 1 && microBatch >= 1, "samples and micro-batch must be positive")
+    let count = (samples + microBatch - 1) / microBatch
+    let base = samples / count, extra = samples % count
+    return (0..<count).map { $0 < extra ? base + 1 : base }
+  }
+
+  /// Every window of an epoch of `sampleCount` samples: full windows, then the last
+  /// partial one (dropped with `dropLast`).
+  public func windows(sampleCount: Int, dropLast: Bool = false) -> [[Int]] {
+    var windows = Array(repeating: windowSizes, count: sampleCount / targetBatch)
+    let remainder = sampleCount % targetBatch
+    if remainder > 0 && !dropLast { windows.append(Plan.balancedSizes(samples: remainder, microBatch: microBatch)) }
+    return windows
+  }
+
+  public var description: String {
+    func bytes(_ value: Int) -> String { "\(MemoryBudget.format(bytes: value).padding(12)) \(value) bytes" }
+    var lines = [
+      "target batch        \(targetBatch)",
+      "micro-batch         \(microBatch)",
+      "accumulation steps  \(accumulationCount)",
+      "window sizes        \(windowSizes.map(String.init).joined(separator: ", "))",
+    ]
+    if let lastWindowSizes, let datasetSize {
+      lines.append("last window         \(lastWindowSizes.map(String.init).joined(separator: ", ")) (dataset of \(datasetSize))")
+    }
+    lines += [
+      "",
+      "memory              predicted",
+      "  parameters        \(bytes(persistent.parameterBytes))",
+      "  gradients         \(bytes(persistent.gradientBytes))",
+      "  optimizer state   \(bytes(persistent.optimizerStateBytes))",
+    ]
+    if persistent.bufferBytes > 0 { lines.append("  buffers           \(bytes(persistent.bufferBytes))") }
+    lines += [
+      "  transient A(\(microBatch))".padding(20) + bytes(transientBytes),
+      "  peak              \(bytes(predictedPeakBytes))",
+      "  budget            \(bytes(budgetBytes))",
+      "  headroom          \(bytes(headroomBytes))",
+    ]
+    if !layerActivations.isEmpty {
+      lines.append("")
+      lines.append("activations kept for backward at micro-batch \(microBatch)")
+      for layer in layerActivations {
+        lines.append("  \(String(layer.position).padding(3)) \(layer.name.padding(22)) \(bytes(layer.bytes))")
+      }
+    }
+    return lines.joined(separator: "\n")
+  }
+}
+
+extension String {
+  /// The string padded with spaces to `width` characters.
+  func padding(_ width: Int) -> String {
+    count >= width ? self : self + String(repeating: " ", count: width - count)
+  }
+}

@@ -1,0 +1,63 @@
+import Accumulation
+import Memory
+import NeuralNetwork
+import Optimizers
+import Tensors
+
+/// Finds the largest micro-batch whose training step fits in a budget.
+///
+/// `A(m)` grows with `m`, so the search doubles `m` until it no longer fits (or reaches
+/// the target batch) and then bisects, asking the ``MemoryEstimator`` at each step.
+public enum Planner {
+  /// The plan for training `model` with windows of `targetBatch` samples under `budget`.
+  /// - Parameters:
+  ///   - layerNames: names shown per layer position in the plan (such as `linear(784,512)`).
+  ///   - datasetSize: when given, the plan includes the epoch's last window.
+  /// - Throws: ``PlanningError`` for a non-positive target batch or dataset size, a model
+  ///   that does not take the samples, or a budget below what one sample needs (the error
+  ///   states the minimum budget and where the bytes go).
+  public static func plan(
+    estimator: MemoryEstimator, targetBatch: Int, budget: MemoryBudget, datasetSize: Int? = nil,
+    layerNames: [String] = []
+  ) throws(PlanningError) -> Plan {
+    guard targetBatch >= 1 else { throw .invalidTargetBatch(targetBatch) }
+    if let datasetSize, datasetSize < 1 { throw .invalidDatasetSize(datasetSize) }
+    let persistentBytes = estimator.persistent.totalBytes
+    func fits(_ m: Int) -> Bool { persistentBytes + estimator.transientBytes(microBatch: m) <= budget.bytes }
+    guard fits(1) else {
+      let one = estimator.estimate(microBatch: 1)
+      let p = estimator.persistent
+      throw .budgetTooSmall(
+        budgetBytes: budget.bytes, minimumBytes: one.peakBytes,
+        breakdown:
+          "parameters \(p.parameterBytes), gradients \(p.gradientBytes), optimizer state \(p.optimizerStateBytes)"
+          + (p.bufferBytes > 0 ? ", buffers \(p.bufferBytes)" : "") + ", transient \(one.transientBytes) at 1 sample")
+    }
+    var low = 1  // fits
+    var high = 2
+    while high <= targetBatch && fits(high) {
+      low = high
+      high *= 2
+    }
+    high = min(high, targetBatch + 1)  // does not fit, or past the target
+    while high - low > 1 {
+      let middle = (low + high) / 2
+      if fits(middle) { low = middle } else { high = middle }
+    }
+    let estimate = estimator.estimate(microBatch: low)
+    var lastWindow: [Int]?
+    if let datasetSize, datasetSize % targetBatch != 0 {
+      lastWindow = Plan.balancedSizes(samples: datasetSize % targetBatch, microBatch: low)
+    }
+    let layers = estimate.layerActivationBytes.keys.sorted().map { position in
+      Plan.LayerActivation(
+        position: position, name: position < layerNames.count ? layerNames[position] : "layer \(position)",
+        bytes: estimate.layerActivationBytes[position]!)
+    }
+    return Plan(
+      targetBatch: targetBatch, microBatch: low,
+      windowSizes: Plan.balancedSizes(samples: targetBatch, microBatch: low), lastWindowSizes: lastWindow,
+      datasetSize: datasetSize, budgetBytes: budget.bytes, persistent: estimator.persistent,
+      transientBytes: estimate.transientBytes, layerActivations: layers)
+  }
+}

@@ -1,0 +1,131 @@
+import ArgumentParser
+import Foundation
+import GradAccum
+
+struct PlanCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "plan",
+    abstract: "Find the largest micro-batch whose training step fits in a memory budget.",
+    discussion: """
+      Predicts the training memory of the model per micro-batch size (parameters, gradients, \
+      optimizer state and the transient bytes of one micro-step, rounded as jemalloc rounds) \
+      and picks the largest micro-batch under the budget, the accumulation count and the \
+      window sizes. --measure also runs real training steps and prints predicted against \
+      measured peaks.
+      """)
+
+  @OptionGroup var modelOptions: ModelOptions
+
+  @Option(help: "Loss: mse, cross-entropy or bce.")
+  var loss: LossChoice = .crossEntropy
+
+  @Option(help: "Samples per optimizer step (the effective batch).")
+  var targetBatch: Int
+
+  @Option(help: "Memory budget: 64MB, 64MiB, 64M, 1.5GB, 512KB or bytes (binary units).")
+  var budget: String
+
+  @Option(help: "Dataset size, to plan the epoch's last window.")
+  var datasetSize: Int?
+
+  @Flag(help: "Also run real training steps and report predicted against measured peaks.")
+  var measure = false
+
+  @Flag(help: "Print one JSON object instead of a table.")
+  var json = false
+
+  func validate() throws {
+    guard targetBatch >= 1 else { throw UsageError("--target-batch is \(targetBatch), expected an integer ≥ 1") }
+    if let datasetSize, datasetSize < 1 {
+      throw UsageError("--dataset-size is \(datasetSize), expected an integer ≥ 1")
+    }
+    guard modelOptions.inputShape != nil else {
+      throw UsageError("--input-shape is required for plan: the shape of one sample, such as 784 or 1x28x28")
+    }
+  }
+
+  func run() throws {
+    try userFacing { try MemoryStatistics.verifyJemallocIsTheAllocator() }
+    let budget = try userFacing { try MemoryBudget(parsing: self.budget) }
+    let specification = try modelOptions.parsedModel()
+    let inputShape = try parseShape(modelOptions.inputShape!, option: "--input-shape")
+    let optimizer = try modelOptions.makeOptimizer()
+    // The planned model is shape-only: planning allocates none of its parameters.
+    let model = ShapeTracing.run(AllocationTrace()) { specification.build(seed: 0) }
+    let outputShape = try userFacing { try model.outputShape(forInput: inputShape) }
+    let targetShape = loss.loss.targetShape(outputShape: outputShape)
+    let estimator = try userFacing {
+      try MemoryEstimator(
+        model: model, sampleShape: inputShape, targetShape: targetShape, loss: loss.loss, optimizer: optimizer)
+    }
+    let plan = try userFacing {
+      try Planner.plan(
+        estimator: estimator, targetBatch: targetBatch, budget: budget, datasetSize: datasetSize,
+        layerNames: specification.layers.map(\.text))
+    }
+    var measurements: [(microBatch: Int, predicted: Int, measured: Int)] = []
+    if measure {
+      let real = specification.build(seed: 0)
+      let measurement = try userFacing {
+        try MemoryMeasurement(
+          model: real, optimizer: try modelOptions.makeOptimizer(), loss: loss.loss, sampleShape: inputShape)
+      }
+      for m in measuredSizes(plan: plan) {
+        measurements.append((m, estimator.estimate(microBatch: m).peakBytes, measurement.peakBytes(microBatch: m)))
+      }
+    }
+    if json {
+      print(jsonObject(plan: plan, measurements: measurements))
+      return
+    }
+    print("model   \(specification)  (input \(inputShape.map(String.init).joined(separator: "x")), \(loss.rawValue), \(optimizer.name))")
+    print(plan)
+    if !measurements.isEmpty {
+      print("")
+      print("micro-batch   predicted peak   measured peak   difference   within budget")
+      for (m, predicted, measured) in measurements {
+        let difference = Double(predicted - measured) / Double(measured) * 100
+        print(
+          String(
+            format: "%11d   %14d   %13d   %+9.3f%%   %@", m, predicted, measured, difference,
+            measured <= plan.budgetBytes ? "yes" : "no"))
+      }
+    }
+  }
+
+  /// `M`, `M + 1` (when below the target batch), and a few smaller sizes.
+  func measuredSizes(plan: Plan) -> [Int] {
+    let m = plan.microBatch
+    var sizes: Set<Int> = [1, m, max(1, m / 2), max(1, m / 4)]
+    if m < plan.targetBatch { sizes.insert(m + 1) }
+    return sizes.sorted()
+  }
+
+  func jsonObject(plan: Plan, measurements: [(microBatch: Int, predicted: Int, measured: Int)]) -> String {
+    var object: [String: Any] = [
+      "target_batch": plan.targetBatch,
+      "micro_batch": plan.microBatch,
+      "accumulation_steps": plan.accumulationCount,
+      "window_sizes": plan.windowSizes,
+      "budget_bytes": plan.budgetBytes,
+      "persistent_bytes": plan.persistent.totalBytes,
+      "parameter_bytes": plan.persistent.parameterBytes,
+      "gradient_bytes": plan.persistent.gradientBytes,
+      "optimizer_state_bytes": plan.persistent.optimizerStateBytes,
+      "buffer_bytes": plan.persistent.bufferBytes,
+      "transient_bytes": plan.transientBytes,
+      "predicted_peak_bytes": plan.predictedPeakBytes,
+      "headroom_bytes": plan.headroomBytes,
+      "layers": plan.layerActivations.map { ["position": $0.position, "name": $0.name, "activation_bytes": $0.bytes] },
+    ]
+    if let last = plan.lastWindowSizes { object["last_window_sizes"] = last }
+    if let size = plan.datasetSize { object["dataset_size"] = size }
+    if measure {
+      object["measurements"] = measurements.map {
+        ["micro_batch": $0.microBatch, "predicted_peak_bytes": $0.predicted, "measured_peak_bytes": $0.measured]
+      }
+    }
+    let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+    return String(decoding: data, as: UTF8.self)
+  }
+}
