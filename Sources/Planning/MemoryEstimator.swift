@@ -47,6 +47,9 @@ public final class MemoryEstimator {
     self.loss = loss
     persistent = PersistentMemory(model: model, optimizer: optimizer)
     sizeClasses = try? SizeClasses()
+    // One trace to warm up: the first run of any code makes one-time allocations (type
+    // metadata, caches) that later steps do not repeat and must not be counted.
+    _ = replay(trace(microBatch: 1))
   }
 
   /// The bytes jemalloc reserves for a tensor of `elementCount` floats.

@@ -65,6 +65,7 @@ public final class AllocationTrace: @unchecked Sendable {
   public func reserveCapacity(_ count: Int) {
     events.reserveCapacity(count)
     otherBytes.reserveCapacity(count)
+    marks.reserveCapacity(4)
   }
 
   /// Forgets the events so far (buffers allocated before stay known by identifier).

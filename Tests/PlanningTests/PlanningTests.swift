@@ -1,0 +1,205 @@
+import GradAccum
+import Testing
+import _TestSupport
+
+@Suite("Memory budgets")
+struct MemoryBudgetTests {
+  @Test(arguments: [
+    ("64MB", 64 << 20), ("64MiB", 64 << 20), ("64M", 64 << 20), ("64mb", 64 << 20), ("1.5GB", 3 << 29),
+    ("512KB", 512 << 10), ("512k", 512 << 10), ("65536", 65536), ("65536B", 65536), (" 2 GiB ", 2 << 30),
+  ])
+  func parsesSizes(text: String, bytes: Int) throws {
+    #expect(try MemoryBudget(parsing: text).bytes == bytes)
+  }
+
+  @Test(arguments: [
+    ("", BudgetError.empty), ("  ", BudgetError.empty), ("abc", .notASize(text: "abc")), ("MB", .notASize(text: "MB")),
+    ("0", .notPositive(text: "0")), ("-5MB", .notPositive(text: "-5MB")), ("0.1", .notPositive(text: "0.1")),
+    ("12XB", .unknownUnit(text: "12XB", unit: "xb")), ("99999999999TB", .tooLarge(text: "99999999999TB")),
+    ("1..5MB", .notASize(text: "1..5MB")),
+  ])
+  func rejectsBadSizes(text: String, error: BudgetError) {
+    #expect(throws: error) { try MemoryBudget(parsing: text) }
+  }
+
+  @Test func binaryUnitsInCode() {
+    #expect(MemoryBudget.mb(64).bytes == 64 * 1_048_576)
+    #expect(MemoryBudget.kb(1.5).bytes == 1536)
+    #expect(MemoryBudget.gb(1).bytes == 1 << 30)
+    #expect(MemoryBudget.mb(64).description == "64.00 MiB")
+  }
+}
+
+@Suite("Size classes")
+struct SizeClassTests {
+  @Test func tableFromMallctlRoundsAsJemallocDoes() throws {
+    let classes = try SizeClasses()
+    #expect(classes.classBytes.count > 100)
+    #expect(classes.classBytes == classes.classBytes.sorted())
+    var generator = RandomGenerator(seed: 4)
+    let requests = [1, 8, 9, 16, 17, 4096, 4097, 14337, 1 << 20, (1 << 20) + 1] + (0..<300).map { _ in Int(generator.next() % (64 << 20)) + 1 }
+    for request in requests {
+      #expect(classes.roundedBytes(forRequest: request) == MemoryStatistics.sizeClassBytes(forRequest: request), "request \(request)")
+    }
+  }
+}
+
+@Suite("Windows")
+struct WindowTests {
+  @Test func balancedSizesDifferByAtMostOne() {
+    #expect(Plan.balancedSizes(samples: 40, microBatch: 12) == [10, 10, 10, 10])
+    #expect(Plan.balancedSizes(samples: 41, microBatch: 12) == [11, 10, 10, 10])
+    #expect(Plan.balancedSizes(samples: 40, microBatch: 40) == [40])
+    #expect(Plan.balancedSizes(samples: 7, microBatch: 100) == [7])
+    for samples in 1...60 {
+      for microBatch in 1...20 {
+        let sizes = Plan.balancedSizes(samples: samples, microBatch: microBatch)
+        #expect(sizes.reduce(0, +) == samples)
+        #expect(sizes.count == (samples + microBatch - 1) / microBatch)
+        #expect(sizes.max()! - sizes.min()! <= 1 && sizes.max()! <= microBatch)
+      }
+    }
+  }
+}
+
+/// A shape-only model from a specification (no parameter storage).
+func shapeOnlyModel(_ text: String) throws -> Sequential {
+  let specification = try ModelSpecification(parsing: text)
+  return ShapeTracing.run(AllocationTrace()) { specification.build(seed: 0) }
+}
+
+func makeOptimizer(_ name: String) throws -> Optimizer {
+  switch name {
+  case "sgd": try SGD(learningRate: 0.01)
+  case "sgd-momentum": try SGD(learningRate: 0.01, momentum: 0.9)
+  case "adam": try Adam()
+  default: try AdamW()
+  }
+}
+
+@Suite("Prediction against jemalloc measurement")
+struct PredictionTests {
+  static let cases: [(String, Int, String, String)] = [
+    ("linear(784,512) relu linear(512,512) relu linear(512,10)", 784, "sgd", "cross-entropy"),
+    ("linear(64,128) tanh linear(128,10)", 64, "adam", "cross-entropy"),
+    ("linear(32,96) gelu linear(96,96) sigmoid linear(96,1)", 32, "adamw", "mse"),
+    ("linear(20,64) relu dropout(0.2) linear(64,3)", 20, "sgd-momentum", "cross-entropy"),
+    ("linear(10,300) relu linear(300,4)", 10, "adam", "mse"),
+    ("linear(3,8) tanh linear(8,1)", 3, "sgd", "mse"),
+  ]
+
+  @Test(arguments: cases)
+  func predictionIsWithinTwoPercent(model text: String, width: Int, optimizer: String, lossName: String) throws {
+    let loss: Loss = lossName == "mse" ? .meanSquaredError : .crossEntropy
+    let shapeModel = try shapeOnlyModel(text)
+    let outputShape = try shapeModel.outputShape(forInput: [width])
+    let estimator = try MemoryEstimator(
+      model: shapeModel, sampleShape: [width], targetShape: loss.targetShape(outputShape: outputShape), loss: loss,
+      optimizer: makeOptimizer(optimizer))
+    let real = try ModelSpecification(parsing: text).build(seed: 0)
+    let measurement = try MemoryMeasurement(model: real, optimizer: makeOptimizer(optimizer), loss: loss, sampleShape: [width])
+    for m in [1, 3, 17, 64, 256, 1024] {
+      let predicted = estimator.estimate(microBatch: m).peakBytes
+      let measured = measurement.peakBytes(microBatch: m)
+      let error = abs(Double(predicted - measured)) / Double(measured)
+      #expect(error <= 0.02, "\(text) \(optimizer) \(lossName) m=\(m): predicted \(predicted), measured \(measured)")
+    }
+  }
+
+  @Test func tracingTouchesNeitherTheModelNorItsGradients() throws {
+    let model = try ModelSpecification(parsing: "linear(6,5) relu linear(5,2)").build(seed: 3)
+    let stepper = WindowStepper(model: model, optimizer: try Adam(), loss: .crossEntropy)
+    let before = model.parameters.map(\.values)
+    let gradients = model.parameters.map { $0.gradient! }
+    let estimator = try MemoryEstimator(model: model, sampleShape: [6], loss: .crossEntropy, optimizer: stepper.optimizer)
+    _ = estimator.estimate(microBatch: 50)
+    #expect(model.parameters.map(\.values) == before)
+    #expect(zip(model.parameters, gradients).allSatisfy { $0.gradient === $1 && $1.values.allSatisfy { $0 == 0 } })
+    #expect(stepper.optimizer.parameterStates.allSatisfy { $0?.step == 0 })
+  }
+
+  @Test func hugeMicroBatchesArePredictedWithoutAllocatingThem() throws {
+    let estimator = try MemoryEstimator(
+      model: try shapeOnlyModel("linear(784,512) relu linear(512,10)"), sampleShape: [784], loss: .crossEntropy,
+      optimizer: try SGD(learningRate: 0.1))
+    let counters = try MemoryStatistics.threadCounters()
+    let before = counters.netBytes
+    let (_, peak) = TransientPeak.measure { estimator.estimate(microBatch: 100_000) }
+    #expect(peak < 1 << 20)
+    #expect(counters.netBytes - before < 1 << 20)
+    // 100 000 × 784 inputs alone are 313 600 000 bytes.
+    #expect(estimator.transientBytes(microBatch: 100_000) > 313_600_000)
+  }
+
+  @Test func shapeErrorsAreReported() throws {
+    #expect(throws: PlanningError.shape(.featureMismatch(layer: "linear(4,2)", expected: 4, actual: [5]))) {
+      try MemoryEstimator(model: try shapeOnlyModel("linear(4,2)"), sampleShape: [5], loss: .crossEntropy, optimizer: try SGD(learningRate: 1))
+    }
+  }
+}
+
+@Suite("Planner")
+struct PlannerTests {
+  func estimator(_ text: String, width: Int, optimizer: String = "adam") throws -> MemoryEstimator {
+    try MemoryEstimator(model: try shapeOnlyModel(text), sampleShape: [width], loss: .crossEntropy, optimizer: makeOptimizer(optimizer))
+  }
+
+  @Test(arguments: [(256, 16.0), (100, 13.5), (1000, 20.0)])
+  func choosesTheLargestFeasibleMicroBatch(targetBatch: Int, budgetMiB: Double) throws {
+    let text = "linear(784,512) relu linear(512,512) relu linear(512,10)"
+    let estimator = try estimator(text, width: 784)
+    let plan = try Planner.plan(estimator: estimator, targetBatch: targetBatch, budget: .mb(budgetMiB), datasetSize: 1000)
+    #expect(plan.microBatch <= targetBatch)
+    #expect(plan.predictedPeakBytes <= plan.budgetBytes)
+    #expect(plan.windowSizes == Plan.balancedSizes(samples: targetBatch, microBatch: plan.microBatch))
+    let measurement = try MemoryMeasurement(
+      model: try ModelSpecification(parsing: text).build(seed: 0), optimizer: try Adam(), loss: .crossEntropy, sampleShape: [784])
+    #expect(measurement.peakBytes(microBatch: plan.microBatch) <= plan.budgetBytes)
+    if plan.microBatch < targetBatch {
+      #expect(measurement.peakBytes(microBatch: plan.microBatch + 1) > plan.budgetBytes)
+      #expect(estimator.estimate(microBatch: plan.microBatch + 1).peakBytes > plan.budgetBytes)
+    }
+  }
+
+  @Test func budgetTooSmallStatesTheMinimum() throws {
+    let estimator = try estimator("linear(784,512) relu linear(512,10)", width: 784)
+    do {
+      _ = try Planner.plan(estimator: estimator, targetBatch: 32, budget: .mb(1))
+      Issue.record("planned under 1 MiB")
+    } catch let error {
+      guard case .budgetTooSmall(_, let minimum, let breakdown) = error else { Issue.record("\(error)"); return }
+      #expect(minimum == estimator.estimate(microBatch: 1).peakBytes)
+      #expect(breakdown.contains("parameters 1857584"))
+      #expect(error.description.contains("give at least --budget \(minimum)"))
+      let plan = try Planner.plan(estimator: estimator, targetBatch: 32, budget: .bytes(minimum))
+      #expect(plan.microBatch == 1 && plan.accumulationCount == 32)
+    }
+  }
+
+  @Test func invalidTargetsAreRejected() throws {
+    let estimator = try estimator("linear(4,2)", width: 4)
+    #expect(throws: PlanningError.invalidTargetBatch(0)) { try Planner.plan(estimator: estimator, targetBatch: 0, budget: .mb(1)) }
+    #expect(throws: PlanningError.invalidTargetBatch(-3)) { try Planner.plan(estimator: estimator, targetBatch: -3, budget: .mb(1)) }
+    #expect(throws: PlanningError.invalidDatasetSize(0)) {
+      try Planner.plan(estimator: estimator, targetBatch: 4, budget: .mb(1), datasetSize: 0)
+    }
+  }
+
+  @Test func lastWindowAndEpochWindows() throws {
+    let estimator = try estimator("linear(784,512) relu linear(512,512) relu linear(512,10)", width: 784)
+    let plan = try Planner.plan(estimator: estimator, targetBatch: 256, budget: .mb(16), datasetSize: 1000)
+    #expect(plan.lastWindowSizes == Plan.balancedSizes(samples: 1000 % 256, microBatch: plan.microBatch))
+    let windows = plan.windows(sampleCount: 1000)
+    #expect(windows.count == 4 && windows.flatMap { $0 }.reduce(0, +) == 1000)
+    #expect(plan.windows(sampleCount: 1000, dropLast: true).count == 3)
+    #expect(plan.layerActivations.map(\.position) == [0, 1, 2, 3, 4])
+  }
+
+  @Test func planningIsFast() throws {
+    // Not a benchmark: a bound loose enough for a debug build on a loaded machine.
+    let estimator = try estimator("linear(784,512) relu linear(512,512) relu linear(512,10)", width: 784)
+    let clock = ContinuousClock()
+    let elapsed = try clock.measure { _ = try Planner.plan(estimator: estimator, targetBatch: 4096, budget: .mb(64)) }
+    #expect(elapsed < .seconds(2))
+  }
+}
