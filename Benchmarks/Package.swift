@@ -26,6 +26,13 @@ let package = Package(
       ],
       path: "Benchmarks/TrainingStep",
       plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]),
+    .executableTarget(
+      name: "PlanningCost",
+      dependencies: [
+        .product(name: "GradAccum", package: "GradAccum"), .product(name: "Benchmark", package: "benchmark"),
+      ],
+      path: "Benchmarks/PlanningCost",
+      plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]),
 
     // MARK: - Implementation details
     .systemLibrary(name: "CBLASReference", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),

@@ -106,7 +106,6 @@ open class Optimizer {
     }
   }
 
-
   static func check(
     _ condition: Bool, _ optimizer: String, _ name: String, _ value: Float, _ expected: String
   ) throws(OptimizerError) {

@@ -37,7 +37,9 @@ public struct MemoryMeasurement {
     case .binaryCrossEntropy:
       targets = Tensor((0..<microBatch).map { Float($0 % 2) }, shape: [microBatch])
     case .meanSquaredError:
-      targets = Tensor(uniformShape: classCount == 1 ? [microBatch] : [microBatch, classCount], low: -1, high: 1, generator: &generator)
+      targets = Tensor(
+        uniformShape: classCount == 1 ? [microBatch] : [microBatch, classCount], low: -1, high: 1, generator: &generator
+      )
     }
     let dataset = TensorDataset(inputs: inputs, targets: targets)
     let window = [Array(0..<microBatch)]

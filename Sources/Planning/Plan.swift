@@ -67,7 +67,8 @@ public struct Plan: Sendable, Equatable, CustomStringConvertible {
       "window sizes        \(windowSizes.map(String.init).joined(separator: ", "))",
     ]
     if let lastWindowSizes, let datasetSize {
-      lines.append("last window         \(lastWindowSizes.map(String.init).joined(separator: ", ")) (dataset of \(datasetSize))")
+      lines.append(
+        "last window         \(lastWindowSizes.map(String.init).joined(separator: ", ")) (dataset of \(datasetSize))")
     }
     lines += [
       "",

@@ -31,6 +31,10 @@ struct PlanCommand: ParsableCommand {
   @Flag(help: "Also run real training steps and report predicted against measured peaks.")
   var measure = false
 
+  @Option(
+    help: "With --measure: the micro-batch sizes to measure, comma-separated (default: 1, M/4, M/2, M and M + 1).")
+  var measureAt: String?
+
   @Flag(help: "Print one JSON object instead of a table.")
   var json = false
 
@@ -38,6 +42,10 @@ struct PlanCommand: ParsableCommand {
     guard targetBatch >= 1 else { throw UsageError("--target-batch is \(targetBatch), expected an integer ≥ 1") }
     if let datasetSize, datasetSize < 1 {
       throw UsageError("--dataset-size is \(datasetSize), expected an integer ≥ 1")
+    }
+    if let measureAt {
+      guard measure else { throw UsageError("--measure-at needs --measure") }
+      _ = try parseSizes(measureAt)
     }
     guard modelOptions.inputShape != nil else {
       throw UsageError("--input-shape is required for plan: the shape of one sample, such as 784 or 1x28x28")
@@ -78,7 +86,9 @@ struct PlanCommand: ParsableCommand {
       print(jsonObject(plan: plan, measurements: measurements))
       return
     }
-    print("model   \(specification)  (input \(inputShape.map(String.init).joined(separator: "x")), \(loss.rawValue), \(optimizer.name))")
+    print(
+      "model   \(specification)  (input \(inputShape.map(String.init).joined(separator: "x")), \(loss.rawValue), \(optimizer.name))"
+    )
     print(plan)
     if !measurements.isEmpty {
       print("")
@@ -93,8 +103,17 @@ struct PlanCommand: ParsableCommand {
     }
   }
 
-  /// `M`, `M + 1` (when below the target batch), and a few smaller sizes.
+  func parseSizes(_ text: String) throws -> [Int] {
+    let sizes = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+    guard !sizes.isEmpty, sizes.allSatisfy({ ($0 ?? 0) >= 1 }) else {
+      throw UsageError("--measure-at \"\(text)\" is not a list of positive integers such as 1,8,64")
+    }
+    return sizes.map { $0! }
+  }
+
+  /// `M`, `M + 1` (when below the target batch), and a few smaller sizes, or --measure-at.
   func measuredSizes(plan: Plan) -> [Int] {
+    if let measureAt, let sizes = try? parseSizes(measureAt) { return sizes }
     let m = plan.microBatch
     var sizes: Set<Int> = [1, m, max(1, m / 2), max(1, m / 4)]
     if m < plan.targetBatch { sizes.insert(m + 1) }

@@ -37,9 +37,13 @@ struct SizeClassTests {
     #expect(classes.classBytes.count > 100)
     #expect(classes.classBytes == classes.classBytes.sorted())
     var generator = RandomGenerator(seed: 4)
-    let requests = [1, 8, 9, 16, 17, 4096, 4097, 14337, 1 << 20, (1 << 20) + 1] + (0..<300).map { _ in Int(generator.next() % (64 << 20)) + 1 }
+    let requests =
+      [1, 8, 9, 16, 17, 4096, 4097, 14337, 1 << 20, (1 << 20) + 1]
+      + (0..<300).map { _ in Int(generator.next() % (64 << 20)) + 1 }
     for request in requests {
-      #expect(classes.roundedBytes(forRequest: request) == MemoryStatistics.sizeClassBytes(forRequest: request), "request \(request)")
+      #expect(
+        classes.roundedBytes(forRequest: request) == MemoryStatistics.sizeClassBytes(forRequest: request),
+        "request \(request)")
     }
   }
 }
@@ -97,7 +101,8 @@ struct PredictionTests {
       model: shapeModel, sampleShape: [width], targetShape: loss.targetShape(outputShape: outputShape), loss: loss,
       optimizer: makeOptimizer(optimizer))
     let real = try ModelSpecification(parsing: text).build(seed: 0)
-    let measurement = try MemoryMeasurement(model: real, optimizer: makeOptimizer(optimizer), loss: loss, sampleShape: [width])
+    let measurement = try MemoryMeasurement(
+      model: real, optimizer: makeOptimizer(optimizer), loss: loss, sampleShape: [width])
     for m in [1, 3, 17, 64, 256, 1024] {
       let predicted = estimator.estimate(microBatch: m).peakBytes
       let measured = measurement.peakBytes(microBatch: m)
@@ -111,7 +116,8 @@ struct PredictionTests {
     let stepper = WindowStepper(model: model, optimizer: try Adam(), loss: .crossEntropy)
     let before = model.parameters.map(\.values)
     let gradients = model.parameters.map { $0.gradient! }
-    let estimator = try MemoryEstimator(model: model, sampleShape: [6], loss: .crossEntropy, optimizer: stepper.optimizer)
+    let estimator = try MemoryEstimator(
+      model: model, sampleShape: [6], loss: .crossEntropy, optimizer: stepper.optimizer)
     _ = estimator.estimate(microBatch: 50)
     #expect(model.parameters.map(\.values) == before)
     #expect(zip(model.parameters, gradients).allSatisfy { $0.gradient === $1 && $1.values.allSatisfy { $0 == 0 } })
@@ -133,7 +139,9 @@ struct PredictionTests {
 
   @Test func shapeErrorsAreReported() throws {
     #expect(throws: PlanningError.shape(.featureMismatch(layer: "linear(4,2)", expected: 4, actual: [5]))) {
-      try MemoryEstimator(model: try shapeOnlyModel("linear(4,2)"), sampleShape: [5], loss: .crossEntropy, optimizer: try SGD(learningRate: 1))
+      try MemoryEstimator(
+        model: try shapeOnlyModel("linear(4,2)"), sampleShape: [5], loss: .crossEntropy,
+        optimizer: try SGD(learningRate: 1))
     }
   }
 }
@@ -141,19 +149,22 @@ struct PredictionTests {
 @Suite("Planner")
 struct PlannerTests {
   func estimator(_ text: String, width: Int, optimizer: String = "adam") throws -> MemoryEstimator {
-    try MemoryEstimator(model: try shapeOnlyModel(text), sampleShape: [width], loss: .crossEntropy, optimizer: makeOptimizer(optimizer))
+    try MemoryEstimator(
+      model: try shapeOnlyModel(text), sampleShape: [width], loss: .crossEntropy, optimizer: makeOptimizer(optimizer))
   }
 
   @Test(arguments: [(256, 16.0), (100, 13.5), (1000, 20.0)])
   func choosesTheLargestFeasibleMicroBatch(targetBatch: Int, budgetMiB: Double) throws {
     let text = "linear(784,512) relu linear(512,512) relu linear(512,10)"
     let estimator = try estimator(text, width: 784)
-    let plan = try Planner.plan(estimator: estimator, targetBatch: targetBatch, budget: .mb(budgetMiB), datasetSize: 1000)
+    let plan = try Planner.plan(
+      estimator: estimator, targetBatch: targetBatch, budget: .mb(budgetMiB), datasetSize: 1000)
     #expect(plan.microBatch <= targetBatch)
     #expect(plan.predictedPeakBytes <= plan.budgetBytes)
     #expect(plan.windowSizes == Plan.balancedSizes(samples: targetBatch, microBatch: plan.microBatch))
     let measurement = try MemoryMeasurement(
-      model: try ModelSpecification(parsing: text).build(seed: 0), optimizer: try Adam(), loss: .crossEntropy, sampleShape: [784])
+      model: try ModelSpecification(parsing: text).build(seed: 0), optimizer: try Adam(), loss: .crossEntropy,
+      sampleShape: [784])
     #expect(measurement.peakBytes(microBatch: plan.microBatch) <= plan.budgetBytes)
     if plan.microBatch < targetBatch {
       #expect(measurement.peakBytes(microBatch: plan.microBatch + 1) > plan.budgetBytes)
@@ -178,8 +189,12 @@ struct PlannerTests {
 
   @Test func invalidTargetsAreRejected() throws {
     let estimator = try estimator("linear(4,2)", width: 4)
-    #expect(throws: PlanningError.invalidTargetBatch(0)) { try Planner.plan(estimator: estimator, targetBatch: 0, budget: .mb(1)) }
-    #expect(throws: PlanningError.invalidTargetBatch(-3)) { try Planner.plan(estimator: estimator, targetBatch: -3, budget: .mb(1)) }
+    #expect(throws: PlanningError.invalidTargetBatch(0)) {
+      try Planner.plan(estimator: estimator, targetBatch: 0, budget: .mb(1))
+    }
+    #expect(throws: PlanningError.invalidTargetBatch(-3)) {
+      try Planner.plan(estimator: estimator, targetBatch: -3, budget: .mb(1))
+    }
     #expect(throws: PlanningError.invalidDatasetSize(0)) {
       try Planner.plan(estimator: estimator, targetBatch: 4, budget: .mb(1), datasetSize: 0)
     }

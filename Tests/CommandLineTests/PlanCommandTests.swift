@@ -1,0 +1,84 @@
+import Foundation
+import Testing
+import _TestSupport
+
+@Suite("gradaccum plan")
+struct PlanCommandTests {
+  static let model = "linear(784,512) relu linear(512,512) relu linear(512,10)"
+
+  @Test func jsonPlanWithMeasurements() throws {
+    let result = try CommandRunner.run([
+      "plan", "--model", Self.model, "--input-shape", "784", "--target-batch", "256", "--budget", "16MB", "--optimizer",
+      "adam", "--dataset-size", "1000", "--measure", "--json",
+    ])
+    #expect(result.status == 0, "\(result.error)")
+    let object = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as! [String: Any]
+    for key in [
+      "micro_batch", "accumulation_steps", "window_sizes", "budget_bytes", "persistent_bytes", "predicted_peak_bytes",
+      "measurements",
+    ] {
+      #expect(object[key] != nil, "missing \(key)")
+    }
+    let microBatch = object["micro_batch"] as! Int
+    let budget = object["budget_bytes"] as! Int
+    #expect(budget == 16 << 20)
+    #expect((object["window_sizes"] as! [Int]).reduce(0, +) == 256)
+    #expect((object["last_window_sizes"] as! [Int]).reduce(0, +) == 1000 % 256)
+    let measurements = object["measurements"] as! [[String: Int]]
+    #expect(measurements.contains { $0["micro_batch"] == microBatch })
+    #expect(measurements.contains { $0["micro_batch"] == microBatch + 1 })
+    for measurement in measurements {
+      let predicted = Double(measurement["predicted_peak_bytes"]!),
+        measured = Double(measurement["measured_peak_bytes"]!)
+      #expect(abs(predicted - measured) / measured <= 0.02)
+      if measurement["micro_batch"] == microBatch { #expect(measured <= Double(budget)) }
+      if measurement["micro_batch"] == microBatch + 1 { #expect(measured > Double(budget)) }
+    }
+  }
+
+  @Test func tablePlan() throws {
+    let result = try CommandRunner.run([
+      "plan", "--model", "linear(64,128) relu linear(128,10)", "--input-shape", "64", "--target-batch", "40",
+      "--budget", "200KB",
+    ])
+    #expect(result.status == 0, "\(result.error)")
+    for text in [
+      "micro-batch", "accumulation steps", "window sizes", "parameters", "gradients", "transient", "headroom",
+      "linear(64,128)",
+    ] {
+      #expect(result.output.contains(text), "missing \(text)")
+    }
+  }
+
+  static func plan(_ extra: [String], model: String = "linear(4,2)", shape: String = "4") -> [String] {
+    ["plan", "--model", model, "--input-shape", shape, "--target-batch", "8", "--budget", "1MB"] + extra
+  }
+
+  @Test(arguments: [
+    (plan(["--budget", "abc"]), "budget \"abc\" is not a size"),
+    (plan(["--budget", "12XB"]), "unknown unit \"xb\""),
+    (plan(["--budget", "0"]), "must be more than 0 bytes"),
+    (plan(["--budget=-5MB"]), "must be more than 0 bytes"),
+    (plan(["--budget", "99999999999TB"]), "too large"),
+    (plan(["--target-batch", "0"]), "--target-batch is 0, expected an integer ≥ 1"),
+    (plan(["--target-batch=-4"]), "--target-batch is -4"),
+    (plan(["--dataset-size", "0"]), "--dataset-size is 0"),
+    (plan([], model: "linear(4,2"), "unbalanced parentheses"),
+    (plan([], model: "conv9d(1,2)"), "unknown layer \"conv9d\""),
+    (plan([], model: "linear(4)"), "expected 2 positional arguments"),
+    (plan([], shape: "5"), "linear(4,2) expects 4 input features per sample, got input shape [5]"),
+    (plan([], shape: "4xq"), "--input-shape \"4xq\" is not a shape"),
+    (
+      plan(["--budget", "1KB"], model: "linear(784,512) relu linear(512,10)", shape: "784"),
+      "is too small: even a micro-batch of 1 needs"
+    ),
+    (["plan", "--model", "linear(4,2)", "--target-batch", "8", "--budget", "1MB"], "--input-shape is required"),
+  ])
+  func badInputGivesOneClearLine(arguments: [String], message: String) throws {
+    let result = try CommandRunner.run(arguments)
+    #expect(!result.crashed)
+    #expect(result.status != 0)
+    #expect(result.error.split(separator: "\n").count == 1, "\(result.error)")
+    #expect(result.error.contains(message), "\(result.error)")
+  }
+}
