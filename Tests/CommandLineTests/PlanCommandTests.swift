@@ -50,6 +50,14 @@ struct PlanCommandTests {
     }
   }
 
+  @Test func anotherAllocatorIsAClearError() throws {
+    // Preloading the C library puts its malloc in front of jemalloc's.
+    let result = try CommandRunner.run(Self.plan([]), environment: ["LD_PRELOAD": "/lib/x86_64-linux-gnu/libc.so.6"])
+    #expect(result.status != 0 && !result.crashed)
+    #expect(result.error.contains("allocations do not reach jemalloc"), "\(result.error)")
+    #expect(result.error.contains("do not preload another allocator"))
+  }
+
   static func plan(_ extra: [String], model: String = "linear(4,2)", shape: String = "4") -> [String] {
     ["plan", "--model", model, "--input-shape", shape, "--target-batch", "8", "--budget", "1MB"] + extra
   }

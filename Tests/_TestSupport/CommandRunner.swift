@@ -19,11 +19,14 @@ public enum CommandRunner {
     return directory.appendingPathComponent("gradaccum")
   }
 
-  /// Runs `gradaccum` with `arguments` and waits for it.
-  public static func run(_ arguments: [String]) throws -> Result {
+  /// Runs `gradaccum` with `arguments` (and extra environment variables) and waits for it.
+  public static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
     let process = Process()
     process.executableURL = executable
     process.arguments = arguments
+    if !environment.isEmpty {
+      process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    }
     let output = Pipe(), error = Pipe()
     process.standardOutput = output
     process.standardError = error
