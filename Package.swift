@@ -40,7 +40,9 @@ let package = Package(
       dependencies: ["Tensors", "NeuralNetwork", "Optimizers", "DataLoading", "Memory", "Accumulation"]),
     .target(
       name: "Training",
-      dependencies: ["Tensors", "NeuralNetwork", "Optimizers", "DataLoading", "Memory", "Accumulation", "Planning"]),
+      dependencies: [
+        "Tensors", "NeuralNetwork", "Optimizers", "DataLoading", "Memory", "Checkpoints", "Accumulation", "Planning",
+      ]),
 
     // MARK: - Implementation details
     .systemLibrary(

@@ -22,6 +22,20 @@ public struct StepRecord: Sendable, Equatable {
   public var peakBytes: Int
   /// The largest transient peak (jemalloc thread peak) of the step's micro-steps.
   public var transientPeakBytes: Int
+
+  public init(
+    step: Int, epoch: Int, samples: Int, loss: Float, learningRate: Float, microBatches: [Int], peakBytes: Int,
+    transientPeakBytes: Int
+  ) {
+    self.step = step
+    self.epoch = epoch
+    self.samples = samples
+    self.loss = loss
+    self.learningRate = learningRate
+    self.microBatches = microBatches
+    self.peakBytes = peakBytes
+    self.transientPeakBytes = transientPeakBytes
+  }
 }
 
 /// Runs windows: every micro-batch forward and backward with its loss scaled so that the
@@ -43,13 +57,18 @@ public final class WindowStepper {
   public let learningRateSchedule: any LearningRateSchedule
   /// The rate the schedule scales.
   public let baseLearningRate: Float
-  /// Optimizer steps taken so far.
-  public private(set) var stepCount: Int
+  /// Optimizer steps taken so far (restored when a run resumes).
+  public var stepCount: Int
+  /// When set, the accumulated gradient is scaled down to this global L2 norm before each
+  /// optimizer step (as `torch.nn.utils.clip_grad_norm_`).
+  public var gradientClipNorm: Float?
 
   public init(
     model: any Layer, optimizer: Optimizer, loss: Loss,
-    learningRateSchedule: any LearningRateSchedule = ConstantLearningRate(), stepCount: Int = 0
+    learningRateSchedule: any LearningRateSchedule = ConstantLearningRate(), stepCount: Int = 0,
+    gradientClipNorm: Float? = nil
   ) {
+    self.gradientClipNorm = gradientClipNorm
     self.model = model
     self.optimizer = optimizer
     self.loss = loss
@@ -80,15 +99,37 @@ public final class WindowStepper {
     return value
   }
 
-  /// The optimizer step that ends a window: schedule, update, zeroed gradients.
-  func finishWindow() -> Float {
+  /// The optimizer step that ends a window: schedule, clipping of the accumulated
+  /// gradient, update, zeroed gradients. Returns the learning rate used.
+  public func finishWindow() -> Float {
     let parameters = model.parameters
+    if let gradientClipNorm { Self.clipGradients(parameters, maximumNorm: gradientClipNorm) }
     let learningRate = learningRateSchedule.learningRate(atStep: stepCount, baseLearningRate: baseLearningRate)
     optimizer.learningRate = learningRate
     optimizer.update(parameters)
     optimizer.zeroGradients(parameters)
     stepCount += 1
     return learningRate
+  }
+
+  /// Scales the gradients of `parameters` so that their global L2 norm is at most
+  /// `maximumNorm`, as `torch.nn.utils.clip_grad_norm_` (factor `max / (norm + 1e-6)`,
+  /// applied when below 1). Returns the norm before clipping.
+  @discardableResult
+  public static func clipGradients(_ parameters: [Tensor], maximumNorm: Float) -> Float {
+    var total: Double = 0
+    for gradient in parameters.compactMap(\.gradient) where gradient.hasElements {
+      for value in gradient.buffer { total += Double(value) * Double(value) }
+    }
+    let norm = Float(total.squareRoot())
+    let factor = maximumNorm / (norm + 1e-6)
+    if factor < 1 {
+      for gradient in parameters.compactMap(\.gradient) where gradient.hasElements {
+        let values = gradient.mutableBuffer
+        for index in values.indices { values[index] *= factor }
+      }
+    }
+    return norm
   }
 
   /// Accumulates one window whose micro-batches are the samples of `dataset` at

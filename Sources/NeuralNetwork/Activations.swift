@@ -67,4 +67,8 @@ public final class Dropout: Layer {
 
   public func outputShape(forInput shape: [Int]) throws(ShapeError) -> [Int] { shape }
   public func setTraining(_ training: Bool) { isTraining = training }
+  public var randomStates: [UInt64] {
+    get { [generator.state] }
+    set { if let state = newValue.first { generator.state = state } }
+  }
 }

@@ -25,6 +25,10 @@ public protocol Layer: AnyObject {
   /// Whether the layer's output for one sample depends on the other samples of its batch
   /// (batch normalization): such layers see micro-batches, not windows, under accumulation.
   var dependsOnBatch: Bool { get }
+
+  /// The states of the random generators the layer draws from (dropout masks), in order;
+  /// setting them resumes the streams exactly.
+  var randomStates: [UInt64] { get set }
 }
 
 extension Layer {
@@ -32,6 +36,10 @@ extension Layer {
   public var namedBuffers: [(name: String, tensor: Tensor)] { [] }
   public func setTraining(_ training: Bool) {}
   public var dependsOnBatch: Bool { false }
+  public var randomStates: [UInt64] {
+    get { [] }
+    set {}
+  }
 
   /// The trainable tensors, in order.
   public var parameters: [Tensor] { namedParameters.map(\.tensor) }

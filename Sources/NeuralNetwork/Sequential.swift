@@ -67,4 +67,16 @@ public final class Sequential: Layer {
   }
 
   public var dependsOnBatch: Bool { layers.contains { $0.dependsOnBatch } }
+
+  public var randomStates: [UInt64] {
+    get { layers.flatMap(\.randomStates) }
+    set {
+      var remaining = newValue[...]
+      for layer in layers {
+        let count = layer.randomStates.count
+        layer.randomStates = Array(remaining.prefix(count))
+        remaining = remaining.dropFirst(count)
+      }
+    }
+  }
 }

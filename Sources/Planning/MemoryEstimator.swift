@@ -23,6 +23,9 @@ public final class MemoryEstimator {
   public let loss: Loss
   /// Persistent bytes by component.
   public let persistent: PersistentMemory
+  /// Multiplies predicted transient bytes (1 by default; below 1 only to test what
+  /// happens when the estimate is wrong).
+  public var transientScale: Double = 1
   let sizeClasses: SizeClasses?
 
   /// - Parameters:
@@ -78,15 +81,17 @@ public final class MemoryEstimator {
   /// The transient bytes `A(m)` of a micro-step of `microBatch` samples: the most bytes
   /// alive at once beyond the persistent ones.
   public func transientBytes(microBatch: Int) -> Int {
-    replay(trace(microBatch: microBatch)).peakBytes
+    scaled(replay(trace(microBatch: microBatch)).peakBytes)
   }
+
+  func scaled(_ bytes: Int) -> Int { transientScale == 1 ? bytes : Int(Double(bytes) * transientScale) }
 
   /// The full estimate for `microBatch` samples.
   public func estimate(microBatch: Int) -> MemoryEstimate {
     let trace = trace(microBatch: microBatch)
     let replayed = replay(trace)
     return MemoryEstimate(
-      microBatch: microBatch, persistent: persistent, transientBytes: replayed.peakBytes,
+      microBatch: microBatch, persistent: persistent, transientBytes: scaled(replayed.peakBytes),
       layerActivationBytes: replayed.layerActivationBytes)
   }
 

@@ -9,10 +9,12 @@ import Tensors
 public enum TrainingError: Error, Equatable, Sendable, CustomStringConvertible {
   case logNotWritable(path: String)
   case invalidSetting(name: String, value: String, expected: String)
+  case checkpoint(String)
 
   public var description: String {
     switch self {
     case .logNotWritable(let path): "cannot write the training log \(path)"
+    case .checkpoint(let message): message
     case .invalidSetting(let name, let value, let expected): "\(name) is \(value), expected \(expected)"
     }
   }
@@ -28,8 +30,22 @@ public struct TrainingReport: Sendable, Equatable {
   public var samplesPerSecond: Double
   /// The largest measured peak of any step.
   public var maxPeakBytes: Int
-  /// Steps whose measured peak exceeded the budget.
+  /// Micro-steps whose measured peak exceeded the budget.
   public var budgetViolations: Int
+  /// Whether the run stopped early on request (after a checkpoint, if one was asked for).
+  public var interrupted: Bool = false
+
+  public init(
+    epochLosses: [Float], steps: Int, samplesPerSecond: Double, maxPeakBytes: Int, budgetViolations: Int,
+    interrupted: Bool = false
+  ) {
+    self.epochLosses = epochLosses
+    self.steps = steps
+    self.samplesPerSecond = samplesPerSecond
+    self.maxPeakBytes = maxPeakBytes
+    self.budgetViolations = budgetViolations
+    self.interrupted = interrupted
+  }
 }
 
 /// Trains a model over a dataset for some epochs, window by window.

@@ -1,0 +1,299 @@
+import Accumulation
+import DataLoading
+import Foundation
+import Memory
+import NeuralNetwork
+import Optimizers
+import Planning
+import Tensors
+
+/// Settings of a ``Trainer`` beyond the model, optimizer, loss, batch and budget.
+public struct TrainerOptions {
+  /// The learning rate per optimizer step.
+  public var learningRateSchedule: any LearningRateSchedule = ConstantLearningRate()
+  /// Clip the accumulated gradient to this global L2 norm before each step.
+  public var gradientClipNorm: Float?
+  /// Drop an epoch's last window when it holds fewer than the target batch.
+  public var dropLast = false
+  /// Visit samples in a new seeded order every epoch.
+  public var shuffle = true
+  /// Seed of the shuffle.
+  public var seed: UInt64 = 0
+  /// Bytes kept free below the budget when planning; `nil` for 1% of the budget.
+  public var safetyMarginBytes: Int?
+  /// One sample's input shape; `nil` to take it from the model's first layer.
+  public var inputShape: [Int]?
+  /// Multiplies the predicted transient bytes (1 is the estimator as it is). Values
+  /// below 1 feed the planner a wrong, too small estimate, to exercise the memory guard.
+  public var transientEstimateScale: Double = 1
+  /// Write a checkpoint to this file every ``checkpointEvery`` optimizer steps, at the end,
+  /// and when stopped.
+  public var checkpointPath: String?
+  /// Optimizer steps between checkpoints (with ``checkpointPath``).
+  public var checkpointEvery = 100
+
+  public init() {}
+}
+
+/// Trains a model with the batch you want in the memory you have.
+///
+/// The trainer plans at initialization: the largest micro-batch whose step fits in the
+/// budget, the accumulation count and balanced window sizes (``plan``). ``fit(_:epochs:)``
+/// then trains window by window following the three rules: balanced micro-batches, each
+/// micro-batch's summed loss divided by its window's item count (so the last, partial
+/// window of an epoch is right too, and ignored labels are counted over the whole window),
+/// and everything that happens per step (schedule, clipping, logging) once per window.
+///
+/// Every micro-step's peak is measured with jemalloc and checked against the budget. When
+/// one goes over, the trainer re-plans with the overshoot added to its estimate and runs
+/// the rest of the window with smaller micro-batches: no sample is lost or repeated and the
+/// arithmetic is the same.
+///
+/// ```swift
+/// let trainer = try Trainer(model: model, optimizer: Adam(learningRate: 1e-3),
+///                           loss: .crossEntropy, targetBatch: 40, memoryBudget: .mb(64))
+/// print(trainer.plan)
+/// let report = try trainer.fit(dataset, epochs: 3)
+/// ```
+public final class Trainer {
+  public let model: any Layer
+  public let optimizer: Optimizer
+  public let loss: Loss
+  public let targetBatch: Int
+  public let memoryBudget: MemoryBudget
+  public let options: TrainerOptions
+  /// The current plan (re-made when the memory guard lowers the micro-batch).
+  public internal(set) var plan: Plan
+  /// One sample's input shape.
+  public let inputShape: [Int]
+  /// Messages about the run that are not errors (batch statistics under accumulation,
+  /// memory-guard events).
+  public private(set) var warnings: [String] = []
+  /// Receives the number of samples of every finished micro-step.
+  public var onMicroStep: ((Int) -> Void)?
+  /// Receives every step's record.
+  public var onStep: ((StepRecord) -> Void)?
+  /// Receives every finished epoch's number (1-based) and mean loss.
+  public var onEpoch: ((Int, Float) -> Void)?
+  /// Receives warnings as they happen.
+  public var onWarning: ((String) -> Void)?
+  /// Where step records and the summary go, if anywhere.
+  public var log: TrainingLog?
+
+  let stepper: WindowStepper
+  let estimator: MemoryEstimator
+  /// Bytes the measurements showed above the predictions, added to later estimates.
+  var correctionBytes = 0
+  var progress = TrainingProgress()
+  let stopFlag = StopFlag()
+
+  /// Plans training of `model` with windows of `targetBatch` samples in `memoryBudget`.
+  /// Gradient buffers and optimizer state are made here.
+  /// - Throws: ``PlanningError`` when even one sample per micro-batch does not fit, the
+  ///   target batch is not positive, or the input shape is unknown or does not fit.
+  public init(
+    model: any Layer, optimizer: Optimizer, loss: Loss, targetBatch: Int, memoryBudget: MemoryBudget,
+    options: TrainerOptions = TrainerOptions()
+  ) throws(PlanningError) {
+    guard targetBatch >= 1 else { throw .invalidTargetBatch(targetBatch) }
+    guard let inputShape = options.inputShape ?? Self.inputShape(of: model) else { throw .unknownInputShape }
+    let outputShape: [Int]
+    do {
+      outputShape = try model.outputShape(forInput: inputShape)
+    } catch {
+      throw .shape(error)
+    }
+    self.model = model
+    self.optimizer = optimizer
+    self.loss = loss
+    self.targetBatch = targetBatch
+    self.memoryBudget = memoryBudget
+    self.options = options
+    self.inputShape = inputShape
+    stepper = WindowStepper(
+      model: model, optimizer: optimizer, loss: loss, learningRateSchedule: options.learningRateSchedule,
+      gradientClipNorm: options.gradientClipNorm)
+    estimator = try MemoryEstimator(
+      model: model, sampleShape: inputShape, targetShape: loss.targetShape(outputShape: outputShape), loss: loss,
+      optimizer: optimizer)
+    estimator.transientScale = options.transientEstimateScale
+    plan = try Planner.plan(
+      estimator: estimator, targetBatch: targetBatch,
+      budget: .bytes(max(1, memoryBudget.bytes - (options.safetyMarginBytes ?? memoryBudget.bytes / 100))))
+    plan.budgetBytes = memoryBudget.bytes
+    if model.dependsOnBatch && plan.accumulationCount > 1 {
+      warn(
+        "the model has layers that normalize over the batch; with \(plan.accumulationCount) micro-batches per step their statistics come from micro-batches of about \(plan.windowSizes[0]) samples, not from windows of \(targetBatch)"
+      )
+    }
+  }
+
+  /// The input shape a model's first layer declares (a `Linear` layer's input size).
+  static func inputShape(of model: any Layer) -> [Int]? {
+    if let sequential = model as? Sequential, let first = sequential.layers.first {
+      return inputShape(of: first)
+    }
+    if let linear = model as? Linear { return [linear.inputSize] }
+    return nil
+  }
+
+  func warn(_ message: String) {
+    warnings.append(message)
+    onWarning?(message)
+  }
+
+  /// Asks a running ``fit(_:epochs:)`` to stop after the current micro-step (safe to call
+  /// from a signal handler's queue). The run then writes a checkpoint if one is configured.
+  public func requestStop() { stopFlag.set() }
+
+  /// Re-plans with the budget less what measurements showed above the predictions.
+  func replan(afterOvershoot overshootBytes: Int, microBatch: Int) {
+    correctionBytes += max(overshootBytes, 1)
+    let margin = options.safetyMarginBytes ?? memoryBudget.bytes / 100
+    let budget = MemoryBudget.bytes(max(1, memoryBudget.bytes - margin - correctionBytes))
+    var next = (try? Planner.plan(estimator: estimator, targetBatch: targetBatch, budget: budget))
+    if next == nil || next!.microBatch >= microBatch {
+      // Whatever the estimate says, the size that went over is too big.
+      next = plan
+      next!.microBatch = max(1, microBatch - 1)
+      next!.windowSizes = Plan.balancedSizes(samples: targetBatch, microBatch: next!.microBatch)
+    }
+    next!.budgetBytes = memoryBudget.bytes
+    warn(
+      "memory guard: a micro-step of \(microBatch) samples measured \(overshootBytes) bytes over its prediction and went over the budget; micro-batch lowered to \(next!.microBatch)"
+    )
+    plan = next!
+  }
+
+  /// Trains for `epochs` epochs in total (a resumed run continues up to that count).
+  /// - Throws: ``TrainingError`` for a dataset whose samples do not fit the model, or a
+  ///   checkpoint that cannot be written.
+  @discardableResult
+  public func fit(_ dataset: some Dataset, epochs: Int) throws(TrainingError) -> TrainingReport {
+    guard epochs >= 1 else { throw .invalidSetting(name: "epochs", value: "\(epochs)", expected: "an integer ≥ 1") }
+    guard dataset.sampleShape == inputShape else {
+      throw .invalidSetting(
+        name: "dataset sample shape", value: "\(dataset.sampleShape)", expected: "\(inputShape), the model's input")
+    }
+    guard dataset.count >= 1 else {
+      throw .invalidSetting(name: "dataset size", value: "0", expected: "at least 1 sample")
+    }
+    model.setTraining(true)
+    let start = Date()
+    let secondsBefore = progress.seconds
+    defer { progress.seconds = secondsBefore + Date().timeIntervalSince(start) }
+    while progress.epoch < epochs {
+      let order = DataLoader.sampleOrder(
+        count: dataset.count, epoch: progress.epoch, shuffle: options.shuffle, seed: options.seed)
+      let windowCount = dataset.count / targetBatch + (dataset.count % targetBatch > 0 && !options.dropLast ? 1 : 0)
+      while progress.window < windowCount {
+        let windowStart = progress.window * targetBatch
+        let windowSamples = min(targetBatch, dataset.count - windowStart)
+        let windowIndices = Array(order[windowStart..<(windowStart + windowSamples)])
+        if progress.windowSizes.isEmpty {
+          progress.windowSizes = Plan.balancedSizes(samples: windowSamples, microBatch: plan.microBatch)
+          progress.windowLoss = 0
+          progress.windowPeak = 0
+        }
+        // Rule 3: the whole window's item count, before the first backward.
+        let windowItems = loss.itemCount(targets: dataset.targets(at: windowIndices))
+        while progress.microIndex < progress.windowSizes.count {
+          let offset = progress.windowSizes[..<progress.microIndex].reduce(0, +)
+          let size = progress.windowSizes[progress.microIndex]
+          let indices = Array(windowIndices[offset..<(offset + size)])
+          let (scaled, transient) = TransientPeak.measure {
+            stepper.microStep(dataset.batch(at: indices), windowItems: windowItems)
+          }
+          progress.windowLoss += Double(scaled)
+          let peak = estimator.persistent.totalBytes + transient
+          progress.windowPeak = max(progress.windowPeak, peak)
+          progress.microIndex += 1
+          onMicroStep?(size)
+          if peak > memoryBudget.bytes {
+            progress.violations += 1
+            let predicted = estimator.estimate(microBatch: size).peakBytes + correctionBytes
+            replan(afterOvershoot: peak - predicted, microBatch: size)
+            // The rest of the window, re-split with the new micro-batch.
+            let done = offset + size
+            let rest = windowSamples - done
+            progress.windowSizes =
+              Array(progress.windowSizes[..<progress.microIndex])
+              + (rest > 0 ? Plan.balancedSizes(samples: rest, microBatch: plan.microBatch) : [])
+          }
+          if stopFlag.isSet && progress.microIndex < progress.windowSizes.count {
+            try stop(dataset: dataset)
+            return progress.report(epochs: epochs)
+          }
+        }
+        let (learningRate, updatePeak) = TransientPeak.measure { stepper.finishWindow() }
+        progress.windowPeak = max(progress.windowPeak, estimator.persistent.totalBytes + updatePeak)
+        let record = StepRecord(
+          step: stepper.stepCount, epoch: progress.epoch + 1, samples: windowSamples, loss: Float(progress.windowLoss),
+          learningRate: learningRate, microBatches: progress.windowSizes, peakBytes: progress.windowPeak,
+          transientPeakBytes: progress.windowPeak - estimator.persistent.totalBytes)
+        progress.finishWindow(record)
+        log?.write(record)
+        onStep?(record)
+        if let path = options.checkpointPath, stepper.stepCount % max(1, options.checkpointEvery) == 0 {
+          try writeCheckpoint(path: path)
+        }
+        if stopFlag.isSet {
+          try stop(dataset: dataset)
+          return progress.report(epochs: epochs)
+        }
+      }
+      let epochLoss = progress.finishEpoch()
+      onEpoch?(progress.epoch, epochLoss)
+    }
+    var report = progress.report(epochs: epochs)
+    report.samplesPerSecond =
+      progress.seconds + Date().timeIntervalSince(start) - secondsBefore > 0
+      ? Double(progress.samplesSeen) / (progress.seconds + Date().timeIntervalSince(start)) : 0
+    if let path = options.checkpointPath { try writeCheckpoint(path: path) }
+    log?.write(report)
+    return report
+  }
+
+  func stop(dataset: some Dataset) throws(TrainingError) {
+    if let path = options.checkpointPath { try writeCheckpoint(path: path) }
+    progress.interrupted = true
+  }
+
+  /// The loss and (for cross-entropy) accuracy of the model on `dataset` in evaluation
+  /// mode, in batches of the planned micro-batch, keeping no graph.
+  public func evaluate(_ dataset: some Dataset) -> (loss: Float, accuracy: Float?) {
+    model.setTraining(false)
+    defer { model.setTraining(true) }
+    var total: Double = 0, items = 0, correct = 0
+    var start = 0
+    while start < dataset.count {
+      let end = min(start + plan.microBatch, dataset.count)
+      let batch = dataset.batch(at: Array(start..<end))
+      let output = model(batch.inputs.detached())
+      total += Double(loss(output.detached(), batch.targets, reduction: .sum).scalarValue)
+      items += loss.itemCount(targets: batch.targets)
+      if case .crossEntropy = loss.kind {
+        let classes = output.shape[1]
+        let values = output.buffer, labels = batch.targets.buffer
+        for row in 0..<batch.count {
+          let scores = values[(row * classes)..<((row + 1) * classes)]
+          if let best = scores.indices.max(by: { scores[$0] < scores[$1] }), best - row * classes == Int(labels[row]) {
+            correct += 1
+          }
+        }
+      }
+      start = end
+    }
+    let accuracy: Float? =
+      if case .crossEntropy = loss.kind { Float(correct) / Float(max(dataset.count, 1)) } else { nil }
+    return (Float(total / Double(max(items, 1))), accuracy)
+  }
+}
+
+/// A flag one thread sets and another reads.
+final class StopFlag: @unchecked Sendable {
+  private let lock = NSLock()
+  private var value = false
+  func set() { lock.withLock { value = true } }
+  var isSet: Bool { lock.withLock { value } }
+}

@@ -1,0 +1,178 @@
+import Foundation
+import GradAccum
+import Testing
+import _TestSupport
+
+/// The smallest budget whose plan has at least `k` micro-batches per window of `targetBatch`.
+func budgetForcing(k: Int, model: Sequential, optimizer: Optimizer, loss: Loss, inputShape: [Int], targetBatch: Int)
+  throws -> MemoryBudget
+{
+  let estimator = try MemoryEstimator(model: model, sampleShape: inputShape, loss: loss, optimizer: optimizer)
+  let microBatch = (targetBatch + k - 1) / k
+  // The budget just fits a micro-batch of ⌈T/k⌉ after the trainer's 1% margin.
+  let peak = estimator.estimate(microBatch: microBatch).peakBytes
+  return .bytes(Int(Double(peak + 64) / 0.99) + 1)
+}
+
+@Suite("Trainer")
+struct TrainerTests {
+  static let spec = "linear(16,96) relu linear(96,96) tanh linear(96,5)"
+
+  func reference(_ dataset: TensorDataset, optimizer: () throws -> Optimizer, targetBatch: Int, epochs: Int) throws
+    -> [[Float]]
+  {
+    try train(
+      Self.spec, dataset: dataset, loss: .crossEntropy, optimizer: optimizer,
+      schedule: .fixed(microBatch: targetBatch, accumulationCount: 1), epochs: epochs
+    ).parameters
+  }
+
+  @Test(arguments: [(2, "sgd"), (3, "adam"), (4, "adamw")])
+  func plannedAccumulationReproducesTheBigBatch(k: Int, optimizerName: String) throws {
+    let dataset = classificationData(count: 203, features: 16, classes: 5, seed: 9)
+    let makeOptimizer: () throws -> Optimizer = {
+      switch optimizerName {
+      case "sgd": try SGD(learningRate: 0.05, momentum: 0.9, weightDecay: 0.01)
+      case "adam": try Adam(learningRate: 0.01)
+      default: try AdamW(learningRate: 0.01)
+      }
+    }
+    let model = try ModelSpecification(parsing: Self.spec).build(seed: 3)
+    let optimizer = try makeOptimizer()
+    let budget = try budgetForcing(
+      k: k, model: model, optimizer: optimizer, loss: .crossEntropy, inputShape: [16], targetBatch: 50)
+    var options = TrainerOptions()
+    options.shuffle = false
+    let trainer = try Trainer(
+      model: model, optimizer: optimizer, loss: .crossEntropy, targetBatch: 50, memoryBudget: budget, options: options)
+    #expect(trainer.plan.accumulationCount >= k, "\(trainer.plan)")
+    let report = try trainer.fit(dataset, epochs: 2)
+    #expect(report.budgetViolations == 0)
+    #expect(report.maxPeakBytes <= budget.bytes)
+    #expect(report.steps == 2 * 5)
+    // Accumulation sums in another order; Adam's normalized steps amplify that rounding
+    // most, and 1e-4 is the tolerance held against PyTorch as well.
+    expectSameParameters(
+      model.parameters.map(\.values), try reference(dataset, optimizer: makeOptimizer, targetBatch: 50, epochs: 2),
+      relative: optimizerName == "sgd" ? 1e-5 : 1e-4)
+  }
+
+  @Test func guardRecoversFromAWrongEstimate() throws {
+    let dataset = classificationData(count: 130, features: 16, classes: 5, seed: 2)
+    let model = try ModelSpecification(parsing: Self.spec).build(seed: 3)
+    let optimizer = { try SGD(learningRate: 0.05) }
+    let budget = try budgetForcing(
+      k: 2, model: model, optimizer: try optimizer(), loss: .crossEntropy, inputShape: [16], targetBatch: 64)
+    var options = TrainerOptions()
+    options.shuffle = false
+    options.transientEstimateScale = 0.25
+    let trainer = try Trainer(
+      model: model, optimizer: try optimizer(), loss: .crossEntropy, targetBatch: 64, memoryBudget: budget,
+      options: options)
+    var warnings: [String] = []
+    trainer.onWarning = { warnings.append($0) }
+    let report = try trainer.fit(dataset, epochs: 2)
+    #expect(report.budgetViolations >= 1)
+    #expect(report.budgetViolations <= 3)
+    #expect(warnings.contains { $0.contains("memory guard") })
+    // The correct run: the same trainer with a right estimate.
+    options.transientEstimateScale = 1
+    let correctModel = try ModelSpecification(parsing: Self.spec).build(seed: 3)
+    let correctTrainer = try Trainer(
+      model: correctModel, optimizer: try optimizer(), loss: .crossEntropy, targetBatch: 64, memoryBudget: budget,
+      options: options)
+    let correct = (
+      report: try correctTrainer.fit(dataset, epochs: 2), parameters: correctModel.parameters.map(\.values)
+    )
+    #expect(correct.report.budgetViolations == 0)
+    expectSameParameters(model.parameters.map(\.values), correct.parameters, relative: 1e-6)
+    #expect(report.steps == correct.report.steps)
+  }
+
+  @Test(arguments: [false, true])
+  func resumeIsBitIdentical(midWindow: Bool) throws {
+    let dataset = classificationData(count: 150, features: 16, classes: 5, seed: 4)
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("gradaccum-resume-\(UUID()).safetensors")
+      .path
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    func makeTrainer(checkpoint: String?) throws -> Trainer {
+      let model = try ModelSpecification(parsing: "linear(16,48) relu dropout(0.3) linear(48,5)").build(seed: 8)
+      var options = TrainerOptions()
+      options.seed = 21
+      options.checkpointPath = checkpoint
+      options.learningRateSchedule = try CosineAnnealing(period: 20)
+      let estimator = try MemoryEstimator(model: model, sampleShape: [16], loss: .crossEntropy, optimizer: try Adam())
+      let budget = MemoryBudget.bytes(Int(Double(estimator.estimate(microBatch: 12).peakBytes + 64) / 0.99) + 1)
+      return try Trainer(
+        model: model, optimizer: try Adam(learningRate: 0.01), loss: .crossEntropy, targetBatch: 32,
+        memoryBudget: budget, options: options)
+    }
+    let straight = try makeTrainer(checkpoint: nil)
+    #expect(straight.plan.accumulationCount > 1)
+    let full = try straight.fit(dataset, epochs: 3)
+    let first = try makeTrainer(checkpoint: path)
+    var microSteps = 0
+    if midWindow {
+      first.onMicroStep = { _ in
+        microSteps += 1; if microSteps == 17 { first.requestStop() }
+      }
+    } else {
+      first.onStep = { if $0.step == 7 { first.requestStop() } }
+    }
+    let partial = try first.fit(dataset, epochs: 3)
+    #expect(partial.interrupted)
+    let second = try makeTrainer(checkpoint: path)
+    try second.resume(from: path)
+    let resumed = try second.fit(dataset, epochs: 3)
+    #expect(!resumed.interrupted)
+    #expect(second.model.parameters.map(\.values) == straight.model.parameters.map(\.values))
+    #expect(resumed.epochLosses == full.epochLosses)
+    #expect(resumed.steps == full.steps)
+  }
+
+  @Test func batchDependentLayersWarnOnce() throws {
+    final class FakeBatchNorm: Layer {
+      func callAsFunction(_ input: Tensor) -> Tensor { input }
+      func outputShape(forInput shape: [Int]) throws(ShapeError) -> [Int] { shape }
+      var dependsOnBatch: Bool { true }
+    }
+    let model = Sequential {
+      Linear(inputSize: 4, outputSize: 3, seed: 1); FakeBatchNorm()
+    }
+    let estimator = try MemoryEstimator(
+      model: model, sampleShape: [4], loss: .crossEntropy, optimizer: try SGD(learningRate: 0.1))
+    let budget = MemoryBudget.bytes(Int(Double(estimator.estimate(microBatch: 4).peakBytes + 64) / 0.99) + 1)
+    let trainer = try Trainer(
+      model: model, optimizer: try SGD(learningRate: 0.1), loss: .crossEntropy, targetBatch: 16, memoryBudget: budget)
+    #expect(trainer.plan.accumulationCount > 1)
+    #expect(trainer.warnings.filter { $0.contains("normalize over the batch") }.count == 1)
+  }
+
+  @Test func invalidSettingsAreRejected() throws {
+    let model = try ModelSpecification(parsing: "linear(4,2)").build(seed: 0)
+    #expect(throws: PlanningError.invalidTargetBatch(0)) {
+      try Trainer(
+        model: model, optimizer: try SGD(learningRate: 0.1), loss: .crossEntropy, targetBatch: 0, memoryBudget: .mb(1))
+    }
+    #expect(throws: PlanningError.self) {
+      try Trainer(
+        model: model, optimizer: try SGD(learningRate: 0.1), loss: .crossEntropy, targetBatch: 8,
+        memoryBudget: .bytes(100))
+    }
+    let trainer = try Trainer(
+      model: model, optimizer: try SGD(learningRate: 0.1), loss: .crossEntropy, targetBatch: 8, memoryBudget: .mb(1))
+    let wrongShape = TensorDataset(inputs: Tensor(zeros: [5, 3]), targets: Tensor(zeros: [5]))
+    #expect(throws: TrainingError.self) { try trainer.fit(wrongShape, epochs: 1) }
+    #expect(throws: TrainingError.self) {
+      try trainer.fit(TensorDataset(inputs: Tensor(zeros: [5, 4]), targets: Tensor(zeros: [5])), epochs: 0)
+    }
+  }
+
+  @Test func clippingSeesTheAccumulatedGradient() throws {
+    let a = Tensor([3, 4], shape: [2], requiresGradient: true)
+    a.gradient = Tensor([3, 4], shape: [2])
+    let norm = WindowStepper.clipGradients([a], maximumNorm: 1)
+    #expect(norm == 5)
+    expectClose(a.gradient!.values, [0.6, 0.8], relative: 1e-5)
+  }
+}
