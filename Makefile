@@ -18,10 +18,11 @@ deps:
 demo: deps
 	$(SWIFT) run -c release gradaccum demo
 
-## Run every test.
+## Run every test, and build the example package that depends on GradAccum.
 test: deps
 	$(SWIFT) build
 	$(SWIFT) test --parallel
+	$(SWIFT) build --package-path Examples/DesignExample
 
 build: deps
 	$(SWIFT) build

@@ -23,7 +23,9 @@ let package = Package(
       name: "gradaccum",
       dependencies: [
         "GradAccum", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-      ]),
+      ],
+      exclude: ["Resources/README.md"],
+      resources: [.copy("Resources/digits.csv")]),
 
     // MARK: - Modules
     .target(name: "Tensors", dependencies: ["CBLAS"]),

@@ -52,6 +52,9 @@ public struct TensorDataset: Dataset {
     self.targets = targets
   }
 
+  /// A dataset holding a batch's samples.
+  public init(batch: Batch) { self.init(inputs: batch.inputs, targets: batch.targets) }
+
   public var count: Int { inputs.shape[0] }
   public var sampleShape: [Int] { Array(inputs.shape.dropFirst()) }
 

@@ -39,7 +39,7 @@ public final class Flatten: Layer {
 
 /// Zeros each element with probability `probability` during training and scales the rest
 /// by `1 / (1 − probability)`, as `nn.Dropout`; the identity in evaluation mode.
-public final class Dropout: Layer {
+public final class Dropout: Layer, CustomStringConvertible {
   /// The probability of zeroing an element, in `[0, 1)`.
   public let probability: Float
   /// Whether the layer drops (training) or passes input through (evaluation).
@@ -67,6 +67,7 @@ public final class Dropout: Layer {
 
   public func outputShape(forInput shape: [Int]) throws(ShapeError) -> [Int] { shape }
   public func setTraining(_ training: Bool) { isTraining = training }
+  public var description: String { "dropout(\(probability))" }
   public var randomStates: [UInt64] {
     get { [generator.state] }
     set { if let state = newValue.first { generator.state = state } }

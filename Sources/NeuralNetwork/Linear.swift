@@ -5,7 +5,7 @@ import Tensors
 /// `weight` is `[outputSize, inputSize]` and `bias` is `[outputSize]`, so a PyTorch
 /// `state_dict` loads unchanged. Initialization is PyTorch's default: the weight is
 /// Kaiming-uniform with `a = √5`, which is uniform in `±1/√inputSize`, and so is the bias.
-public final class Linear: Layer {
+public final class Linear: Layer, CustomStringConvertible {
   /// `[outputSize, inputSize]`.
   public let weight: Tensor
   /// `[outputSize]`, or `nil` for a layer without bias.
@@ -60,4 +60,6 @@ public final class Linear: Layer {
   public var namedParameters: [(name: String, tensor: Tensor)] {
     [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
   }
+
+  public var description: String { "linear(\(inputSize),\(outputSize)\(bias == nil ? ",bias=false" : ""))" }
 }

@@ -49,9 +49,10 @@ public enum Planner {
     if let datasetSize, datasetSize % targetBatch != 0 {
       lastWindow = Plan.balancedSizes(samples: datasetSize % targetBatch, microBatch: low)
     }
+    let names = layerNames.isEmpty ? defaultLayerNames(estimator.model) : layerNames
     let layers = estimate.layerActivationBytes.keys.sorted().map { position in
       Plan.LayerActivation(
-        position: position, name: position < layerNames.count ? layerNames[position] : "layer \(position)",
+        position: position, name: position < names.count ? names[position] : "layer \(position)",
         bytes: estimate.layerActivationBytes[position]!)
     }
     return Plan(
@@ -59,5 +60,13 @@ public enum Planner {
       windowSizes: Plan.balancedSizes(samples: targetBatch, microBatch: low), lastWindowSizes: lastWindow,
       datasetSize: datasetSize, budgetBytes: budget.bytes, persistent: estimator.persistent,
       transientBytes: estimate.transientBytes, layerActivations: layers)
+  }
+
+  /// The layers of a `Sequential` model by their descriptions (`linear(64,10)`, `relu`).
+  static func defaultLayerNames(_ model: any Layer) -> [String] {
+    guard let sequential = model as? Sequential else { return [] }
+    return sequential.layers.map { layer in
+      (layer as? CustomStringConvertible)?.description ?? String(describing: type(of: layer)).lowercased()
+    }
   }
 }

@@ -43,6 +43,41 @@ struct DemoCommand: ParsableCommand {
     print("")
     print(String(format: "largest relative difference of the final weights: %.2e", difference))
     print("(target: -2, 3.4 and 4.2; both runs take the same 75 optimizer steps of 40 samples each)")
+    try digits()
+  }
+
+  /// A digits classifier trained with a target batch of 64 under a budget that forces
+  /// accumulation; prints the plan and the held-out accuracy.
+  func digits() throws {
+    print("")
+    print("Handwritten digits (UCI, 8×8 pixels): linear(64,64) relu linear(64,10), Adam, target batch 64, budget 120 KiB")
+    guard let url = Bundle.module.url(forResource: "digits", withExtension: "csv") else {
+      throw UsageError("the digits data set is missing from the installation (digits.csv resource)")
+    }
+    let all = try userFacing { try CSVReader.load(path: url.path, labelKind: .classIndex) }
+    // Pixels 0–16 scaled to [0, 1]; a seeded split into 1497 training and 300 held-out samples.
+    let scaled = TensorDataset(inputs: all.inputs * (1 / 16), targets: all.targets)
+    let order = DataLoader.sampleOrder(count: scaled.count, epoch: 0, shuffle: true, seed: 7)
+    let training = TensorDataset(batch: scaled.batch(at: Array(order[300...])))
+    let heldOut = TensorDataset(batch: scaled.batch(at: Array(order[..<300])))
+    let model = Sequential { Linear(inputSize: 64, outputSize: 64, seed: 1); ReLU(); Linear(inputSize: 64, outputSize: 10, seed: 2) }
+    var options = TrainerOptions()
+    options.seed = 3
+    let trainer = try userFacing {
+      try Trainer(
+        model: model, optimizer: try Adam(learningRate: 0.01), loss: .crossEntropy, targetBatch: 64,
+        memoryBudget: .kb(120), options: options)
+    }
+    print(trainer.plan)
+    print("")
+    trainer.onEpoch = { epoch, loss in if epoch % 5 == 0 { print("epoch \(epoch)/15  loss \(loss)") } }
+    let report = try userFacing { try trainer.fit(training, epochs: 15) }
+    let (heldOutLoss, accuracy) = trainer.evaluate(heldOut)
+    print(
+      String(
+        format: "held-out accuracy %.1f%% (loss %.4f) on %d samples; max measured peak %d of %d bytes, %d budget violations",
+        Double(accuracy ?? 0) * 100, heldOutLoss, heldOut.count, report.maxPeakBytes, trainer.memoryBudget.bytes,
+        report.budgetViolations))
   }
 
   func format(_ values: [Float]) -> String {

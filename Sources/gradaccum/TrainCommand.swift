@@ -1,4 +1,5 @@
 import ArgumentParser
+import Dispatch
 import Foundation
 import GradAccum
 
@@ -7,9 +8,12 @@ struct TrainCommand: ParsableCommand {
     commandName: "train",
     abstract: "Train a model on a CSV file, with exact gradient accumulation.",
     discussion: """
-      Manual mode: --batch N micro-batches, --accumulate K of them per optimizer step. Each \
-      micro-batch's loss is scaled by its size over its window's size, so every step, the \
-      last partial window of an epoch included, follows the gradient of its window's mean loss.
+      Automatic mode: --target-batch T --budget SIZE plans the largest micro-batch that fits \
+      in the budget and accumulates ⌈T/M⌉ balanced micro-batches per optimizer step, checking \
+      every micro-step's measured peak against the budget. Manual mode: --batch N samples per \
+      micro-batch, --accumulate K per step. Either way each micro-batch's loss is scaled by \
+      its share of its window, so every step, the last partial window included, follows the \
+      gradient of its window's mean loss.
       """)
 
   @Option(help: "CSV file with a header row; features are all columns but the label.")
@@ -23,19 +27,28 @@ struct TrainCommand: ParsableCommand {
   @Option(help: "Loss: mse, cross-entropy or bce.")
   var loss: LossChoice
 
-  @Option(help: "Epochs to train.")
+  @Option(help: "Epochs to train (in total, when resuming).")
   var epochs: Int
 
-  @Option(help: "Samples per micro-batch.")
-  var batch: Int
+  @Option(help: "Automatic mode: samples per optimizer step.")
+  var targetBatch: Int?
 
-  @Option(help: "Micro-batches per optimizer step.")
-  var accumulate: Int = 1
+  @Option(help: "Automatic mode: memory budget, such as 64MB, 64MiB, 1.5GB or bytes.")
+  var budget: String?
+
+  @Option(help: "Manual mode: samples per micro-batch.")
+  var batch: Int?
+
+  @Option(help: "Manual mode: micro-batches per optimizer step (default 1).")
+  var accumulate: Int?
+
+  @Option(help: "Clip the accumulated gradient to this global L2 norm before each step.")
+  var clipGradNorm: Float?
 
   @Flag(help: "Visit samples in file order instead of a seeded shuffle per epoch.")
   var noShuffle = false
 
-  @Flag(help: "Drop a last micro-batch of an epoch smaller than --batch.")
+  @Flag(help: "Drop an epoch's last window (automatic) or micro-batch (manual) when it is smaller.")
   var dropLast = false
 
   @Option(help: "Seed for initialization, shuffling and dropout.")
@@ -50,13 +63,40 @@ struct TrainCommand: ParsableCommand {
   @Option(help: "Write one JSON object per optimizer step, then a summary, to this file.")
   var log: String?
 
+  @Option(help: "Automatic mode: write a checkpoint (model, optimizer, progress) to this file.")
+  var checkpoint: String?
+
+  @Option(help: "Optimizer steps between checkpoints (default 100).")
+  var checkpointEvery: Int = 100
+
+  @Option(help: "Automatic mode: continue the run saved in this checkpoint.")
+  var resume: String?
+
   @Flag(help: "Print nothing but errors.")
   var quiet = false
 
+  var isAutomatic: Bool { targetBatch != nil || budget != nil }
+
   func validate() throws {
     guard epochs >= 1 else { throw UsageError("--epochs is \(epochs), expected an integer ≥ 1") }
-    guard batch >= 1 else { throw UsageError("--batch is \(batch), expected an integer ≥ 1") }
-    guard accumulate >= 1 else { throw UsageError("--accumulate is \(accumulate), expected an integer ≥ 1") }
+    if isAutomatic {
+      if batch != nil || accumulate != nil {
+        throw UsageError(
+          "--batch/--accumulate (manual mode) and --target-batch/--budget (automatic mode) cannot be mixed: the planner chooses the micro-batch from the budget"
+        )
+      }
+      guard let targetBatch, budget != nil else {
+        throw UsageError("automatic mode needs both --target-batch and --budget")
+      }
+      guard targetBatch >= 1 else { throw UsageError("--target-batch is \(targetBatch), expected an integer ≥ 1") }
+    } else {
+      guard let batch else { throw UsageError("give --target-batch and --budget (automatic mode) or --batch (manual mode)") }
+      guard batch >= 1 else { throw UsageError("--batch is \(batch), expected an integer ≥ 1") }
+      if let accumulate, accumulate < 1 { throw UsageError("--accumulate is \(accumulate), expected an integer ≥ 1") }
+      if checkpoint != nil || resume != nil { throw UsageError("--checkpoint and --resume need automatic mode (--target-batch and --budget)") }
+    }
+    guard checkpointEvery >= 1 else { throw UsageError("--checkpoint-every is \(checkpointEvery), expected an integer ≥ 1") }
+    if let clipGradNorm, !(clipGradNorm > 0) { throw UsageError("--clip-grad-norm is \(clipGradNorm), expected a value > 0") }
   }
 
   func run() throws {
@@ -65,16 +105,39 @@ struct TrainCommand: ParsableCommand {
     let loss = self.loss.loss
     let optimizer = try modelOptions.makeOptimizer()
     let inputShape = try modelOptions.inputShape.map { try parseShape($0, option: "--input-shape") }
+    let budget = try budget.map { text in try userFacing { try MemoryBudget(parsing: text) } }
     let dataset = try userFacing {
-      try CSVReader.load(
-        path: data, labelColumn: labelColumn, labelKind: loss.labelKind,
-        inputShape: inputShape)
+      try CSVReader.load(path: data, labelColumn: labelColumn, labelKind: loss.labelKind, inputShape: inputShape)
     }
     let model = specification.build(seed: seed)
     try checkCompatible(model: model, loss: loss, dataset: dataset, path: data)
     if let initial { try userFacing { try model.loadState(path: initial) } }
-    let trainingLog = try log.map { path in try userFacing { try TrainingLog(path: path, budgetBytes: nil) } }
-    let stepper = WindowStepper(model: model, optimizer: optimizer, loss: loss)
+    let trainingLog = try log.map { path in try userFacing { try TrainingLog(path: path, budgetBytes: budget?.bytes) } }
+    let report: TrainingReport
+    if let targetBatch, let budget {
+      report = try trainAutomatically(
+        model: model, specification: specification, optimizer: optimizer, loss: loss, dataset: dataset,
+        targetBatch: targetBatch, budget: budget, log: trainingLog)
+    } else {
+      report = trainManually(model: model, specification: specification, optimizer: optimizer, loss: loss, dataset: dataset, log: trainingLog)
+    }
+    if !quiet {
+      print(
+        "\(report.steps) optimizer steps, \(String(format: "%.0f", report.samplesPerSecond)) samples/s, max measured peak \(formatBytes(report.maxPeakBytes))\(budget.map { " of \(formatBytes($0.bytes))" } ?? ""), \(report.budgetViolations) budget violations"
+      )
+    }
+    if let save {
+      try userFacing { try model.saveState(path: save) }
+      if !quiet { print("saved weights to \(save)") }
+    }
+  }
+
+  func trainManually(
+    model: Sequential, specification: ModelSpecification, optimizer: Optimizer, loss: Loss, dataset: TensorDataset,
+    log: TrainingLog?
+  ) -> TrainingReport {
+    let batch = batch!, accumulate = accumulate ?? 1
+    let stepper = WindowStepper(model: model, optimizer: optimizer, loss: loss, gradientClipNorm: clipGradNorm)
     let run = TrainingRun(
       schedule: .fixed(microBatch: batch, accumulationCount: accumulate), epochs: epochs, shuffle: !noShuffle,
       seed: seed, dropLast: dropLast)
@@ -83,23 +146,107 @@ struct TrainCommand: ParsableCommand {
         "training \(specification) on \(dataset.count) samples from \(data): \(epochs) epochs, micro-batch \(batch), \(accumulate) per step, \(optimizer.name)"
       )
     }
-    let report = run.run(dataset, stepper: stepper, log: trainingLog) { _ in
-    } onEpoch: { epoch, loss in
-      if !quiet { print("epoch \(epoch)/\(epochs)  loss \(loss)") }
+    let progress = ProgressDisplay(quiet: quiet, epochs: epochs, stepsPerEpoch: run.schedule.windows(sampleCount: dataset.count, dropLast: dropLast).count, budgetBytes: nil)
+    return run.run(dataset, stepper: stepper, log: log, onStep: progress.step, onEpoch: progress.epoch)
+  }
+
+  func trainAutomatically(
+    model: Sequential, specification: ModelSpecification, optimizer: Optimizer, loss: Loss, dataset: TensorDataset,
+    targetBatch: Int, budget: MemoryBudget, log: TrainingLog?
+  ) throws -> TrainingReport {
+    var options = TrainerOptions()
+    options.shuffle = !noShuffle
+    options.seed = seed
+    options.dropLast = dropLast
+    options.gradientClipNorm = clipGradNorm
+    options.inputShape = dataset.sampleShape
+    options.checkpointPath = checkpoint
+    options.checkpointEvery = checkpointEvery
+    let trainer = try userFacing {
+      try Trainer(model: model, optimizer: optimizer, loss: loss, targetBatch: targetBatch, memoryBudget: budget, options: options)
     }
+    trainer.log = log
+    trainer.onWarning = { message in FileHandle.standardError.write(Data("warning: \(message)\n".utf8)) }
+    for message in trainer.warnings { trainer.onWarning?(message) }
+    if let resume { try userFacing { try trainer.resume(from: resume) } }
     if !quiet {
-      print(
-        "\(report.steps) optimizer steps, \(String(format: "%.0f", report.samplesPerSecond)) samples/s, max peak \(formatBytes(report.maxPeakBytes))"
-      )
+      print("training \(specification) on \(dataset.count) samples from \(data): \(epochs) epochs, \(optimizer.name)")
+      print(trainer.plan)
+      print("")
     }
-    if let save {
-      try userFacing { try model.saveState(path: save) }
-      if !quiet { print("saved weights to \(save)") }
+    let stepsPerEpoch = dataset.count / targetBatch + (dataset.count % targetBatch > 0 && !dropLast ? 1 : 0)
+    let progress = ProgressDisplay(quiet: quiet, epochs: epochs, stepsPerEpoch: stepsPerEpoch, budgetBytes: budget.bytes)
+    trainer.onStep = progress.step
+    trainer.onEpoch = progress.epoch
+    // Ctrl-C: finish the current micro-step, checkpoint, exit cleanly.
+    signal(SIGINT, SIG_IGN)
+    let interrupt = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+    interrupt.setEventHandler { trainer.requestStop() }
+    interrupt.resume()
+    defer {
+      interrupt.cancel()
+      signal(SIGINT, SIG_DFL)
     }
+    let report = try userFacing { try trainer.fit(dataset, epochs: epochs) }
+    progress.finish()
+    if report.interrupted {
+      let message = checkpoint.map { "interrupted: checkpoint written to \($0); continue with --resume \($0)" }
+        ?? "interrupted (no --checkpoint was given, so progress is not saved)"
+      FileHandle.standardError.write(Data("\(message)\n".utf8))
+    }
+    return report
   }
 }
 
 /// Bytes as MiB with two decimals.
-func formatBytes(_ bytes: Int) -> String {
-  String(format: "%.2f MiB", Double(bytes) / 1_048_576)
+func formatBytes(_ bytes: Int) -> String { MemoryBudget.format(bytes: bytes) }
+
+/// Progress on standard output: on a terminal a live line per step (epoch, step, window
+/// loss, samples/s, measured peak against budget, time left); otherwise a line per epoch.
+final class ProgressDisplay {
+  let quiet: Bool
+  let epochs: Int
+  let stepsPerEpoch: Int
+  let budgetBytes: Int?
+  let isTerminal = isatty(STDOUT_FILENO) != 0
+  let start = Date()
+  var samples = 0
+  var steps = 0
+  var liveLine = false
+
+  init(quiet: Bool, epochs: Int, stepsPerEpoch: Int, budgetBytes: Int?) {
+    self.quiet = quiet
+    self.epochs = epochs
+    self.stepsPerEpoch = stepsPerEpoch
+    self.budgetBytes = budgetBytes
+  }
+
+  func step(_ record: StepRecord) {
+    samples += record.samples
+    steps += 1
+    guard !quiet, isTerminal else { return }
+    let elapsed = Date().timeIntervalSince(start)
+    let rate = elapsed > 0 ? Double(samples) / elapsed : 0
+    let remainingSteps = max(0, epochs * stepsPerEpoch - record.step)
+    let eta = steps > 0 ? elapsed / Double(steps) * Double(remainingSteps) : 0
+    let peak = formatBytes(record.peakBytes) + (budgetBytes.map { " / \(formatBytes($0))" } ?? "")
+    let line = String(
+      format: "epoch %d/%d  step %d  loss %.6f  %.0f samples/s  peak %@  ETA %d:%02d", record.epoch, epochs,
+      record.step, record.loss, rate, peak, Int(eta) / 60, Int(eta) % 60)
+    print("\r\u{1B}[2K" + line, terminator: "")
+    fflush(nil)
+    liveLine = true
+  }
+
+  func epoch(_ epoch: Int, _ loss: Float) {
+    guard !quiet else { return }
+    if liveLine { print("") }
+    liveLine = false
+    print("epoch \(epoch)/\(epochs)  loss \(loss)")
+  }
+
+  func finish() {
+    if liveLine && !quiet { print("") }
+    liveLine = false
+  }
 }

@@ -1,0 +1,100 @@
+import Foundation
+import GradAccum
+import Testing
+import _TestSupport
+
+/// The digits data set shipped with the command-line tool.
+let digitsPath = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+  .deletingLastPathComponent().appendingPathComponent("Sources/gradaccum/Resources/digits.csv").path
+
+@Suite("gradaccum train, automatic mode")
+struct AutomaticTrainingTests {
+  static let common = [
+    "train", "--data", digitsPath, "--model", "linear(64,32) relu linear(32,10)", "--loss", "cross-entropy",
+    "--optimizer", "adam", "--lr", "0.01",
+  ]
+
+  @Test func plansTrainsWithinBudgetAndLogs() throws {
+    let directory = try CommandRunner.temporaryDirectory()
+    let log = directory.appendingPathComponent("log.jsonl").path
+    let result = try CommandRunner.run(Self.common + ["--epochs", "2", "--target-batch", "100", "--budget", "80KB", "--log", log])
+    #expect(result.status == 0, "\(result.error)")
+    #expect(result.output.contains("accumulation steps"))
+    #expect(result.output.contains("epoch 2/2"))
+    let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
+    let records = try lines.dropLast().map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+    #expect(records.count == 2 * 18)
+    #expect(records.allSatisfy { ($0["budget_bytes"] as? Int) == 80 * 1024 })
+    #expect(records.allSatisfy { ($0["peak_bytes"] as! Int) <= 80 * 1024 })
+    #expect(records.contains { ($0["micro_batches"] as! [Int]).count > 1 })
+    // 1797 = 17 × 100 + 97: the last window of each epoch holds 97 samples.
+    #expect(records[17]["samples"] as? Int == 97)
+    let summary = try JSONSerialization.jsonObject(with: Data(lines.last!.utf8)) as! [String: Any]
+    #expect(summary["budget_violations"] as? Int == 0)
+    #expect((summary["max_peak_bytes"] as! Int) <= 80 * 1024)
+  }
+
+  @Test(arguments: [
+    (["--epochs", "1", "--target-batch", "64", "--budget", "1MB", "--batch", "8"], "cannot be mixed"),
+    (["--epochs", "1", "--target-batch", "64", "--budget", "1MB", "--accumulate", "2"], "cannot be mixed"),
+    (["--epochs", "1", "--target-batch", "64"], "automatic mode needs both --target-batch and --budget"),
+    (["--epochs", "1", "--budget", "1MB"], "automatic mode needs both --target-batch and --budget"),
+    (["--epochs", "1"], "give --target-batch and --budget (automatic mode) or --batch (manual mode)"),
+    (["--epochs", "1", "--target-batch", "0", "--budget", "1MB"], "--target-batch is 0"),
+    (["--epochs", "1", "--target-batch", "64", "--budget", "64QB"], "unknown unit"),
+    (["--epochs", "1", "--target-batch", "64", "--budget", "1KB"], "is too small: even a micro-batch of 1 needs"),
+    (["--epochs", "1", "--batch", "8", "--checkpoint", "/tmp/x"], "--checkpoint and --resume need automatic mode"),
+    (["--epochs", "1", "--target-batch", "64", "--budget", "1MB", "--resume", "/nonexistent.ckpt"], "cannot read safetensors file /nonexistent.ckpt"),
+    (["--epochs", "1", "--target-batch", "64", "--budget", "1MB", "--clip-grad-norm", "0"], "--clip-grad-norm is 0.0"),
+  ])
+  func badInputGivesOneClearLine(extra: [String], message: String) throws {
+    let result = try CommandRunner.run(Self.common + extra)
+    #expect(result.status != 0 && !result.crashed)
+    #expect(result.error.split(separator: "\n").count == 1, "\(result.error)")
+    #expect(result.error.contains(message), "\(result.error)")
+  }
+
+  @Test func resumingFromAWeightsFileIsRefused() throws {
+    let directory = try CommandRunner.temporaryDirectory()
+    let weights = directory.appendingPathComponent("w.safetensors").path
+    #expect(try CommandRunner.run(Self.common + ["--epochs", "1", "--batch", "64", "--quiet", "--save", weights]).status == 0)
+    let result = try CommandRunner.run(Self.common + ["--epochs", "1", "--target-batch", "64", "--budget", "1MB", "--resume", weights])
+    #expect(result.status != 0 && result.error.contains("is not a GradAccum checkpoint"), "\(result.error)")
+  }
+
+  @Test func interruptedRunResumesToTheSameWeights() throws {
+    let directory = try CommandRunner.temporaryDirectory()
+    let checkpoint = directory.appendingPathComponent("run.ckpt").path
+    let straight = directory.appendingPathComponent("straight.safetensors").path
+    let resumed = directory.appendingPathComponent("resumed.safetensors").path
+    let arguments = Self.common + ["--epochs", "40", "--target-batch", "100", "--budget", "80KB", "--seed", "5", "--quiet"]
+    #expect(try CommandRunner.run(arguments + ["--save", straight]).status == 0)
+
+    // Interrupt a run with a checkpoint, as Ctrl-C would.
+    let process = Process()
+    process.executableURL = CommandRunner.executable
+    process.arguments = arguments + ["--checkpoint", checkpoint, "--checkpoint-every", "1"]
+    let errorPipe = Pipe()
+    process.standardError = errorPipe
+    process.standardOutput = FileHandle.nullDevice
+    try process.run()
+    // The first checkpoint shows that training (and its Ctrl-C handling) has started.
+    let deadline = Date().addingTimeInterval(60)
+    while !FileManager.default.fileExists(atPath: checkpoint) && Date() < deadline && process.isRunning {
+      Thread.sleep(forTimeInterval: 0.01)
+    }
+    Thread.sleep(forTimeInterval: 0.2)
+    process.interrupt()
+    let errorText = String(decoding: errorPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    #expect(process.terminationReason == .exit && process.terminationStatus == 0, "\(errorText)")
+    #expect(errorText.contains("interrupted: checkpoint written to \(checkpoint)"), "\(errorText)")
+
+    let result = try CommandRunner.run(arguments + ["--resume", checkpoint, "--save", resumed])
+    #expect(result.status == 0, "\(result.error)")
+    let a = try SafetensorsFile.read(path: straight), b = try SafetensorsFile.read(path: resumed)
+    for name in a.names {
+      #expect(try a.floatTensor(name).values == b.floatTensor(name).values, "\(name) differs")
+    }
+  }
+}
