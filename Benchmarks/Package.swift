@@ -33,6 +33,13 @@ let package = Package(
       ],
       path: "Benchmarks/PlanningCost",
       plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]),
+    .executableTarget(
+      name: "TrainerOverhead",
+      dependencies: [
+        .product(name: "GradAccum", package: "GradAccum"), .product(name: "Benchmark", package: "benchmark"),
+      ],
+      path: "Benchmarks/TrainerOverhead",
+      plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]),
 
     // MARK: - Implementation details
     .systemLibrary(name: "CBLASReference", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),

@@ -69,6 +69,9 @@ public final class Trainer {
   /// Messages about the run that are not errors (batch statistics under accumulation,
   /// memory-guard events).
   public private(set) var warnings: [String] = []
+  /// Epochs finished so far (``fit(_:epochs:)`` counts epochs in total).
+  public var completedEpochs: Int { progress.epoch }
+
   /// Receives the number of samples of every finished micro-step.
   public var onMicroStep: ((Int) -> Void)?
   /// Receives every step's record.
@@ -213,6 +216,9 @@ public final class Trainer {
             progress.violations += 1
             let predicted = estimator.estimate(microBatch: size).peakBytes + correctionBytes
             replan(afterOvershoot: peak - predicted, microBatch: size)
+            log?.writeGuardEvent(
+              epoch: progress.epoch + 1, step: stepper.stepCount + 1, microBatch: size, measuredPeakBytes: peak,
+              newMicroBatch: plan.microBatch)
             // The rest of the window, re-split with the new micro-batch.
             let done = offset + size
             let rest = windowSamples - done

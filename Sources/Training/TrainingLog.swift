@@ -32,6 +32,16 @@ public final class TrainingLog {
         + "\"budget_bytes\":\(budgetBytes.map(String.init) ?? "null")}")
   }
 
+  /// Appends a memory-guard event: a micro-step of `microBatch` samples measured
+  /// `measuredPeakBytes`, over the budget, and the rest of the run uses `newMicroBatch`.
+  /// The record has `"event": "memory_guard"` and no `loss`, so step readers can skip it.
+  public func writeGuardEvent(epoch: Int, step: Int, microBatch: Int, measuredPeakBytes: Int, newMicroBatch: Int) {
+    line(
+      "{\"event\":\"memory_guard\",\"epoch\":\(epoch),\"step\":\(step),\"micro_batch\":\(microBatch),"
+        + "\"measured_peak_bytes\":\(measuredPeakBytes),\"budget_bytes\":\(budgetBytes.map(String.init) ?? "null"),"
+        + "\"new_micro_batch\":\(newMicroBatch)}")
+  }
+
   /// Appends the summary.
   public func write(_ report: TrainingReport) {
     let losses = report.epochLosses.map(Self.number).joined(separator: ",")

@@ -50,7 +50,8 @@ struct DemoCommand: ParsableCommand {
   /// accumulation; prints the plan and the held-out accuracy.
   func digits() throws {
     print("")
-    print("Handwritten digits (UCI, 8×8 pixels): linear(64,64) relu linear(64,10), Adam, target batch 64, budget 120 KiB")
+    print(
+      "Handwritten digits (UCI, 8×8 pixels): linear(64,64) relu linear(64,10), Adam, target batch 64, budget 120 KiB")
     guard let url = Bundle.module.url(forResource: "digits", withExtension: "csv") else {
       throw UsageError("the digits data set is missing from the installation (digits.csv resource)")
     }
@@ -60,7 +61,9 @@ struct DemoCommand: ParsableCommand {
     let order = DataLoader.sampleOrder(count: scaled.count, epoch: 0, shuffle: true, seed: 7)
     let training = TensorDataset(batch: scaled.batch(at: Array(order[300...])))
     let heldOut = TensorDataset(batch: scaled.batch(at: Array(order[..<300])))
-    let model = Sequential { Linear(inputSize: 64, outputSize: 64, seed: 1); ReLU(); Linear(inputSize: 64, outputSize: 10, seed: 2) }
+    let model = Sequential {
+      Linear(inputSize: 64, outputSize: 64, seed: 1); ReLU(); Linear(inputSize: 64, outputSize: 10, seed: 2)
+    }
     var options = TrainerOptions()
     options.seed = 3
     let trainer = try userFacing {
@@ -75,7 +78,8 @@ struct DemoCommand: ParsableCommand {
     let (heldOutLoss, accuracy) = trainer.evaluate(heldOut)
     print(
       String(
-        format: "held-out accuracy %.1f%% (loss %.4f) on %d samples; max measured peak %d of %d bytes, %d budget violations",
+        format:
+          "held-out accuracy %.1f%% (loss %.4f) on %d samples; max measured peak %d of %d bytes, %d budget violations",
         Double(accuracy ?? 0) * 100, heldOutLoss, heldOut.count, report.maxPeakBytes, trainer.memoryBudget.bytes,
         report.budgetViolations))
   }

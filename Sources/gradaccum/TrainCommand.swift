@@ -90,13 +90,21 @@ struct TrainCommand: ParsableCommand {
       }
       guard targetBatch >= 1 else { throw UsageError("--target-batch is \(targetBatch), expected an integer ≥ 1") }
     } else {
-      guard let batch else { throw UsageError("give --target-batch and --budget (automatic mode) or --batch (manual mode)") }
+      guard let batch else {
+        throw UsageError("give --target-batch and --budget (automatic mode) or --batch (manual mode)")
+      }
       guard batch >= 1 else { throw UsageError("--batch is \(batch), expected an integer ≥ 1") }
       if let accumulate, accumulate < 1 { throw UsageError("--accumulate is \(accumulate), expected an integer ≥ 1") }
-      if checkpoint != nil || resume != nil { throw UsageError("--checkpoint and --resume need automatic mode (--target-batch and --budget)") }
+      if checkpoint != nil || resume != nil {
+        throw UsageError("--checkpoint and --resume need automatic mode (--target-batch and --budget)")
+      }
     }
-    guard checkpointEvery >= 1 else { throw UsageError("--checkpoint-every is \(checkpointEvery), expected an integer ≥ 1") }
-    if let clipGradNorm, !(clipGradNorm > 0) { throw UsageError("--clip-grad-norm is \(clipGradNorm), expected a value > 0") }
+    guard checkpointEvery >= 1 else {
+      throw UsageError("--checkpoint-every is \(checkpointEvery), expected an integer ≥ 1")
+    }
+    if let clipGradNorm, !(clipGradNorm > 0) {
+      throw UsageError("--clip-grad-norm is \(clipGradNorm), expected a value > 0")
+    }
   }
 
   func run() throws {
@@ -119,7 +127,9 @@ struct TrainCommand: ParsableCommand {
         model: model, specification: specification, optimizer: optimizer, loss: loss, dataset: dataset,
         targetBatch: targetBatch, budget: budget, log: trainingLog)
     } else {
-      report = trainManually(model: model, specification: specification, optimizer: optimizer, loss: loss, dataset: dataset, log: trainingLog)
+      report = trainManually(
+        model: model, specification: specification, optimizer: optimizer, loss: loss, dataset: dataset, log: trainingLog
+      )
     }
     if !quiet {
       print(
@@ -146,7 +156,9 @@ struct TrainCommand: ParsableCommand {
         "training \(specification) on \(dataset.count) samples from \(data): \(epochs) epochs, micro-batch \(batch), \(accumulate) per step, \(optimizer.name)"
       )
     }
-    let progress = ProgressDisplay(quiet: quiet, epochs: epochs, stepsPerEpoch: run.schedule.windows(sampleCount: dataset.count, dropLast: dropLast).count, budgetBytes: nil)
+    let progress = ProgressDisplay(
+      quiet: quiet, epochs: epochs,
+      stepsPerEpoch: run.schedule.windows(sampleCount: dataset.count, dropLast: dropLast).count, budgetBytes: nil)
     return run.run(dataset, stepper: stepper, log: log, onStep: progress.step, onEpoch: progress.epoch)
   }
 
@@ -163,7 +175,9 @@ struct TrainCommand: ParsableCommand {
     options.checkpointPath = checkpoint
     options.checkpointEvery = checkpointEvery
     let trainer = try userFacing {
-      try Trainer(model: model, optimizer: optimizer, loss: loss, targetBatch: targetBatch, memoryBudget: budget, options: options)
+      try Trainer(
+        model: model, optimizer: optimizer, loss: loss, targetBatch: targetBatch, memoryBudget: budget, options: options
+      )
     }
     trainer.log = log
     trainer.onWarning = { message in FileHandle.standardError.write(Data("warning: \(message)\n".utf8)) }
@@ -175,7 +189,8 @@ struct TrainCommand: ParsableCommand {
       print("")
     }
     let stepsPerEpoch = dataset.count / targetBatch + (dataset.count % targetBatch > 0 && !dropLast ? 1 : 0)
-    let progress = ProgressDisplay(quiet: quiet, epochs: epochs, stepsPerEpoch: stepsPerEpoch, budgetBytes: budget.bytes)
+    let progress = ProgressDisplay(
+      quiet: quiet, epochs: epochs, stepsPerEpoch: stepsPerEpoch, budgetBytes: budget.bytes)
     trainer.onStep = progress.step
     trainer.onEpoch = progress.epoch
     // Ctrl-C: finish the current micro-step, checkpoint, exit cleanly.
@@ -190,7 +205,8 @@ struct TrainCommand: ParsableCommand {
     let report = try userFacing { try trainer.fit(dataset, epochs: epochs) }
     progress.finish()
     if report.interrupted {
-      let message = checkpoint.map { "interrupted: checkpoint written to \($0); continue with --resume \($0)" }
+      let message =
+        checkpoint.map { "interrupted: checkpoint written to \($0); continue with --resume \($0)" }
         ?? "interrupted (no --checkpoint was given, so progress is not saved)"
       FileHandle.standardError.write(Data("\(message)\n".utf8))
     }

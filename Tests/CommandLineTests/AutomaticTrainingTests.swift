@@ -17,7 +17,8 @@ struct AutomaticTrainingTests {
   @Test func plansTrainsWithinBudgetAndLogs() throws {
     let directory = try CommandRunner.temporaryDirectory()
     let log = directory.appendingPathComponent("log.jsonl").path
-    let result = try CommandRunner.run(Self.common + ["--epochs", "2", "--target-batch", "100", "--budget", "80KB", "--log", log])
+    let result = try CommandRunner.run(
+      Self.common + ["--epochs", "2", "--target-batch", "100", "--budget", "80KB", "--log", log])
     #expect(result.status == 0, "\(result.error)")
     #expect(result.output.contains("accumulation steps"))
     #expect(result.output.contains("epoch 2/2"))
@@ -44,7 +45,10 @@ struct AutomaticTrainingTests {
     (["--epochs", "1", "--target-batch", "64", "--budget", "64QB"], "unknown unit"),
     (["--epochs", "1", "--target-batch", "64", "--budget", "1KB"], "is too small: even a micro-batch of 1 needs"),
     (["--epochs", "1", "--batch", "8", "--checkpoint", "/tmp/x"], "--checkpoint and --resume need automatic mode"),
-    (["--epochs", "1", "--target-batch", "64", "--budget", "1MB", "--resume", "/nonexistent.ckpt"], "cannot read safetensors file /nonexistent.ckpt"),
+    (
+      ["--epochs", "1", "--target-batch", "64", "--budget", "1MB", "--resume", "/nonexistent.ckpt"],
+      "cannot read safetensors file /nonexistent.ckpt"
+    ),
     (["--epochs", "1", "--target-batch", "64", "--budget", "1MB", "--clip-grad-norm", "0"], "--clip-grad-norm is 0.0"),
   ])
   func badInputGivesOneClearLine(extra: [String], message: String) throws {
@@ -57,8 +61,10 @@ struct AutomaticTrainingTests {
   @Test func resumingFromAWeightsFileIsRefused() throws {
     let directory = try CommandRunner.temporaryDirectory()
     let weights = directory.appendingPathComponent("w.safetensors").path
-    #expect(try CommandRunner.run(Self.common + ["--epochs", "1", "--batch", "64", "--quiet", "--save", weights]).status == 0)
-    let result = try CommandRunner.run(Self.common + ["--epochs", "1", "--target-batch", "64", "--budget", "1MB", "--resume", weights])
+    #expect(
+      try CommandRunner.run(Self.common + ["--epochs", "1", "--batch", "64", "--quiet", "--save", weights]).status == 0)
+    let result = try CommandRunner.run(
+      Self.common + ["--epochs", "1", "--target-batch", "64", "--budget", "1MB", "--resume", weights])
     #expect(result.status != 0 && result.error.contains("is not a GradAccum checkpoint"), "\(result.error)")
   }
 
@@ -67,7 +73,8 @@ struct AutomaticTrainingTests {
     let checkpoint = directory.appendingPathComponent("run.ckpt").path
     let straight = directory.appendingPathComponent("straight.safetensors").path
     let resumed = directory.appendingPathComponent("resumed.safetensors").path
-    let arguments = Self.common + ["--epochs", "40", "--target-batch", "100", "--budget", "80KB", "--seed", "5", "--quiet"]
+    let arguments =
+      Self.common + ["--epochs", "40", "--target-batch", "100", "--budget", "80KB", "--seed", "5", "--quiet"]
     #expect(try CommandRunner.run(arguments + ["--save", straight]).status == 0)
 
     // Interrupt a run with a checkpoint, as Ctrl-C would.

@@ -71,7 +71,14 @@ struct TrainerTests {
       options: options)
     var warnings: [String] = []
     trainer.onWarning = { warnings.append($0) }
+    let logPath = FileManager.default.temporaryDirectory.appendingPathComponent("gradaccum-guard-\(UUID()).jsonl").path
+    defer { try? FileManager.default.removeItem(atPath: logPath) }
+    trainer.log = try TrainingLog(path: logPath, budgetBytes: budget.bytes)
     let report = try trainer.fit(dataset, epochs: 2)
+    let events = try String(contentsOfFile: logPath, encoding: .utf8).split(separator: "\n").filter {
+      $0.contains("memory_guard")
+    }
+    #expect(events.count == report.budgetViolations)
     #expect(report.budgetViolations >= 1)
     #expect(report.budgetViolations <= 3)
     #expect(warnings.contains { $0.contains("memory guard") })

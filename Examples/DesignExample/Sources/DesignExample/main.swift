@@ -10,9 +10,10 @@ let dataset = TensorDataset(inputs: inputs, targets: Tensor(labels, shape: [400]
 let model = Sequential {
   Linear(inputSize: 64, outputSize: 128); ReLU(); Linear(inputSize: 128, outputSize: 10)
 }
-let trainer = try Trainer(model: model, optimizer: Adam(learningRate: 1e-3),
-                          loss: .crossEntropy, targetBatch: 40, memoryBudget: .mb(64))
-print(trainer.plan)            // micro-batch, accumulation count, memory breakdown
+let trainer = try Trainer(
+  model: model, optimizer: Adam(learningRate: 1e-3),
+  loss: .crossEntropy, targetBatch: 40, memoryBudget: .mb(64))
+print(trainer.plan)  // micro-batch, accumulation count, memory breakdown
 let report = try trainer.fit(dataset, epochs: 3)
 
 print("epoch losses:", report.epochLosses, "steps:", report.steps, "budget violations:", report.budgetViolations)
