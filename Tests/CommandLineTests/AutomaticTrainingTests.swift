@@ -105,3 +105,54 @@ struct AutomaticTrainingTests {
     }
   }
 }
+
+@Suite("gradaccum train progress")
+struct ProgressTests {
+  @Test func terminalGetsALiveLineAndPipesALinePerEpoch() throws {
+    let arguments = AutomaticTrainingTests.common + ["--epochs", "2", "--target-batch", "100", "--budget", "80KB"]
+    // Through a pipe: plain lines, one per epoch, no carriage returns.
+    let piped = try CommandRunner.run(arguments)
+    #expect(piped.status == 0)
+    #expect(!piped.output.contains("\r"))
+    #expect(piped.output.contains("epoch 1/2  loss") && piped.output.contains("epoch 2/2  loss"))
+    // On a terminal (script(1) gives the command a pseudo-terminal): a live line per step.
+    let quoted = ([CommandRunner.executable.path] + arguments).map { "'\($0)'" }.joined(separator: " ")
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/script")
+    process.arguments = ["-qec", quoted, "/dev/null"]
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    #expect(process.terminationStatus == 0, "\(text)")
+    #expect(text.contains("\r\u{1B}[2Kepoch 1/2  step 1  loss"), "\(text.prefix(500))")
+    #expect(text.contains("samples/s  peak") && text.contains("ETA"))
+    // --quiet: nothing.
+    let quiet = try CommandRunner.run(arguments + ["--quiet"])
+    #expect(quiet.status == 0 && quiet.output.isEmpty)
+  }
+
+  @Test func interruptWithoutACheckpointSaysSo() throws {
+    let process = Process()
+    process.executableURL = CommandRunner.executable
+    let log = try CommandRunner.temporaryDirectory().appendingPathComponent("log.jsonl").path
+    process.arguments =
+      AutomaticTrainingTests.common + [
+        "--epochs", "200", "--target-batch", "100", "--budget", "80KB", "--quiet", "--log", log,
+      ]
+    let errorPipe = Pipe()
+    process.standardError = errorPipe
+    try process.run()
+    let deadline = Date().addingTimeInterval(60)
+    while (try? String(contentsOfFile: log, encoding: .utf8))?.isEmpty ?? true, Date() < deadline, process.isRunning {
+      Thread.sleep(forTimeInterval: 0.01)
+    }
+    process.interrupt()
+    let text = String(decoding: errorPipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    #expect(process.terminationReason == .exit && process.terminationStatus == 0, "\(text)")
+    #expect(text.contains("interrupted (no --checkpoint was given, so progress is not saved)"), "\(text)")
+  }
+}
