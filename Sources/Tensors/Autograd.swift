@@ -22,7 +22,7 @@ extension Tensor {
   static func record(
     _ result: Tensor, inputs: [Tensor], backward: @escaping (Tensor) -> [Tensor?]
   ) -> Tensor {
-    if inputs.contains(where: { $0.isDifferentiable }) {
+    if inputs.contains(where: { $0.isDifferentiable }) && !GradientRecording.isPaused {
       result.node = GradientNode(inputs: inputs, backward: backward)
     }
     return result
@@ -102,5 +102,19 @@ extension Tensor {
     let a = storage.base, b = other.storage.base, out = result.storage.base
     for index in 0..<count { out[index] = a[index] + b[index] }
     return result
+  }
+}
+
+/// Turns graph recording off for a piece of code, as PyTorch's `torch.no_grad()`:
+/// operations inside make plain tensors, so evaluation keeps no graph and no activations.
+public enum GradientRecording {
+  @TaskLocal static var paused = false
+
+  /// Whether recording is off for the calling code.
+  public static var isPaused: Bool { paused }
+
+  /// Runs `body` without recording operations for backward.
+  public static func withoutRecording<Result>(_ body: () throws -> Result) rethrows -> Result {
+    try $paused.withValue(true, operation: body)
   }
 }

@@ -270,13 +270,17 @@ public final class Trainer {
   public func evaluate(_ dataset: some Dataset) -> (loss: Float, accuracy: Float?) {
     model.setTraining(false)
     defer { model.setTraining(true) }
+    return GradientRecording.withoutRecording { evaluateWithoutGraph(dataset) }
+  }
+
+  func evaluateWithoutGraph(_ dataset: some Dataset) -> (loss: Float, accuracy: Float?) {
     var total: Double = 0, items = 0, correct = 0
     var start = 0
     while start < dataset.count {
       let end = min(start + plan.microBatch, dataset.count)
       let batch = dataset.batch(at: Array(start..<end))
-      let output = model(batch.inputs.detached())
-      total += Double(loss(output.detached(), batch.targets, reduction: .sum).scalarValue)
+      let output = model(batch.inputs)
+      total += Double(loss(output, batch.targets, reduction: .sum).scalarValue)
       items += loss.itemCount(targets: batch.targets)
       if case .crossEntropy = loss.kind {
         let classes = output.shape[1]

@@ -92,3 +92,15 @@ struct TensorTests {
     #expect(abs(mean) < 0.03 && abs(variance - 1) < 0.05)
   }
 }
+
+@Suite("Gradient recording")
+struct GradientRecordingTests {
+  @Test func withoutRecordingMakesPlainTensors() {
+    let w = Tensor([1, 2], shape: [2], requiresGradient: true)
+    let inside = GradientRecording.withoutRecording { (w * w).exp().sum() }
+    #expect(!inside.isDifferentiable)
+    #expect(abs(inside.scalarValue - 57.316_788) < 1e-3)  // e¹ + e⁴
+    #expect(!GradientRecording.isPaused)
+    #expect((w * w).isDifferentiable)
+  }
+}
