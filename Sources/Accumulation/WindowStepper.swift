@@ -205,3 +205,51 @@ public struct PersistentMemory: Sendable, Equatable {
     }
   }
 }
+
+/// What to do when a window's loss or accumulated gradient is not finite.
+public enum NonFinitePolicy: String, Sendable, CaseIterable {
+  /// Stop the run (after writing a checkpoint, when one is configured).
+  case stop
+  /// Skip the window: no parameter changes, no optimizer step, and go on.
+  case skip
+}
+
+/// A NaN or infinite loss or gradient found before an optimizer step.
+public struct NonFiniteValue: Error, Equatable, Sendable, CustomStringConvertible {
+  /// The optimizer step it would have been (1-based).
+  public var step: Int
+  /// The epoch (1-based).
+  public var epoch: Int
+  /// `loss`, or the name of the first parameter whose gradient has a non-finite element.
+  public var location: String
+  /// The offending value.
+  public var value: Float
+
+  public var description: String {
+    location == "loss"
+      ? "step \(step) (epoch \(epoch)): the window's loss is \(value); no parameter was changed"
+      : "step \(step) (epoch \(epoch)): the gradient of \(location) holds \(value); no parameter was changed"
+  }
+}
+
+extension WindowStepper {
+  /// The first non-finite value among the window's loss and the accumulated gradients, in
+  /// parameter order, or `nil` when all are finite. `epoch` is used in the report.
+  public func nonFiniteValue(windowLoss: Double, epoch: Int) -> NonFiniteValue? {
+    if !windowLoss.isFinite {
+      return NonFiniteValue(step: stepCount + 1, epoch: epoch, location: "loss", value: Float(windowLoss))
+    }
+    for (name, parameter) in model.namedParameters {
+      guard let gradient = parameter.gradient, gradient.hasElements else { continue }
+      if let bad = gradient.buffer.first(where: { !$0.isFinite }) {
+        return NonFiniteValue(step: stepCount + 1, epoch: epoch, location: name, value: bad)
+      }
+    }
+    return nil
+  }
+
+  /// Drops the window's accumulated gradients without stepping.
+  public func discardWindow() {
+    optimizer.zeroGradients(model.parameters)
+  }
+}

@@ -31,6 +31,9 @@ public struct TrainerOptions {
   public var checkpointPath: String?
   /// Optimizer steps between checkpoints (with ``checkpointPath``).
   public var checkpointEvery = 100
+  /// What to do when a window's loss or gradient is NaN or infinite: stop (the default)
+  /// or skip the window. Either way no parameter changes for that window.
+  public var onNonFinite: NonFinitePolicy = .stop
 
   public init() {}
 }
@@ -229,6 +232,24 @@ public final class Trainer {
           if stopFlag.isSet && progress.microIndex < progress.windowSizes.count {
             try stop(dataset: dataset)
             return progress.report(epochs: epochs)
+          }
+        }
+        if let problem = stepper.nonFiniteValue(windowLoss: progress.windowLoss, epoch: progress.epoch + 1) {
+          stepper.discardWindow()
+          switch options.onNonFinite {
+          case .stop:
+            // The checkpoint resumes at the start of this window.
+            progress.windowSizes = []
+            progress.microIndex = 0
+            progress.windowLoss = 0
+            progress.windowPeak = 0
+            if let path = options.checkpointPath { try writeCheckpoint(path: path) }
+            throw .nonFinite(problem)
+          case .skip:
+            warn("skipped \(problem)")
+            log?.writeSkipEvent(problem)
+            progress.skipWindow()
+            continue
           }
         }
         let (learningRate, updatePeak) = TransientPeak.measure { stepper.finishWindow() }

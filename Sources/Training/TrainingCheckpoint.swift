@@ -29,7 +29,14 @@ extension Trainer {
       progress: progress, stepCount: stepper.stepCount, parameterSteps: optimizer.parameterStates.map { $0?.step },
       randomStates: model.randomStates, microBatch: plan.microBatch, correctionBytes: correctionBytes,
       targetBatch: targetBatch, seed: options.seed)
-    let json = String(decoding: try! JSONEncoder().encode(state), as: UTF8.self)
+    let encoder = JSONEncoder()
+    encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+    let json: String
+    do {
+      json = String(decoding: try encoder.encode(state), as: UTF8.self)
+    } catch {
+      throw .checkpoint("cannot encode the training progress for \(path): \(error)")
+    }
     var floats = model.namedState.map { ("model.\($0.name)", $0.tensor) }
     if progress.microIndex > 0 {
       for (name, parameter) in model.namedParameters {
@@ -45,6 +52,12 @@ extension Trainer {
     }
   }
 
+  static var checkpointDecoder: JSONDecoder {
+    let decoder = JSONDecoder()
+    decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+    return decoder
+  }
+
   /// Restores the state a checkpoint at `path` saved, so that ``fit(_:epochs:)`` continues
   /// where that run stopped.
   public func resume(from path: String) throws(TrainingError) {
@@ -55,7 +68,7 @@ extension Trainer {
       throw .checkpoint(error.description)
     }
     guard let json = file.metadata["gradaccum.progress"],
-      let state = try? JSONDecoder().decode(CheckpointState.self, from: Data(json.utf8))
+      let state = try? Self.checkpointDecoder.decode(CheckpointState.self, from: Data(json.utf8))
     else {
       throw .checkpoint(
         "\(path) is not a GradAccum checkpoint (no gradaccum.progress metadata); to start from weights alone, use --init"

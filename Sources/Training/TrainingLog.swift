@@ -42,6 +42,13 @@ public final class TrainingLog {
         + "\"new_micro_batch\":\(newMicroBatch)}")
   }
 
+  /// Appends a skipped-window event (`"event": "skipped_step"`).
+  public func writeSkipEvent(_ value: NonFiniteValue) {
+    line(
+      "{\"event\":\"skipped_step\",\"epoch\":\(value.epoch),\"step\":\(value.step),"
+        + "\"location\":\"\(value.location)\",\"budget_bytes\":\(budgetBytes.map(String.init) ?? "null")}")
+  }
+
   /// Appends the summary.
   public func write(_ report: TrainingReport) {
     let losses = report.epochLosses.map(Self.number).joined(separator: ",")

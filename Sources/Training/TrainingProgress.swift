@@ -24,6 +24,7 @@ struct TrainingProgress: Codable, Equatable {
   var samplesSeen = 0
   var maxPeakBytes = 0
   var violations = 0
+  var skippedSteps = 0
   /// Wall-clock seconds of training so far.
   var seconds: Double = 0
   var interrupted = false
@@ -34,6 +35,14 @@ struct TrainingProgress: Codable, Equatable {
     samplesSeen += record.samples
     steps += 1
     maxPeakBytes = max(maxPeakBytes, record.peakBytes)
+    window += 1
+    windowSizes = []
+    microIndex = 0
+  }
+
+  /// Moves past a window that was skipped (no optimizer step).
+  mutating func skipWindow() {
+    skippedSteps += 1
     window += 1
     windowSizes = []
     microIndex = 0
@@ -53,6 +62,6 @@ struct TrainingProgress: Codable, Equatable {
   func report(epochs: Int) -> TrainingReport {
     TrainingReport(
       epochLosses: epochLosses, steps: steps, samplesPerSecond: seconds > 0 ? Double(samplesSeen) / seconds : 0,
-      maxPeakBytes: maxPeakBytes, budgetViolations: violations, interrupted: interrupted)
+      maxPeakBytes: maxPeakBytes, budgetViolations: violations, interrupted: interrupted, skippedSteps: skippedSteps)
   }
 }

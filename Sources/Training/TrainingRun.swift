@@ -10,11 +10,13 @@ public enum TrainingError: Error, Equatable, Sendable, CustomStringConvertible {
   case logNotWritable(path: String)
   case invalidSetting(name: String, value: String, expected: String)
   case checkpoint(String)
+  case nonFinite(NonFiniteValue)
 
   public var description: String {
     switch self {
     case .logNotWritable(let path): "cannot write the training log \(path)"
     case .checkpoint(let message): message
+    case .nonFinite(let value): "non-finite values at \(value); lower the learning rate or check the data, and continue with --resume if a checkpoint was written"
     case .invalidSetting(let name, let value, let expected): "\(name) is \(value), expected \(expected)"
     }
   }
@@ -34,11 +36,14 @@ public struct TrainingReport: Sendable, Equatable {
   public var budgetViolations: Int
   /// Whether the run stopped early on request (after a checkpoint, if one was asked for).
   public var interrupted: Bool = false
+  /// Windows skipped because their loss or gradient was not finite.
+  public var skippedSteps: Int = 0
 
   public init(
     epochLosses: [Float], steps: Int, samplesPerSecond: Double, maxPeakBytes: Int, budgetViolations: Int,
-    interrupted: Bool = false
+    interrupted: Bool = false, skippedSteps: Int = 0
   ) {
+    self.skippedSteps = skippedSteps
     self.epochLosses = epochLosses
     self.steps = steps
     self.samplesPerSecond = samplesPerSecond

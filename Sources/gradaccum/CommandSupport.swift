@@ -40,6 +40,8 @@ enum LossChoice: String, ExpressibleByArgument, CaseIterable {
   }
 }
 
+extension NonFinitePolicy: ExpressibleByArgument {}
+
 /// The optimizer named on the command line.
 enum OptimizerChoice: String, ExpressibleByArgument, CaseIterable {
   case sgd, adam, adamw

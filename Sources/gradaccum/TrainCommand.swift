@@ -72,6 +72,9 @@ struct TrainCommand: ParsableCommand {
   @Option(help: "Automatic mode: continue the run saved in this checkpoint.")
   var resume: String?
 
+  @Option(help: "Automatic mode: on a NaN or infinite loss or gradient, stop (with a checkpoint) or skip the window.")
+  var onNonfinite: NonFinitePolicy = .stop
+
   @Flag(help: "Print nothing but errors.")
   var quiet = false
 
@@ -174,6 +177,7 @@ struct TrainCommand: ParsableCommand {
     options.inputShape = dataset.sampleShape
     options.checkpointPath = checkpoint
     options.checkpointEvery = checkpointEvery
+    options.onNonFinite = onNonfinite
     let trainer = try userFacing {
       try Trainer(
         model: model, optimizer: optimizer, loss: loss, targetBatch: targetBatch, memoryBudget: budget, options: options

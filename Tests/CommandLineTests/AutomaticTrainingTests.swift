@@ -156,3 +156,23 @@ struct ProgressTests {
     #expect(text.contains("interrupted (no --checkpoint was given, so progress is not saved)"), "\(text)")
   }
 }
+
+@Suite("gradaccum train, non-finite values")
+struct NonFiniteCommandTests {
+  @Test func stopIsOneLineAndSkipGoesOn() throws {
+    let directory = try CommandRunner.temporaryDirectory()
+    let data = directory.appendingPathComponent("article.csv")
+    _ = try writeArticleData(to: data, count: 200)
+    let arguments = [
+      "train", "--data", data.path, "--model", "linear(2,8) relu linear(8,1)", "--loss", "mse", "--optimizer", "sgd",
+      "--lr", "1e6", "--epochs", "5", "--target-batch", "20", "--budget", "1MB", "--quiet",
+    ]
+    let stopped = try CommandRunner.run(arguments)
+    #expect(stopped.status != 0 && !stopped.crashed)
+    #expect(stopped.error.split(separator: "\n").count == 1, "\(stopped.error)")
+    #expect(stopped.error.contains("non-finite values at step"), "\(stopped.error)")
+    let skipped = try CommandRunner.run(arguments + ["--on-nonfinite", "skip"])
+    #expect(skipped.status == 0, "\(skipped.error)")
+    #expect(skipped.error.contains("warning: skipped step"), "\(skipped.error)")
+  }
+}

@@ -183,3 +183,49 @@ struct TrainerTests {
     expectClose(a.gradient!.values, [0.6, 0.8], relative: 1e-5)
   }
 }
+
+@Suite("Non-finite values")
+struct NonFiniteTests {
+  /// A regression whose learning rate makes it overflow within a few steps.
+  func divergingTrainer(_ policy: NonFinitePolicy, checkpoint: String? = nil) throws -> (Trainer, TensorDataset) {
+    let dataset = regressionData(count: 64, features: 3, seed: 1)
+    let model = try ModelSpecification(parsing: "linear(3,8) relu linear(8,1)").build(seed: 2)
+    var options = TrainerOptions()
+    options.shuffle = false
+    options.onNonFinite = policy
+    options.checkpointPath = checkpoint
+    let trainer = try Trainer(
+      model: model, optimizer: try SGD(learningRate: 1e6), loss: .meanSquaredError, targetBatch: 16, memoryBudget: .mb(4),
+      options: options)
+    return (trainer, dataset)
+  }
+
+  @Test func stopReportsTheStepAndLeavesParametersAsTheyWere() throws {
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("gradaccum-nan-\(UUID()).ckpt").path
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    let (trainer, dataset) = try divergingTrainer(.stop, checkpoint: path)
+    var lastGood: [[Float]] = trainer.model.parameters.map(\.values)
+    trainer.onStep = { _ in lastGood = trainer.model.parameters.map(\.values) }
+    do {
+      try trainer.fit(dataset, epochs: 50)
+      Issue.record("training with learning rate 1e6 did not diverge")
+    } catch {
+      guard case .nonFinite(let value) = error else { Issue.record("\(error)"); return }
+      #expect(value.step >= 2)
+      #expect(["loss", "0.weight", "0.bias", "2.weight", "2.bias"].contains(value.location))
+      #expect(error.description.contains("step \(value.step)"))
+      #expect(trainer.model.parameters.map(\.values) == lastGood)
+      #expect(FileManager.default.fileExists(atPath: path))
+    }
+  }
+
+  @Test func skipGoesOnWithoutChangingParametersOnBadWindows() throws {
+    let (trainer, dataset) = try divergingTrainer(.skip)
+    var warnings: [String] = []
+    trainer.onWarning = { warnings.append($0) }
+    let report = try trainer.fit(dataset, epochs: 5)
+    #expect(report.skippedSteps > 0)
+    #expect(report.steps + report.skippedSteps == 5 * 4)
+    #expect(warnings.contains { $0.hasPrefix("skipped step") })
+  }
+}

@@ -1,0 +1,2 @@
+// Declarations only; the definition comes from libFuzzer, linked by -sanitize=fuzzer.
+#include "CFuzzerDriver.h"
