@@ -176,3 +176,36 @@ struct NonFiniteCommandTests {
     #expect(skipped.error.contains("warning: skipped step"), "\(skipped.error)")
   }
 }
+
+@Suite("gradaccum train, killed while checkpointing")
+struct KilledRunTests {
+  @Test func aRunKilledWithSIGKILLResumesFromTheFileItLeft() throws {
+    let directory = try CommandRunner.temporaryDirectory()
+    let checkpoint = directory.appendingPathComponent("run.ckpt").path
+    let straight = directory.appendingPathComponent("straight.safetensors").path
+    let resumed = directory.appendingPathComponent("resumed.safetensors").path
+    let arguments = AutomaticTrainingTests.common + ["--epochs", "30", "--target-batch", "100", "--budget", "80KB", "--seed", "9", "--quiet"]
+    #expect(try CommandRunner.run(arguments + ["--save", straight]).status == 0)
+    for delay in [0.05, 0.3] {
+      try? FileManager.default.removeItem(atPath: checkpoint)
+      let process = Process()
+      process.executableURL = CommandRunner.executable
+      process.arguments = arguments + ["--checkpoint", checkpoint, "--checkpoint-every", "1"]
+      try process.run()
+      let deadline = Date().addingTimeInterval(60)
+      while !FileManager.default.fileExists(atPath: checkpoint) && Date() < deadline && process.isRunning {
+        Thread.sleep(forTimeInterval: 0.005)
+      }
+      Thread.sleep(forTimeInterval: delay)
+      kill(process.processIdentifier, SIGKILL)
+      process.waitUntilExit()
+      #expect(process.terminationReason == .uncaughtSignal)
+      // Whatever moment the kill hit, the file is a whole checkpoint.
+      _ = try SafetensorsFile.read(path: checkpoint)
+      let result = try CommandRunner.run(arguments + ["--resume", checkpoint, "--save", resumed])
+      #expect(result.status == 0, "\(result.error)")
+      let a = try SafetensorsFile.read(path: straight), b = try SafetensorsFile.read(path: resumed)
+      for name in a.names { #expect(try a.floatTensor(name).values == b.floatTensor(name).values, "\(name) differs") }
+    }
+  }
+}

@@ -229,3 +229,31 @@ struct NonFiniteTests {
     #expect(warnings.contains { $0.hasPrefix("skipped step") })
   }
 }
+
+@Suite("Leaks")
+struct LeakTests {
+  @Test func releasingATrainerReturnsItsMemory() throws {
+    let dataset = classificationData(count: 300, features: 16, classes: 5, seed: 1)
+    func run() throws {
+      let model = try ModelSpecification(parsing: "linear(16,256) relu linear(256,256) relu linear(256,5)").build(seed: 1)
+      let trainer = try Trainer(model: model, optimizer: try Adam(), loss: .crossEntropy, targetBatch: 64, memoryBudget: .mb(8))
+      try trainer.fit(dataset, epochs: 2)
+      _ = trainer.evaluate(dataset)
+    }
+    try run()  // one-time allocations (type metadata, caches) happen here
+    let counters = try MemoryStatistics.threadCounters()
+    let before = counters.netBytes
+    var during = 0
+    do {
+      let model = try ModelSpecification(parsing: "linear(16,256) relu linear(256,256) relu linear(256,5)").build(seed: 1)
+      let trainer = try Trainer(model: model, optimizer: try Adam(), loss: .crossEntropy, targetBatch: 64, memoryBudget: .mb(8))
+      try trainer.fit(dataset, epochs: 2)
+      during = counters.netBytes - before
+    }
+    try run()
+    let after = counters.netBytes - before
+    // The trainer held over 1 MiB (parameters, gradients, Adam's moments); all of it is back.
+    #expect(during > 1 << 20)
+    #expect(abs(after) <= during / 100, "after \(after) bytes, during \(during) bytes")
+  }
+}
