@@ -3,13 +3,14 @@
 
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-PACKAGES := libjemalloc-dev libopenblas-dev pkg-config
+PACKAGES := libjemalloc-dev libopenblas-dev pkg-config librsvg2-bin
 
 .PHONY: deps demo test build release bench bench-suites compare-pytorch format clean
 
-## Install jemalloc and OpenBLAS (Debian packages) when pkg-config does not find them.
+## Install jemalloc and OpenBLAS (Debian packages) when pkg-config does not find them, and
+## rsvg-convert (the chart test renders SVG to PNG with it).
 deps:
-	@if ! pkg-config --exists jemalloc openblas 2>/dev/null; then \
+	@if ! pkg-config --exists jemalloc openblas 2>/dev/null || ! command -v rsvg-convert >/dev/null; then \
 	  echo "Installing $(PACKAGES)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PACKAGES); \
 	fi

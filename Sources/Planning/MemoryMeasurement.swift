@@ -24,24 +24,28 @@ public struct MemoryMeasurement {
     self.sampleShape = sampleShape
   }
 
+  /// `samples` random samples with targets the loss accepts.
+  public func randomDataset(samples: Int) -> TensorDataset {
+    var generator = RandomGenerator(seed: UInt64(samples))
+    let inputs = Tensor(uniformShape: [samples] + sampleShape, low: -1, high: 1, generator: &generator)
+    let targets: Tensor
+    switch stepper.loss.kind {
+    case .crossEntropy:
+      targets = Tensor((0..<samples).map { Float($0 % max(classCount, 1)) }, shape: [samples])
+    case .binaryCrossEntropy:
+      targets = Tensor((0..<samples).map { Float($0 % 2) }, shape: [samples])
+    case .meanSquaredError:
+      targets = Tensor(
+        uniformShape: classCount == 1 ? [samples] : [samples, classCount], low: -1, high: 1, generator: &generator)
+    }
+    return TensorDataset(inputs: inputs, targets: targets)
+  }
+
   /// The measured peak (persistent bytes plus the jemalloc-measured transient peak) of one
   /// training step with a single micro-batch of `microBatch` random samples, after one
   /// warm-up step.
   public func peakBytes(microBatch: Int) -> Int {
-    var generator = RandomGenerator(seed: UInt64(microBatch))
-    let inputs = Tensor(uniformShape: [microBatch] + sampleShape, low: -1, high: 1, generator: &generator)
-    let targets: Tensor
-    switch stepper.loss.kind {
-    case .crossEntropy:
-      targets = Tensor((0..<microBatch).map { Float($0 % max(classCount, 1)) }, shape: [microBatch])
-    case .binaryCrossEntropy:
-      targets = Tensor((0..<microBatch).map { Float($0 % 2) }, shape: [microBatch])
-    case .meanSquaredError:
-      targets = Tensor(
-        uniformShape: classCount == 1 ? [microBatch] : [microBatch, classCount], low: -1, high: 1, generator: &generator
-      )
-    }
-    let dataset = TensorDataset(inputs: inputs, targets: targets)
+    let dataset = randomDataset(samples: microBatch)
     let window = [Array(0..<microBatch)]
     _ = stepper.step(window: window, of: dataset)
     return stepper.step(window: window, of: dataset).peakBytes

@@ -30,7 +30,8 @@ extension Trainer {
       randomStates: model.randomStates, microBatch: plan.microBatch, correctionBytes: correctionBytes,
       targetBatch: targetBatch, seed: options.seed)
     let encoder = JSONEncoder()
-    encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+    encoder.nonConformingFloatEncodingStrategy = .convertToString(
+      positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
     let json: String
     do {
       json = String(decoding: try encoder.encode(state), as: UTF8.self)
@@ -54,7 +55,8 @@ extension Trainer {
 
   static var checkpointDecoder: JSONDecoder {
     let decoder = JSONDecoder()
-    decoder.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+    decoder.nonConformingFloatDecodingStrategy = .convertFromString(
+      positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
     return decoder
   }
 

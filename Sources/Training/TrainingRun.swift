@@ -16,7 +16,8 @@ public enum TrainingError: Error, Equatable, Sendable, CustomStringConvertible {
     switch self {
     case .logNotWritable(let path): "cannot write the training log \(path)"
     case .checkpoint(let message): message
-    case .nonFinite(let value): "non-finite values at \(value); lower the learning rate or check the data, and continue with --resume if a checkpoint was written"
+    case .nonFinite(let value):
+      "non-finite values at \(value); lower the learning rate or check the data, and continue with --resume if a checkpoint was written"
     case .invalidSetting(let name, let value, let expected): "\(name) is \(value), expected \(expected)"
     }
   }

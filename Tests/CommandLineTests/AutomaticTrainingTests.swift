@@ -184,7 +184,10 @@ struct KilledRunTests {
     let checkpoint = directory.appendingPathComponent("run.ckpt").path
     let straight = directory.appendingPathComponent("straight.safetensors").path
     let resumed = directory.appendingPathComponent("resumed.safetensors").path
-    let arguments = AutomaticTrainingTests.common + ["--epochs", "30", "--target-batch", "100", "--budget", "80KB", "--seed", "9", "--quiet"]
+    let arguments =
+      AutomaticTrainingTests.common + [
+        "--epochs", "30", "--target-batch", "100", "--budget", "80KB", "--seed", "9", "--quiet",
+      ]
     #expect(try CommandRunner.run(arguments + ["--save", straight]).status == 0)
     for delay in [0.05, 0.3] {
       try? FileManager.default.removeItem(atPath: checkpoint)

@@ -195,7 +195,8 @@ struct NonFiniteTests {
     options.onNonFinite = policy
     options.checkpointPath = checkpoint
     let trainer = try Trainer(
-      model: model, optimizer: try SGD(learningRate: 1e6), loss: .meanSquaredError, targetBatch: 16, memoryBudget: .mb(4),
+      model: model, optimizer: try SGD(learningRate: 1e6), loss: .meanSquaredError, targetBatch: 16,
+      memoryBudget: .mb(4),
       options: options)
     return (trainer, dataset)
   }
@@ -235,8 +236,10 @@ struct LeakTests {
   @Test func releasingATrainerReturnsItsMemory() throws {
     let dataset = classificationData(count: 300, features: 16, classes: 5, seed: 1)
     func run() throws {
-      let model = try ModelSpecification(parsing: "linear(16,256) relu linear(256,256) relu linear(256,5)").build(seed: 1)
-      let trainer = try Trainer(model: model, optimizer: try Adam(), loss: .crossEntropy, targetBatch: 64, memoryBudget: .mb(8))
+      let model = try ModelSpecification(parsing: "linear(16,256) relu linear(256,256) relu linear(256,5)").build(
+        seed: 1)
+      let trainer = try Trainer(
+        model: model, optimizer: try Adam(), loss: .crossEntropy, targetBatch: 64, memoryBudget: .mb(8))
       try trainer.fit(dataset, epochs: 2)
       _ = trainer.evaluate(dataset)
     }
@@ -245,8 +248,10 @@ struct LeakTests {
     let before = counters.netBytes
     var during = 0
     do {
-      let model = try ModelSpecification(parsing: "linear(16,256) relu linear(256,256) relu linear(256,5)").build(seed: 1)
-      let trainer = try Trainer(model: model, optimizer: try Adam(), loss: .crossEntropy, targetBatch: 64, memoryBudget: .mb(8))
+      let model = try ModelSpecification(parsing: "linear(16,256) relu linear(256,256) relu linear(256,5)").build(
+        seed: 1)
+      let trainer = try Trainer(
+        model: model, optimizer: try Adam(), loss: .crossEntropy, targetBatch: 64, memoryBudget: .mb(8))
       try trainer.fit(dataset, epochs: 2)
       during = counters.netBytes - before
     }

@@ -1,0 +1,73 @@
+import Accumulation
+import DataLoading
+import Foundation
+import Memory
+import NeuralNetwork
+import Optimizers
+import Tensors
+
+/// Memory and speed of training across micro-batch sizes: for each size, the predicted and
+/// the measured peak of a training step, the samples per second of full training steps,
+/// and, for a target batch, the time of one optimizer step made of such micro-batches.
+public struct Sweep {
+  /// One micro-batch size's figures.
+  public struct Point: Sendable, Equatable {
+    public var microBatch: Int
+    public var predictedPeakBytes: Int
+    public var measuredPeakBytes: Int
+    /// Samples per second of training steps of one micro-batch (median of the repeats).
+    public var samplesPerSecond: Double
+    /// Seconds of one optimizer step of `targetBatch` samples in micro-batches of this
+    /// size (median of the repeats), when a target batch was given.
+    public var stepSeconds: Double?
+  }
+
+  public let estimator: MemoryEstimator
+  public let measurement: MemoryMeasurement
+
+  /// - Parameters: the shape-only `estimator` of the model, and a `measurement` with a real
+  ///   copy of it.
+  public init(estimator: MemoryEstimator, measurement: MemoryMeasurement) {
+    self.estimator = estimator
+    self.measurement = measurement
+  }
+
+  /// Measures one size. `repeat` timed runs (after one warm-up) give the medians.
+  public func point(microBatch: Int, targetBatch: Int?, repeat repeats: Int) -> Point {
+    let measured = measurement.peakBytes(microBatch: microBatch)
+    let stepper = measurement.stepper
+    let dataset = measurement.randomDataset(samples: max(microBatch, targetBatch ?? 0))
+    let single = [Array(0..<microBatch)]
+    _ = stepper.step(window: single, of: dataset)
+    var times: [Double] = []
+    for _ in 0..<max(1, repeats) {
+      let start = DispatchTime.now().uptimeNanoseconds
+      _ = stepper.step(window: single, of: dataset)
+      times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+    }
+    var stepSeconds: Double?
+    if let targetBatch {
+      var offset = 0
+      let window = Plan.balancedSizes(samples: targetBatch, microBatch: min(microBatch, targetBatch)).map { size in
+        defer { offset += size }
+        return Array(offset..<(offset + size))
+      }
+      var windowTimes: [Double] = []
+      for _ in 0..<max(1, repeats) {
+        let start = DispatchTime.now().uptimeNanoseconds
+        _ = stepper.step(window: window, of: dataset)
+        windowTimes.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+      }
+      stepSeconds = Self.median(windowTimes)
+    }
+    return Point(
+      microBatch: microBatch, predictedPeakBytes: estimator.estimate(microBatch: microBatch).peakBytes,
+      measuredPeakBytes: measured, samplesPerSecond: Double(microBatch) / Self.median(times), stepSeconds: stepSeconds)
+  }
+
+  static func median(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    return sorted.count % 2 == 1
+      ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+  }
+}

@@ -1,0 +1,129 @@
+import ArgumentParser
+import Foundation
+import GradAccum
+
+struct BenchCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "bench",
+    abstract: "Measure memory and throughput of training across micro-batch sizes.",
+    discussion: """
+      For each micro-batch size: the predicted and the jemalloc-measured peak of a training \
+      step, samples per second of training steps (median of --repeat runs) and, with \
+      --target-batch, the time of one optimizer step. With --budget the table marks what \
+      fits, and with --budget and --target-batch the planner's choice. --csv and --svg \
+      write the figures and a chart.
+      """)
+
+  @OptionGroup var modelOptions: ModelOptions
+
+  @Option(help: "Loss: mse, cross-entropy or bce.")
+  var loss: LossChoice = .crossEntropy
+
+  @Option(help: "Micro-batch sizes, comma-separated (default: powers of two up to 256, or to the target batch).")
+  var microBatches: String?
+
+  @Option(help: "Memory budget to mark: 64MB, 64MiB, 1.5GB or bytes.")
+  var budget: String?
+
+  @Option(help: "Samples per optimizer step, for step times (and, with --budget, the planner's choice).")
+  var targetBatch: Int?
+
+  @Option(help: "Write the table as CSV to this file.")
+  var csv: String?
+
+  @Option(help: "Write a chart of throughput and memory against micro-batch to this SVG file.")
+  var svg: String?
+
+  @Option(help: "Timed runs per size (their median is reported).")
+  var `repeat`: Int = 5
+
+  func validate() throws {
+    guard modelOptions.inputShape != nil else {
+      throw UsageError("--input-shape is required for bench: the shape of one sample, such as 784 or 1x28x28")
+    }
+    guard `repeat` >= 1 else { throw UsageError("--repeat is \(`repeat`), expected an integer ≥ 1") }
+    if let targetBatch, targetBatch < 1 {
+      throw UsageError("--target-batch is \(targetBatch), expected an integer ≥ 1")
+    }
+    if let microBatches { _ = try parseSizes(microBatches) }
+  }
+
+  func parseSizes(_ text: String) throws -> [Int] {
+    let sizes = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+    guard !sizes.isEmpty, sizes.allSatisfy({ ($0 ?? 0) >= 1 }) else {
+      throw UsageError("--micro-batches \"\(text)\" is not a list of positive integers such as 1,2,4,8")
+    }
+    return sizes.map { $0! }
+  }
+
+  func run() throws {
+    try userFacing { try MemoryStatistics.verifyJemallocIsTheAllocator() }
+    let specification = try modelOptions.parsedModel()
+    let inputShape = try parseShape(modelOptions.inputShape!, option: "--input-shape")
+    let budget = try budget.map { text in try userFacing { try MemoryBudget(parsing: text) } }
+    let shapeModel = ShapeTracing.run(AllocationTrace()) { specification.build(seed: 0) }
+    let outputShape = try userFacing { try shapeModel.outputShape(forInput: inputShape) }
+    let estimator = try userFacing {
+      try MemoryEstimator(
+        model: shapeModel, sampleShape: inputShape, targetShape: loss.loss.targetShape(outputShape: outputShape),
+        loss: loss.loss, optimizer: try modelOptions.makeOptimizer())
+    }
+    var chosen: Int?
+    if let budget, let targetBatch {
+      chosen = try userFacing {
+        try Planner.plan(
+          estimator: estimator, targetBatch: targetBatch, budget: budget, layerNames: specification.layers.map(\.text)
+        ).microBatch
+      }
+    }
+    var sizes =
+      try microBatches.map(parseSizes) ?? Array(sequence(first: 1) { $0 * 2 }.prefix { $0 <= (targetBatch ?? 256) })
+    if let chosen, !sizes.contains(chosen) { sizes.append(chosen) }
+    sizes = Array(Set(sizes)).sorted()
+    let measurement = try userFacing {
+      try MemoryMeasurement(
+        model: specification.build(seed: 0), optimizer: try modelOptions.makeOptimizer(), loss: loss.loss,
+        sampleShape: inputShape)
+    }
+    let sweep = Sweep(estimator: estimator, measurement: measurement)
+    print("model   \(specification)  (input \(inputShape.map(String.init).joined(separator: "x")), \(loss.rawValue))")
+    if let budget { print("budget  \(budget) (\(budget.bytes) bytes)") }
+    print("")
+    print("micro-batch   predicted peak   measured peak    samples/s   step seconds   note")
+    var points: [Sweep.Point] = []
+    for size in sizes {
+      let point = sweep.point(microBatch: size, targetBatch: targetBatch, repeat: `repeat`)
+      points.append(point)
+      var notes: [String] = []
+      if let budget { notes.append(point.measuredPeakBytes <= budget.bytes ? "fits" : "over budget") }
+      if size == chosen { notes.append("planned") }
+      print(
+        String(
+          format: "%11d   %14d   %13d   %10.0f   %12@   %@", size, point.predictedPeakBytes, point.measuredPeakBytes,
+          point.samplesPerSecond, point.stepSeconds.map { String(format: "%.5f", $0) } ?? "-",
+          notes.joined(separator: ", ")))
+    }
+    if let csv {
+      var lines = ["micro_batch,predicted_peak_bytes,measured_peak_bytes,samples_per_second,step_seconds"]
+      for point in points {
+        lines.append(
+          "\(point.microBatch),\(point.predictedPeakBytes),\(point.measuredPeakBytes),\(String(format: "%.3f", point.samplesPerSecond)),\(point.stepSeconds.map { String(format: "%.6f", $0) } ?? "")"
+        )
+      }
+      try write(lines.joined(separator: "\n") + "\n", to: csv)
+    }
+    if let svg {
+      let chart = SweepChart(
+        title: "\(specification)", points: points, budgetBytes: budget?.bytes, chosenMicroBatch: chosen)
+      try write(chart.svg(), to: svg)
+    }
+  }
+
+  func write(_ text: String, to path: String) throws {
+    do {
+      try Data(text.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+    } catch {
+      throw UsageError("cannot write \(path): \(error.localizedDescription)")
+    }
+  }
+}

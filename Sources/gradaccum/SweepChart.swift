@@ -1,0 +1,149 @@
+import Foundation
+import GradAccum
+
+/// An SVG chart of a sweep: throughput (left axis) and peak memory (right axis) against
+/// micro-batch on a log axis, with the budget as a horizontal line and the planner's choice
+/// as a vertical one.
+struct SweepChart {
+  let title: String
+  let points: [Sweep.Point]
+  let budgetBytes: Int?
+  let chosenMicroBatch: Int?
+
+  let width = 860.0, height = 500.0
+  let left = 90.0, right = 100.0, top = 50.0, bottom = 70.0
+
+  func svg() -> String {
+    let plotWidth = width - left - right, plotHeight = height - top - bottom
+    let sizes = points.map { Double($0.microBatch) }
+    let low = log2(sizes.min() ?? 1), high = max(log2(sizes.max() ?? 2), low + 1)
+    func x(_ m: Double) -> Double { left + (log2(m) - low) / (high - low) * plotWidth }
+    let maximumRate = niceCeiling(points.map(\.samplesPerSecond).max() ?? 1)
+    let mebibytes =
+      points.flatMap { [Double($0.measuredPeakBytes), Double($0.predictedPeakBytes)] } + [Double(budgetBytes ?? 0)]
+    let maximumMemory = niceCeiling((mebibytes.max() ?? 1) / 1_048_576)
+    func yRate(_ value: Double) -> Double { top + plotHeight * (1 - value / maximumRate) }
+    func yMemory(_ bytes: Double) -> Double { top + plotHeight * (1 - bytes / 1_048_576 / maximumMemory) }
+
+    var elements: [String] = []
+    elements.append("<rect x=\"0\" y=\"0\" width=\"\(width)\" height=\"\(height)\" fill=\"white\"/>")
+    elements.append(
+      text(width / 2, 22, "Throughput and peak memory against micro-batch", anchor: "middle", size: 15, weight: "bold"))
+    elements.append(text(width / 2, 40, title, anchor: "middle", size: 11, fill: "#555"))
+    // Grid and axes.
+    for tick in 0...5 {
+      let fraction = Double(tick) / 5
+      let y = top + plotHeight * (1 - fraction)
+      elements.append(line(left, y, left + plotWidth, y, stroke: "#e3e3e3"))
+      elements.append(text(left - 8, y + 4, format(maximumRate * fraction), anchor: "end", fill: "#1f5fbf"))
+      elements.append(
+        text(left + plotWidth + 8, y + 4, format(maximumMemory * fraction), anchor: "start", fill: "#c0561b"))
+    }
+    var lastLabel = -Double.infinity
+    for point in points {
+      let px = x(Double(point.microBatch))
+      elements.append(line(px, top + plotHeight, px, top + plotHeight + 5, stroke: "#444"))
+      // Labels closer than 30 px would overlap; the planned size is named in its annotation.
+      if px - lastLabel >= 30 {
+        elements.append(text(px, top + plotHeight + 20, "\(point.microBatch)", anchor: "middle"))
+        lastLabel = px
+      }
+    }
+    elements.append(line(left, top, left, top + plotHeight, stroke: "#444"))
+    elements.append(line(left + plotWidth, top, left + plotWidth, top + plotHeight, stroke: "#444"))
+    elements.append(line(left, top + plotHeight, left + plotWidth, top + plotHeight, stroke: "#444"))
+    elements.append(
+      text(left + plotWidth / 2, height - 22, "micro-batch (samples, log scale)", anchor: "middle", size: 13))
+    elements.append(rotated(24, top + plotHeight / 2, "throughput (samples/s)", fill: "#1f5fbf"))
+    elements.append(rotated(width - 24, top + plotHeight / 2, "peak memory (MiB)", fill: "#c0561b"))
+    // Budget and choice.
+    if let budgetBytes {
+      let y = yMemory(Double(budgetBytes))
+      elements.append(line(left, y, left + plotWidth, y, stroke: "#d62728", dash: "6 4", width: 1.5))
+      elements.append(
+        text(
+          left + plotWidth - 6, y - 6, "budget \(MemoryBudget.format(bytes: budgetBytes))", anchor: "end",
+          fill: "#d62728"))
+    }
+    if let chosenMicroBatch {
+      let px = x(Double(chosenMicroBatch))
+      elements.append(line(px, top, px, top + plotHeight, stroke: "#2ca02c", dash: "3 3", width: 1.5))
+      let onRight = px < left + plotWidth * 0.7
+      elements.append(
+        text(
+          onRight ? px + 6 : px - 6, top + 14, "planned micro-batch \(chosenMicroBatch)",
+          anchor: onRight ? "start" : "end", fill: "#2ca02c"))
+    }
+    // Series.
+    elements.append(polyline(points.map { (x(Double($0.microBatch)), yRate($0.samplesPerSecond)) }, stroke: "#1f5fbf"))
+    elements.append(
+      polyline(points.map { (x(Double($0.microBatch)), yMemory(Double($0.measuredPeakBytes))) }, stroke: "#c0561b"))
+    elements.append(
+      polyline(
+        points.map { (x(Double($0.microBatch)), yMemory(Double($0.predictedPeakBytes))) }, stroke: "#c0561b",
+        dash: "5 4"))
+    for point in points {
+      elements.append(circle(x(Double(point.microBatch)), yRate(point.samplesPerSecond), fill: "#1f5fbf"))
+      elements.append(circle(x(Double(point.microBatch)), yMemory(Double(point.measuredPeakBytes)), fill: "#c0561b"))
+    }
+    // Legend.
+    let legendX = left + 12, legendY = top + 12
+    elements.append(line(legendX, legendY, legendX + 24, legendY, stroke: "#1f5fbf", width: 2))
+    elements.append(text(legendX + 30, legendY + 4, "throughput"))
+    elements.append(line(legendX, legendY + 18, legendX + 24, legendY + 18, stroke: "#c0561b", width: 2))
+    elements.append(text(legendX + 30, legendY + 22, "measured peak"))
+    elements.append(line(legendX, legendY + 36, legendX + 24, legendY + 36, stroke: "#c0561b", dash: "5 4", width: 2))
+    elements.append(text(legendX + 30, legendY + 40, "predicted peak"))
+    return """
+      <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">
+      \(elements.joined(separator: "\n"))
+      </svg>
+
+      """
+  }
+
+  /// 1, 2 or 5 times a power of ten at or above `value`.
+  func niceCeiling(_ value: Double) -> Double {
+    guard value > 0 else { return 1 }
+    let power = pow(10, floor(log10(value)))
+    for step in [1.0, 2.0, 2.5, 5.0, 10.0] where step * power >= value * 1.05 { return step * power }
+    return 10 * power
+  }
+
+  func format(_ value: Double) -> String {
+    value >= 1000
+      ? String(format: "%.0f", value) : (value >= 10 ? String(format: "%.0f", value) : String(format: "%.2g", value))
+  }
+
+  func escape(_ text: String) -> String {
+    text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
+      .replacingOccurrences(of: ">", with: "&gt;")
+  }
+
+  func text(
+    _ x: Double, _ y: Double, _ content: String, anchor: String = "start", size: Int = 12, fill: String = "#222",
+    weight: String = "normal"
+  ) -> String {
+    "<text x=\"\(x)\" y=\"\(y)\" text-anchor=\"\(anchor)\" font-size=\"\(size)\" font-weight=\"\(weight)\" fill=\"\(fill)\">\(escape(content))</text>"
+  }
+
+  func rotated(_ x: Double, _ y: Double, _ content: String, fill: String) -> String {
+    "<text x=\"\(x)\" y=\"\(y)\" text-anchor=\"middle\" font-size=\"13\" fill=\"\(fill)\" transform=\"rotate(-90 \(x) \(y))\">\(escape(content))</text>"
+  }
+
+  func line(
+    _ x1: Double, _ y1: Double, _ x2: Double, _ y2: Double, stroke: String, dash: String? = nil, width: Double = 1
+  ) -> String {
+    "<line x1=\"\(x1)\" y1=\"\(y1)\" x2=\"\(x2)\" y2=\"\(y2)\" stroke=\"\(stroke)\" stroke-width=\"\(width)\"\(dash.map { " stroke-dasharray=\"\($0)\"" } ?? "")/>"
+  }
+
+  func polyline(_ points: [(Double, Double)], stroke: String, dash: String? = nil) -> String {
+    let coordinates = points.map { "\($0.0),\($0.1)" }.joined(separator: " ")
+    return
+      "<polyline points=\"\(coordinates)\" fill=\"none\" stroke=\"\(stroke)\" stroke-width=\"2\"\(dash.map { " stroke-dasharray=\"\($0)\"" } ?? "")/>"
+  }
+
+  func circle(_ x: Double, _ y: Double, fill: String) -> String {
+    "<circle cx=\"\(x)\" cy=\"\(y)\" r=\"3.5\" fill=\"\(fill)\"/>"
+  }
+}
