@@ -187,7 +187,11 @@ public final class Trainer {
     model.setTraining(true)
     let start = Date()
     let secondsBefore = progress.seconds
-    defer { progress.seconds = secondsBefore + Date().timeIntervalSince(start) }
+    /// The report so far, with the time of this call counted.
+    func report() -> TrainingReport {
+      progress.seconds = secondsBefore + Date().timeIntervalSince(start)
+      return progress.report(epochs: epochs)
+    }
     while progress.epoch < epochs {
       let order = DataLoader.sampleOrder(
         count: dataset.count, epoch: progress.epoch, shuffle: options.shuffle, seed: options.seed)
@@ -230,6 +234,7 @@ public final class Trainer {
               + (rest > 0 ? Plan.balancedSizes(samples: rest, microBatch: plan.microBatch) : [])
           }
           if stopFlag.isSet && progress.microIndex < progress.windowSizes.count {
+            _ = report()  // counts this call's time into what the checkpoint saves
             try stop(dataset: dataset)
             return progress.report(epochs: epochs)
           }
@@ -265,6 +270,7 @@ public final class Trainer {
           try writeCheckpoint(path: path)
         }
         if stopFlag.isSet {
+          _ = report()  // counts this call's time into what the checkpoint saves
           try stop(dataset: dataset)
           return progress.report(epochs: epochs)
         }
@@ -272,13 +278,10 @@ public final class Trainer {
       let epochLoss = progress.finishEpoch()
       onEpoch?(progress.epoch, epochLoss)
     }
-    var report = progress.report(epochs: epochs)
-    report.samplesPerSecond =
-      progress.seconds + Date().timeIntervalSince(start) - secondsBefore > 0
-      ? Double(progress.samplesSeen) / (progress.seconds + Date().timeIntervalSince(start)) : 0
+    let final = report()
     if let path = options.checkpointPath { try writeCheckpoint(path: path) }
-    log?.write(report)
-    return report
+    log?.write(final)
+    return final
   }
 
   func stop(dataset: some Dataset) throws(TrainingError) {
