@@ -44,6 +44,17 @@ public enum Planner {
       let middle = (low + high) / 2
       if fits(middle) { low = middle } else { high = middle }
     }
+    return makePlan(
+      estimator: estimator, targetBatch: targetBatch, budget: budget, datasetSize: datasetSize, layerNames: layerNames,
+      microBatch: low)
+  }
+
+  /// The plan for a given micro-batch (which the caller knows to fit), with its windows and
+  /// breakdown: for choosing a smaller micro-batch than the largest, such as the fastest.
+  public static func makePlan(
+    estimator: MemoryEstimator, targetBatch: Int, budget: MemoryBudget, datasetSize: Int? = nil,
+    layerNames: [String] = [], microBatch low: Int
+  ) -> Plan {
     let estimate = estimator.estimate(microBatch: low)
     var lastWindow: [Int]?
     if let datasetSize, datasetSize % targetBatch != 0 {

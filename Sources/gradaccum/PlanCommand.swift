@@ -28,6 +28,16 @@ struct PlanCommand: ParsableCommand {
   @Option(help: "Dataset size, to plan the epoch's last window.")
   var datasetSize: Int?
 
+  enum Objective: String, ExpressibleByArgument, CaseIterable {
+    case memory, throughput
+  }
+
+  @Option(
+    help:
+      "memory: the largest micro-batch that fits; throughput: the fastest of the micro-batches that fit (powers of two and the largest), by measured optimizer-step time."
+  )
+  var objective: Objective = .memory
+
   @Flag(help: "Also run real training steps and report predicted against measured peaks.")
   var measure = false
 
@@ -66,10 +76,27 @@ struct PlanCommand: ParsableCommand {
       try MemoryEstimator(
         model: model, sampleShape: inputShape, targetShape: targetShape, loss: loss.loss, optimizer: optimizer)
     }
-    let plan = try userFacing {
+    var plan = try userFacing {
       try Planner.plan(
         estimator: estimator, targetBatch: targetBatch, budget: budget, datasetSize: datasetSize,
         layerNames: specification.layers.map(\.text))
+    }
+    var candidates: [(microBatch: Int, stepSeconds: Double)] = []
+    if objective == .throughput {
+      let measurement = try userFacing {
+        try MemoryMeasurement(
+          model: specification.build(seed: 0), optimizer: try modelOptions.makeOptimizer(), loss: loss.loss,
+          sampleShape: inputShape)
+      }
+      let sweep = Sweep(estimator: estimator, measurement: measurement)
+      let sizes = Set(sequence(first: 1) { $0 * 2 }.prefix { $0 < plan.microBatch } + [plan.microBatch]).sorted()
+      for size in sizes {
+        candidates.append((size, sweep.point(microBatch: size, targetBatch: targetBatch, repeat: 3).stepSeconds!))
+      }
+      let fastest = candidates.min { $0.stepSeconds < $1.stepSeconds }!.microBatch
+      plan = Planner.makePlan(
+        estimator: estimator, targetBatch: targetBatch, budget: budget, datasetSize: datasetSize,
+        layerNames: specification.layers.map(\.text), microBatch: fastest)
     }
     var measurements: [(microBatch: Int, predicted: Int, measured: Int)] = []
     if measure {
@@ -83,13 +110,21 @@ struct PlanCommand: ParsableCommand {
       }
     }
     if json {
-      print(jsonObject(plan: plan, measurements: measurements))
+      print(jsonObject(plan: plan, measurements: measurements, candidates: candidates))
       return
     }
     print(
       "model   \(specification)  (input \(inputShape.map(String.init).joined(separator: "x")), \(loss.rawValue), \(optimizer.name))"
     )
     print(plan)
+    if !candidates.isEmpty {
+      print("")
+      print("objective: throughput (median optimizer-step time of \(targetBatch) samples, 3 runs)")
+      for (size, seconds) in candidates {
+        print(
+          String(format: "  micro-batch %6d   %9.5f s%@", size, seconds, size == plan.microBatch ? "   fastest" : ""))
+      }
+    }
     if !measurements.isEmpty {
       print("")
       print("micro-batch   predicted peak   measured peak   difference   within budget")
@@ -120,7 +155,10 @@ struct PlanCommand: ParsableCommand {
     return sizes.sorted()
   }
 
-  func jsonObject(plan: Plan, measurements: [(microBatch: Int, predicted: Int, measured: Int)]) -> String {
+  func jsonObject(
+    plan: Plan, measurements: [(microBatch: Int, predicted: Int, measured: Int)],
+    candidates: [(microBatch: Int, stepSeconds: Double)]
+  ) -> String {
     var object: [String: Any] = [
       "target_batch": plan.targetBatch,
       "micro_batch": plan.microBatch,
@@ -137,6 +175,12 @@ struct PlanCommand: ParsableCommand {
       "headroom_bytes": plan.headroomBytes,
       "layers": plan.layerActivations.map { ["position": $0.position, "name": $0.name, "activation_bytes": $0.bytes] },
     ]
+    object["objective"] = objective.rawValue
+    if !candidates.isEmpty {
+      object["candidates"] = candidates.map {
+        ["micro_batch": $0.microBatch, "step_seconds": $0.stepSeconds] as [String: Any]
+      }
+    }
     if let last = plan.lastWindowSizes { object["last_window_sizes"] = last }
     if let size = plan.datasetSize { object["dataset_size"] = size }
     if measure {

@@ -90,3 +90,23 @@ struct PlanCommandTests {
     #expect(result.error.contains(message), "\(result.error)")
   }
 }
+
+@Suite("gradaccum plan --objective throughput")
+struct ThroughputObjectiveTests {
+  @Test func picksTheFastestMeasuredCandidate() throws {
+    let result = try CommandRunner.run([
+      "plan", "--model", "linear(64,128) relu linear(128,10)", "--input-shape", "64", "--target-batch", "64",
+      "--budget", "1MB", "--objective", "throughput", "--json",
+    ])
+    #expect(result.status == 0, "\(result.error)")
+    let object = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as! [String: Any]
+    #expect(object["objective"] as? String == "throughput")
+    let candidates = object["candidates"] as! [[String: Any]]
+    let sizes = candidates.map { $0["micro_batch"] as! Int }
+    #expect(sizes.first == 1 && sizes == sizes.sorted())
+    let fastest = candidates.min { ($0["step_seconds"] as! Double) < ($1["step_seconds"] as! Double) }!
+    #expect(object["micro_batch"] as? Int == fastest["micro_batch"] as? Int)
+    #expect((object["window_sizes"] as! [Int]).reduce(0, +) == 64)
+    #expect((object["predicted_peak_bytes"] as! Int) <= (object["budget_bytes"] as! Int))
+  }
+}
