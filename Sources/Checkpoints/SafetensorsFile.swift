@@ -26,8 +26,11 @@ public struct SafetensorsFile: Sendable {
 
   /// One tensor's header entry.
   public struct Entry: Sendable, Equatable {
+    /// The tensor's name.
     public let name: String
+    /// Its element type.
     public let dtype: DType
+    /// Its shape.
     public let shape: [Int]
     /// Byte range within the data section.
     public let dataRange: Range<Int>

@@ -12,6 +12,11 @@ public struct DataLoader: Sendable {
   /// Whether to drop a last batch smaller than `batchSize`.
   public let dropLast: Bool
 
+  /// - Parameters:
+  ///   - batchSize: samples per batch, ≥ 1.
+  ///   - shuffle: a new seeded order every epoch.
+  ///   - seed: the shuffle's seed.
+  ///   - dropLast: drop a last batch smaller than `batchSize`.
   public init(batchSize: Int, shuffle: Bool = false, seed: UInt64 = 0, dropLast: Bool = false) {
     precondition(batchSize >= 1, "batch size must be at least 1, got \(batchSize)")
     self.batchSize = batchSize

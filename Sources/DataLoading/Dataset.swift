@@ -23,6 +23,7 @@ public struct Batch {
   /// `[n]` (class labels or scalar targets) or `[n, …]`.
   public let targets: Tensor
 
+  /// A batch of `inputs` and `targets` with the same sample count.
   public init(inputs: Tensor, targets: Tensor) {
     precondition(
       inputs.shape.first == targets.shape.first,
@@ -43,6 +44,7 @@ public struct TensorDataset: Dataset {
   public let targets: Tensor
 
   /// - Precondition: both tensors have the same extent on their first axis.
+  /// A dataset of `inputs` `[N, …]` and `targets` `[N]` or `[N, …]`.
   public init(inputs: Tensor, targets: Tensor) {
     precondition(inputs.rank >= 1 && targets.rank >= 1, "datasets need a sample axis")
     precondition(

@@ -31,8 +31,11 @@ public struct ModelSpecification: Sendable, Equatable, CustomStringConvertible {
   public struct LayerSpecification: Sendable, Equatable {
     /// The layer as written.
     public let text: String
+    /// The layer's name in lower case (`linear`).
     public let name: String
+    /// Arguments without a name, in order.
     public let positional: [String]
+    /// `key=value` arguments.
     public let keywords: [String: String]
   }
 

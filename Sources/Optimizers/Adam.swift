@@ -16,10 +16,15 @@ import Tensors
 /// p ← p − (lr / (1 − β1ᵗ)) · m / (√v / √(1 − β2ᵗ) + ε)
 /// ```
 public class Adam: Optimizer {
+  /// Decay of the first-moment estimate.
   public let beta1: Float
+  /// Decay of the second-moment estimate.
   public let beta2: Float
+  /// Added to the denominator for stability.
   public let epsilon: Float
+  /// L2 penalty (Adam) or decoupled decay (AdamW).
   public let weightDecay: Float
+  /// Whether the running maximum of the second moment is used.
   public let amsgrad: Bool
 
   /// - Parameters:

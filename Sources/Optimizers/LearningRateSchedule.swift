@@ -12,13 +12,16 @@ public protocol LearningRateSchedule: Sendable {
 
 /// The base rate at every step.
 public struct ConstantLearningRate: LearningRateSchedule {
+  /// The constant schedule.
   public init() {}
   public func learningRate(atStep step: Int, baseLearningRate: Float) -> Float { baseLearningRate }
 }
 
 /// The base rate times `gamma` every `stepSize` steps, as `torch.optim.lr_scheduler.StepLR`.
 public struct StepDecay: LearningRateSchedule {
+  /// Optimizer steps between decays.
   public let stepSize: Int
+  /// The factor of each decay.
   public let gamma: Float
 
   /// - Parameters:
@@ -40,7 +43,9 @@ public struct StepDecay: LearningRateSchedule {
 /// `torch.optim.lr_scheduler.CosineAnnealingLR` in closed form
 /// (Loshchilov & Hutter, "SGDR: Stochastic Gradient Descent with Warm Restarts", 2017).
 public struct CosineAnnealing: LearningRateSchedule {
+  /// Steps from the base rate to the minimum (`T_max`).
   public let period: Int
+  /// The rate reached after `period` steps (`eta_min`).
   public let minimum: Float
 
   /// - Parameters:
@@ -63,8 +68,11 @@ public struct CosineAnnealing: LearningRateSchedule {
 /// A linear ramp from `startFactor` × the rate to the full rate over `steps` steps, then
 /// `schedule`, as `LinearLR` chained before another scheduler.
 public struct LinearWarmup: LearningRateSchedule {
+  /// Warm-up steps.
   public let steps: Int
+  /// The fraction of the rate at step 0.
   public let startFactor: Float
+  /// The schedule the warm-up scales and hands over to.
   public let schedule: any LearningRateSchedule
 
   /// - Parameters:

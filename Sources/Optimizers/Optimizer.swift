@@ -31,6 +31,7 @@ open class Optimizer {
     public var tensors: [(name: String, tensor: Tensor)]
     /// Updates applied to this parameter so far.
     public var step: Int
+    /// State with the given tensors and update count.
     public init(tensors: [(name: String, tensor: Tensor)] = [], step: Int = 0) {
       self.tensors = tensors
       self.step = step

@@ -12,9 +12,13 @@ import Tensors
 /// ```
 /// (Sutskever et al., "On the importance of initialization and momentum in deep learning", 2013.)
 public final class SGD: Optimizer {
+  /// The momentum factor; 0 for none.
   public let momentum: Float
+  /// Dampening of the momentum's new gradient.
   public let dampening: Float
+  /// L2 penalty added to the gradient.
   public let weightDecay: Float
+  /// Whether Nesterov momentum is used.
   public let nesterov: Bool
 
   /// - Parameters:
