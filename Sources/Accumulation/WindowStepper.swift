@@ -22,6 +22,9 @@ public struct StepRecord: Sendable, Equatable {
   public var peakBytes: Int
   /// The largest transient peak (jemalloc thread peak) of the step's micro-steps.
   public var transientPeakBytes: Int
+  /// Set when the window's loss or gradient was not finite and the stepper checks for it
+  /// (``WindowStepper/checksFiniteness``): then no optimizer step was taken.
+  public var nonFinite: NonFiniteValue?
 
   public init(
     step: Int, epoch: Int, samples: Int, loss: Float, learningRate: Float, microBatches: [Int], peakBytes: Int,
@@ -62,6 +65,9 @@ public final class WindowStepper {
   /// When set, the accumulated gradient is scaled down to this global L2 norm before each
   /// optimizer step (as `torch.nn.utils.clip_grad_norm_`).
   public var gradientClipNorm: Float?
+  /// Whether ``step(window:of:)`` checks the window's loss and gradients before stepping;
+  /// a non-finite value then discards the window (see ``StepRecord/nonFinite``).
+  public var checksFiniteness = false
 
   public init(
     model: any Layer, optimizer: Optimizer, loss: Loss,
@@ -160,6 +166,15 @@ public final class WindowStepper {
       }
       windowLoss += Double(scaledLoss)
       transientPeak = max(transientPeak, peak)
+    }
+    if checksFiniteness, let problem = nonFiniteValue(windowLoss: windowLoss, epoch: 0) {
+      discardWindow()
+      var record = StepRecord(
+        step: stepCount, epoch: 0, samples: sizes.reduce(0, +), loss: Float(windowLoss),
+        learningRate: optimizer.learningRate,
+        microBatches: sizes, peakBytes: persistentBytes() + transientPeak, transientPeakBytes: transientPeak)
+      record.nonFinite = problem
+      return record
     }
     let (learningRate, updatePeak) = TransientPeak.measure { finishWindow() }
     transientPeak = max(transientPeak, updatePeak)

@@ -62,6 +62,8 @@ public struct TrainingRun {
   public var seed: UInt64
   public var dropLast: Bool
   public var budgetBytes: Int?
+  /// What to do when a window's loss or gradient is not finite.
+  public var onNonFinite: NonFinitePolicy = .stop
 
   /// - Parameters:
   ///   - schedule: how windows and micro-batches are cut.
@@ -83,11 +85,14 @@ public struct TrainingRun {
 
   /// Runs every epoch with `stepper`, reporting each step to `log` and `onStep`, and each
   /// finished epoch's (1-based) number and mean loss to `onEpoch`.
+  /// - Throws: ``TrainingError/nonFinite(_:)`` when a window's loss or gradient is NaN or
+  ///   infinite and ``onNonFinite`` is `.stop` (no parameter changed for that window).
   public func run(
     _ dataset: some Dataset, stepper: WindowStepper, log: TrainingLog? = nil,
     onStep: (StepRecord) -> Void = { _ in }, onEpoch: (Int, Float) -> Void = { _, _ in }
-  ) -> TrainingReport {
+  ) throws(TrainingError) -> TrainingReport {
     stepper.model.setTraining(true)
+    stepper.checksFiniteness = true
     let start = Date()
     var report = TrainingReport(epochLosses: [], steps: 0, samplesPerSecond: 0, maxPeakBytes: 0, budgetViolations: 0)
     var samplesSeen = 0
@@ -103,6 +108,13 @@ public struct TrainingRun {
         }
         var record = stepper.step(window: microBatches, of: dataset)
         record.epoch = epoch + 1
+        if var problem = record.nonFinite {
+          problem.epoch = epoch + 1
+          guard onNonFinite == .skip else { throw .nonFinite(problem) }
+          report.skippedSteps += 1
+          log?.writeSkipEvent(problem)
+          continue
+        }
         lossTotal += Double(record.loss) * Double(record.samples)
         epochSamples += record.samples
         report.steps += 1

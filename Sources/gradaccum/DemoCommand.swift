@@ -120,7 +120,7 @@ enum ArticleExperiment {
     let stepper = WindowStepper(model: model, optimizer: try SGD(learningRate: 0.01), loss: .meanSquaredError)
     let run = TrainingRun(
       schedule: .fixed(microBatch: microBatch, accumulationCount: accumulationCount), epochs: 3, shuffle: false)
-    let report = run.run(dataset, stepper: stepper)
+    let report = try run.run(dataset, stepper: stepper)
     return (report, model.namedParameters.map { ($0.name, $0.tensor.values) })
   }
 }

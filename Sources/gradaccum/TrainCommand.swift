@@ -72,7 +72,8 @@ struct TrainCommand: ParsableCommand {
   @Option(help: "Automatic mode: continue the run saved in this checkpoint.")
   var resume: String?
 
-  @Option(help: "Automatic mode: on a NaN or infinite loss or gradient, stop (with a checkpoint) or skip the window.")
+  @Option(
+    help: "On a NaN or infinite loss or gradient: stop (with a checkpoint, in automatic mode) or skip the window.")
   var onNonfinite: NonFinitePolicy = .stop
 
   @Flag(help: "Print nothing but errors.")
@@ -130,7 +131,7 @@ struct TrainCommand: ParsableCommand {
         model: model, specification: specification, optimizer: optimizer, loss: loss, dataset: dataset,
         targetBatch: targetBatch, budget: budget, log: trainingLog)
     } else {
-      report = trainManually(
+      report = try trainManually(
         model: model, specification: specification, optimizer: optimizer, loss: loss, dataset: dataset, log: trainingLog
       )
     }
@@ -148,10 +149,10 @@ struct TrainCommand: ParsableCommand {
   func trainManually(
     model: Sequential, specification: ModelSpecification, optimizer: Optimizer, loss: Loss, dataset: TensorDataset,
     log: TrainingLog?
-  ) -> TrainingReport {
+  ) throws -> TrainingReport {
     let batch = batch!, accumulate = accumulate ?? 1
     let stepper = WindowStepper(model: model, optimizer: optimizer, loss: loss, gradientClipNorm: clipGradNorm)
-    let run = TrainingRun(
+    var run = TrainingRun(
       schedule: .fixed(microBatch: batch, accumulationCount: accumulate), epochs: epochs, shuffle: !noShuffle,
       seed: seed, dropLast: dropLast)
     if !quiet {
@@ -162,7 +163,15 @@ struct TrainCommand: ParsableCommand {
     let progress = ProgressDisplay(
       quiet: quiet, epochs: epochs,
       stepsPerEpoch: run.schedule.windows(sampleCount: dataset.count, dropLast: dropLast).count, budgetBytes: nil)
-    return run.run(dataset, stepper: stepper, log: log, onStep: progress.step, onEpoch: progress.epoch)
+    run.onNonFinite = onNonfinite
+    let report = try userFacing {
+      try run.run(dataset, stepper: stepper, log: log, onStep: progress.step, onEpoch: progress.epoch)
+    }
+    if report.skippedSteps > 0 && !quiet {
+      FileHandle.standardError.write(
+        Data("warning: skipped \(report.skippedSteps) steps with non-finite values\n".utf8))
+    }
+    return report
   }
 
   func trainAutomatically(

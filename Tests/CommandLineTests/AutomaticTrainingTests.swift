@@ -174,6 +174,17 @@ struct NonFiniteCommandTests {
     let skipped = try CommandRunner.run(arguments + ["--on-nonfinite", "skip"])
     #expect(skipped.status == 0, "\(skipped.error)")
     #expect(skipped.error.contains("warning: skipped step"), "\(skipped.error)")
+    // Manual mode checks too.
+    let manual =
+      arguments.filter { !["--target-batch", "20", "--budget", "1MB"].contains($0) } + [
+        "--batch", "10", "--accumulate", "2",
+      ]
+    let manualStopped = try CommandRunner.run(manual)
+    #expect(
+      manualStopped.status != 0 && manualStopped.error.contains("non-finite values at step"), "\(manualStopped.error)")
+    let manualSkipped = try CommandRunner.run(manual.filter { $0 != "--quiet" } + ["--on-nonfinite", "skip"])
+    #expect(manualSkipped.status == 0, "\(manualSkipped.error)")
+    #expect(manualSkipped.error.contains("steps with non-finite values"), "\(manualSkipped.error)")
   }
 }
 

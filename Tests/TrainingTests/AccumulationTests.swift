@@ -33,7 +33,7 @@ func train(
 ) throws -> (parameters: [[Float]], report: TrainingReport) {
   let model = try ModelSpecification(parsing: specification).build(seed: 3)
   let stepper = WindowStepper(model: model, optimizer: try optimizer(), loss: loss)
-  let report = TrainingRun(schedule: schedule, epochs: epochs, shuffle: false).run(dataset, stepper: stepper)
+  let report = try TrainingRun(schedule: schedule, epochs: epochs, shuffle: false).run(dataset, stepper: stepper)
   return (model.parameters.map(\.values), report)
 }
 
@@ -164,7 +164,7 @@ struct ReferenceTrainingTests {
       referenceOptimizer = .sgd(lr: 0.1, momentum: 0.8, dampening: 0, weightDecay: 0.01, nesterov: true)
     }
     let stepper = WindowStepper(model: model, optimizer: optimizer, loss: .crossEntropy)
-    let report = TrainingRun(
+    let report = try TrainingRun(
       schedule: .fixed(microBatch: microBatch, accumulationCount: accumulation), epochs: 3, shuffle: false
     )
     .run(dataset, stepper: stepper)
@@ -184,7 +184,7 @@ struct ReferenceTrainingTests {
     let stepper = WindowStepper(
       model: model, optimizer: try SGD(learningRate: 0.05, momentum: 0.9, dampening: 0.1, weightDecay: 0.01),
       loss: .meanSquaredError)
-    _ = TrainingRun(schedule: .fixed(microBatch: 6, accumulationCount: 3), epochs: 3, shuffle: false).run(
+    _ = try TrainingRun(schedule: .fixed(microBatch: 6, accumulationCount: 3), epochs: 3, shuffle: false).run(
       dataset, stepper: stepper)
     _ = reference.train(
       inputs: datasetRows(dataset), targets: dataset.targets.values.map(Double.init), loss: .mse,
@@ -198,8 +198,9 @@ struct ReferenceTrainingTests {
     func run(seed: UInt64) throws -> [[Float]] {
       let model = try ModelSpecification(parsing: "linear(4,4) relu dropout(0.2) linear(4,2)").build(seed: 1)
       let stepper = WindowStepper(model: model, optimizer: try Adam(), loss: .crossEntropy)
-      _ = TrainingRun(schedule: .fixed(microBatch: 8, accumulationCount: 2), epochs: 2, shuffle: true, seed: seed).run(
-        dataset, stepper: stepper)
+      _ = try TrainingRun(schedule: .fixed(microBatch: 8, accumulationCount: 2), epochs: 2, shuffle: true, seed: seed)
+        .run(
+          dataset, stepper: stepper)
       return model.parameters.map(\.values)
     }
     #expect(try run(seed: 5) == run(seed: 5))
@@ -213,7 +214,7 @@ struct ReferenceTrainingTests {
       model: model, optimizer: try SGD(learningRate: 0.1), loss: .meanSquaredError,
       learningRateSchedule: try StepDecay(stepSize: 2, gamma: 0.5))
     var rates: [Float] = []
-    _ = TrainingRun(schedule: .fixed(microBatch: 5, accumulationCount: 2), epochs: 1, shuffle: false)
+    _ = try TrainingRun(schedule: .fixed(microBatch: 5, accumulationCount: 2), epochs: 1, shuffle: false)
       .run(dataset, stepper: stepper) { rates.append($0.learningRate) }
     // 4 windows of 2 micro-batches: the schedule sees 4 steps, not 8.
     #expect(rates == [0.1, 0.1, 0.05, 0.05])
