@@ -82,7 +82,7 @@ struct BenchCommand: ParsableCommand {
     sizes = Array(Set(sizes)).sorted()
     let measurement = try userFacing {
       try MemoryMeasurement(
-        model: specification.build(seed: 0), optimizer: try modelOptions.makeOptimizer(), loss: loss.loss,
+        model: try buildModel(specification, seed: 0), optimizer: try modelOptions.makeOptimizer(), loss: loss.loss,
         sampleShape: inputShape)
     }
     let sweep = Sweep(estimator: estimator, measurement: measurement)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import GradAccum
 
 /// A problem with what the user asked for, printed as one line.
@@ -124,4 +125,19 @@ func checkCompatible(model: Sequential, loss: Loss, dataset: TensorDataset, path
   case .meanSquaredError:
     break
   }
+}
+
+/// Builds the model for real, after checking on a shape-only copy that its parameters fit
+/// in this machine's memory (so an absurd `linear(1000000,1000000)` is an error, not a
+/// failed allocation).
+func buildModel(_ specification: ModelSpecification, seed: UInt64) throws -> Sequential {
+  let shapeOnly = ShapeTracing.run(AllocationTrace()) { specification.build(seed: seed) }
+  let (bytes, overflow) = shapeOnly.parameterCount.multipliedReportingOverflow(by: MemoryLayout<Float>.stride)
+  let physical = Int(sysconf(Int32(_SC_PHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE)))
+  guard !overflow, bytes <= physical / 2 else {
+    throw UsageError(
+      "the model has \(shapeOnly.parameterCount) parameters (\(overflow ? "more than 2^63" : "\(bytes)") bytes), more than half of this machine's memory (\(physical) bytes)"
+    )
+  }
+  return specification.build(seed: seed)
 }

@@ -85,7 +85,7 @@ struct PlanCommand: ParsableCommand {
     if objective == .throughput {
       let measurement = try userFacing {
         try MemoryMeasurement(
-          model: specification.build(seed: 0), optimizer: try modelOptions.makeOptimizer(), loss: loss.loss,
+          model: try buildModel(specification, seed: 0), optimizer: try modelOptions.makeOptimizer(), loss: loss.loss,
           sampleShape: inputShape)
       }
       let sweep = Sweep(estimator: estimator, measurement: measurement)
@@ -100,7 +100,7 @@ struct PlanCommand: ParsableCommand {
     }
     var measurements: [(microBatch: Int, predicted: Int, measured: Int)] = []
     if measure {
-      let real = specification.build(seed: 0)
+      let real = try buildModel(specification, seed: 0)
       let measurement = try userFacing {
         try MemoryMeasurement(
           model: real, optimizer: try modelOptions.makeOptimizer(), loss: loss.loss, sampleShape: inputShape)

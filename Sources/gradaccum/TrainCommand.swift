@@ -121,7 +121,7 @@ struct TrainCommand: ParsableCommand {
     let dataset = try userFacing {
       try CSVReader.load(path: data, labelColumn: labelColumn, labelKind: loss.labelKind, inputShape: inputShape)
     }
-    let model = specification.build(seed: seed)
+    let model = try buildModel(specification, seed: seed)
     try checkCompatible(model: model, loss: loss, dataset: dataset, path: data)
     if let initial { try userFacing { try model.loadState(path: initial) } }
     let trainingLog = try log.map { path in try userFacing { try TrainingLog(path: path, budgetBytes: budget?.bytes) } }

@@ -144,6 +144,10 @@ struct BadInputTests {
     (train([], data: file("bigclass.csv", "a,b,l\n1,2,7\n")), "label 7 is not a class of a model with 3 outputs"),
     (train([], model: "linear(5,3)"), "linear(5,3) expects 5 input features per sample, got input shape [2]"),
     (train([], model: "linear(2,3"), "unbalanced parentheses"),
+    (
+      train([], model: "linear(2,1000000) relu linear(1000000,1000000) relu linear(1000000,3)"),
+      "more than half of this machine's memory"
+    ),
     (train([], model: "lstm(2,3)"), "unknown layer \"lstm\""),
     (train([], model: ""), "the model specification is empty"),
     (train(["--label-column", "zzz"]), "label column \"zzz\" not found"),
