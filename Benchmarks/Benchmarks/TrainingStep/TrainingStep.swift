@@ -7,7 +7,7 @@ import GradAccum
 let benchmarks: @Sendable () -> Void = {
   Benchmark.defaultConfiguration = .init(
     metrics: [.wallClock, .throughput, .mallocCountTotal], maxDuration: .seconds(3), maxIterations: 5000)
-  for microBatch in [1, 16, 64, 256] {
+  for microBatch in [1, 4, 16, 64, 256] {
     // Built once, so every sample measures steady-state steps (gradient buffers exist).
     let model = try! ModelSpecification(parsing: "linear(784,512) relu linear(512,512) relu linear(512,10)").build(
       seed: 1)
