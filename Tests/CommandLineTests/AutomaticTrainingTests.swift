@@ -44,7 +44,7 @@ struct AutomaticTrainingTests {
     (["--epochs", "1", "--target-batch", "0", "--budget", "1MB"], "--target-batch is 0"),
     (["--epochs", "1", "--target-batch", "64", "--budget", "64QB"], "unknown unit"),
     (["--epochs", "1", "--target-batch", "64", "--budget", "1KB"], "is too small: even a micro-batch of 1 needs"),
-    (["--epochs", "1", "--batch", "8", "--checkpoint", "/tmp/x"], "--checkpoint and --resume need automatic mode"),
+    (["--epochs", "1", "--batch", "8", "--checkpoint", "run.ckpt"], "--checkpoint and --resume need automatic mode"),
     (
       ["--epochs", "1", "--target-batch", "64", "--budget", "1MB", "--resume", "/nonexistent.ckpt"],
       "cannot read safetensors file /nonexistent.ckpt"
