@@ -90,3 +90,43 @@ struct GradientCheckTests {
     }
   }
 }
+
+@Suite("Finite-difference gradient checks: convolution and pooling")
+struct ConvolutionGradientTests {
+  @Test(arguments: [(1, 0, 1, true), (2, 1, 1, true), (1, 1, 2, false), (2, 2, 1, true)])
+  func convolution(stride: Int, padding: Int, dilation: Int, bias: Bool) {
+    let x = randomTensor([2, 2, 5, 6], seed: 5)
+    let w = randomTensor([3, 2, 3, 2], seed: 6)
+    let b = randomTensor([3], seed: 7)
+    checkGradients(of: bias ? [x, w, b] : [x, w]) {
+      Tensor.convolution2D($0[0], weight: $0[1], bias: bias ? $0[2] : nil, stride: stride, padding: padding, dilation: dilation)
+    }
+  }
+
+  @Test func convolutionMatchesTheDefinition() {
+    // One sample, one channel, a 3×3 input and a 2×2 kernel: each output is a dot product.
+    let x = Tensor((1...9).map(Float.init), shape: [1, 1, 3, 3])
+    let w = Tensor([1, 0, -1, 2], shape: [1, 1, 2, 2])
+    let y = Tensor.convolution2D(x, weight: w, bias: Tensor([0.5], shape: [1]))
+    // [1·1 + 2·0 − 4 + 2·5, …]
+    let expected: [Float] = [7.5, 9.5, 13.5, 15.5]  // 1 − 3 + 2·5 + 0.5, 2 − 4 + 2·6 + 0.5, …
+    #expect(y.values == expected)
+    let padded = Tensor.convolution2D(x, weight: Tensor([1], shape: [1, 1, 1, 1]), bias: nil, stride: 2, padding: 1)
+    #expect(padded.shape == [1, 1, 3, 3])
+    // Stride 2 with padding 1 samples positions −1, 1, 3 of each axis: only the centre is inside.
+    let centre: [Float] = [0, 0, 0, 0, 5, 0, 0, 0, 0]
+    #expect(padded.values == centre)
+  }
+
+  @Test func pooling() {
+    // Distinct values so that no finite-difference step changes which element is the maximum.
+    let x = Tensor((0..<72).map { Float(($0 * 37) % 72) / 10 }, shape: [2, 1, 6, 6])
+    checkGradients(of: [x], step: 1e-3) { $0[0].maxPooled2D(kernel: 2) }
+    checkGradients(of: [x], step: 1e-3) { $0[0].maxPooled2D(kernel: 3, stride: 2) }
+    checkGradients(of: [x]) { $0[0].averagePooled2D(kernel: 2) }
+    checkGradients(of: [x]) { $0[0].averagePooled2D(kernel: 3, stride: 1) }
+    let small = Tensor([1, 5, 2, 0, 3, 4, 8, 6, 7, 1, 2, 9, 0, 3, 4, 5], shape: [1, 1, 4, 4])
+    #expect(small.maxPooled2D(kernel: 2).values == [5, 8, 7, 9])
+    #expect(small.averagePooled2D(kernel: 2).values == [3.25, 4, 2.75, 5])
+  }
+}

@@ -1,0 +1,194 @@
+import CBLAS
+
+/// The geometry of a 2-D convolution or pooling window over NCHW tensors.
+public struct WindowGeometry: Sendable, Equatable {
+  public var kernelHeight: Int, kernelWidth: Int
+  public var stride: Int, padding: Int, dilation: Int
+
+  /// - Parameters: kernel extents, stride, zero padding and dilation, as PyTorch's.
+  public init(kernelHeight: Int, kernelWidth: Int, stride: Int = 1, padding: Int = 0, dilation: Int = 1) {
+    self.kernelHeight = kernelHeight
+    self.kernelWidth = kernelWidth
+    self.stride = stride
+    self.padding = padding
+    self.dilation = dilation
+  }
+
+  /// The output extent along an axis of extent `size`, or a value < 1 when the window does
+  /// not fit.
+  public func outputExtent(_ size: Int, kernel: Int) -> Int {
+    (size + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1
+  }
+}
+
+extension Tensor {
+  /// Unfolds one sample `[C, H, W]` (at `source`) into columns `[C·kh·kw, Ho·Wo]`.
+  static func im2col(
+    _ source: UnsafePointer<Float>, channels: Int, height: Int, width: Int, geometry g: WindowGeometry,
+    outputHeight: Int, outputWidth: Int, into columns: UnsafeMutablePointer<Float>
+  ) {
+    var row = 0
+    for c in 0..<channels {
+      for ky in 0..<g.kernelHeight {
+        for kx in 0..<g.kernelWidth {
+          let target = columns + row * outputHeight * outputWidth
+          for oy in 0..<outputHeight {
+            let y = oy * g.stride - g.padding + ky * g.dilation
+            for ox in 0..<outputWidth {
+              let x = ox * g.stride - g.padding + kx * g.dilation
+              target[oy * outputWidth + ox] =
+                (y >= 0 && y < height && x >= 0 && x < width) ? source[(c * height + y) * width + x] : 0
+            }
+          }
+          row += 1
+        }
+      }
+    }
+  }
+
+  /// Folds columns `[C·kh·kw, Ho·Wo]` back, adding into one sample's gradient `[C, H, W]`.
+  static func col2im(
+    _ columns: UnsafePointer<Float>, channels: Int, height: Int, width: Int, geometry g: WindowGeometry,
+    outputHeight: Int, outputWidth: Int, into target: UnsafeMutablePointer<Float>
+  ) {
+    var row = 0
+    for c in 0..<channels {
+      for ky in 0..<g.kernelHeight {
+        for kx in 0..<g.kernelWidth {
+          let source = columns + row * outputHeight * outputWidth
+          for oy in 0..<outputHeight {
+            let y = oy * g.stride - g.padding + ky * g.dilation
+            guard y >= 0 && y < height else { continue }
+            for ox in 0..<outputWidth {
+              let x = ox * g.stride - g.padding + kx * g.dilation
+              if x >= 0 && x < width { target[(c * height + y) * width + x] += source[oy * outputWidth + ox] }
+            }
+          }
+          row += 1
+        }
+      }
+    }
+  }
+
+  /// `C[m, n] (+)= op(A) · op(B)` on raw pointers, row-major, through `cblas_sgemm`; under
+  /// shape tracing only the product is recorded (for BLAS's workspace).
+  static func gemm(
+    _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int,
+    transposeA: Bool, transposeB: Bool, accumulate: Bool, computes: Bool
+  ) {
+    guard computes else {
+      ShapeTracing.current?.recordMatrixProduct(m: m, n: n, k: k)
+      return
+    }
+    cblas_sgemm(
+      CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans, Int32(m), Int32(n),
+      Int32(k), 1, a, Int32(transposeA ? m : k), b, Int32(transposeB ? k : n), accumulate ? 1 : 0, c, Int32(n))
+  }
+
+  /// A 2-D convolution of `input` `[N, C, H, W]` with `weight` `[O, C, kh, kw]` and an
+  /// optional `bias` `[O]`, as PyTorch's `conv2d` (groups = 1): each sample is unfolded
+  /// (im2col, one `[C·kh·kw, Ho·Wo]` workspace at a time) and multiplied by the weight with
+  /// `cblas_sgemm`. Backward recomputes the columns rather than keeping them.
+  public static func convolution2D(
+    _ input: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0, dilation: Int = 1
+  ) -> Tensor {
+    precondition(input.rank == 4 && weight.rank == 4 && input.shape[1] == weight.shape[1], "conv2d shapes \(input.shape), \(weight.shape)")
+    let (n, channels, height, width) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
+    let outputs = weight.shape[0]
+    let geometry = WindowGeometry(
+      kernelHeight: weight.shape[2], kernelWidth: weight.shape[3], stride: stride, padding: padding, dilation: dilation)
+    let outputHeight = geometry.outputExtent(height, kernel: geometry.kernelHeight)
+    let outputWidth = geometry.outputExtent(width, kernel: geometry.kernelWidth)
+    precondition(outputHeight >= 1 && outputWidth >= 1, "the conv2d window does not fit \(input.shape)")
+    let plane = outputHeight * outputWidth
+    let patch = channels * geometry.kernelHeight * geometry.kernelWidth
+    let result = Tensor(uninitializedShape: [n, outputs, outputHeight, outputWidth])
+    let computes = result.hasElements
+    do {
+      let columns = Tensor(uninitializedShape: [patch, plane])
+      for sample in 0..<n {
+        if computes {
+          im2col(
+            input.storage.base + sample * channels * height * width, channels: channels, height: height, width: width,
+            geometry: geometry, outputHeight: outputHeight, outputWidth: outputWidth, into: columns.storage.base)
+        }
+        let out = result.storage.base + sample * outputs * plane
+        gemm(
+          weight.storage.base, columns.storage.base, out, m: outputs, n: plane, k: patch, transposeA: false,
+          transposeB: false, accumulate: false, computes: computes)
+        if computes, let bias {
+          for o in 0..<outputs {
+            let value = bias.storage.base[o]
+            let row = out + o * plane
+            for i in 0..<plane { row[i] += value }
+          }
+        }
+        if !computes { break }  // one sample records the workspace and product
+      }
+    }
+    let x = input.detached(), w = weight.detached()
+    let inputs = [input, weight] + (bias.map { [$0] } ?? [])
+    return record(result, inputs: inputs) { g in
+      let computes = g.hasElements
+      let gradientInput = input.isDifferentiable ? Tensor(zeros: input.shape) : nil
+      let weightIsLeaf = weight.requiresGradient && weight.node == nil
+      var gradientWeight: Tensor? = nil
+      if weight.isDifferentiable {
+        if weightIsLeaf && weight.gradient != nil {
+          gradientWeight = computes ? weight.gradient : nil
+        } else {
+          gradientWeight = Tensor(zeros: weight.shape)
+        }
+      }
+      let columns = Tensor(uninitializedShape: [patch, plane])
+      let columnGradient = gradientInput != nil ? Tensor(uninitializedShape: [patch, plane]) : nil
+      for sample in 0..<n {
+        let gy = g.storage.base + sample * outputs * plane
+        if let gradientWeight {
+          if computes {
+            im2col(
+              x.storage.base + sample * channels * height * width, channels: channels, height: height, width: width,
+              geometry: geometry, outputHeight: outputHeight, outputWidth: outputWidth, into: columns.storage.base)
+          }
+          // dW += dY · colsᵀ
+          gemm(
+            gy, columns.storage.base, gradientWeight.storage.base, m: outputs, n: patch, k: plane, transposeA: false,
+            transposeB: true, accumulate: true, computes: computes && gradientWeight.hasElements)
+        } else if weightIsLeaf && !computes {
+          ShapeTracing.current?.recordMatrixProduct(m: outputs, n: patch, k: plane)
+        }
+        if let gradientInput, let columnGradient {
+          // dcols = Wᵀ · dY, folded back into dX.
+          gemm(
+            w.storage.base, gy, columnGradient.storage.base, m: patch, n: plane, k: outputs, transposeA: true,
+            transposeB: false, accumulate: false, computes: computes)
+          if computes {
+            col2im(
+              columnGradient.storage.base, channels: channels, height: height, width: width, geometry: geometry,
+              outputHeight: outputHeight, outputWidth: outputWidth,
+              into: gradientInput.storage.base + sample * channels * height * width)
+          }
+        }
+        if !computes { break }
+      }
+      var gradientBias: Tensor? = nil
+      if let bias, bias.isDifferentiable {
+        gradientBias = Tensor(zeros: [outputs])
+        if computes {
+          let gb = gradientBias!.storage.base
+          for sample in 0..<n {
+            for o in 0..<outputs {
+              let row = g.storage.base + (sample * outputs + o) * plane
+              var total: Float = 0
+              for i in 0..<plane { total += row[i] }
+              gb[o] += total
+            }
+          }
+        }
+      }
+      // A leaf weight's gradient was accumulated in place.
+      let weightResult: Tensor? = (weightIsLeaf && weight.gradient != nil) ? nil : gradientWeight
+      return [gradientInput, weightResult] + (bias != nil ? [gradientBias] : [])
+    }
+  }
+}
