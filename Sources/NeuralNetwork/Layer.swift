@@ -64,6 +64,8 @@ public enum ShapeError: Error, Equatable, Sendable, CustomStringConvertible {
   case rankMismatch(layer: String, expectedRank: Int, actual: [Int])
   /// A loss was given predictions and targets that do not match.
   case targetMismatch(loss: String, predicted: [Int], targets: [Int])
+  /// A convolution or pooling window does not fit the input.
+  case windowTooLarge(layer: String, actual: [Int])
 
   public var description: String {
     switch self {
@@ -73,6 +75,8 @@ public enum ShapeError: Error, Equatable, Sendable, CustomStringConvertible {
       "\(layer) expects a rank-\(expectedRank) input per sample, got shape \(actual)"
     case .targetMismatch(let loss, let predicted, let targets):
       "\(loss) cannot compare predictions of shape \(predicted) with targets of shape \(targets)"
+    case .windowTooLarge(let layer, let actual):
+      "\(layer): its window does not fit an input of shape \(actual)"
     }
   }
 }

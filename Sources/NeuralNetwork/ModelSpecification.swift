@@ -40,7 +40,10 @@ public struct ModelSpecification: Sendable, Equatable, CustomStringConvertible {
   }
 
   /// Layer names this parser knows.
-  public static let knownLayers = ["linear", "relu", "tanh", "sigmoid", "gelu", "flatten", "dropout"]
+  public static let knownLayers = [
+    "linear", "conv2d", "maxpool2d", "avgpool2d", "adaptiveavgpool2d", "relu", "tanh", "sigmoid", "gelu", "flatten",
+    "dropout",
+  ]
 
   /// The layers, in order.
   public let layers: [LayerSpecification]
@@ -167,6 +170,35 @@ public struct ModelSpecification: Sendable, Equatable, CustomStringConvertible {
       let output = try size(layer.positional[1], "out_features")
       let bias = try flag("bias", default: true)
       return allocate ? Linear(inputSize: input, outputSize: output, bias: bias, generator: &generator) : nil
+    case "conv2d":
+      try expectArguments(3...3, allowed: ["stride", "padding", "dilation", "bias"])
+      let input = try size(layer.positional[0], "in_channels")
+      let output = try size(layer.positional[1], "out_channels")
+      let kernel = try size(layer.positional[2], "kernel_size")
+      let stride = try size(layer.keywords["stride"] ?? "1", "stride")
+      let dilation = try size(layer.keywords["dilation"] ?? "1", "dilation")
+      guard let padding = Int((layer.keywords["padding"] ?? "0").trimmingWhitespace), padding >= 0, padding <= 1 << 20
+      else {
+        throw fail("padding must be a non-negative integer, got \"\(layer.keywords["padding"] ?? "")\"")
+      }
+      let bias = try flag("bias", default: true)
+      return allocate
+        ? Conv2d(
+          inputChannels: input, outputChannels: output, kernelSize: kernel, stride: stride, padding: padding,
+          dilation: dilation, bias: bias, generator: &generator) : nil
+    case "maxpool2d", "avgpool2d":
+      try expectArguments(1...2, allowed: ["stride"])
+      let kernel = try size(layer.positional[0], "kernel_size")
+      let strideText = layer.positional.count > 1 ? layer.positional[1] : layer.keywords["stride"]
+      let stride = try strideText.map { text throws(ModelSpecificationError) in try size(text, "stride") }
+      return allocate
+        ? Pool2d(layer.name == "maxpool2d" ? .maximum : .average, kernelSize: kernel, stride: stride) : nil
+    case "adaptiveavgpool2d":
+      try expectArguments(1...1, allowed: [])
+      guard layer.positional[0].trimmingWhitespace == "1" else {
+        throw fail("only an output size of 1 (global average) is supported, got \"\(layer.positional[0])\"")
+      }
+      return allocate ? GlobalAveragePool2d() : nil
     case "dropout":
       try expectArguments(0...1, allowed: ["p"])
       let text = layer.positional.first ?? layer.keywords["p"] ?? "0.5"

@@ -92,7 +92,9 @@ extension Tensor {
   public static func convolution2D(
     _ input: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0, dilation: Int = 1
   ) -> Tensor {
-    precondition(input.rank == 4 && weight.rank == 4 && input.shape[1] == weight.shape[1], "conv2d shapes \(input.shape), \(weight.shape)")
+    precondition(
+      input.rank == 4 && weight.rank == 4 && input.shape[1] == weight.shape[1],
+      "conv2d shapes \(input.shape), \(weight.shape)")
     let (n, channels, height, width) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
     let outputs = weight.shape[0]
     let geometry = WindowGeometry(
@@ -132,14 +134,17 @@ extension Tensor {
       let computes = g.hasElements
       let gradientInput = input.isDifferentiable ? Tensor(zeros: input.shape) : nil
       let weightIsLeaf = weight.requiresGradient && weight.node == nil
+      // A parameter's gradient is accumulated in place (under shape tracing it is assumed to
+      // exist, as in a prepared training step, so nothing is allocated for it).
       var gradientWeight: Tensor? = nil
       if weight.isDifferentiable {
-        if weightIsLeaf && weight.gradient != nil {
+        if weightIsLeaf && (weight.gradient != nil || !computes) {
           gradientWeight = computes ? weight.gradient : nil
         } else {
           gradientWeight = Tensor(zeros: weight.shape)
         }
       }
+      let accumulatesInPlace = weightIsLeaf && (weight.gradient != nil || !computes)
       let columns = Tensor(uninitializedShape: [patch, plane])
       let columnGradient = gradientInput != nil ? Tensor(uninitializedShape: [patch, plane]) : nil
       for sample in 0..<n {
@@ -187,7 +192,7 @@ extension Tensor {
         }
       }
       // A leaf weight's gradient was accumulated in place.
-      let weightResult: Tensor? = (weightIsLeaf && weight.gradient != nil) ? nil : gradientWeight
+      let weightResult: Tensor? = accumulatesInPlace ? nil : gradientWeight
       return [gradientInput, weightResult] + (bias != nil ? [gradientBias] : [])
     }
   }

@@ -64,7 +64,9 @@ extension Tensor {
             for ox in 0..<outputWidth {
               let share = gy[(plane * outputHeight + oy) * outputWidth + ox] * scale
               for ky in 0..<kernel {
-                for kx in 0..<kernel { dx[plane * height * width + (oy * stride + ky) * width + ox * stride + kx] += share }
+                for kx in 0..<kernel {
+                  dx[plane * height * width + (oy * stride + ky) * width + ox * stride + kx] += share
+                }
               }
             }
           }

@@ -134,3 +134,58 @@ struct ModelSpecificationTests {
     }
   }
 }
+
+@Suite("Convolutional layers")
+struct ConvolutionalLayerTests {
+  @Test func cnnSpecificationNamesAndShapes() throws {
+    let specification = try ModelSpecification(
+      parsing:
+        "conv2d(1,8,3,padding=1) relu maxpool2d(2) conv2d(8,4,3,stride=2,padding=1,bias=false) avgpool2d(2) flatten linear(4,10)"
+    )
+    let model = specification.build(seed: 1)
+    #expect(model.namedParameters.map(\.name) == ["0.weight", "0.bias", "3.weight", "6.weight", "6.bias"])
+    #expect(model.namedParameters.map(\.tensor.shape) == [[8, 1, 3, 3], [8], [4, 8, 3, 3], [10, 4], [10]])
+    #expect(try model.outputShape(forInput: [1, 8, 8]) == [10])
+    #expect(model(Tensor(zeros: [3, 1, 8, 8])).shape == [3, 10])
+    let global = try ModelSpecification(parsing: "conv2d(3,5,3) adaptiveavgpool2d(1) flatten").build(seed: 0)
+    #expect(try global.outputShape(forInput: [3, 7, 9]) == [5])
+    #expect(global(Tensor(zeros: [2, 3, 7, 9])).shape == [2, 5])
+  }
+
+  @Test func convolutionInitializationIsPyTorchsUniformBound() {
+    let layer = Conv2d(inputChannels: 4, outputChannels: 16, kernelSize: 3, seed: 2)
+    let bound = 1 / Float(36).squareRoot()
+    #expect(layer.weight.values.allSatisfy { abs($0) <= bound } && layer.bias!.values.allSatisfy { abs($0) <= bound })
+    #expect(layer.weight.values.map(abs).max()! > bound * 0.9)
+  }
+
+  @Test(arguments: [
+    ("conv2d(1,8)", "expected 3 positional arguments, got 2"),
+    ("conv2d(1,8,0)", "kernel_size must be a positive integer"),
+    ("conv2d(1,8,3,padding=-1)", "padding must be a non-negative integer"),
+    ("conv2d(1,8,3,groups=2)", "unknown argument \"groups\""),
+    ("maxpool2d()", "expected 1 to 2 positional arguments, got 0"),
+    ("adaptiveavgpool2d(2)", "only an output size of 1"),
+  ])
+  func rejectsMalformedLayers(text: String, message: String) {
+    do {
+      _ = try ModelSpecification(parsing: text)
+      Issue.record("\"\(text)\" parsed")
+    } catch {
+      #expect(error.description.contains(message), "\(error.description)")
+    }
+  }
+
+  @Test func windowsThatDoNotFitAreShapeErrors() throws {
+    let model = try ModelSpecification(parsing: "conv2d(1,2,5) maxpool2d(4)").build(seed: 0)
+    #expect(throws: ShapeError.windowTooLarge(layer: "conv2d(1,2,5)", actual: [1, 3, 3])) {
+      try model.outputShape(forInput: [1, 3, 3])
+    }
+    #expect(throws: ShapeError.windowTooLarge(layer: "maxpool2d(4)", actual: [2, 2, 2])) {
+      try model.outputShape(forInput: [1, 6, 6])
+    }
+    #expect(throws: ShapeError.featureMismatch(layer: "conv2d(1,2,5)", expected: 1, actual: [3, 8, 8])) {
+      try model.outputShape(forInput: [3, 8, 8])
+    }
+  }
+}

@@ -218,3 +218,30 @@ struct PlannerTests {
     #expect(elapsed < .seconds(2))
   }
 }
+
+@Suite("Prediction for convolutional networks")
+struct ConvolutionalPredictionTests {
+  @Test(arguments: [
+    ("conv2d(1,8,3,padding=1) relu maxpool2d(2) flatten linear(128,10)", [1, 8, 8], "adam"),
+    (
+      "conv2d(3,16,3,padding=1) relu conv2d(16,16,3,stride=2,padding=1) relu adaptiveavgpool2d(1) flatten linear(16,10)",
+      [3, 16, 16], "sgd-momentum"
+    ),
+    ("conv2d(1,4,3,bias=false) tanh avgpool2d(2) flatten linear(144,3)", [1, 14, 14], "adamw"),
+  ])
+  func predictionIsWithinTwoPercent(model text: String, shape: [Int], optimizer: String) throws {
+    let estimator = try MemoryEstimator(
+      model: try shapeOnlyModel(text), sampleShape: shape, loss: .crossEntropy, optimizer: makeOptimizer(optimizer))
+    let measurement = try MemoryMeasurement(
+      model: try ModelSpecification(parsing: text).build(seed: 0), optimizer: makeOptimizer(optimizer),
+      loss: .crossEntropy,
+      sampleShape: shape)
+    for m in [1, 5, 32, 128, 512] {
+      let predicted = estimator.estimate(microBatch: m).peakBytes
+      let measured = measurement.peakBytes(microBatch: m)
+      #expect(
+        abs(Double(predicted - measured)) / Double(measured) <= 0.02,
+        "\(text) m=\(m): predicted \(predicted), measured \(measured)")
+    }
+  }
+}

@@ -99,7 +99,8 @@ struct ConvolutionGradientTests {
     let w = randomTensor([3, 2, 3, 2], seed: 6)
     let b = randomTensor([3], seed: 7)
     checkGradients(of: bias ? [x, w, b] : [x, w]) {
-      Tensor.convolution2D($0[0], weight: $0[1], bias: bias ? $0[2] : nil, stride: stride, padding: padding, dilation: dilation)
+      Tensor.convolution2D(
+        $0[0], weight: $0[1], bias: bias ? $0[2] : nil, stride: stride, padding: padding, dilation: dilation)
     }
   }
 

@@ -1,0 +1,134 @@
+import Tensors
+
+/// A 2-D convolution over NCHW inputs, as PyTorch's `nn.Conv2d` (groups = 1).
+///
+/// `weight` is `[outputChannels, inputChannels, kernel, kernel]` and `bias` is
+/// `[outputChannels]`; initialization is PyTorch's default, uniform in `±1/√fanIn` with
+/// `fanIn = inputChannels · kernel²`, for both.
+public final class Conv2d: Layer, CustomStringConvertible {
+  /// `[outputChannels, inputChannels, kernel, kernel]`.
+  public let weight: Tensor
+  /// `[outputChannels]`, or `nil` without bias.
+  public let bias: Tensor?
+  public let stride: Int
+  public let padding: Int
+  public let dilation: Int
+
+  public var inputChannels: Int { weight.shape[1] }
+  public var outputChannels: Int { weight.shape[0] }
+  public var kernelSize: Int { weight.shape[2] }
+
+  /// A layer initialized from `generator`.
+  public init(
+    inputChannels: Int, outputChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0, dilation: Int = 1,
+    bias: Bool = true, generator: inout RandomGenerator
+  ) {
+    precondition(
+      inputChannels > 0 && outputChannels > 0 && kernelSize > 0 && stride > 0 && padding >= 0 && dilation > 0,
+      "invalid Conv2d configuration")
+    let bound = 1 / Float(inputChannels * kernelSize * kernelSize).squareRoot()
+    weight = Tensor(
+      uniformShape: [outputChannels, inputChannels, kernelSize, kernelSize], low: -bound, high: bound,
+      generator: &generator)
+    weight.requiresGradient = true
+    if bias {
+      let b = Tensor(uniformShape: [outputChannels], low: -bound, high: bound, generator: &generator)
+      b.requiresGradient = true
+      self.bias = b
+    } else {
+      self.bias = nil
+    }
+    self.stride = stride
+    self.padding = padding
+    self.dilation = dilation
+  }
+
+  /// A layer initialized from `seed`, or from the system's entropy when `seed` is `nil`.
+  public convenience init(
+    inputChannels: Int, outputChannels: Int, kernelSize: Int, stride: Int = 1, padding: Int = 0, dilation: Int = 1,
+    bias: Bool = true, seed: UInt64? = nil
+  ) {
+    var generator = RandomGenerator(seed: seed ?? UInt64.random(in: .min ... .max))
+    self.init(
+      inputChannels: inputChannels, outputChannels: outputChannels, kernelSize: kernelSize, stride: stride,
+      padding: padding, dilation: dilation, bias: bias, generator: &generator)
+  }
+
+  public func callAsFunction(_ input: Tensor) -> Tensor {
+    Tensor.convolution2D(input, weight: weight, bias: bias, stride: stride, padding: padding, dilation: dilation)
+  }
+
+  public func outputShape(forInput shape: [Int]) throws(ShapeError) -> [Int] {
+    guard shape.count == 3 else { throw .rankMismatch(layer: description, expectedRank: 3, actual: shape) }
+    guard shape[0] == inputChannels else {
+      throw .featureMismatch(layer: description, expected: inputChannels, actual: shape)
+    }
+    let geometry = WindowGeometry(
+      kernelHeight: kernelSize, kernelWidth: kernelSize, stride: stride, padding: padding, dilation: dilation)
+    let height = geometry.outputExtent(shape[1], kernel: kernelSize)
+    let width = geometry.outputExtent(shape[2], kernel: kernelSize)
+    guard height >= 1 && width >= 1 else { throw .windowTooLarge(layer: description, actual: shape) }
+    return [outputChannels, height, width]
+  }
+
+  public var namedParameters: [(name: String, tensor: Tensor)] {
+    [("weight", weight)] + (bias.map { [("bias", $0)] } ?? [])
+  }
+
+  public var description: String {
+    var text = "conv2d(\(inputChannels),\(outputChannels),\(kernelSize)"
+    if stride != 1 { text += ",stride=\(stride)" }
+    if padding != 0 { text += ",padding=\(padding)" }
+    if dilation != 1 { text += ",dilation=\(dilation)" }
+    if bias == nil { text += ",bias=false" }
+    return text + ")"
+  }
+}
+
+/// Max or average pooling over square windows, as `nn.MaxPool2d` / `nn.AvgPool2d` (no
+/// padding; the stride defaults to the kernel).
+public final class Pool2d: Layer, CustomStringConvertible {
+  /// Which pooling.
+  public enum Kind: Sendable { case maximum, average }
+  public let kind: Kind
+  public let kernelSize: Int
+  public let stride: Int
+
+  public init(_ kind: Kind, kernelSize: Int, stride: Int? = nil) {
+    precondition(kernelSize > 0 && (stride ?? 1) > 0, "invalid pooling configuration")
+    self.kind = kind
+    self.kernelSize = kernelSize
+    self.stride = stride ?? kernelSize
+  }
+
+  public func callAsFunction(_ input: Tensor) -> Tensor {
+    kind == .maximum
+      ? input.maxPooled2D(kernel: kernelSize, stride: stride)
+      : input.averagePooled2D(kernel: kernelSize, stride: stride)
+  }
+
+  public func outputShape(forInput shape: [Int]) throws(ShapeError) -> [Int] {
+    guard shape.count == 3 else { throw .rankMismatch(layer: description, expectedRank: 3, actual: shape) }
+    let height = (shape[1] - kernelSize) / stride + 1, width = (shape[2] - kernelSize) / stride + 1
+    guard shape[1] >= kernelSize && shape[2] >= kernelSize else {
+      throw .windowTooLarge(layer: description, actual: shape)
+    }
+    return [shape[0], height, width]
+  }
+
+  public var description: String {
+    "\(kind == .maximum ? "maxpool2d" : "avgpool2d")(\(kernelSize)\(stride != kernelSize ? ",stride=\(stride)" : ""))"
+  }
+}
+
+/// Average over each channel's whole plane, as `nn.AdaptiveAvgPool2d(1)`: `[N, C, H, W]`
+/// to `[N, C, 1, 1]`.
+public final class GlobalAveragePool2d: Layer, CustomStringConvertible {
+  public init() {}
+  public func callAsFunction(_ input: Tensor) -> Tensor { input.mean(alongAxes: [2, 3], keepingDimensions: true) }
+  public func outputShape(forInput shape: [Int]) throws(ShapeError) -> [Int] {
+    guard shape.count == 3 else { throw .rankMismatch(layer: description, expectedRank: 3, actual: shape) }
+    return [shape[0], 1, 1]
+  }
+  public var description: String { "adaptiveavgpool2d(1)" }
+}
