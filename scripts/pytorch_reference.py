@@ -20,11 +20,23 @@ GRADACCUM = sys.argv[1] if len(sys.argv) > 1 else ".build/release/gradaccum"
 def build(spec):
     layers = []
     for token in spec.split():
-        if token.startswith("linear("):
-            a, b = token[7:-1].split(",")
-            layers.append(nn.Linear(int(a), int(b)))
+        name, _, rest = token.partition("(")
+        args = [a for a in rest.rstrip(")").split(",") if a] if rest else []
+        positional = [int(a) for a in args if "=" not in a]
+        keywords = {k: (v == "true" if v in ("true", "false") else int(v)) for k, v in (a.split("=") for a in args if "=" in a)}
+        if name == "linear":
+            layers.append(nn.Linear(*positional, **keywords))
+        elif name == "conv2d":
+            layers.append(nn.Conv2d(*positional, **keywords))
+        elif name == "maxpool2d":
+            layers.append(nn.MaxPool2d(*positional))
+        elif name == "avgpool2d":
+            layers.append(nn.AvgPool2d(*positional))
+        elif name == "adaptiveavgpool2d":
+            layers.append(nn.AdaptiveAvgPool2d(1))
         else:
-            layers.append({"relu": nn.ReLU(), "tanh": nn.Tanh(), "gelu": nn.GELU(), "sigmoid": nn.Sigmoid()}[token])
+            layers.append({"relu": nn.ReLU(), "tanh": nn.Tanh(), "gelu": nn.GELU(), "sigmoid": nn.Sigmoid(),
+                           "flatten": nn.Flatten()}[name])
     return nn.Sequential(*layers)
 
 
@@ -48,7 +60,7 @@ def budget_forcing(spec, features, loss, opt, target, k):
 
 
 def case(name, spec, features, rows, loss, opt, lr, epochs, batch, accumulate, momentum=0.0, weight_decay=None,
-         zero_init=False, classes=None, seed=0, automatic_k=None):
+         zero_init=False, classes=None, seed=0, automatic_k=None, input_shape=None):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((rows, features)).astype(np.float32)
     if loss == "cross-entropy":
@@ -73,6 +85,8 @@ def case(name, spec, features, rows, loss, opt, lr, epochs, batch, accumulate, m
     criterion = nn.MSELoss() if loss == "mse" else nn.CrossEntropyLoss()
     optim = optimizer(opt, model.parameters(), lr, momentum, weight_decay)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    if input_shape:
+        xt = xt.view(-1, *input_shape)
     for _ in range(epochs):
         for start in range(0, rows, window):
             xb, yb = xt[start:start + window], yt[start:start + window]
@@ -85,6 +99,8 @@ def case(name, spec, features, rows, loss, opt, lr, epochs, batch, accumulate, m
     out_path = os.path.join(work, "out.safetensors")
     command = [GRADACCUM, "train", "--data", csv, "--model", spec, "--loss", loss, "--optimizer", opt,
                "--lr", str(lr), "--epochs", str(epochs), "--no-shuffle", "--init", init, "--save", out_path, "--quiet"]
+    if input_shape:
+        command += ["--input-shape", "x".join(map(str, input_shape))]
     if automatic_k:
         budget = budget_forcing(spec, features, loss, opt, window, automatic_k)
         command += ["--target-batch", str(window), "--budget", str(budget)]
@@ -135,6 +151,13 @@ if __name__ == "__main__":
              321, "cross-entropy", "adam", 0.005, 3, 50, 1, classes=4, seed=6),
         case("auto: adamw + cross-entropy, T=41, k=4", "linear(8,48) gelu linear(48,3)", 8, 250, "cross-entropy",
              "adamw", 0.01, 2, 41, 1, classes=3, seed=7, automatic_k=4),
+    ]
+    # Convolutional networks (NCHW, PyTorch's layouts), plain batches and accumulation.
+    results += [
+        case("cnn adam + cross-entropy, batch 16", "conv2d(1,4,3,padding=1) relu maxpool2d(2) flatten linear(64,3)",
+             64, 120, "cross-entropy", "adam", 0.01, 2, 16, 1, classes=3, seed=8, input_shape=(1, 8, 8)),
+        case("cnn sgd momentum, 8 x 3, stride 2, avgpool", "conv2d(2,6,3,stride=2,padding=1) tanh avgpool2d(2) flatten linear(24,4)",
+             128, 100, "cross-entropy", "sgd", 0.05, 2, 8, 3, momentum=0.9, classes=4, seed=9, input_shape=(2, 8, 8)),
     ]
     # Pass: every tensor within 1e-4 of PyTorch's, relative to the tensor's largest value.
     sys.exit(0 if max(results) < 1e-4 else 1)

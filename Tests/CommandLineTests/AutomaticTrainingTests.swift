@@ -223,3 +223,25 @@ struct KilledRunTests {
     }
   }
 }
+
+@Suite("gradaccum train, convolutional network")
+struct ConvolutionalTrainingTests {
+  @Test func aCNNTrainsOnTheDigitsWithinItsBudget() throws {
+    let directory = try CommandRunner.temporaryDirectory()
+    let log = directory.appendingPathComponent("log.jsonl").path
+    let result = try CommandRunner.run([
+      "train", "--data", digitsPath, "--input-shape", "1x8x8", "--model",
+      "conv2d(1,8,3,padding=1) relu maxpool2d(2) flatten linear(128,10)",
+      "--loss", "cross-entropy", "--optimizer", "adam", "--lr", "0.01", "--epochs", "2", "--target-batch", "64",
+      "--budget", "200KB",
+      "--log", log, "--quiet",
+    ])
+    #expect(result.status == 0, "\(result.error)")
+    let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
+    let summary = try JSONSerialization.jsonObject(with: Data(lines.last!.utf8)) as! [String: Any]
+    let losses = summary["epoch_losses"] as! [Double]
+    #expect(losses[1] < losses[0] && losses[1] < 0.6)
+    #expect(summary["budget_violations"] as? Int == 0)
+    #expect((summary["max_peak_bytes"] as! Int) <= 200 * 1024)
+  }
+}
