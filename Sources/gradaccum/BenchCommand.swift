@@ -45,15 +45,7 @@ struct BenchCommand: ParsableCommand {
     if let targetBatch, targetBatch < 1 {
       throw UsageError("--target-batch is \(targetBatch), expected an integer ≥ 1")
     }
-    if let microBatches { _ = try parseSizes(microBatches) }
-  }
-
-  func parseSizes(_ text: String) throws -> [Int] {
-    let sizes = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
-    guard !sizes.isEmpty, sizes.allSatisfy({ ($0 ?? 0) >= 1 }) else {
-      throw UsageError("--micro-batches \"\(text)\" is not a list of positive integers such as 1,2,4,8")
-    }
-    return sizes.map { $0! }
+    if let microBatches { _ = try parseSizeList(microBatches, option: "--micro-batches") }
   }
 
   func run() throws {
@@ -77,7 +69,8 @@ struct BenchCommand: ParsableCommand {
       }
     }
     var sizes =
-      try microBatches.map(parseSizes) ?? Array(sequence(first: 1) { $0 * 2 }.prefix { $0 <= (targetBatch ?? 256) })
+      try microBatches.map { try parseSizeList($0, option: "--micro-batches") }
+      ?? Array(sequence(first: 1) { $0 * 2 }.prefix { $0 <= (targetBatch ?? 256) })
     if let chosen, !sizes.contains(chosen) { sizes.append(chosen) }
     sizes = Array(Set(sizes)).sorted()
     let measurement = try userFacing {

@@ -17,6 +17,15 @@ func userFacing<Result>(_ body: () throws -> Result) throws -> Result {
   }
 }
 
+/// Parses a comma-separated list of positive sizes (`1,8,64`) given to `option`.
+func parseSizeList(_ text: String, option: String) throws -> [Int] {
+  let sizes = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+  guard !sizes.isEmpty, sizes.allSatisfy({ ($0 ?? 0) >= 1 }) else {
+    throw UsageError("\(option) \"\(text)\" is not a list of positive integers such as 1,8,64")
+  }
+  return sizes.map { $0! }
+}
+
 /// Parses `784` or `1x8x8` into a shape.
 func parseShape(_ text: String, option: String) throws -> [Int] {
   let parts = text.lowercased().split(separator: "x", omittingEmptySubsequences: false)

@@ -55,7 +55,7 @@ struct PlanCommand: ParsableCommand {
     }
     if let measureAt {
       guard measure else { throw UsageError("--measure-at needs --measure") }
-      _ = try parseSizes(measureAt)
+      _ = try parseSizeList(measureAt, option: "--measure-at")
     }
     guard modelOptions.inputShape != nil else {
       throw UsageError("--input-shape is required for plan: the shape of one sample, such as 784 or 1x28x28")
@@ -138,17 +138,9 @@ struct PlanCommand: ParsableCommand {
     }
   }
 
-  func parseSizes(_ text: String) throws -> [Int] {
-    let sizes = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
-    guard !sizes.isEmpty, sizes.allSatisfy({ ($0 ?? 0) >= 1 }) else {
-      throw UsageError("--measure-at \"\(text)\" is not a list of positive integers such as 1,8,64")
-    }
-    return sizes.map { $0! }
-  }
-
   /// `M`, `M + 1` (when below the target batch), and a few smaller sizes, or --measure-at.
   func measuredSizes(plan: Plan) -> [Int] {
-    if let measureAt, let sizes = try? parseSizes(measureAt) { return sizes }
+    if let measureAt, let sizes = try? parseSizeList(measureAt, option: "--measure-at") { return sizes }
     let m = plan.microBatch
     var sizes: Set<Int> = [1, m, max(1, m / 2), max(1, m / 4)]
     if m < plan.targetBatch { sizes.insert(m + 1) }

@@ -28,12 +28,17 @@ let benchmarks: @Sendable () -> Void = {
   // the same addresses (where buffers sit moves sgemm's speed by more than the trainer costs).
   let stepper = WindowStepper(model: trainer.model, optimizer: trainer.optimizer, loss: .crossEntropy)
 
-  func handWrittenEpoch() {
+  func handWrittenEpoch(measuringPeaks: Bool = false) {
     var start = 0
     while start < dataset.count {
       var offset = start
       for size in sizes {
-        stepper.microStep(dataset.batch(at: Array(offset..<(offset + size))), windowItems: 256)
+        let indices = Array(offset..<(offset + size))
+        if measuringPeaks {
+          blackHole(TransientPeak.measure { stepper.microStep(dataset.batch(at: indices), windowItems: 256) })
+        } else {
+          stepper.microStep(dataset.batch(at: indices), windowItems: 256)
+        }
         offset += size
       }
       blackHole(stepper.finishWindow())
@@ -64,35 +69,11 @@ let benchmarks: @Sendable () -> Void = {
   }
 
   Benchmark("hand-written loop, 1 epoch, target batch 256, same micro-batches") { benchmark in
-    for _ in benchmark.scaledIterations {
-      var start = 0
-      while start < dataset.count {
-        var offset = start
-        for size in sizes {
-          let indices = Array(offset..<(offset + size))
-          stepper.microStep(dataset.batch(at: indices), windowItems: 256)
-          offset += size
-        }
-        blackHole(stepper.finishWindow())
-        start += 256
-      }
-    }
+    for _ in benchmark.scaledIterations { handWrittenEpoch() }
   }
 
   Benchmark("hand-written loop with peak measurement") { benchmark in
-    for _ in benchmark.scaledIterations {
-      var start = 0
-      while start < dataset.count {
-        var offset = start
-        for size in sizes {
-          let indices = Array(offset..<(offset + size))
-          blackHole(TransientPeak.measure { stepper.microStep(dataset.batch(at: indices), windowItems: 256) })
-          offset += size
-        }
-        blackHole(stepper.finishWindow())
-        start += 256
-      }
-    }
+    for _ in benchmark.scaledIterations { handWrittenEpoch(measuringPeaks: true) }
   }
 
   Benchmark("Trainer.fit, 1 epoch, target batch 256, micro-batch \(microBatch)") { benchmark in
