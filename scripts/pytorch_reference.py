@@ -32,6 +32,8 @@ def build(spec):
             layers.append(nn.MaxPool2d(*positional))
         elif name == "avgpool2d":
             layers.append(nn.AvgPool2d(*positional))
+        elif name == "layernorm":
+            layers.append(nn.LayerNorm(*positional))
         elif name == "adaptiveavgpool2d":
             layers.append(nn.AdaptiveAvgPool2d(1))
         else:
@@ -154,6 +156,8 @@ if __name__ == "__main__":
     ]
     # Convolutional networks (NCHW, PyTorch's layouts), plain batches and accumulation.
     results += [
+        case("mlp with layernorm, adamw, 12 x 2", "linear(6,16) layernorm(16) relu linear(16,3)", 6, 90,
+             "cross-entropy", "adamw", 0.01, 2, 12, 2, classes=3, seed=10),
         case("cnn adam + cross-entropy, batch 16", "conv2d(1,4,3,padding=1) relu maxpool2d(2) flatten linear(64,3)",
              64, 120, "cross-entropy", "adam", 0.01, 2, 16, 1, classes=3, seed=8, input_shape=(1, 8, 8)),
         case("cnn sgd momentum, 8 x 3, stride 2, avgpool", "conv2d(2,6,3,stride=2,padding=1) tanh avgpool2d(2) flatten linear(24,4)",

@@ -41,8 +41,8 @@ public struct ModelSpecification: Sendable, Equatable, CustomStringConvertible {
 
   /// Layer names this parser knows.
   public static let knownLayers = [
-    "linear", "conv2d", "maxpool2d", "avgpool2d", "adaptiveavgpool2d", "relu", "tanh", "sigmoid", "gelu", "flatten",
-    "dropout",
+    "linear", "conv2d", "maxpool2d", "avgpool2d", "adaptiveavgpool2d", "layernorm", "relu", "tanh", "sigmoid", "gelu",
+    "flatten", "dropout",
   ]
 
   /// The layers, in order.
@@ -193,6 +193,14 @@ public struct ModelSpecification: Sendable, Equatable, CustomStringConvertible {
       let stride = try strideText.map { text throws(ModelSpecificationError) in try size(text, "stride") }
       return allocate
         ? Pool2d(layer.name == "maxpool2d" ? .maximum : .average, kernelSize: kernel, stride: stride) : nil
+    case "layernorm":
+      try expectArguments(1...1, allowed: ["eps"])
+      let size = try size(layer.positional[0], "normalized_shape")
+      let epsilonText = layer.keywords["eps"] ?? "1e-5"
+      guard let epsilon = Float(epsilonText.trimmingWhitespace), epsilon > 0, epsilon.isFinite else {
+        throw fail("eps must be a positive number, got \"\(epsilonText)\"")
+      }
+      return allocate ? LayerNorm(size: size, epsilon: epsilon) : nil
     case "adaptiveavgpool2d":
       try expectArguments(1...1, allowed: [])
       guard layer.positional[0].trimmingWhitespace == "1" else {

@@ -189,3 +189,30 @@ struct ConvolutionalLayerTests {
     }
   }
 }
+
+@Suite("Layer normalization")
+struct LayerNormTests {
+  @Test func normalizesTheLastAxis() throws {
+    let layer = LayerNorm(size: 4)
+    let y = layer(Tensor([1, 2, 3, 4, -2, 0, 2, 4], shape: [2, 4])).values
+    // Row 1: mean 2.5, biased variance 1.25.
+    let scale = 1 / Float(1.25 + 1e-5).squareRoot()
+    expectClose(Array(y[0..<4]), [-1.5, -0.5, 0.5, 1.5].map { $0 * scale }, relative: 1e-5)
+    let row2 = Array(y[4..<8])
+    #expect(abs(row2.reduce(0, +)) < 1e-5)
+    #expect(layer.namedParameters.map(\.name) == ["weight", "bias"])
+    let model = try ModelSpecification(parsing: "linear(3,4) layernorm(4) relu linear(4,2)").build(seed: 0)
+    #expect(model.namedParameters.map(\.name) == ["0.weight", "0.bias", "1.weight", "1.bias", "3.weight", "3.bias"])
+    #expect(throws: ShapeError.self) {
+      try ModelSpecification(parsing: "linear(3,5) layernorm(4)").build(seed: 0).outputShape(forInput: [3])
+    }
+  }
+
+  @Test func gradientsMatchFiniteDifferences() {
+    let layer = LayerNorm(size: 5)
+    layer.weight.mutableBuffer.update(fromContentsOf: randomTensor([5], low: 0.5, high: 1.5, seed: 4).buffer)
+    layer.bias.mutableBuffer.update(fromContentsOf: randomTensor([5], seed: 5).buffer)
+    // The layer's own parameters are among the checked inputs (perturbed in place).
+    checkGradients(of: [randomTensor([3, 5], seed: 3), layer.weight, layer.bias]) { inputs in layer(inputs[0]) }
+  }
+}
