@@ -94,13 +94,11 @@ public struct TrainingRun {
     stepper.model.setTraining(true)
     stepper.checksFiniteness = true
     let start = Date()
-    var report = TrainingReport(epochLosses: [], steps: 0, samplesPerSecond: 0, maxPeakBytes: 0, budgetViolations: 0)
-    var samplesSeen = 0
+    // The same bookkeeping as the planned trainer's.
+    var progress = TrainingProgress()
     for epoch in 0..<epochs {
       let order = DataLoader.sampleOrder(count: dataset.count, epoch: epoch, shuffle: shuffle, seed: seed)
       var position = 0
-      var lossTotal: Double = 0
-      var epochSamples = 0
       for sizes in schedule.windows(sampleCount: dataset.count, dropLast: dropLast) {
         let microBatches = sizes.map { size -> [Int] in
           defer { position += size }
@@ -111,24 +109,20 @@ public struct TrainingRun {
         if var problem = record.nonFinite {
           problem.epoch = epoch + 1
           guard onNonFinite == .skip else { throw .nonFinite(problem) }
-          report.skippedSteps += 1
+          progress.skipWindow()
           log?.writeSkipEvent(problem)
           continue
         }
-        lossTotal += Double(record.loss) * Double(record.samples)
-        epochSamples += record.samples
-        report.steps += 1
-        report.maxPeakBytes = max(report.maxPeakBytes, record.peakBytes)
-        if let budgetBytes, record.peakBytes > budgetBytes { report.budgetViolations += 1 }
+        progress.finishWindow(record)
+        if let budgetBytes, record.peakBytes > budgetBytes { progress.violations += 1 }
         log?.write(record)
         onStep(record)
       }
-      samplesSeen += epochSamples
-      report.epochLosses.append(epochSamples > 0 ? Float(lossTotal / Double(epochSamples)) : .nan)
-      onEpoch(epoch + 1, report.epochLosses[epoch])
+      let epochLoss = progress.finishEpoch()
+      onEpoch(epoch + 1, epochLoss)
     }
-    let seconds = Date().timeIntervalSince(start)
-    report.samplesPerSecond = seconds > 0 ? Double(samplesSeen) / seconds : 0
+    progress.seconds = Date().timeIntervalSince(start)
+    let report = progress.report(epochs: epochs)
     log?.write(report)
     return report
   }
