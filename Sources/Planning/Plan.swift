@@ -49,6 +49,11 @@ public struct Plan: Sendable, Equatable, CustomStringConvertible {
     return (0..<count).map { $0 < extra ? base + 1 : base }
   }
 
+  /// The number of windows (optimizer steps) in an epoch of `sampleCount` samples.
+  public func windowCount(sampleCount: Int, dropLast: Bool = false) -> Int {
+    sampleCount / targetBatch + (sampleCount % targetBatch > 0 && !dropLast ? 1 : 0)
+  }
+
   /// Every window of an epoch of `sampleCount` samples: full windows, then the last
   /// partial one (dropped with `dropLast`).
   public func windows(sampleCount: Int, dropLast: Bool = false) -> [[Int]] {

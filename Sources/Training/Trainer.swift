@@ -195,7 +195,7 @@ public final class Trainer {
     while progress.epoch < epochs {
       let order = DataLoader.sampleOrder(
         count: dataset.count, epoch: progress.epoch, shuffle: options.shuffle, seed: options.seed)
-      let windowCount = dataset.count / targetBatch + (dataset.count % targetBatch > 0 && !options.dropLast ? 1 : 0)
+      let windowCount = plan.windowCount(sampleCount: dataset.count, dropLast: options.dropLast)
       while progress.window < windowCount {
         let windowStart = progress.window * targetBatch
         let windowSamples = min(targetBatch, dataset.count - windowStart)

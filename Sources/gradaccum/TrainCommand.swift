@@ -201,7 +201,7 @@ struct TrainCommand: ParsableCommand {
       print(trainer.plan)
       print("")
     }
-    let stepsPerEpoch = dataset.count / targetBatch + (dataset.count % targetBatch > 0 && !dropLast ? 1 : 0)
+    let stepsPerEpoch = trainer.plan.windowCount(sampleCount: dataset.count, dropLast: dropLast)
     let progress = ProgressDisplay(
       quiet: quiet, epochs: epochs, stepsPerEpoch: stepsPerEpoch, budgetBytes: budget.bytes)
     trainer.onStep = progress.step
