@@ -24,4 +24,6 @@ linear(64,128) tanh linear(128,10)|64|adamw|cross-entropy
 linear(32,96) gelu linear(96,96) sigmoid linear(96,1)|32|adam|mse
 linear(20,64) relu dropout(0.2) linear(64,3)|20|sgd|mse
 linear(3,8) tanh linear(8,1)|3|sgd|mse
+conv2d(1,8,3,padding=1) relu maxpool2d(2) flatten linear(128,10)|1x8x8|adam|cross-entropy
+conv2d(3,16,3,padding=1) relu conv2d(16,16,3,stride=2,padding=1) relu adaptiveavgpool2d(1) flatten linear(16,10)|3x16x16|sgd|cross-entropy
 CASES
