@@ -26,4 +26,5 @@ linear(20,64) relu dropout(0.2) linear(64,3)|20|sgd|mse
 linear(3,8) tanh linear(8,1)|3|sgd|mse
 conv2d(1,8,3,padding=1) relu maxpool2d(2) flatten linear(128,10)|1x8x8|adam|cross-entropy
 conv2d(3,16,3,padding=1) relu conv2d(16,16,3,stride=2,padding=1) relu adaptiveavgpool2d(1) flatten linear(16,10)|3x16x16|sgd|cross-entropy
+conv2d(3,16,3,padding=1,bias=false) batchnorm2d(16) relu maxpool2d(2) conv2d(16,32,3,padding=1) batchnorm2d(32) relu adaptiveavgpool2d(1) flatten linear(32,16) batchnorm1d(16) relu linear(16,10)|3x16x16|adam|cross-entropy
 CASES

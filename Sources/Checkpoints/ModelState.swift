@@ -2,20 +2,19 @@ import NeuralNetwork
 import Tensors
 
 extension Layer {
-  /// Replaces the model's parameters and buffers with the tensors of `file`, by name.
+  /// Replaces the model's parameters, buffers and counters with the tensors of `file`, by
+  /// name, as PyTorch's strict `load_state_dict`.
   ///
-  /// Every model tensor must be in the file, `F32`, with the model's shape; a file tensor
-  /// the model does not have is an error, except `I64` tensors such as BatchNorm's
-  /// `num_batches_tracked`, which are skipped when the model has no place for them.
-  /// Nothing is changed unless the whole file fits.
+  /// Every model tensor must be in the file, `F32`, with the model's shape; every counter
+  /// (BatchNorm's `num_batches_tracked`) an `I64` scalar; a file tensor the model does not
+  /// have is an error. Nothing is changed unless the whole file fits.
   /// - Throws: ``CheckpointError`` naming the tensor and what was expected.
   public func loadState(from file: SafetensorsFile) throws(CheckpointError) {
-    let state = namedState
-    let modelNames = Set(state.map(\.name))
-    for name in file.names where !modelNames.contains(name) {
-      guard file.entries[name]?.dtype == .i64 else {
-        throw .unexpectedTensor(path: file.path, tensor: name, expected: state.map(\.name))
-      }
+    let state = namedState, counters = namedCounters
+    let modelNames = state.map(\.name) + counters.map(\.name)
+    let known = Set(modelNames)
+    for name in file.names where !known.contains(name) {
+      throw .unexpectedTensor(path: file.path, tensor: name, expected: modelNames)
     }
     var loaded: [(Tensor, Tensor)] = []
     for (name, tensor) in state {
@@ -25,9 +24,18 @@ extension Layer {
       }
       loaded.append((tensor, try file.floatTensor(name)))
     }
+    var counts: [(Counter, Int64)] = []
+    for (name, counter) in counters {
+      guard let entry = file.entries[name] else { throw .missingTensor(path: file.path, tensor: name) }
+      guard entry.shape.reduce(1, *) == 1 else {
+        throw .shapeMismatch(path: file.path, tensor: name, fileShape: entry.shape, modelShape: [])
+      }
+      counts.append((counter, try file.integerValues(name)[0]))
+    }
     for (target, source) in loaded {
       target.mutableBuffer.update(fromContentsOf: source.buffer)
     }
+    for (counter, value) in counts { counter.value = value }
   }
 
   /// Loads the safetensors file at `path` into the model (see ``loadState(from:)``).
@@ -35,9 +43,14 @@ extension Layer {
     try loadState(from: SafetensorsFile.read(path: path))
   }
 
-  /// Writes the model's parameters and buffers to a safetensors file at `path`, atomically,
+  /// Writes the model's parameters, buffers and counters to a safetensors file at `path`, atomically,
   /// with PyTorch's names and layouts.
   public func saveState(path: String, metadata: [String: String] = [:]) throws(CheckpointError) {
-    try AtomicFile.write(SafetensorsFile.encode(floats: namedState, metadata: metadata), to: path)
+    try AtomicFile.write(SafetensorsFile.encode(floats: namedState, integers: integerState, metadata: metadata), to: path)
+  }
+
+  /// The model's counters as `I64` scalars (shape `[]`), as PyTorch saves them.
+  public var integerState: [(name: String, values: [Int64], shape: [Int])] {
+    namedCounters.map { ($0.name, [$0.counter.value], []) }
   }
 }

@@ -19,6 +19,10 @@ public protocol Layer: AnyObject {
   /// Non-trainable state saved with the model (running statistics), with PyTorch names.
   var namedBuffers: [(name: String, tensor: Tensor)] { get }
 
+  /// Integer state saved with the model (BatchNorm's `num_batches_tracked`, an `I64`
+  /// scalar in PyTorch's `state_dict`), with PyTorch names.
+  var namedCounters: [(name: String, counter: Counter)] { get }
+
   /// Switches between training behaviour (dropout active, batch statistics) and evaluation.
   func setTraining(_ training: Bool)
 
@@ -34,6 +38,7 @@ public protocol Layer: AnyObject {
 extension Layer {
   public var namedParameters: [(name: String, tensor: Tensor)] { [] }
   public var namedBuffers: [(name: String, tensor: Tensor)] { [] }
+  public var namedCounters: [(name: String, counter: Counter)] { [] }
   public func setTraining(_ training: Bool) {}
   public var dependsOnBatch: Bool { false }
   public var randomStates: [UInt64] {
@@ -54,6 +59,15 @@ extension Layer {
   public func zeroGradients() {
     for parameter in parameters { parameter.zeroGradient() }
   }
+}
+
+/// An integer a layer keeps as state and saves with its tensors (PyTorch stores it as an
+/// `I64` tensor of shape `[]`). A reference, like a tensor, so loading writes into it.
+public final class Counter {
+  /// The current count.
+  public var value: Int64
+
+  public init(_ value: Int64 = 0) { self.value = value }
 }
 
 /// Why a layer or a loss cannot take the shapes it was given.

@@ -41,7 +41,8 @@ public struct ModelSpecification: Sendable, Equatable, CustomStringConvertible {
 
   /// Layer names this parser knows.
   public static let knownLayers = [
-    "linear", "conv2d", "maxpool2d", "avgpool2d", "adaptiveavgpool2d", "layernorm", "relu", "tanh", "sigmoid", "gelu",
+    "linear", "conv2d", "maxpool2d", "avgpool2d", "adaptiveavgpool2d", "batchnorm1d", "batchnorm2d", "layernorm",
+    "relu", "tanh", "sigmoid", "gelu",
     "flatten", "dropout",
   ]
 
@@ -163,6 +164,13 @@ public struct ModelSpecification: Sendable, Equatable, CustomStringConvertible {
       default: throw fail("\(key) must be true or false, got \"\(text)\"")
       }
     }
+    func positiveNumber(_ key: String, default value: Float) throws(ModelSpecificationError) -> Float {
+      guard let text = layer.keywords[key] else { return value }
+      guard let number = Float(text.trimmingWhitespace), number > 0, number.isFinite else {
+        throw fail("\(key) must be a positive number, got \"\(text)\"")
+      }
+      return number
+    }
     switch layer.name {
     case "linear":
       try expectArguments(2...2, allowed: ["bias"])
@@ -196,11 +204,27 @@ public struct ModelSpecification: Sendable, Equatable, CustomStringConvertible {
     case "layernorm":
       try expectArguments(1...1, allowed: ["eps"])
       let size = try size(layer.positional[0], "normalized_shape")
-      let epsilonText = layer.keywords["eps"] ?? "1e-5"
-      guard let epsilon = Float(epsilonText.trimmingWhitespace), epsilon > 0, epsilon.isFinite else {
-        throw fail("eps must be a positive number, got \"\(epsilonText)\"")
-      }
+      let epsilon = try positiveNumber("eps", default: 1e-5)
       return allocate ? LayerNorm(size: size, epsilon: epsilon) : nil
+    case "batchnorm1d", "batchnorm2d":
+      try expectArguments(1...1, allowed: ["eps", "momentum"])
+      let features = try size(layer.positional[0], "num_features")
+      let epsilon = try positiveNumber("eps", default: 1e-5)
+      var momentum: Float? = 0.1
+      if let text = layer.keywords["momentum"] {
+        if text.trimmingWhitespace.lowercased() == "none" {
+          momentum = nil
+        } else {
+          guard let value = Float(text.trimmingWhitespace), value >= 0, value <= 1 else {
+            throw fail("momentum must be a number in [0, 1] or none, got \"\(text)\"")
+          }
+          momentum = value
+        }
+      }
+      guard allocate else { return nil }
+      return layer.name == "batchnorm1d"
+        ? BatchNorm1d(features: features, epsilon: epsilon, momentum: momentum)
+        : BatchNorm2d(features: features, epsilon: epsilon, momentum: momentum)
     case "adaptiveavgpool2d":
       try expectArguments(1...1, allowed: [])
       guard layer.positional[0].trimmingWhitespace == "1" else {

@@ -62,6 +62,12 @@ public final class Sequential: Layer {
     }
   }
 
+  public var namedCounters: [(name: String, counter: Counter)] {
+    layers.enumerated().flatMap { index, layer in
+      layer.namedCounters.map { ("\(index).\($0.name)", $0.counter) }
+    }
+  }
+
   public func setTraining(_ training: Bool) {
     for layer in layers { layer.setTraining(training) }
   }

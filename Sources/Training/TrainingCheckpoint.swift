@@ -47,7 +47,9 @@ extension Trainer {
     floats += optimizer.namedState.map { ("optimizer.\($0.name)", $0.tensor) }
     do {
       try AtomicFile.write(
-        SafetensorsFile.encode(floats: floats, metadata: ["gradaccum.progress": json, "format": "gradaccum"]), to: path)
+        SafetensorsFile.encode(
+          floats: floats, integers: model.integerState.map { ("model.\($0.name)", $0.values, $0.shape) },
+          metadata: ["gradaccum.progress": json, "format": "gradaccum"]), to: path)
     } catch {
       throw .checkpoint(error.description)
     }
@@ -90,6 +92,9 @@ extension Trainer {
             path: path, tensor: "model.\(name)", fileShape: saved.shape, modelShape: tensor.shape)
         }
         tensor.mutableBuffer.update(fromContentsOf: saved.buffer)
+      }
+      for (name, counter) in model.namedCounters {
+        counter.value = try file.integerValues("model.\(name)").first ?? 0
       }
       for (name, parameter) in model.namedParameters {
         guard let gradient = parameter.gradient else { continue }

@@ -37,10 +37,12 @@ struct SafetensorsTests {
     #expect(try file.floatTensor("0.weight").values == [1.5, -2.25])
     #expect(try file.floatTensor("0.weight").shape == [1, 2])
     #expect(try file.integerValues("1.num_batches_tracked") == [7])
-    // The I64 counter the model has no place for is skipped.
+    // A counter the model has no place for is refused, as PyTorch's strict loading does.
     let model = Sequential { Linear(inputSize: 2, outputSize: 1, seed: 0) }
-    try model.loadState(from: file)
-    #expect(model.namedParameters.map(\.tensor.values) == [[1.5, -2.25], [0.5]])
+    #expect(
+      throws: CheckpointError.unexpectedTensor(
+        path: "m.safetensors", tensor: "1.num_batches_tracked", expected: ["0.weight", "0.bias"])
+    ) { try model.loadState(from: file) }
   }
 
   @Test func roundTripsThroughEncodeAndAFile() throws {
@@ -117,6 +119,28 @@ struct SafetensorsTests {
     } catch {
       #expect(error.description.contains(message), "\(error.description)")
       #expect(error.description.contains("bad.safetensors"))
+    }
+  }
+
+  @Test func batchNormStateRoundTripsWithItsCounterAsI64() throws {
+    let spec = try ModelSpecification(parsing: "linear(3,4) batchnorm1d(4) relu linear(4,2)")
+    let model = spec.build(seed: 1)
+    for _ in 0..<3 { _ = model(randomTensor([5, 3], seed: 2)) }
+    let path = temporaryPath("batchnorm.safetensors")
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    try model.saveState(path: path)
+    let file = try SafetensorsFile.read(path: path)
+    #expect(file.entries["1.num_batches_tracked"]?.dtype == .i64)
+    #expect(file.entries["1.num_batches_tracked"]?.shape == [])
+    #expect(try file.integerValues("1.num_batches_tracked") == [3])
+    let copy = spec.build(seed: 9)
+    try copy.loadState(path: path)
+    #expect(copy.namedState.map(\.tensor.values) == model.namedState.map(\.tensor.values))
+    #expect(copy.namedCounters.map(\.counter.value) == [3])
+    // Without the counter the file does not fit the model.
+    let floatsOnly = try SafetensorsFile.parse(SafetensorsFile.encode(floats: model.namedState), path: "f.safetensors")
+    #expect(throws: CheckpointError.missingTensor(path: "f.safetensors", tensor: "1.num_batches_tracked")) {
+      try copy.loadState(from: floatsOnly)
     }
   }
 

@@ -216,3 +216,65 @@ struct LayerNormTests {
     checkGradients(of: [randomTensor([3, 5], seed: 3), layer.weight, layer.bias]) { inputs in layer(inputs[0]) }
   }
 }
+
+@Suite("Batch normalization")
+struct BatchNormTests {
+  @Test func runningStatisticsFollowPyTorchsUpdate() {
+    let layer = BatchNorm1d(features: 2)
+    // Channel 0: 1, 3, 5 (mean 3, unbiased variance 4); channel 1: 0, 0, 6 (mean 2, 12).
+    _ = layer(Tensor([1, 0, 3, 0, 5, 6], shape: [3, 2]))
+    expectClose(layer.runningMean.values, [0.3, 0.2], relative: 1e-6)
+    expectClose(layer.runningVariance.values, [0.9 + 0.4, 0.9 + 1.2], relative: 1e-6)
+    #expect(layer.batchesTracked.value == 1)
+    // A second batch moves them again by momentum 0.1.
+    _ = layer(Tensor([1, 0, 3, 0, 5, 6], shape: [3, 2]))
+    expectClose(layer.runningMean.values, [0.3 * 0.9 + 0.3, 0.2 * 0.9 + 0.2], relative: 1e-6)
+    #expect(layer.batchesTracked.value == 2)
+    // Cumulative average (momentum none): the plain mean of the batches seen.
+    let cumulative = BatchNorm2d(features: 1, momentum: nil)
+    _ = cumulative(Tensor([2, 2, 2, 2], shape: [1, 1, 2, 2]))
+    _ = cumulative(Tensor([4, 4, 4, 4], shape: [1, 1, 2, 2]))
+    expectClose(cumulative.runningMean.values, [3], relative: 1e-6)
+    expectClose(cumulative.runningVariance.values, [0], relative: 1e-6)
+  }
+
+  @Test func evaluationUsesRunningStatisticsAndKeepsThem() {
+    let layer = BatchNorm2d(features: 2)
+    layer.runningMean.mutableBuffer.update(fromContentsOf: [1, -1])
+    layer.runningVariance.mutableBuffer.update(fromContentsOf: [4, 0.25])
+    layer.weight.mutableBuffer.update(fromContentsOf: [2, 1])
+    layer.bias.mutableBuffer.update(fromContentsOf: [0, 3])
+    layer.setTraining(false)
+    let x = Tensor([3, 5, 0, 1], shape: [1, 2, 1, 2])
+    let s0 = 2 / Float(4 + 1e-5).squareRoot(), s1 = 1 / Float(0.25 + 1e-5).squareRoot()
+    expectClose(layer(x).values, [2 * s0, 4 * s0, 3 + s1, 3 + 2 * s1], relative: 1e-6)
+    #expect(layer.runningMean.values == [1, -1])
+    #expect(layer.batchesTracked.value == 0)
+    checkGradients(of: [randomTensor([2, 2, 2, 2], seed: 3), layer.weight, layer.bias]) { layer($0[0]) }
+  }
+
+  @Test func trainingModeGradientsMatchFiniteDifferences() {
+    let layer = BatchNorm2d(features: 3)
+    layer.weight.mutableBuffer.update(fromContentsOf: randomTensor([3], low: 0.5, high: 1.5, seed: 4).buffer)
+    checkGradients(of: [randomTensor([2, 3, 2, 2], seed: 5), layer.weight, layer.bias], tolerance: 3e-2) {
+      layer($0[0])
+    }
+  }
+
+  @Test func namesShapesAndSpecification() throws {
+    let model = try ModelSpecification(
+      parsing: "conv2d(1,4,3,bias=false) batchnorm2d(4) relu flatten linear(36,5) batchnorm1d(5,eps=0.001,momentum=none)"
+    ).build(seed: 0)
+    #expect(
+      model.namedParameters.map(\.name) == ["0.weight", "1.weight", "1.bias", "4.weight", "4.bias", "5.weight", "5.bias"])
+    #expect(model.namedCounters.map(\.name) == ["1.num_batches_tracked", "5.num_batches_tracked"])
+    #expect(model.namedBuffers.map(\.name) == ["1.running_mean", "1.running_var", "5.running_mean", "5.running_var"])
+    #expect(model.dependsOnBatch)
+    #expect(try model.outputShape(forInput: [1, 5, 5]) == [5])
+    #expect(throws: ShapeError.self) { try BatchNorm2d(features: 3).outputShape(forInput: [3, 4]) }
+    #expect(throws: ShapeError.self) { try BatchNorm1d(features: 3).outputShape(forInput: [4]) }
+    #expect(throws: ModelSpecificationError.self) { try ModelSpecification(parsing: "batchnorm2d(0)") }
+    #expect(throws: ModelSpecificationError.self) { try ModelSpecification(parsing: "batchnorm1d(3,momentum=2)") }
+    #expect(throws: ModelSpecificationError.self) { try ModelSpecification(parsing: "batchnorm1d(3,eps=-1)") }
+  }
+}

@@ -228,6 +228,10 @@ struct ConvolutionalPredictionTests {
       [3, 16, 16], "sgd-momentum"
     ),
     ("conv2d(1,4,3,bias=false) tanh avgpool2d(2) flatten linear(144,3)", [1, 14, 14], "adamw"),
+    (
+      "conv2d(3,16,3,padding=1,bias=false) batchnorm2d(16) relu maxpool2d(2) conv2d(16,32,3,padding=1) batchnorm2d(32) relu adaptiveavgpool2d(1) flatten linear(32,16) batchnorm1d(16) relu linear(16,10)",
+      [3, 16, 16], "adam"
+    ),
   ])
   func predictionIsWithinTwoPercent(model text: String, shape: [Int], optimizer: String) throws {
     let estimator = try MemoryEstimator(

@@ -131,3 +131,39 @@ struct ConvolutionGradientTests {
     #expect(small.averagePooled2D(kernel: 2).values == [3.25, 4, 2.75, 5])
   }
 }
+
+@Suite("Finite-difference gradient checks: batch normalization")
+struct BatchNormalizationGradientTests {
+  @Test(arguments: [[4, 3], [3, 2, 5], [2, 3, 2, 3]])
+  func batchNormalization(shape: [Int]) {
+    let channels = shape[1]
+    let x = randomTensor(shape, seed: 11)
+    let w = randomTensor([channels], low: 0.5, high: 1.5, seed: 12), b = randomTensor([channels], seed: 13)
+    checkGradients(of: [x, w, b], step: 1e-2, tolerance: 3e-2) {
+      Tensor.batchNormalization($0[0], weight: $0[1], bias: $0[2], epsilon: 1e-5).output
+    }
+    checkGradients(of: [x], step: 1e-2, tolerance: 3e-2) {
+      Tensor.batchNormalization($0[0], weight: nil, bias: nil, epsilon: 1e-5).output
+    }
+  }
+
+  @Test func batchNormalizationMatchesTheDefinition() {
+    // Two samples, two channels, two positions: channel 0 holds 1, 2, 5, 8 (mean 4,
+    // biased variance 7.5), channel 1 holds 0, 0, 4, 4 (mean 2, variance 4).
+    let x = Tensor([1, 2, 0, 0, 5, 8, 4, 4], shape: [2, 2, 2])
+    let (y, mean, variance) = Tensor.batchNormalization(
+      x, weight: Tensor([2, 1], shape: [2]), bias: Tensor([0, 10], shape: [2]), epsilon: 0.5)
+    #expect(mean.values == [4, 2])
+    #expect(variance.values == [7.5, 4])
+    let s0 = 2 / Float(8).squareRoot(), s1 = 1 / Float(4.5).squareRoot()
+    expectClose(
+      y.values, [-3 * s0, -2 * s0, 10 - 2 * s1, 10 - 2 * s1, 1 * s0, 4 * s0, 10 + 2 * s1, 10 + 2 * s1],
+      relative: 1e-6)
+    // Normalized values carry no gradient through a constant shift of one channel.
+    let shifted = x.detached()
+    shifted.requiresGradient = true
+    let out = Tensor.batchNormalization(shifted, weight: nil, bias: nil, epsilon: 1e-5).output
+    (out * Tensor([1, 1, 0, 0, 1, 1, 0, 0], shape: [2, 2, 2])).sum().backward()
+    #expect(shifted.gradient!.values.allSatisfy { abs($0) < 1e-6 })
+  }
+}
