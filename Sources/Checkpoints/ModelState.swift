@@ -46,7 +46,8 @@ extension Layer {
   /// Writes the model's parameters, buffers and counters to a safetensors file at `path`, atomically,
   /// with PyTorch's names and layouts.
   public func saveState(path: String, metadata: [String: String] = [:]) throws(CheckpointError) {
-    try AtomicFile.write(SafetensorsFile.encode(floats: namedState, integers: integerState, metadata: metadata), to: path)
+    try AtomicFile.write(
+      SafetensorsFile.encode(floats: namedState, integers: integerState, metadata: metadata), to: path)
   }
 
   /// The model's counters as `I64` scalars (shape `[]`), as PyTorch saves them.

@@ -92,8 +92,9 @@ public struct Plan: Sendable, Equatable, CustomStringConvertible {
     if !layerActivations.isEmpty {
       lines.append("")
       lines.append("activations kept for backward at micro-batch \(microBatch)")
+      let width = max(22, layerActivations.map(\.name.count).max() ?? 0)
       for layer in layerActivations {
-        lines.append("  \(String(layer.position).padding(3)) \(layer.name.padding(22)) \(bytes(layer.bytes))")
+        lines.append("  \(String(layer.position).padding(3)) \(layer.name.padding(width)) \(bytes(layer.bytes))")
       }
     }
     return lines.joined(separator: "\n")

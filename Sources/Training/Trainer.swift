@@ -290,37 +290,10 @@ public final class Trainer {
   }
 
   /// The loss and (for cross-entropy) accuracy of the model on `dataset` in evaluation
-  /// mode, in batches of the planned micro-batch, keeping no graph.
-  public func evaluate(_ dataset: some Dataset) -> (loss: Float, accuracy: Float?) {
-    model.setTraining(false)
-    defer { model.setTraining(true) }
-    return GradientRecording.withoutRecording { evaluateWithoutGraph(dataset) }
-  }
-
-  func evaluateWithoutGraph(_ dataset: some Dataset) -> (loss: Float, accuracy: Float?) {
-    var total: Double = 0, items = 0, correct = 0
-    var start = 0
-    while start < dataset.count {
-      let end = min(start + plan.microBatch, dataset.count)
-      let batch = dataset.batch(at: Array(start..<end))
-      let output = model(batch.inputs)
-      total += Double(loss(output, batch.targets, reduction: .sum).scalarValue)
-      items += loss.itemCount(targets: batch.targets)
-      if case .crossEntropy = loss.kind {
-        let classes = output.shape[1]
-        let values = output.buffer, labels = batch.targets.buffer
-        for row in 0..<batch.count {
-          let scores = values[(row * classes)..<((row + 1) * classes)]
-          if let best = scores.indices.max(by: { scores[$0] < scores[$1] }), best - row * classes == Int(labels[row]) {
-            correct += 1
-          }
-        }
-      }
-      start = end
-    }
-    let accuracy: Float? =
-      if case .crossEntropy = loss.kind { Float(correct) / Float(max(dataset.count, 1)) } else { nil }
-    return (Float(total / Double(max(items, 1))), accuracy)
+  /// mode, in batches of the planned micro-batch, keeping no graph (see
+  /// ``NeuralNetwork/Layer/evaluate(_:loss:batchSize:)``).
+  public func evaluate(_ dataset: some Dataset) -> Evaluation {
+    model.evaluate(dataset, loss: loss, batchSize: plan.microBatch)
   }
 }
 

@@ -263,10 +263,13 @@ struct BatchNormTests {
 
   @Test func namesShapesAndSpecification() throws {
     let model = try ModelSpecification(
-      parsing: "conv2d(1,4,3,bias=false) batchnorm2d(4) relu flatten linear(36,5) batchnorm1d(5,eps=0.001,momentum=none)"
+      parsing:
+        "conv2d(1,4,3,bias=false) batchnorm2d(4) relu flatten linear(36,5) batchnorm1d(5,eps=0.001,momentum=none)"
     ).build(seed: 0)
     #expect(
-      model.namedParameters.map(\.name) == ["0.weight", "1.weight", "1.bias", "4.weight", "4.bias", "5.weight", "5.bias"])
+      model.namedParameters.map(\.name) == [
+        "0.weight", "1.weight", "1.bias", "4.weight", "4.bias", "5.weight", "5.bias",
+      ])
     #expect(model.namedCounters.map(\.name) == ["1.num_batches_tracked", "5.num_batches_tracked"])
     #expect(model.namedBuffers.map(\.name) == ["1.running_mean", "1.running_var", "5.running_mean", "5.running_var"])
     #expect(model.dependsOnBatch)

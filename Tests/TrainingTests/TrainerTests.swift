@@ -262,3 +262,37 @@ struct LeakTests {
     #expect(abs(after) <= during / 100, "after \(after) bytes, during \(during) bytes")
   }
 }
+
+@Suite("Evaluation")
+struct EvaluationTests {
+  @Test func evaluatesInEvaluationModeWithoutTouchingTheModel() throws {
+    let model = try ModelSpecification(parsing: "linear(3,4) batchnorm1d(4) relu dropout(0.5) linear(4,3)").build(
+      seed: 1)
+    let inputs = randomTensor([10, 3], seed: 2)
+    let labels = Tensor((0..<10).map { Float($0 % 3) }, shape: [10])
+    let dataset = TensorDataset(inputs: inputs, targets: labels)
+    // Give the running statistics values of their own.
+    for _ in 0..<4 { _ = model(randomTensor([6, 3], seed: 3)) }
+    let state = model.namedState.map(\.tensor.values)
+    let counters = model.namedCounters.map(\.counter.value)
+    let evaluation = model.evaluate(dataset, loss: .crossEntropy, batchSize: 4)
+    #expect(model.namedState.map(\.tensor.values) == state)
+    #expect(model.namedCounters.map(\.counter.value) == counters)
+    #expect(evaluation.sampleCount == 10)
+    // The same numbers by hand: evaluation mode, one batch, mean cross-entropy.
+    model.setTraining(false)
+    let output = model(inputs)
+    model.setTraining(true)
+    let expectedLoss = Loss.crossEntropy(output, labels).scalarValue
+    expectClose([evaluation.loss], [expectedLoss], relative: 1e-5)
+    var correct = 0
+    for row in 0..<10 {
+      let scores = Array(output.values[(row * 3)..<(row * 3 + 3)])
+      if scores.firstIndex(of: scores.max()!) == row % 3 { correct += 1 }
+    }
+    #expect(evaluation.accuracy == Float(correct) / 10)
+    // Back in training mode: dropout draws again, batch statistics move the running ones.
+    _ = model(inputs)
+    #expect(model.namedCounters.map(\.counter.value) == counters.map { $0 + 1 })
+  }
+}

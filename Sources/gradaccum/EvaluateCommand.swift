@@ -1,0 +1,65 @@
+import ArgumentParser
+import Foundation
+import GradAccum
+
+struct EvaluateCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "evaluate",
+    abstract: "Report a trained model's loss and accuracy on a CSV file.",
+    discussion: """
+      The model runs in evaluation mode (dropout off, batch normalization on its running \
+      statistics) without an autograd graph, --batch samples at a time. The loss is the \
+      loss's own mean over the file; accuracy is reported for cross-entropy.
+      """)
+
+  @Option(help: "The model, PyTorch layer names in lower case: \"linear(784,512) relu linear(512,10)\".")
+  var model: String
+
+  @Option(name: .customLong("init"), help: "The weights: a safetensors file with PyTorch's state_dict names.")
+  var initial: String
+
+  @Option(help: "CSV file with a header row; features are all columns but the label.")
+  var data: String
+
+  @Option(help: "The label column, by header name or 0-based index (default: the last).")
+  var labelColumn: String?
+
+  @Option(help: "The shape of one sample, D or CxHxW (default: the number of feature columns).")
+  var inputShape: String?
+
+  @Option(help: "Loss: mse, cross-entropy or bce.")
+  var loss: LossChoice = .crossEntropy
+
+  @Option(help: "Samples per forward pass.")
+  var batch = 256
+
+  @Flag(help: "Print the result as one JSON object.")
+  var json = false
+
+  func validate() throws {
+    guard batch >= 1 else { throw UsageError("--batch is \(batch), expected an integer ≥ 1") }
+  }
+
+  func run() throws {
+    let specification = try userFacing { try ModelSpecification(parsing: model) }
+    let loss = self.loss.loss
+    let inputShape = try inputShape.map { try parseShape($0, option: "--input-shape") }
+    let dataset = try userFacing {
+      try CSVReader.load(path: data, labelColumn: labelColumn, labelKind: loss.labelKind, inputShape: inputShape)
+    }
+    let network = try buildModel(specification, seed: 0)
+    try checkCompatible(model: network, loss: loss, dataset: dataset, path: data)
+    try userFacing { try network.loadState(path: initial) }
+    let evaluation = network.evaluate(dataset, loss: loss, batchSize: batch)
+    if json {
+      let encoder = JSONEncoder()
+      encoder.outputFormatting = [.sortedKeys]
+      print(String(decoding: try encoder.encode(evaluation), as: UTF8.self))
+    } else {
+      var line =
+        "\(evaluation.sampleCount) samples: \(self.loss.rawValue) loss \(String(format: "%.6g", evaluation.loss))"
+      if let accuracy = evaluation.accuracy { line += ", accuracy \(String(format: "%.2f", 100 * accuracy))%" }
+      print(line)
+    }
+  }
+}
