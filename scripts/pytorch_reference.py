@@ -32,6 +32,10 @@ def build(spec):
             layers.append(nn.MaxPool2d(*positional))
         elif name == "avgpool2d":
             layers.append(nn.AvgPool2d(*positional))
+        elif name == "batchnorm1d":
+            layers.append(nn.BatchNorm1d(*positional))
+        elif name == "batchnorm2d":
+            layers.append(nn.BatchNorm2d(*positional))
         elif name == "layernorm":
             layers.append(nn.LayerNorm(*positional))
         elif name == "adaptiveavgpool2d":
@@ -50,10 +54,10 @@ def optimizer(name, params, lr, momentum, weight_decay):
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay if weight_decay is not None else 0.01)
 
 
-def budget_forcing(spec, features, loss, opt, target, k):
+def budget_forcing(spec, shape, loss, opt, target, k):
     """A budget whose plan has k micro-batches per window (after the trainer's 1% margin)."""
     micro = -(-target // k)
-    out = subprocess.run([GRADACCUM, "plan", "--model", spec, "--input-shape", str(features), "--loss", loss,
+    out = subprocess.run([GRADACCUM, "plan", "--model", spec, "--input-shape", shape, "--loss", loss,
                           "--optimizer", opt, "--target-batch", str(target), "--budget", "4GB", "--measure",
                           "--measure-at", str(micro), "--json"], check=True, capture_output=True, text=True).stdout
     import json
@@ -104,7 +108,8 @@ def case(name, spec, features, rows, loss, opt, lr, epochs, batch, accumulate, m
     if input_shape:
         command += ["--input-shape", "x".join(map(str, input_shape))]
     if automatic_k:
-        budget = budget_forcing(spec, features, loss, opt, window, automatic_k)
+        shape = "x".join(map(str, input_shape)) if input_shape else str(features)
+        budget = budget_forcing(spec, shape, loss, opt, window, automatic_k)
         command += ["--target-batch", str(window), "--budget", str(budget)]
     else:
         command += ["--batch", str(batch), "--accumulate", str(accumulate)]
@@ -162,6 +167,23 @@ if __name__ == "__main__":
              64, 120, "cross-entropy", "adam", 0.01, 2, 16, 1, classes=3, seed=8, input_shape=(1, 8, 8)),
         case("cnn sgd momentum, 8 x 3, stride 2, avgpool", "conv2d(2,6,3,stride=2,padding=1) tanh avgpool2d(2) flatten linear(24,4)",
              128, 100, "cross-entropy", "sgd", 0.05, 2, 8, 3, momentum=0.9, classes=4, seed=9, input_shape=(2, 8, 8)),
+    ]
+    # Batch normalization (running statistics and num_batches_tracked compared too), k = 1.
+    results += [
+        case("cnn with batchnorm2d, adam, batch 16",
+             "conv2d(1,4,3,padding=1,bias=false) batchnorm2d(4) relu maxpool2d(2) flatten linear(64,3)", 64, 120,
+             "cross-entropy", "adam", 0.01, 2, 16, 1, classes=3, seed=11, input_shape=(1, 8, 8)),
+        case("cnn with batchnorm2d, sgd momentum, batch 10, partial batch",
+             "conv2d(2,6,3,stride=2,padding=1) batchnorm2d(6) tanh avgpool2d(2) flatten linear(24,4)", 128, 95,
+             "cross-entropy", "sgd", 0.05, 2, 10, 1, momentum=0.9, classes=4, seed=12, input_shape=(2, 8, 8)),
+        case("mlp with batchnorm1d, sgd + mse, batch 20", "linear(6,16) batchnorm1d(16) relu linear(16,1)", 6, 100,
+             "mse", "sgd", 0.02, 2, 20, 1, seed=13),
+        # A convolution's bias right before batch normalization has a gradient of exactly zero
+        # in exact arithmetic; Adam and AdamW turn its rounding noise into full steps in either
+        # framework, so such models compare with bias=false (as they are usually written).
+        case("auto: cnn with batchnorm2d, adamw, T=32, k=1",
+             "conv2d(1,8,3,padding=1,bias=false) batchnorm2d(8) relu maxpool2d(2) flatten linear(128,5)", 64, 130,
+             "cross-entropy", "adamw", 0.01, 2, 32, 1, classes=5, seed=14, input_shape=(1, 8, 8), automatic_k=1),
     ]
     # Pass: every tensor within 1e-4 of PyTorch's, relative to the tensor's largest value.
     sys.exit(0 if max(results) < 1e-4 else 1)
