@@ -14,8 +14,12 @@ public enum Reduction: String, Sendable, CaseIterable {
 /// - Precondition: equal element counts; a `[N]` target for `[N, 1]` predictions is
 ///   compared row by row (not broadcast to `[N, N]`).
 public func meanSquaredError(predicted: Tensor, expected: Tensor, reduction: Reduction = .mean) -> Tensor {
-  let difference = predicted - expected.reshaped(to: predicted.shape)
-  return reduce(difference.raised(to: 2), reduction)
+  let expected = expected.reshaped(to: predicted.shape)
+  switch reduction {
+  case .none: return (predicted - expected).raised(to: 2)
+  case .sum: return Tensor.squaredErrorSum(predicted, expected)
+  case .mean: return Tensor.squaredErrorSum(predicted, expected) / Float(max(predicted.count, 1))
+  }
 }
 
 /// Cross-entropy of logits `[N, C]` against integer class labels, as `nn.CrossEntropyLoss`.

@@ -21,8 +21,19 @@ public struct WindowGeometry: Sendable, Equatable {
   }
 }
 
+extension WindowGeometry {
+  /// The output columns `ox` whose input column `ox·stride + offset` lies in `[0, width)`.
+  func validColumns(offset: Int, width: Int, outputWidth: Int) -> Range<Int> {
+    let start = offset >= 0 ? 0 : (-offset + stride - 1) / stride
+    let limit = width - offset
+    let end = limit <= 0 ? 0 : Swift.min(outputWidth, (limit - 1) / stride + 1)
+    return Swift.min(start, end)..<end
+  }
+}
+
 extension Tensor {
-  /// Unfolds one sample `[C, H, W]` (at `source`) into columns `[C·kh·kw, Ho·Wo]`.
+  /// Unfolds one sample `[C, H, W]` (at `source`) into columns `[C·kh·kw, Ho·Wo]`: each
+  /// output row is a strided run of one input row (a copy at stride 1), zeros outside.
   static func im2col(
     _ source: UnsafePointer<Float>, channels: Int, height: Int, width: Int, geometry g: WindowGeometry,
     outputHeight: Int, outputWidth: Int, into columns: UnsafeMutablePointer<Float>
@@ -32,12 +43,25 @@ extension Tensor {
       for ky in 0..<g.kernelHeight {
         for kx in 0..<g.kernelWidth {
           let target = columns + row * outputHeight * outputWidth
+          let offset = kx * g.dilation - g.padding
+          let valid = g.validColumns(offset: offset, width: width, outputWidth: outputWidth)
           for oy in 0..<outputHeight {
             let y = oy * g.stride - g.padding + ky * g.dilation
-            for ox in 0..<outputWidth {
-              let x = ox * g.stride - g.padding + kx * g.dilation
-              target[oy * outputWidth + ox] =
-                (y >= 0 && y < height && x >= 0 && x < width) ? source[(c * height + y) * width + x] : 0
+            let out = target + oy * outputWidth
+            guard y >= 0 && y < height && !valid.isEmpty else {
+              out.update(repeating: 0, count: outputWidth)
+              continue
+            }
+            if valid.lowerBound > 0 { out.update(repeating: 0, count: valid.lowerBound) }
+            if valid.upperBound < outputWidth {
+              (out + valid.upperBound).update(repeating: 0, count: outputWidth - valid.upperBound)
+            }
+            let input = source + (c * height + y) * width + offset
+            // Rows are short: an inline loop beats a memmove call per row.
+            if g.stride == 1 {
+              for ox in valid { out[ox] = input[ox] }
+            } else {
+              for ox in valid { out[ox] = input[ox * g.stride] }
             }
           }
           row += 1
@@ -56,13 +80,14 @@ extension Tensor {
       for ky in 0..<g.kernelHeight {
         for kx in 0..<g.kernelWidth {
           let source = columns + row * outputHeight * outputWidth
+          let offset = kx * g.dilation - g.padding
+          let valid = g.validColumns(offset: offset, width: width, outputWidth: outputWidth)
           for oy in 0..<outputHeight {
             let y = oy * g.stride - g.padding + ky * g.dilation
             guard y >= 0 && y < height else { continue }
-            for ox in 0..<outputWidth {
-              let x = ox * g.stride - g.padding + kx * g.dilation
-              if x >= 0 && x < width { target[(c * height + y) * width + x] += source[oy * outputWidth + ox] }
-            }
+            let input = source + oy * outputWidth
+            let output = target + (c * height + y) * width + offset
+            for ox in valid { output[ox * g.stride] += input[ox] }
           }
           row += 1
         }
@@ -115,16 +140,13 @@ extension Tensor {
             geometry: geometry, outputHeight: outputHeight, outputWidth: outputWidth, into: columns.storage.base)
         }
         let out = result.storage.base + sample * outputs * plane
+        // The bias is written first and the product added to it (no separate pass).
+        if computes, let bias {
+          for o in 0..<outputs { (out + o * plane).update(repeating: bias.storage.base[o], count: plane) }
+        }
         gemm(
           weight.storage.base, columns.storage.base, out, m: outputs, n: plane, k: patch, transposeA: false,
-          transposeB: false, accumulate: false, computes: computes)
-        if computes, let bias {
-          for o in 0..<outputs {
-            let value = bias.storage.base[o]
-            let row = out + o * plane
-            for i in 0..<plane { row[i] += value }
-          }
-        }
+          transposeB: false, accumulate: bias != nil, computes: computes)
         if !computes { break }  // one sample records the workspace and product
       }
     }

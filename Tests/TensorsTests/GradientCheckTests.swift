@@ -58,6 +58,11 @@ struct GradientCheckTests {
     checkGradients(of: [x]) { $0[0].sum(alongAxes: [0, 2], keepingDimensions: true) }
     checkGradients(of: [x]) { $0[0].mean(alongAxes: [-1]) }
     checkGradients(of: [x]) { $0[0].mean(alongAxes: [0, 1], keepingDimensions: true) }
+    let y = randomTensor([2, 3, 4], seed: 8)
+    checkGradients(of: [x, y]) { Tensor.squaredErrorSum($0[0], $0[1]) }
+    // The definition: Σ (x − y)².
+    let expected = zip(x.values, y.values).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) }
+    expectClose([Tensor.squaredErrorSum(x, y).scalarValue], [Float(expected)], relative: 1e-6)
   }
 
   @Test func reshapingAndTransposing() {
