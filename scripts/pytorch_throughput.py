@@ -17,45 +17,58 @@ import torch.nn as nn
 
 from pytorch_models import build
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--model", default="linear(784,512) relu linear(512,512) relu linear(512,10)")
-parser.add_argument("--input-shape", default="784")
-parser.add_argument("--loss", default="cross-entropy", choices=["mse", "cross-entropy"])
-parser.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
-parser.add_argument("--seconds", type=float, default=1.0, help="time per repeat")
-parser.add_argument("sizes", nargs="*", type=int, default=[1, 4, 16, 64, 256])
-args = parser.parse_args()
+MLP = "linear(784,512) relu linear(512,512) relu linear(512,10)"
 
-torch.set_num_threads(2)
-shape = [int(s) for s in args.input_shape.split("x")]
-model = build(args.model)
-optimizer = torch.optim.SGD(model.parameters(), lr=0.01) if args.optimizer == "sgd" else torch.optim.Adam(
-    model.parameters(), lr=1e-3)
-print(f"model   {args.model}  (input {args.input_shape}, {args.loss}, {args.optimizer}), PyTorch {torch.__version__}")
-for m in args.sizes:
-    x = torch.rand(m, *shape) * 2 - 1
-    with torch.no_grad():
-        out_shape = model(x).shape
-    if args.loss == "cross-entropy":
-        criterion, y = nn.CrossEntropyLoss(), torch.arange(m) % out_shape[1]
-    else:
-        criterion, y = nn.MSELoss(), torch.rand(out_shape) * 2 - 1
 
-    def step():
-        optimizer.zero_grad()
-        criterion(model(x), y).backward()
-        optimizer.step()
+class Step:
+    """One model, optimizer and loss, ready to time micro-steps of any size."""
 
-    for _ in range(5):
-        step()
-    # Steps per repeat so that a repeat lasts about --seconds.
-    start = time.perf_counter()
-    step()
-    steps = max(3, int(args.seconds / max(time.perf_counter() - start, 1e-6)))
-    rates = []
-    for _ in range(7):
-        start = time.perf_counter()
-        for _ in range(steps):
+    def __init__(self, spec, shape, loss="cross-entropy", optimizer="sgd"):
+        torch.set_num_threads(2)
+        self.shape = shape
+        self.loss = loss
+        self.model = build(spec)
+        params = self.model.parameters()
+        self.optimizer = torch.optim.SGD(params, lr=0.01) if optimizer == "sgd" else torch.optim.Adam(params, lr=1e-3)
+
+    def samples_per_second(self, m, repeats=7, seconds=0.05):
+        """Median over `repeats` runs of about `seconds` each, after a warm-up."""
+        x = torch.rand(m, *self.shape) * 2 - 1
+        with torch.no_grad():
+            out_shape = self.model(x).shape
+        if self.loss == "cross-entropy":
+            criterion, y = nn.CrossEntropyLoss(), torch.arange(m) % out_shape[1]
+        else:
+            criterion, y = nn.MSELoss(), torch.rand(out_shape) * 2 - 1
+
+        def step():
+            self.optimizer.zero_grad()
+            criterion(self.model(x), y).backward()
+            self.optimizer.step()
+
+        for _ in range(3):
             step()
-        rates.append(steps * m / (time.perf_counter() - start))
-    print(f"micro-batch {m:4d}: {statistics.median(rates):10.0f} samples/s")
+        start = time.perf_counter()
+        step()
+        steps = max(1, min(1000, int(seconds / max(time.perf_counter() - start, 1e-6))))
+        rates = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            rates.append(steps * m / (time.perf_counter() - start))
+        return statistics.median(rates)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default=MLP)
+    parser.add_argument("--input-shape", default="784")
+    parser.add_argument("--loss", default="cross-entropy", choices=["mse", "cross-entropy"])
+    parser.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    parser.add_argument("sizes", nargs="*", type=int, default=[1, 4, 16, 64, 256])
+    args = parser.parse_args()
+    step = Step(args.model, [int(s) for s in args.input_shape.split("x")], args.loss, args.optimizer)
+    print(f"model   {args.model}  (input {args.input_shape}, {args.loss}, {args.optimizer}), PyTorch {torch.__version__}")
+    for m in args.sizes:
+        print(f"micro-batch {m:4d}: {step.samples_per_second(m, seconds=1.0):10.0f} samples/s")

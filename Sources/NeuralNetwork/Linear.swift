@@ -42,9 +42,7 @@ public final class Linear: Layer, CustomStringConvertible {
   }
 
   public func callAsFunction(_ input: Tensor) -> Tensor {
-    let product = Tensor.matmul(input, weight, transposingRight: true)
-    guard let bias else { return product }
-    return product + bias
+    Tensor.linear(input, weight: weight, bias: bias)
   }
 
   public func outputShape(forInput shape: [Int]) throws(ShapeError) -> [Int] {

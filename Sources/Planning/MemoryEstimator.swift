@@ -53,6 +53,8 @@ public final class MemoryEstimator {
     // One trace to warm up: the first run of any code makes one-time allocations (type
     // metadata, caches) that later steps do not repeat and must not be counted.
     _ = replay(trace(microBatch: 1))
+    // BLAS's workspace is measured once per process, here rather than inside a prediction.
+    _ = BLASWorkspace.bytes
   }
 
   /// The bytes jemalloc reserves for a tensor of `elementCount` floats.

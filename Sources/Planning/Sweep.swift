@@ -38,12 +38,17 @@ public struct Sweep {
     let stepper = measurement.stepper
     let dataset = measurement.randomDataset(samples: max(microBatch, targetBatch ?? 0))
     let single = [Array(0..<microBatch)]
+    let warmUp = DispatchTime.now().uptimeNanoseconds
     _ = stepper.step(window: single, of: dataset)
+    // Each timed run repeats the step for about 50 ms, so that short steps are not timed
+    // one by one against the clock's and the scheduler's granularity.
+    let once = Double(DispatchTime.now().uptimeNanoseconds - warmUp) / 1e9
+    let stepsPerRun = max(1, min(1000, Int(0.05 / max(once, 1e-6))))
     var times: [Double] = []
     for _ in 0..<max(1, repeats) {
       let start = DispatchTime.now().uptimeNanoseconds
-      _ = stepper.step(window: single, of: dataset)
-      times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+      for _ in 0..<stepsPerRun { _ = stepper.step(window: single, of: dataset) }
+      times.append(Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 / Double(stepsPerRun))
     }
     var stepSeconds: Double?
     if let targetBatch {

@@ -85,11 +85,15 @@ extension Tensor {
     guard incoming.hasElements else { return }
     // The incoming tensor may be shared with other gradients of this pass, so a new
     // gradient is always a copy: later accumulation writes into it in place.
-    if let gradient {
-      guard gradient.hasElements else { return }
-      let target = gradient.storage.base
+    if let (target, accumulate) = gradientForWriting() {
+      guard target.hasElements else { return }
+      let out = target.storage.base
       let source = incoming.storage.base
-      for index in 0..<count { target[index] += source[index] }
+      if accumulate {
+        for index in 0..<count { out[index] += source[index] }
+      } else {
+        out.update(from: source, count: count)
+      }
     } else {
       gradient = incoming.copy()
     }

@@ -95,21 +95,6 @@ extension Tensor {
     }
   }
 
-  /// `C[m, n] (+)= op(A) · op(B)` on raw pointers, row-major, through `cblas_sgemm`; under
-  /// shape tracing only the product is recorded (for BLAS's workspace).
-  static func gemm(
-    _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int,
-    transposeA: Bool, transposeB: Bool, accumulate: Bool, computes: Bool
-  ) {
-    guard computes else {
-      ShapeTracing.current?.recordMatrixProduct(m: m, n: n, k: k)
-      return
-    }
-    cblas_sgemm(
-      CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans, Int32(m), Int32(n),
-      Int32(k), 1, a, Int32(transposeA ? m : k), b, Int32(transposeB ? k : n), accumulate ? 1 : 0, c, Int32(n))
-  }
-
   /// A 2-D convolution of `input` `[N, C, H, W]` with `weight` `[O, C, kh, kw]` and an
   /// optional `bias` `[O]`, as PyTorch's `conv2d` (groups = 1): each sample is unfolded
   /// (im2col, one `[C·kh·kw, Ho·Wo]` workspace at a time) and multiplied by the weight with
@@ -158,15 +143,21 @@ extension Tensor {
       let weightIsLeaf = weight.requiresGradient && weight.node == nil
       // A parameter's gradient is accumulated in place (under shape tracing it is assumed to
       // exist, as in a prepared training step, so nothing is allocated for it).
+      let accumulatesInPlace = weightIsLeaf && (weight.storedGradient != nil || !computes)
       var gradientWeight: Tensor? = nil
+      // Whether the first sample's product adds to the gradient (false: it overwrites a
+      // buffer that zeroGradient() cleared).
+      var addsToWeightGradient = true
       if weight.isDifferentiable {
-        if weightIsLeaf && (weight.gradient != nil || !computes) {
-          gradientWeight = computes ? weight.gradient : nil
+        if accumulatesInPlace {
+          if computes, let (buffer, accumulate) = weight.gradientForWriting() {
+            gradientWeight = buffer
+            addsToWeightGradient = accumulate
+          }
         } else {
           gradientWeight = Tensor(zeros: weight.shape)
         }
       }
-      let accumulatesInPlace = weightIsLeaf && (weight.gradient != nil || !computes)
       let columns = Tensor(uninitializedShape: [patch, plane])
       let columnGradient = gradientInput != nil ? Tensor(uninitializedShape: [patch, plane]) : nil
       for sample in 0..<n {
@@ -180,7 +171,8 @@ extension Tensor {
           // dW += dY · colsᵀ
           gemm(
             gy, columns.storage.base, gradientWeight.storage.base, m: outputs, n: patch, k: plane, transposeA: false,
-            transposeB: true, accumulate: true, computes: computes && gradientWeight.hasElements)
+            transposeB: true, accumulate: sample > 0 || addsToWeightGradient,
+            computes: computes && gradientWeight.hasElements)
         } else if weightIsLeaf && !computes {
           ShapeTracing.current?.recordMatrixProduct(m: outputs, n: patch, k: plane)
         }

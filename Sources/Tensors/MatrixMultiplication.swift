@@ -33,6 +33,45 @@ extension Tensor {
     }
   }
 
+  /// `input · weightᵀ + bias`, as PyTorch's `F.linear`, in one product: the output starts
+  /// as copies of the bias and `sgemm` adds the product to it, so there is no separate
+  /// product tensor and no pass to add the bias. `input` `[N, in]`, `weight` `[out, in]`,
+  /// `bias` `[out]`.
+  public static func linear(_ input: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
+    precondition(
+      input.rank == 2 && weight.rank == 2 && input.shape[1] == weight.shape[1],
+      "linear needs [N, in] and [out, in], got \(input.shape) and \(weight.shape)")
+    let (n, outputs, inputs) = (input.shape[0], weight.shape[0], weight.shape[1])
+    precondition(bias.map { $0.shape == [outputs] } ?? true, "linear bias must be [\(outputs)]")
+    let result = Tensor(uninitializedShape: [n, outputs])
+    let computes = result.hasElements && input.hasElements && weight.hasElements
+    if computes, let bias {
+      for row in 0..<n { (result.storage.base + row * outputs).update(from: bias.storage.base, count: outputs) }
+    }
+    gemm(
+      input.storage.base, weight.storage.base, result.storage.base, m: n, n: outputs, k: inputs, transposeA: false,
+      transposeB: true, accumulate: bias != nil, computes: computes)
+    let x = input.detached(), w = weight.detached()
+    return record(result, inputs: [input, weight] + (bias.map { [$0] } ?? [])) { g in
+      // dX = G·W, dW += Gᵀ·X, db += Σ rows of G.
+      let gradientInput = input.isDifferentiable ? product(g, w, false, false) : nil
+      let gradientWeight = weight.isDifferentiable ? gradientProduct(for: weight, g, x, true, false) : nil
+      var gradientBias: Tensor? = nil
+      if let bias, bias.isDifferentiable {
+        let sums = Tensor(zeros: [outputs])
+        if sums.hasElements && g.hasElements {
+          let total = sums.storage.base
+          for row in 0..<n {
+            let values = g.storage.base + row * outputs
+            for j in 0..<outputs { total[j] += values[j] }
+          }
+        }
+        gradientBias = sums
+      }
+      return [gradientInput, gradientWeight] + (bias != nil ? [gradientBias] : [])
+    }
+  }
+
   /// The gradient `op(left)·op(right)` for `input`. For a parameter (a leaf that requires
   /// gradients) it is added straight into the parameter's gradient by `sgemm` with β = 1,
   /// which saves a temporary and a pass over it, and `nil` is returned.
@@ -50,8 +89,8 @@ extension Tensor {
         k: transposeLeft ? left.shape[0] : left.shape[1])
       return nil
     }
-    if let gradient = input.gradient {
-      multiply(left, right, transposeLeft, transposeRight, into: gradient, accumulating: true)
+    if let (gradient, accumulate) = input.gradientForWriting() {
+      multiply(left, right, transposeLeft, transposeRight, into: gradient, accumulating: accumulate)
     } else {
       let gradient = Tensor(uninitializedShape: input.shape)
       multiply(left, right, transposeLeft, transposeRight, into: gradient, accumulating: false)
@@ -74,25 +113,77 @@ extension Tensor {
     return result
   }
 
-  /// `c = op(a)·op(b)` (or `c += …` when `accumulating`) through `cblas_sgemm`.
+  /// `c = op(a)·op(b)` (or `c += …` when `accumulating`) through ``gemm(_:_:_:m:n:k:transposeA:transposeB:accumulate:computes:)``.
   static func multiply(
     _ a: Tensor, _ b: Tensor, _ transposeA: Bool, _ transposeB: Bool, into c: Tensor,
     accumulating: Bool
   ) {
     let m = c.shape[0], n = c.shape[1]
     let k = transposeA ? a.shape[0] : a.shape[1]
+    gemm(
+      a.storage.base, b.storage.base, c.storage.base, m: m, n: n, k: k, transposeA: transposeA,
+      transposeB: transposeB, accumulate: accumulating, computes: c.hasElements && a.hasElements && b.hasElements)
+  }
+
+  /// `C[m, n] (+)= op(A) · op(B)` on contiguous row-major matrices: the one place GradAccum
+  /// calls BLAS. A product with a single row or column is a matrix-vector product
+  /// (`cblas_sgemv`) and one with `k = 1` a rank-1 update (`cblas_sger`): neither packs the
+  /// matrix as `sgemm` does, which at micro-batch 1 is most of the work. Under shape
+  /// tracing only the product is recorded (for BLAS's workspace).
+  static func gemm(
+    _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int,
+    transposeA: Bool, transposeB: Bool, accumulate: Bool, computes: Bool
+  ) {
     if m == 0 || n == 0 { return }
-    guard c.hasElements && a.hasElements && b.hasElements else {
+    guard computes else {
       ShapeTracing.current?.recordMatrixProduct(m: m, n: n, k: k)
       return
     }
-    if k == 0 {
-      if !accumulating { c.mutableBuffer.update(repeating: 0) }
-      return
+    // c is zeroed here and every kernel adds to it (β = 1): OpenBLAS's own β = 0 path is a
+    // slower extra pass, and vector kernels would otherwise read whatever fresh memory holds.
+    if !accumulate { c.update(repeating: 0, count: m * n) }
+    if k == 0 { return }
+    // Small products run on one thread: OpenBLAS's threads cost more than they save there.
+    let threads = BLASThreading.defaultThreads
+    let singleThreaded = threads > 1 && !BLASThreading.usesThreads(m: m, n: n, k: k)
+    if singleThreaded { openblas_set_num_threads(1) }
+    defer { if singleThreaded { openblas_set_num_threads(Int32(threads)) } }
+    let one: Float = 1
+    if m == 1 {
+      // cᵀ = op(B)ᵀ · aᵀ; op(A) is one row (or column) of k contiguous values either way.
+      cblas_sgemv(
+        CblasRowMajor, transposeB ? CblasNoTrans : CblasTrans, Int32(transposeB ? n : k), Int32(transposeB ? k : n),
+        one, b, Int32(transposeB ? k : n), a, 1, one, c, 1)
+    } else if n == 1 {
+      cblas_sgemv(
+        CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, Int32(transposeA ? k : m), Int32(transposeA ? m : k),
+        one, a, Int32(transposeA ? m : k), b, 1, one, c, 1)
+    } else if k == 1 {
+      cblas_sger(CblasRowMajor, Int32(m), Int32(n), one, a, 1, b, 1, c, Int32(n))
+    } else {
+      cblas_sgemm(
+        CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans, Int32(m),
+        Int32(n), Int32(k), one, a, Int32(transposeA ? m : k), b, Int32(transposeB ? k : n), one, c, Int32(n))
     }
-    cblas_sgemm(
-      CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans,
-      Int32(m), Int32(n), Int32(k), 1, a.storage.base, Int32(a.shape[1]),
-      b.storage.base, Int32(b.shape[1]), accumulating ? 1 : 0, c.storage.base, Int32(n))
+  }
+}
+
+/// When GradAccum lets OpenBLAS use its threads for a product.
+///
+/// Measured on 2 cores with products of the sizes of an MLP's layers: with fewer than 16
+/// rows, columns or inner indices, OpenBLAS's threaded `sgemm` is slower than one thread
+/// (about 1.5–2× at 4 rows), and from 16 on two threads win. OpenBLAS itself also keeps
+/// products of at most `65536 × 4` multiply-adds on one thread.
+public enum BLASThreading {
+  /// OpenBLAS's own threshold: products with more multiply-adds than this may use threads.
+  public static let multiplyAddThreshold = 65536 * 4
+  /// The smallest extent (rows, columns or inner) of a product that uses threads.
+  public static let minimumExtent = 16
+  /// OpenBLAS's thread count when the process started (`OPENBLAS_NUM_THREADS` or the cores).
+  public static let defaultThreads = Int(openblas_get_num_threads())
+
+  /// Whether `[m, k] · [k, n]` runs on OpenBLAS's threads (and allocates their job table).
+  public static func usesThreads(m: Int, n: Int, k: Int) -> Bool {
+    defaultThreads > 1 && Swift.min(m, n, k) >= minimumExtent && m * n * k > multiplyAddThreshold
   }
 }

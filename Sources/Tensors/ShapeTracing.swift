@@ -52,7 +52,10 @@ public final class AllocationTrace: @unchecked Sendable {
     if let sampleOtherBytes { otherBytes.append(sampleOtherBytes()) }
   }
 
+  /// Records a product that BLAS computes with `sgemm` (and may allocate for); one with a
+  /// single row, column or inner index is a vector kernel, which allocates nothing.
   func recordMatrixProduct(m: Int, n: Int, k: Int) {
+    guard m > 1 && n > 1 && k > 1 else { return }
     events.append(.matrixProduct(m: m, n: n, k: k))
     if let sampleOtherBytes { otherBytes.append(sampleOtherBytes()) }
   }

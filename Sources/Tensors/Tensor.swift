@@ -73,9 +73,26 @@ public final class Tensor {
   /// Whether ``backward()`` computes a gradient for this tensor (a leaf, such as a parameter).
   public var requiresGradient: Bool
   /// The accumulated gradient of a leaf that requires gradients; `nil` until the first
-  /// ``backward()`` that reaches it, or after ``zeroGradient()``'s counterpart
-  /// ``clearGradient()``.
-  public var gradient: Tensor?
+  /// ``backward()`` that reaches it (or ``allocateGradient()``).
+  public var gradient: Tensor? {
+    get {
+      if gradientIsCleared {
+        gradientIsCleared = false
+        if let storedGradient, storedGradient.hasElements { storedGradient.mutableBuffer.update(repeating: 0) }
+      }
+      return storedGradient
+    }
+    set {
+      storedGradient = newValue
+      gradientIsCleared = false
+    }
+  }
+  /// The gradient buffer, whose contents count as zeros while ``gradientIsCleared``.
+  var storedGradient: Tensor?
+  /// Set by ``zeroGradient()``: the buffer is not written until it is needed. The next
+  /// backward overwrites it instead of adding to it (no zeroing pass, and a product writes
+  /// it with β = 0 instead of reading it), and any other reader gets zeros first.
+  var gradientIsCleared = false
   /// How this tensor was made, while it is part of a graph to differentiate.
   var node: GradientNode?
 
@@ -174,9 +191,19 @@ public final class Tensor {
     if requiresGradient && gradient == nil { gradient = Tensor(zeros: shape) }
   }
 
-  /// Sets the accumulated gradient to zeros, keeping its buffer.
+  /// Sets the accumulated gradient to zeros, keeping its buffer. The zeros are written
+  /// lazily: the next backward overwrites the buffer, or a reader of ``gradient`` sees it
+  /// zeroed first.
   public func zeroGradient() {
-    if let gradient, gradient.hasElements { gradient.mutableBuffer.update(repeating: 0) }
+    if storedGradient != nil { gradientIsCleared = true }
+  }
+
+  /// The gradient buffer for a backward pass to write into, and whether to add to its
+  /// contents (`false` after ``zeroGradient()``: overwrite them).
+  func gradientForWriting() -> (buffer: Tensor, accumulate: Bool)? {
+    guard let storedGradient else { return nil }
+    defer { gradientIsCleared = false }
+    return (storedGradient, !gradientIsCleared)
   }
 }
 

@@ -8,7 +8,7 @@ struct PlanCommandTests {
 
   @Test func jsonPlanWithMeasurements() throws {
     let result = try CommandRunner.run([
-      "plan", "--model", Self.model, "--input-shape", "784", "--target-batch", "256", "--budget", "16MB", "--optimizer",
+      "plan", "--model", Self.model, "--input-shape", "784", "--target-batch", "256", "--budget", "14MB", "--optimizer",
       "adam", "--dataset-size", "1000", "--measure", "--json",
     ])
     #expect(result.status == 0, "\(result.error)")
@@ -21,7 +21,7 @@ struct PlanCommandTests {
     }
     let microBatch = object["micro_batch"] as! Int
     let budget = object["budget_bytes"] as! Int
-    #expect(budget == 16 << 20)
+    #expect(budget == 14 << 20)
     #expect((object["window_sizes"] as! [Int]).reduce(0, +) == 256)
     #expect((object["last_window_sizes"] as! [Int]).reduce(0, +) == 1000 % 256)
     let measurements = object["measurements"] as! [[String: Int]]

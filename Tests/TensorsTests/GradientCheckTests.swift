@@ -65,6 +65,20 @@ struct GradientCheckTests {
     expectClose([Tensor.squaredErrorSum(x, y).scalarValue], [Float(expected)], relative: 1e-6)
   }
 
+  @Test(arguments: [1, 3]) func linear(rows: Int) {
+    let x = randomTensor([rows, 4], seed: 21), w = randomTensor([5, 4], seed: 22), b = randomTensor([5], seed: 23)
+    checkGradients(of: [x, w, b]) { Tensor.linear($0[0], weight: $0[1], bias: $0[2]) }
+    checkGradients(of: [x, w]) { Tensor.linear($0[0], weight: $0[1], bias: nil) }
+    // The definition: x · wᵀ + b, row by row.
+    let y = Tensor.linear(x, weight: w, bias: b).values
+    for r in 0..<rows {
+      for o in 0..<5 {
+        let dot = (0..<4).reduce(Float(0)) { $0 + x.values[r * 4 + $1] * w.values[o * 4 + $1] }
+        #expect(abs(y[r * 5 + o] - (dot + b.values[o])) < 1e-5)
+      }
+    }
+  }
+
   @Test func reshapingAndTransposing() {
     let x = randomTensor([2, 3, 4])
     checkGradients(of: [x]) { $0[0].reshaped(to: [6, -1]) }

@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""GradAccum against PyTorch CPU eager, side by side in one run, as docs/benchmarks.md reports.
+
+For each model and micro-batch, alternates `gradaccum bench` (full training micro-steps,
+median of its repeats) and the same step in PyTorch (2 threads) for several rounds, and
+prints a markdown table of the medians over rounds and their ratio. Needs
+`pip install torch` (only this script does).
+
+Usage: python3 scripts/throughput_comparison.py [--rounds N] [--gradaccum PATH] [mlp|cnn ...]
+"""
+import argparse
+import csv
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pytorch_throughput import MLP, Step  # noqa: E402
+
+CASES = {
+    "mlp": (MLP, "784", "cross-entropy", [1, 4, 16, 64, 256]),
+    "cnn": ("conv2d(3,32,3,padding=1) flatten", "3x32x32", "mse", [64]),
+}
+
+
+def gradaccum_rate(binary, spec, shape, loss, m):
+    with tempfile.NamedTemporaryFile(suffix=".csv") as table:
+        subprocess.run([binary, "bench", "--model", spec, "--input-shape", shape, "--loss", loss, "--optimizer", "sgd",
+                        "--micro-batches", str(m), "--repeat", "7", "--csv", table.name],
+                       check=True, capture_output=True)
+        with open(table.name) as f:
+            return float(next(csv.DictReader(f))["samples_per_second"])
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--gradaccum", default=".build/release/gradaccum")
+    parser.add_argument("cases", nargs="*", default=[], help="mlp, cnn (default: both)")
+    args = parser.parse_args()
+    for name in args.cases or ["mlp", "cnn"]:
+        if name not in CASES:
+            parser.error(f"unknown case {name!r}; expected one of {', '.join(sorted(CASES))}")
+    for name in args.cases or ["mlp", "cnn"]:
+        spec, shape, loss, sizes = CASES[name]
+        torch_step = Step(spec, [int(s) for s in shape.split("x")], loss)
+        print(f"\n`{spec}`, input {shape}, {loss}, SGD; medians of {args.rounds} interleaved rounds\n")
+        print("| micro-batch | GradAccum samples/s | PyTorch samples/s | ratio | ratios per round |")
+        print("|---:|---:|---:|---:|---|")
+        for m in sizes:
+            ours, theirs = [], []
+            for _ in range(args.rounds):
+                ours.append(gradaccum_rate(args.gradaccum, spec, shape, loss, m))
+                theirs.append(torch_step.samples_per_second(m))
+            ratios = [a / b for a, b in zip(ours, theirs)]
+            print(f"| {m} | {statistics.median(ours):,.0f} | {statistics.median(theirs):,.0f} | "
+                  f"{statistics.median(ours) / statistics.median(theirs):.2f} | "
+                  f"{', '.join(f'{r:.2f}' for r in ratios)} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
