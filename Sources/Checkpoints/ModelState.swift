@@ -33,7 +33,7 @@ extension Layer {
       counts.append((counter, try file.integerValues(name)[0]))
     }
     for (target, source) in loaded {
-      target.mutableBuffer.update(fromContentsOf: source.buffer)
+      target.assign(from: source)
     }
     for (counter, value) in counts { counter.value = value }
   }

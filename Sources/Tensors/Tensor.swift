@@ -159,7 +159,17 @@ public final class Tensor {
     return hasElements ? storage.base[0] : 0
   }
 
-  /// The elements as a buffer (read-only by convention).
+  /// Copies the elements of `source` (same element count) into this tensor. Prefer it to
+  /// `mutableBuffer.update(fromContentsOf: source.buffer)`, which does not keep a
+  /// temporary `source` alive while its elements are read.
+  public func assign(from source: Tensor) {
+    precondition(source.count == count, "cannot assign \(source.count) elements to a tensor of \(count)")
+    guard hasElements && source.hasElements else { return }
+    storage.base.update(from: source.storage.base, count: count)
+  }
+
+  /// The elements as a buffer (read-only by convention). The buffer does not keep the
+  /// tensor alive: hold the tensor while the buffer is in use.
   public var buffer: UnsafeBufferPointer<Float> {
     UnsafeBufferPointer(start: storage.base, count: count)
   }

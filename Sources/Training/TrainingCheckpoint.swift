@@ -91,7 +91,7 @@ extension Trainer {
           throw CheckpointError.shapeMismatch(
             path: path, tensor: "model.\(name)", fileShape: saved.shape, modelShape: tensor.shape)
         }
-        tensor.mutableBuffer.update(fromContentsOf: saved.buffer)
+        tensor.assign(from: saved)
       }
       for (name, counter) in model.namedCounters {
         counter.value = try file.integerValues("model.\(name)").first ?? 0
@@ -99,14 +99,14 @@ extension Trainer {
       for (name, parameter) in model.namedParameters {
         guard let gradient = parameter.gradient else { continue }
         if file.entries["gradient.\(name)"] != nil {
-          gradient.mutableBuffer.update(fromContentsOf: try file.floatTensor("gradient.\(name)").buffer)
+          gradient.assign(from: try file.floatTensor("gradient.\(name)"))
         } else {
           gradient.zeroGradient()
           gradient.mutableBuffer.update(repeating: 0)
         }
       }
       for (name, tensor) in optimizer.namedState {
-        tensor.mutableBuffer.update(fromContentsOf: try file.floatTensor("optimizer.\(name)").buffer)
+        tensor.assign(from: try file.floatTensor("optimizer.\(name)"))
       }
     } catch {
       throw .checkpoint("\(error)")

@@ -91,6 +91,7 @@ struct DemoCommand: ParsableCommand {
         memoryBudget: budget, options: options)
     }
     print(trainer.plan)
+    for warning in trainer.warnings { print("note: \(warning)") }
     print("")
     trainer.onEpoch = { epoch, loss in if epoch % 5 == 0 { print("epoch \(epoch)/15  loss \(loss)") } }
     let report = try userFacing { try trainer.fit(training, epochs: 15) }

@@ -47,8 +47,8 @@ struct LayerTests {
     let x = randomTensor([4, 3])
     checkGradients(of: [x, linear.weight, linear.bias!]) { inputs in
       let layer = Linear(inputSize: 3, outputSize: 2, seed: 0)
-      layer.weight.mutableBuffer.update(fromContentsOf: inputs[1].buffer)
-      layer.bias!.mutableBuffer.update(fromContentsOf: inputs[2].buffer)
+      layer.weight.assign(from: inputs[1])
+      layer.bias!.assign(from: inputs[2])
       return Tensor.matmul(inputs[0], inputs[1], transposingRight: true) + inputs[2]
     }
     for activation in [ReLU(), Tanh(), Sigmoid(), GELU()] as [any Layer] {
@@ -210,8 +210,8 @@ struct LayerNormTests {
 
   @Test func gradientsMatchFiniteDifferences() {
     let layer = LayerNorm(size: 5)
-    layer.weight.mutableBuffer.update(fromContentsOf: randomTensor([5], low: 0.5, high: 1.5, seed: 4).buffer)
-    layer.bias.mutableBuffer.update(fromContentsOf: randomTensor([5], seed: 5).buffer)
+    layer.weight.assign(from: randomTensor([5], low: 0.5, high: 1.5, seed: 4))
+    layer.bias.assign(from: randomTensor([5], seed: 5))
     // The layer's own parameters are among the checked inputs (perturbed in place).
     checkGradients(of: [randomTensor([3, 5], seed: 3), layer.weight, layer.bias]) { inputs in layer(inputs[0]) }
   }
@@ -255,7 +255,7 @@ struct BatchNormTests {
 
   @Test func trainingModeGradientsMatchFiniteDifferences() {
     let layer = BatchNorm2d(features: 3)
-    layer.weight.mutableBuffer.update(fromContentsOf: randomTensor([3], low: 0.5, high: 1.5, seed: 4).buffer)
+    layer.weight.assign(from: randomTensor([3], low: 0.5, high: 1.5, seed: 4))
     checkGradients(of: [randomTensor([2, 3, 2, 2], seed: 5), layer.weight, layer.bias], tolerance: 3e-2) {
       layer($0[0])
     }
