@@ -54,14 +54,14 @@ let package = Package(
     .systemLibrary(
       name: "CBLAS", pkgConfig: "openblas",
       providers: [.apt(["libopenblas-dev"])]),
-    .target(name: "_TestSupport", dependencies: ["Tensors"], path: "Tests/_TestSupport"),
+    .target(name: "_TestSupport", dependencies: ["Tensors", "Memory"], path: "Tests/_TestSupport"),
 
     // MARK: - Tests
     .testTarget(name: "TensorsTests", dependencies: ["Tensors", "_TestSupport"]),
     .testTarget(name: "NeuralNetworkTests", dependencies: ["NeuralNetwork", "_TestSupport"]),
     .testTarget(name: "OptimizersTests", dependencies: ["Optimizers", "_TestSupport"]),
     .testTarget(name: "DataLoadingTests", dependencies: ["DataLoading", "_TestSupport"]),
-    .testTarget(name: "MemoryTests", dependencies: ["Memory"]),
+    .testTarget(name: "MemoryTests", dependencies: ["Memory", "_TestSupport"]),
     .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "_TestSupport"]),
     .testTarget(name: "TrainingTests", dependencies: ["GradAccum", "_TestSupport"]),
     .testTarget(name: "PlanningTests", dependencies: ["GradAccum", "_TestSupport"]),

@@ -49,7 +49,6 @@ struct BenchCommand: ParsableCommand {
   }
 
   func run() throws {
-    try userFacing { try MemoryStatistics.verifyJemallocIsTheAllocator() }
     let specification = try modelOptions.parsedModel()
     let inputShape = try parseShape(modelOptions.inputShape!, option: "--input-shape")
     let budget = try budget.map { text in try userFacing { try MemoryBudget(parsing: text) } }
@@ -73,6 +72,14 @@ struct BenchCommand: ParsableCommand {
       ?? Array(sequence(first: 1) { $0 * 2 }.prefix { $0 <= (targetBatch ?? 256) })
     if let chosen, !sizes.contains(chosen) { sizes.append(chosen) }
     sizes = Array(Set(sizes)).sorted()
+    // Output files are checked before the sweep, which can take minutes.
+    for path in [csv, svg].compactMap({ $0 }) {
+      let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+      guard FileManager.default.isWritableFile(atPath: directory) else {
+        throw UsageError("cannot write \(path): directory \(directory) does not exist or is not writable")
+      }
+    }
+    try userFacing { try MemoryStatistics.verifyJemallocIsTheAllocator() }
     let measurement = try userFacing {
       try MemoryMeasurement(
         model: try buildModel(specification, seed: 0), optimizer: try modelOptions.makeOptimizer(), loss: loss.loss,

@@ -63,7 +63,11 @@ struct PlanCommand: ParsableCommand {
   }
 
   func run() throws {
-    try userFacing { try MemoryStatistics.verifyJemallocIsTheAllocator() }
+    // Predictions need only jemalloc's size classes; measurements need jemalloc to be the
+    // allocator.
+    if measure || objective == .throughput {
+      try userFacing { try MemoryStatistics.verifyJemallocIsTheAllocator() }
+    }
     let budget = try userFacing { try MemoryBudget(parsing: self.budget) }
     let specification = try modelOptions.parsedModel()
     let inputShape = try parseShape(modelOptions.inputShape!, option: "--input-shape")

@@ -112,7 +112,6 @@ struct TrainCommand: ParsableCommand {
   }
 
   func run() throws {
-    try userFacing { try MemoryStatistics.verifyJemallocIsTheAllocator() }
     let specification = try modelOptions.parsedModel()
     let loss = self.loss.loss
     let optimizer = try modelOptions.makeOptimizer()
@@ -124,6 +123,8 @@ struct TrainCommand: ParsableCommand {
     let model = try buildModel(specification, seed: seed)
     try checkCompatible(model: model, loss: loss, dataset: dataset, path: data)
     if let initial { try userFacing { try model.loadState(path: initial) } }
+    // Inputs first, so that a bad one is named even where memory cannot be measured.
+    try userFacing { try MemoryStatistics.verifyJemallocIsTheAllocator() }
     let trainingLog = try log.map { path in try userFacing { try TrainingLog(path: path, budgetBytes: budget?.bytes) } }
     let report: TrainingReport
     if let targetBatch, let budget {

@@ -14,7 +14,7 @@ struct AutomaticTrainingTests {
     "--optimizer", "adam", "--lr", "0.01",
   ]
 
-  @Test func plansTrainsWithinBudgetAndLogs() throws {
+  @Test(.measuresMemory) func plansTrainsWithinBudgetAndLogs() throws {
     let directory = try CommandRunner.temporaryDirectory()
     let log = directory.appendingPathComponent("log.jsonl").path
     let result = try CommandRunner.run(
@@ -58,7 +58,7 @@ struct AutomaticTrainingTests {
     #expect(result.error.contains(message), "\(result.error)")
   }
 
-  @Test func resumingFromAWeightsFileIsRefused() throws {
+  @Test(.measuresMemory) func resumingFromAWeightsFileIsRefused() throws {
     let directory = try CommandRunner.temporaryDirectory()
     let weights = directory.appendingPathComponent("w.safetensors").path
     #expect(
@@ -68,7 +68,7 @@ struct AutomaticTrainingTests {
     #expect(result.status != 0 && result.error.contains("is not a GradAccum checkpoint"), "\(result.error)")
   }
 
-  @Test func interruptedRunResumesToTheSameWeights() throws {
+  @Test(.measuresMemory) func interruptedRunResumesToTheSameWeights() throws {
     let directory = try CommandRunner.temporaryDirectory()
     let checkpoint = directory.appendingPathComponent("run.ckpt").path
     let straight = directory.appendingPathComponent("straight.safetensors").path
@@ -108,7 +108,7 @@ struct AutomaticTrainingTests {
 
 @Suite("gradaccum train progress")
 struct ProgressTests {
-  @Test func terminalGetsALiveLineAndPipesALinePerEpoch() throws {
+  @Test(.measuresMemory) func terminalGetsALiveLineAndPipesALinePerEpoch() throws {
     let arguments = AutomaticTrainingTests.common + ["--epochs", "2", "--target-batch", "100", "--budget", "80KB"]
     // Through a pipe: plain lines, one per epoch, no carriage returns.
     let piped = try CommandRunner.run(arguments)
@@ -134,7 +134,7 @@ struct ProgressTests {
     #expect(quiet.status == 0 && quiet.output.isEmpty)
   }
 
-  @Test func interruptWithoutACheckpointSaysSo() throws {
+  @Test(.measuresMemory) func interruptWithoutACheckpointSaysSo() throws {
     let process = Process()
     process.executableURL = CommandRunner.executable
     let log = try CommandRunner.temporaryDirectory().appendingPathComponent("log.jsonl").path
@@ -159,7 +159,7 @@ struct ProgressTests {
 
 @Suite("gradaccum train, non-finite values")
 struct NonFiniteCommandTests {
-  @Test func stopIsOneLineAndSkipGoesOn() throws {
+  @Test(.measuresMemory) func stopIsOneLineAndSkipGoesOn() throws {
     let directory = try CommandRunner.temporaryDirectory()
     let data = directory.appendingPathComponent("article.csv")
     _ = try writeArticleData(to: data, count: 200)
@@ -190,7 +190,7 @@ struct NonFiniteCommandTests {
 
 @Suite("gradaccum train, killed while checkpointing")
 struct KilledRunTests {
-  @Test func aRunKilledWithSIGKILLResumesFromTheFileItLeft() throws {
+  @Test(.measuresMemory) func aRunKilledWithSIGKILLResumesFromTheFileItLeft() throws {
     let directory = try CommandRunner.temporaryDirectory()
     let checkpoint = directory.appendingPathComponent("run.ckpt").path
     let straight = directory.appendingPathComponent("straight.safetensors").path
@@ -226,7 +226,7 @@ struct KilledRunTests {
 
 @Suite("gradaccum train, convolutional network")
 struct ConvolutionalTrainingTests {
-  @Test func aCNNTrainsOnTheDigitsWithinItsBudget() throws {
+  @Test(.measuresMemory) func aCNNTrainsOnTheDigitsWithinItsBudget() throws {
     let directory = try CommandRunner.temporaryDirectory()
     let log = directory.appendingPathComponent("log.jsonl").path
     let result = try CommandRunner.run([

@@ -4,7 +4,7 @@ import _TestSupport
 
 @Suite("gradaccum bench")
 struct BenchCommandTests {
-  @Test func tableCSVAndAChartThatRenders() throws {
+  @Test(.measuresMemory) func tableCSVAndAChartThatRenders() throws {
     let directory = try CommandRunner.temporaryDirectory()
     let csv = directory.appendingPathComponent("sweep.csv").path
     let svg = directory.appendingPathComponent("sweep.svg").path

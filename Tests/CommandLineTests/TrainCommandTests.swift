@@ -43,7 +43,7 @@ func articleReference(x: [[Double]], y: [Double], window: Int, epochs: Int, lr: 
 
 @Suite("gradaccum train")
 struct TrainCommandTests {
-  @Test(arguments: [(40, 1, 1000), (10, 4, 1000), (10, 4, 1013), (7, 3, 1000)])
+  @Test(.measuresMemory, arguments: [(40, 1, 1000), (10, 4, 1000), (10, 4, 1013), (7, 3, 1000)])
   func articleExperimentMatchesTheFormulas(batch: Int, accumulate: Int, count: Int) throws {
     let directory = try CommandRunner.temporaryDirectory()
     let data = directory.appendingPathComponent("article.csv")
@@ -88,7 +88,7 @@ struct TrainCommandTests {
     for key in ["max_peak_bytes", "budget_violations", "samples_per_second"] { #expect(summary[key] != nil) }
   }
 
-  @Test func savedWeightsResumeAsInitialWeights() throws {
+  @Test(.measuresMemory) func savedWeightsResumeAsInitialWeights() throws {
     let directory = try CommandRunner.temporaryDirectory()
     let data = directory.appendingPathComponent("d.csv")
     _ = try writeArticleData(to: data, count: 100)
@@ -225,7 +225,7 @@ struct BadInputTests {
 
 @Suite("gradaccum demo")
 struct DemoCommandTests {
-  @Test func demoShowsAccumulationAgreeingWithTheBigBatch() throws {
+  @Test(.measuresMemory) func demoShowsAccumulationAgreeingWithTheBigBatch() throws {
     let result = try CommandRunner.run(["demo"])
     #expect(result.status == 0, "\(result.error)")
     #expect(result.output.contains("batch 40"))

@@ -1,5 +1,6 @@
 import Memory
 import Testing
+import _TestSupport
 
 #if canImport(Glibc)
   import Glibc
@@ -7,11 +8,11 @@ import Testing
 
 @Suite("jemalloc statistics")
 struct MemoryStatisticsTests {
-  @Test func jemallocServesMalloc() throws {
+  @Test(.measuresMemory) func jemallocServesMalloc() throws {
     try MemoryStatistics.verifyJemallocIsTheAllocator()
   }
 
-  @Test func allocationsMoveTheProcessCounters() throws {
+  @Test(.measuresMemory) func allocationsMoveTheProcessCounters() throws {
     let before = try MemoryStatistics.allocatedBytes()
     let block = malloc(8 << 20)!
     block.storeBytes(of: 1, as: UInt8.self)
@@ -23,7 +24,7 @@ struct MemoryStatisticsTests {
     #expect(try MemoryStatistics.mappedBytes() >= MemoryStatistics.activeBytes())
   }
 
-  @Test func threadCounterOnlySeesThisThread() throws {
+  @Test(.measuresMemory) func threadCounterOnlySeesThisThread() throws {
     let before = try MemoryStatistics.threadAllocatedBytes()
     let block = malloc(5 << 20)!
     block.storeBytes(of: 1, as: UInt8.self)
@@ -31,7 +32,7 @@ struct MemoryStatisticsTests {
     #expect(try MemoryStatistics.threadAllocatedBytes() - before >= 5 << 20)
   }
 
-  @Test func threadPeakSeesATransientBlock() throws {
+  @Test(.measuresMemory) func threadPeakSeesATransientBlock() throws {
     let (_, peak) = try MemoryStatistics.measurePeak {
       let block = malloc(3 << 20)!
       block.storeBytes(of: 1, as: UInt8.self)
@@ -42,7 +43,7 @@ struct MemoryStatisticsTests {
     #expect(peak < 4 << 20)
   }
 
-  @Test(arguments: [1, 8, 9, 100, 4097, 20_000, 1 << 20])
+  @Test(.measuresMemory, arguments: [1, 8, 9, 100, 4097, 20_000, 1 << 20])
   func sizeClassesRoundUp(requestBytes: Int) {
     let rounded = MemoryStatistics.sizeClassBytes(forRequest: requestBytes)
     #expect(rounded >= requestBytes)

@@ -92,7 +92,7 @@ struct PredictionTests {
     ("linear(3,8) tanh linear(8,1)", 3, "sgd", "mse"),
   ]
 
-  @Test(arguments: cases)
+  @Test(.measuresMemory, arguments: cases)
   func predictionIsWithinTwoPercent(model text: String, width: Int, optimizer: String, lossName: String) throws {
     let loss: Loss = lossName == "mse" ? .meanSquaredError : .crossEntropy
     let shapeModel = try shapeOnlyModel(text)
@@ -153,7 +153,7 @@ struct PlannerTests {
       model: try shapeOnlyModel(text), sampleShape: [width], loss: .crossEntropy, optimizer: makeOptimizer(optimizer))
   }
 
-  @Test(arguments: [(256, 16.0), (100, 13.5), (1000, 20.0)])
+  @Test(.measuresMemory, arguments: [(256, 16.0), (100, 13.5), (1000, 20.0)])
   func choosesTheLargestFeasibleMicroBatch(targetBatch: Int, budgetMiB: Double) throws {
     let text = "linear(784,512) relu linear(512,512) relu linear(512,10)"
     let estimator = try estimator(text, width: 784)
@@ -221,7 +221,7 @@ struct PlannerTests {
 
 @Suite("Prediction for convolutional networks")
 struct ConvolutionalPredictionTests {
-  @Test(arguments: [
+  @Test(.measuresMemory, arguments: [
     ("conv2d(1,8,3,padding=1) relu maxpool2d(2) flatten linear(128,10)", [1, 8, 8], "adam"),
     (
       "conv2d(3,16,3,padding=1) relu conv2d(16,16,3,stride=2,padding=1) relu adaptiveavgpool2d(1) flatten linear(16,10)",

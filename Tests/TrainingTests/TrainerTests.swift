@@ -57,7 +57,7 @@ struct TrainerTests {
       relative: optimizerName == "sgd" ? 1e-5 : 1e-4)
   }
 
-  @Test func guardRecoversFromAWrongEstimate() throws {
+  @Test(.measuresMemory) func guardRecoversFromAWrongEstimate() throws {
     let dataset = classificationData(count: 130, features: 16, classes: 5, seed: 2)
     let model = try ModelSpecification(parsing: Self.spec).build(seed: 3)
     let optimizer = { try SGD(learningRate: 0.05) }
@@ -120,11 +120,11 @@ struct TrainerTests {
     let first = try makeTrainer(checkpoint: path)
     var microSteps = 0
     if midWindow {
-      first.onMicroStep = { _ in
+      first.onMicroStep = { [unowned first] _ in
         microSteps += 1; if microSteps == 17 { first.requestStop() }
       }
     } else {
-      first.onStep = { if $0.step == 7 { first.requestStop() } }
+      first.onStep = { [unowned first] in if $0.step == 7 { first.requestStop() } }
     }
     let partial = try first.fit(dataset, epochs: 3)
     #expect(partial.interrupted)
@@ -233,7 +233,7 @@ struct NonFiniteTests {
 
 @Suite("Leaks")
 struct LeakTests {
-  @Test func releasingATrainerReturnsItsMemory() throws {
+  @Test(.measuresMemory) func releasingATrainerReturnsItsMemory() throws {
     let dataset = classificationData(count: 300, features: 16, classes: 5, seed: 1)
     func run() throws {
       let model = try ModelSpecification(parsing: "linear(16,256) relu linear(256,256) relu linear(256,5)").build(
