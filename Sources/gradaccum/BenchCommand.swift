@@ -73,12 +73,7 @@ struct BenchCommand: ParsableCommand {
     if let chosen, !sizes.contains(chosen) { sizes.append(chosen) }
     sizes = Array(Set(sizes)).sorted()
     // Output files are checked before the sweep, which can take minutes.
-    for path in [csv, svg].compactMap({ $0 }) {
-      let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
-      guard FileManager.default.isWritableFile(atPath: directory) else {
-        throw UsageError("cannot write \(path): directory \(directory) does not exist or is not writable")
-      }
-    }
+    for path in [csv, svg].compactMap({ $0 }) { try checkWritable(path) }
     try userFacing { try MemoryStatistics.verifyJemallocIsTheAllocator() }
     let measurement = try userFacing {
       try MemoryMeasurement(

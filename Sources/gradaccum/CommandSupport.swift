@@ -150,3 +150,12 @@ func buildModel(_ specification: ModelSpecification, seed: UInt64) throws -> Seq
   }
   return specification.build(seed: seed)
 }
+
+/// Fails with one line when the directory of `path` cannot take a new file, so that a long
+/// run does not end without its output.
+func checkWritable(_ path: String) throws {
+  let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+  guard FileManager.default.isWritableFile(atPath: directory) else {
+    throw UsageError("cannot write \(path): directory \(directory) does not exist or is not writable")
+  }
+}

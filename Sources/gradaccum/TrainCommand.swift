@@ -123,8 +123,8 @@ struct TrainCommand: ParsableCommand {
     let model = try buildModel(specification, seed: seed)
     try checkCompatible(model: model, loss: loss, dataset: dataset, path: data)
     if let initial { try userFacing { try model.loadState(path: initial) } }
-    // Inputs first, so that a bad one is named even where memory cannot be measured.
-    try userFacing { try MemoryStatistics.verifyJemallocIsTheAllocator() }
+    // Where the weights go is checked now rather than after hours of training.
+    if let save { try checkWritable(save) }
     let trainingLog = try log.map { path in try userFacing { try TrainingLog(path: path, budgetBytes: budget?.bytes) } }
     let report: TrainingReport
     if let targetBatch, let budget {
@@ -152,6 +152,8 @@ struct TrainCommand: ParsableCommand {
     log: TrainingLog?
   ) throws -> TrainingReport {
     let batch = batch!, accumulate = accumulate ?? 1
+    // Inputs first, so that a bad one is named even where memory cannot be measured.
+    try userFacing { try MemoryStatistics.verifyJemallocIsTheAllocator() }
     let stepper = WindowStepper(model: model, optimizer: optimizer, loss: loss, gradientClipNorm: clipGradNorm)
     var run = TrainingRun(
       schedule: .fixed(microBatch: batch, accumulationCount: accumulate), epochs: epochs, shuffle: !noShuffle,
@@ -197,6 +199,7 @@ struct TrainCommand: ParsableCommand {
     trainer.onWarning = { message in FileHandle.standardError.write(Data("warning: \(message)\n".utf8)) }
     for message in trainer.warnings { trainer.onWarning?(message) }
     if let resume { try userFacing { try trainer.resume(from: resume) } }
+    try userFacing { try MemoryStatistics.verifyJemallocIsTheAllocator() }
     if !quiet {
       print("training \(specification) on \(dataset.count) samples from \(data): \(epochs) epochs, \(optimizer.name)")
       print(trainer.plan)

@@ -196,7 +196,7 @@ struct BadInputTests {
     (train(["--log", "/nonexistent/dir/log.jsonl"]), "cannot write the training log"),
     (
       train(["--save", "/nonexistent/dir/w.safetensors"]),
-      "cannot write safetensors file /nonexistent/dir/w.safetensors"
+      "cannot write /nonexistent/dir/w.safetensors"
     ),
     (train([], loss: "mse"), "mse cannot compare predictions of shape [3, 3] with targets of shape [3]"),
     (train([], model: "linear(2,1)", loss: "bce"), "target 2.0 is outside [0, 1]"),
