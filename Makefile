@@ -5,7 +5,7 @@ SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PACKAGES := libjemalloc-dev libopenblas-dev pkg-config librsvg2-bin
 
-.PHONY: deps demo test build release bench bench-suites compare-pytorch format clean
+.PHONY: deps demo test build release bench bench-suites compare-pytorch compare-throughput sanitize format clean
 
 ## Install jemalloc and OpenBLAS (Debian packages) when pkg-config does not find them, and
 ## rsvg-convert (the chart test renders SVG to PNG with it).
@@ -39,8 +39,16 @@ bench: deps
 compare-pytorch: release
 	python3 scripts/pytorch_reference.py .build/release/gradaccum
 
+## GradAccum against PyTorch CPU eager, side by side (needs `pip install torch`).
+compare-throughput: release
+	python3 scripts/throughput_comparison.py --gradaccum .build/release/gradaccum
+
+## The test suite under AddressSanitizer and LeakSanitizer (docs/errors.md, "Sanitizers").
+sanitize: deps
+	scripts/sanitize.sh
+
 format:
 	$(SWIFT) format --in-place --recursive Sources Tests Benchmarks/Benchmarks Package.swift
 
 clean:
-	rm -rf .build Benchmarks/.build
+	rm -rf .build .build-asan .build-fuzz Benchmarks/.build
