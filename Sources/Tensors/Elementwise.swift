@@ -35,8 +35,9 @@ extension Tensor {
   /// e raised to each element.
   public func exp() -> Tensor {
     let result = mapped { input, output, n in for i in 0..<n { output[i] = expf(input[i]) } }
+    let output = result.detached()
     return Tensor.record(result, inputs: [self]) { g in
-      [Tensor.zipped(g, result.detached()) { g, y, out, n in for i in 0..<n { out[i] = g[i] * y[i] } }]
+      [Tensor.zipped(g, output) { g, y, out, n in for i in 0..<n { out[i] = g[i] * y[i] } }]
     }
   }
 
@@ -52,8 +53,9 @@ extension Tensor {
   /// The square root of each element.
   public func squareRoot() -> Tensor {
     let result = mapped { input, output, n in for i in 0..<n { output[i] = sqrtf(input[i]) } }
+    let output = result.detached()
     return Tensor.record(result, inputs: [self]) { g in
-      [Tensor.zipped(g, result.detached()) { g, y, out, n in for i in 0..<n { out[i] = g[i] / (2 * y[i]) } }]
+      [Tensor.zipped(g, output) { g, y, out, n in for i in 0..<n { out[i] = g[i] / (2 * y[i]) } }]
     }
   }
 
@@ -96,9 +98,10 @@ extension Tensor {
   /// `max(0, x)` for each element (gradient 0 at 0, as PyTorch).
   public func relu() -> Tensor {
     let result = mapped { input, output, n in for i in 0..<n { output[i] = Swift.max(input[i], 0) } }
+    let output = result.detached()
     return Tensor.record(result, inputs: [self]) { g in
       [
-        Tensor.zipped(g, result.detached()) { g, y, out, n in
+        Tensor.zipped(g, output) { g, y, out, n in
           // Sixteen lanes at a time (the scalar form does not vectorize).
           var i = 0
           while i + 16 <= n {
@@ -120,8 +123,9 @@ extension Tensor {
   /// The hyperbolic tangent of each element.
   public func tanh() -> Tensor {
     let result = mapped { input, output, n in for i in 0..<n { output[i] = tanhf(input[i]) } }
+    let output = result.detached()
     return Tensor.record(result, inputs: [self]) { g in
-      [Tensor.zipped(g, result.detached()) { g, y, out, n in for i in 0..<n { out[i] = g[i] * (1 - y[i] * y[i]) } }]
+      [Tensor.zipped(g, output) { g, y, out, n in for i in 0..<n { out[i] = g[i] * (1 - y[i] * y[i]) } }]
     }
   }
 
@@ -139,8 +143,9 @@ extension Tensor {
         }
       }
     }
+    let output = result.detached()
     return Tensor.record(result, inputs: [self]) { g in
-      [Tensor.zipped(g, result.detached()) { g, y, out, n in for i in 0..<n { out[i] = g[i] * y[i] * (1 - y[i]) } }]
+      [Tensor.zipped(g, output) { g, y, out, n in for i in 0..<n { out[i] = g[i] * y[i] * (1 - y[i]) } }]
     }
   }
 

@@ -95,6 +95,31 @@ struct TensorTests {
 
 @Suite("Gradient recording")
 struct GradientRecordingTests {
+  /// A graph that is never differentiated is freed with its output: no op's backward
+  /// closure may hold the op's own result (a cycle that leaked every such graph).
+  @Test func aDroppedGraphIsFreed() {
+    let x = Tensor([0.5, -1, 2, 3], shape: [2, 2], requiresGradient: true)
+    let weight = Tensor([1, 2, 3, 4], shape: [2, 2], requiresGradient: true)
+    let operations: [(String, (Tensor) -> Tensor)] = [
+      ("exp", { $0.exp() }), ("squareRoot", { $0.absoluteValue().squareRoot() }), ("relu", { $0.relu() }),
+      ("tanh", { $0.tanh() }), ("sigmoid", { $0.sigmoid() }), ("gelu", { $0.gelu() }),
+      ("softmax", { $0.softmax(alongAxis: -1) }), ("logSoftmax", { $0.logSoftmax(alongAxis: -1) }),
+      ("matmul", { Tensor.matmul($0, weight) }), ("linear", { Tensor.linear($0, weight: weight, bias: nil) }),
+      ("quotient", { $0 / (weight + 1) }), ("sum", { $0.sum(alongAxes: [0]) }),
+      ("batch normalization", { Tensor.batchNormalization($0, weight: nil, bias: nil, epsilon: 1e-5).output }),
+      ("squared error", { Tensor.squaredErrorSum($0, weight) }),
+    ]
+    for (name, operation) in operations {
+      weak var output: Tensor?
+      do {
+        let y = operation(x * 2)
+        #expect(y.isDifferentiable, "\(name)")
+        output = y
+      }
+      #expect(output == nil, "\(name): the output of a graph nobody differentiates was not freed")
+    }
+  }
+
   @Test func withoutRecordingMakesPlainTensors() {
     let w = Tensor([1, 2], shape: [2], requiresGradient: true)
     let inside = GradientRecording.withoutRecording { (w * w).exp().sum() }
