@@ -206,7 +206,7 @@ struct NonFiniteTests {
     defer { try? FileManager.default.removeItem(atPath: path) }
     let (trainer, dataset) = try divergingTrainer(.stop, checkpoint: path)
     var lastGood: [[Float]] = trainer.model.parameters.map(\.values)
-    trainer.onStep = { _ in lastGood = trainer.model.parameters.map(\.values) }
+    trainer.onStep = { [unowned trainer] _ in lastGood = trainer.model.parameters.map(\.values) }
     do {
       try trainer.fit(dataset, epochs: 50)
       Issue.record("training with learning rate 1e6 did not diverge")
