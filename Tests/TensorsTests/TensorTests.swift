@@ -1,4 +1,4 @@
-import Tensors
+@testable import Tensors
 import Testing
 import _TestSupport
 
@@ -127,5 +127,49 @@ struct GradientRecordingTests {
     #expect(abs(inside.scalarValue - 57.316_788) < 1e-3)  // e¹ + e⁴
     #expect(!GradientRecording.isPaused)
     #expect((w * w).isDifferentiable)
+  }
+}
+
+@Suite("Matrix products of every shape")
+struct MatrixProductShapeTests {
+  /// Every kernel GradAccum picks (sgemm on one thread or several, sgemv, sger), with sizes
+  /// on both sides of their limits, against the definition in Double, with and without
+  /// accumulation.
+  @Test(arguments: [false, true])
+  func everyKernelMatchesTheDefinition(accumulating: Bool) {
+    let sizes = [1, 2, 3, 4, 5, 8, 9, 17, 33]
+    var checked = 0
+    for m in sizes {
+      for n in [1, 2, 7, 20] {
+        for k in sizes {
+          for transposeA in [false, true] {
+            for transposeB in [false, true] {
+              let a = randomTensor(transposeA ? [k, m] : [m, k], seed: UInt64(m * 1000 + k))
+              let b = randomTensor(transposeB ? [n, k] : [k, n], seed: UInt64(n * 1000 + k + 7))
+              let c = randomTensor([m, n], seed: 3)
+              let start = c.values
+              Tensor.multiply(a, b, transposeA, transposeB, into: c, accumulating: accumulating)
+              for i in 0..<m {
+                for j in 0..<n {
+                  var total = accumulating ? Double(start[i * n + j]) : 0
+                  for t in 0..<k {
+                    let x = transposeA ? a.values[t * m + i] : a.values[i * k + t]
+                    let y = transposeB ? b.values[j * k + t] : b.values[t * n + j]
+                    total += Double(x) * Double(y)
+                  }
+                  let value = c.values[i * n + j]
+                  if abs(Double(value) - total) > 1e-4 * max(1, abs(total)) {
+                    Issue.record("m \(m) n \(n) k \(k) ᵀA \(transposeA) ᵀB \(transposeB): \(value) ≠ \(total)")
+                    return
+                  }
+                }
+              }
+              checked += 1
+            }
+          }
+        }
+      }
+    }
+    #expect(checked == 9 * 4 * 9 * 4)
   }
 }
