@@ -149,15 +149,16 @@ struct MatrixProductShapeTests {
               let c = randomTensor([m, n], seed: 3)
               let start = c.values
               Tensor.multiply(a, b, transposeA, transposeB, into: c, accumulating: accumulating)
+              let (av, bv, cv) = (a.values, b.values, c.values)
               for i in 0..<m {
                 for j in 0..<n {
                   var total = accumulating ? Double(start[i * n + j]) : 0
                   for t in 0..<k {
-                    let x = transposeA ? a.values[t * m + i] : a.values[i * k + t]
-                    let y = transposeB ? b.values[j * k + t] : b.values[t * n + j]
+                    let x = transposeA ? av[t * m + i] : av[i * k + t]
+                    let y = transposeB ? bv[j * k + t] : bv[t * n + j]
                     total += Double(x) * Double(y)
                   }
-                  let value = c.values[i * n + j]
+                  let value = cv[i * n + j]
                   if abs(Double(value) - total) > 1e-4 * max(1, abs(total)) {
                     Issue.record("m \(m) n \(n) k \(k) ᵀA \(transposeA) ᵀB \(transposeB): \(value) ≠ \(total)")
                     return
