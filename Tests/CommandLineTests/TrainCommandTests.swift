@@ -236,6 +236,16 @@ struct DemoCommandTests {
     }
     let value = line.flatMap { Double($0.split(separator: " ").last!) }
     #expect(value != nil && value! < 1e-5)
+    // Both digits classifiers (the MLP, then the batch-normalized CNN) accumulate within
+    // their budgets and reach at least 95% held-out accuracy.
+    let results = result.output.split(separator: "\n").filter { $0.hasPrefix("held-out accuracy") }
+    #expect(results.count == 2, "\(result.output)")
+    for line in results {
+      let accuracy = Double(line.split(separator: " ")[2].dropLast()) ?? 0
+      #expect(accuracy >= 95, "\(line)")
+      #expect(line.hasSuffix(" 0 budget violations"), "\(line)")
+    }
+    #expect(result.output.contains("accumulation steps  5"), "the CNN's plan should accumulate")
   }
 }
 
