@@ -31,7 +31,8 @@ public enum Planner {
         budgetBytes: budget.bytes, minimumBytes: one.peakBytes,
         breakdown:
           "parameters \(p.parameterBytes), gradients \(p.gradientBytes), optimizer state \(p.optimizerStateBytes)"
-          + (p.bufferBytes > 0 ? ", buffers \(p.bufferBytes)" : "") + ", transient \(one.transientBytes) at 1 sample")
+          + (p.bufferBytes > 0 ? ", buffers \(p.bufferBytes)" : "") + ", transient \(one.transientBytes) at 1 sample",
+        marginBytes: 0)
     }
     var low = 1  // fits
     var high = 2

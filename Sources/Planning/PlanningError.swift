@@ -11,9 +11,10 @@ public enum PlanningError: Error, Equatable, Sendable, CustomStringConvertible {
   case shape(ShapeError)
   /// The input shape was not given and the model's first layer does not declare one.
   case unknownInputShape
-  /// Even one sample per micro-batch does not fit: the smallest budget that would, and the
-  /// persistent and transient bytes at one sample.
-  case budgetTooSmall(budgetBytes: Int, minimumBytes: Int, breakdown: String)
+  /// Even one sample per micro-batch does not fit: micro-batch 1 needs `minimumBytes`
+  /// (persistent and transient bytes in `breakdown`); with the trainer's safety margin of
+  /// `marginBytes`, the budget must be at least their sum.
+  case budgetTooSmall(budgetBytes: Int, minimumBytes: Int, breakdown: String, marginBytes: Int)
 
   public var description: String {
     switch self {
@@ -25,8 +26,15 @@ public enum PlanningError: Error, Equatable, Sendable, CustomStringConvertible {
       error.description
     case .unknownInputShape:
       "the model's input shape is unknown: its first layer does not declare one; give it in the trainer's options (inputShape)"
-    case .budgetTooSmall(let budgetBytes, let minimumBytes, let breakdown):
-      "budget \(MemoryBudget.format(bytes: budgetBytes)) (\(budgetBytes) bytes) is too small: even a micro-batch of 1 needs \(MemoryBudget.format(bytes: minimumBytes)) (\(minimumBytes) bytes; \(breakdown)); give at least --budget \(minimumBytes)"
+    case .budgetTooSmall(let budgetBytes, let minimumBytes, let breakdown, let marginBytes):
+      Self.budgetMessage(budget: budgetBytes, minimum: minimumBytes, breakdown: breakdown, margin: marginBytes)
     }
+  }
+
+  static func budgetMessage(budget: Int, minimum: Int, breakdown: String, margin: Int) -> String {
+    var message = "budget \(MemoryBudget.format(bytes: budget)) (\(budget) bytes) is too small: "
+    message += "even a micro-batch of 1 needs \(MemoryBudget.format(bytes: minimum)) (\(minimum) bytes; \(breakdown))"
+    if margin > 0 { message += ", and training keeps a safety margin of \(margin) bytes" }
+    return message + "; give at least --budget \(minimum + margin)"
   }
 }

@@ -19,7 +19,8 @@ public struct TrainerOptions {
   public var shuffle = true
   /// Seed of the shuffle.
   public var seed: UInt64 = 0
-  /// Bytes kept free below the budget when planning; `nil` for 1% of the budget.
+  /// Bytes kept free below the budget when planning; `nil` for 1% of the budget. A budget
+  /// too small for micro-batch 1 plus this margin is refused, naming the smallest that fits.
   public var safetyMarginBytes: Int?
   /// One sample's input shape; `nil` to take it from the model's first layer.
   public var inputShape: [Int]?
@@ -90,6 +91,8 @@ public final class Trainer {
   let estimator: MemoryEstimator
   /// Bytes the measurements showed above the predictions, added to later estimates.
   var correctionBytes = 0
+  /// Bytes kept free below the budget when planning (the options' margin).
+  var marginBytes = 0
   var progress = TrainingProgress()
   let stopFlag = StopFlag()
 
@@ -123,14 +126,36 @@ public final class Trainer {
       model: model, sampleShape: inputShape, targetShape: loss.targetShape(outputShape: outputShape), loss: loss,
       optimizer: optimizer)
     estimator.transientScale = options.transientEstimateScale
-    plan = try Planner.plan(
-      estimator: estimator, targetBatch: targetBatch,
-      budget: .bytes(max(1, memoryBudget.bytes - (options.safetyMarginBytes ?? memoryBudget.bytes / 100))))
+    marginBytes = options.safetyMarginBytes ?? memoryBudget.bytes / 100
+    plan = try Self.firstPlan(
+      estimator: estimator, targetBatch: targetBatch, budget: memoryBudget, marginBytes: marginBytes,
+      fixedMargin: options.safetyMarginBytes)
     plan.budgetBytes = memoryBudget.bytes
     if model.dependsOnBatch && plan.accumulationCount > 1 {
       warn(
         "the model has layers that normalize over the batch; with \(plan.accumulationCount) micro-batches per step their statistics come from micro-batches of about \(plan.windowSizes[0]) samples, not from windows of \(targetBatch)"
       )
+    }
+  }
+
+  /// The plan under `budget` less the margin; a budget too small for micro-batch 1 is
+  /// refused with the user's figure and the smallest budget that fits with the margin
+  /// (which then absorbs measurement noise).
+  static func firstPlan(
+    estimator: MemoryEstimator, targetBatch: Int, budget: MemoryBudget, marginBytes: Int, fixedMargin: Int?
+  ) throws(PlanningError) -> Plan {
+    do {
+      return try Planner.plan(
+        estimator: estimator, targetBatch: targetBatch, budget: .bytes(max(1, budget.bytes - marginBytes)))
+    } catch {
+      guard case .budgetTooSmall(_, let minimum, let breakdown, _) = error else { throw error }
+      // The smallest budget B with B − margin(B) ≥ minimum (B − B/100 grows with B).
+      func fits(_ budget: Int) -> Bool { budget - (fixedMargin ?? budget / 100) >= minimum }
+      var required = minimum + (fixedMargin ?? minimum / 100)
+      while !fits(required) { required += 1 }
+      while required > minimum && fits(required - 1) { required -= 1 }
+      throw .budgetTooSmall(
+        budgetBytes: budget.bytes, minimumBytes: minimum, breakdown: breakdown, marginBytes: required - minimum)
     }
   }
 
@@ -155,8 +180,7 @@ public final class Trainer {
   /// Re-plans with the budget less what measurements showed above the predictions.
   func replan(afterOvershoot overshootBytes: Int, microBatch: Int) {
     correctionBytes += max(overshootBytes, 1)
-    let margin = options.safetyMarginBytes ?? memoryBudget.bytes / 100
-    let budget = MemoryBudget.bytes(max(1, memoryBudget.bytes - margin - correctionBytes))
+    let budget = MemoryBudget.bytes(max(1, memoryBudget.bytes - marginBytes - correctionBytes))
     var next = (try? Planner.plan(estimator: estimator, targetBatch: targetBatch, budget: budget))
     if next == nil || next!.microBatch >= microBatch {
       // Whatever the estimate says, the size that went over is too big.
@@ -221,6 +245,14 @@ public final class Trainer {
           onMicroStep?(size)
           if peak > memoryBudget.bytes {
             progress.violations += 1
+            if size == 1 {
+              // Nothing left to lower: stop (with a checkpoint) rather than go over again.
+              log?.writeGuardEvent(
+                epoch: progress.epoch + 1, step: stepper.stepCount + 1, microBatch: size, measuredPeakBytes: peak,
+                newMicroBatch: 0)
+              try stop(dataset: dataset)
+              throw .budgetExceeded(peakBytes: peak, budgetBytes: memoryBudget.bytes)
+            }
             let predicted = estimator.estimate(microBatch: size).peakBytes + correctionBytes
             replan(afterOvershoot: peak - predicted, microBatch: size)
             log?.writeGuardEvent(

@@ -11,6 +11,8 @@ public enum TrainingError: Error, Equatable, Sendable, CustomStringConvertible {
   case invalidSetting(name: String, value: String, expected: String)
   case checkpoint(String)
   case nonFinite(NonFiniteValue)
+  /// A micro-step of one sample went over the budget: the micro-batch cannot go lower.
+  case budgetExceeded(peakBytes: Int, budgetBytes: Int)
 
   public var description: String {
     switch self {
@@ -19,6 +21,8 @@ public enum TrainingError: Error, Equatable, Sendable, CustomStringConvertible {
     case .nonFinite(let value):
       "non-finite values at \(value); lower the learning rate or check the data, and continue with --resume if a checkpoint was written"
     case .invalidSetting(let name, let value, let expected): "\(name) is \(value), expected \(expected)"
+    case .budgetExceeded(let peak, let budget):
+      "a micro-step of 1 sample measured \(peak) bytes, over the budget of \(budget) bytes, and the micro-batch cannot go lower; give at least --budget \(peak + max(peak / 100, 64)) and continue with --resume if a checkpoint was written"
     }
   }
 }

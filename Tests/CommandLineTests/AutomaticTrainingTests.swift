@@ -14,6 +14,31 @@ struct AutomaticTrainingTests {
     "--optimizer", "adam", "--lr", "0.01",
   ]
 
+  /// The budget a too-small budget's message asks for is enough: it includes the trainer's
+  /// safety margin, so training runs at micro-batch 1 within it; one byte less is refused.
+  @Test(.measuresMemory) func theStatedMinimumBudgetTrains() throws {
+    let refused = try CommandRunner.run(Self.common + ["--epochs", "1", "--target-batch", "64", "--budget", "1KB"])
+    #expect(refused.status == 1)
+    let minimum = refused.error.components(separatedBy: "give at least --budget ").last.flatMap {
+      Int($0.prefix { $0.isNumber })
+    }
+    #expect(minimum != nil, "\(refused.error)")
+    guard let minimum else { return }
+    let below = try CommandRunner.run(
+      Self.common + ["--epochs", "1", "--target-batch", "64", "--budget", "\(minimum - 1)"])
+    #expect(below.status == 1 && below.error.contains("(\(minimum - 1) bytes) is too small"), "\(below.error)")
+    let directory = try CommandRunner.temporaryDirectory()
+    let log = directory.appendingPathComponent("log.jsonl").path
+    let result = try CommandRunner.run(
+      Self.common + ["--epochs", "1", "--target-batch", "64", "--budget", "\(minimum)", "--log", log])
+    #expect(result.status == 0, "\(result.error)")
+    #expect(result.output.contains("micro-batch         1"), "\(result.output)")
+    let summary = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").last.map {
+      try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
+    }
+    #expect((summary?["budget_violations"] as? Int ?? 99) == 0, "\(String(describing: summary))")
+  }
+
   @Test(.measuresMemory) func plansTrainsWithinBudgetAndLogs() throws {
     let directory = try CommandRunner.temporaryDirectory()
     let log = directory.appendingPathComponent("log.jsonl").path

@@ -178,7 +178,7 @@ struct PlannerTests {
       _ = try Planner.plan(estimator: estimator, targetBatch: 32, budget: .mb(1))
       Issue.record("planned under 1 MiB")
     } catch let error {
-      guard case .budgetTooSmall(_, let minimum, let breakdown) = error else { Issue.record("\(error)"); return }
+      guard case .budgetTooSmall(_, let minimum, let breakdown, _) = error else { Issue.record("\(error)"); return }
       #expect(minimum == estimator.estimate(microBatch: 1).peakBytes)
       #expect(breakdown.contains("parameters 1857584"))
       #expect(error.description.contains("give at least --budget \(minimum)"))
@@ -221,18 +221,20 @@ struct PlannerTests {
 
 @Suite("Prediction for convolutional networks")
 struct ConvolutionalPredictionTests {
-  @Test(.measuresMemory, arguments: [
-    ("conv2d(1,8,3,padding=1) relu maxpool2d(2) flatten linear(128,10)", [1, 8, 8], "adam"),
-    (
-      "conv2d(3,16,3,padding=1) relu conv2d(16,16,3,stride=2,padding=1) relu adaptiveavgpool2d(1) flatten linear(16,10)",
-      [3, 16, 16], "sgd-momentum"
-    ),
-    ("conv2d(1,4,3,bias=false) tanh avgpool2d(2) flatten linear(144,3)", [1, 14, 14], "adamw"),
-    (
-      "conv2d(3,16,3,padding=1,bias=false) batchnorm2d(16) relu maxpool2d(2) conv2d(16,32,3,padding=1) batchnorm2d(32) relu adaptiveavgpool2d(1) flatten linear(32,16) batchnorm1d(16) relu linear(16,10)",
-      [3, 16, 16], "adam"
-    ),
-  ])
+  @Test(
+    .measuresMemory,
+    arguments: [
+      ("conv2d(1,8,3,padding=1) relu maxpool2d(2) flatten linear(128,10)", [1, 8, 8], "adam"),
+      (
+        "conv2d(3,16,3,padding=1) relu conv2d(16,16,3,stride=2,padding=1) relu adaptiveavgpool2d(1) flatten linear(16,10)",
+        [3, 16, 16], "sgd-momentum"
+      ),
+      ("conv2d(1,4,3,bias=false) tanh avgpool2d(2) flatten linear(144,3)", [1, 14, 14], "adamw"),
+      (
+        "conv2d(3,16,3,padding=1,bias=false) batchnorm2d(16) relu maxpool2d(2) conv2d(16,32,3,padding=1) batchnorm2d(32) relu adaptiveavgpool2d(1) flatten linear(32,16) batchnorm1d(16) relu linear(16,10)",
+        [3, 16, 16], "adam"
+      ),
+    ])
   func predictionIsWithinTwoPercent(model text: String, shape: [Int], optimizer: String) throws {
     let estimator = try MemoryEstimator(
       model: try shapeOnlyModel(text), sampleShape: shape, loss: .crossEntropy, optimizer: makeOptimizer(optimizer))

@@ -1,6 +1,7 @@
-@testable import Tensors
 import Testing
 import _TestSupport
+
+@testable import Tensors
 
 @Suite("Tensor values and autograd semantics")
 struct TensorTests {

@@ -57,6 +57,37 @@ struct TrainerTests {
       relative: optimizerName == "sgd" ? 1e-5 : 1e-4)
   }
 
+  /// When even one sample goes over the budget (here because the estimate is made four
+  /// times too small), the run stops with one clear error after that micro-step, writing
+  /// its checkpoint, instead of going over again.
+  @Test(.measuresMemory) func overshootAtMicroBatchOneStopsTheRun() throws {
+    let dataset = classificationData(count: 40, features: 16, classes: 5, seed: 2)
+    let model = try ModelSpecification(parsing: Self.spec).build(seed: 3)
+    var options = TrainerOptions()
+    options.transientEstimateScale = 0.25
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("gradaccum-over-\(UUID()).ckpt").path
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    options.checkpointPath = path
+    let estimator = try MemoryEstimator(
+      model: model, sampleShape: [16], loss: .crossEntropy, optimizer: try SGD(learningRate: 0.05))
+    estimator.transientScale = 0.25
+    // Just enough, by the wrong estimate, for micro-batch 1 with the 1% margin.
+    let budget = MemoryBudget.bytes(Int(Double(estimator.estimate(microBatch: 1).peakBytes) / 0.99) + 1)
+    let trainer = try Trainer(
+      model: model, optimizer: try SGD(learningRate: 0.05), loss: .crossEntropy, targetBatch: 8,
+      memoryBudget: budget, options: options)
+    #expect(trainer.plan.microBatch == 1)
+    do {
+      try trainer.fit(dataset, epochs: 1)
+      Issue.record("a micro-step of 1 sample went over the budget and training went on")
+    } catch {
+      guard case .budgetExceeded(let peak, let budgetBytes) = error else { Issue.record("\(error)"); return }
+      #expect(peak > budgetBytes && budgetBytes == budget.bytes)
+      #expect(error.description.contains("give at least --budget"))
+    }
+    #expect(FileManager.default.fileExists(atPath: path))
+  }
+
   @Test(.measuresMemory) func guardRecoversFromAWrongEstimate() throws {
     let dataset = classificationData(count: 130, features: 16, classes: 5, seed: 2)
     let model = try ModelSpecification(parsing: Self.spec).build(seed: 3)
