@@ -57,6 +57,22 @@ enum OptimizerChoice: String, ExpressibleByArgument, CaseIterable {
   case sgd, adam, adamw
 }
 
+/// The CSV file a command reads samples from.
+struct DataOptions: ParsableArguments {
+  @Option(help: "CSV file with a header row; features are all columns but the label.")
+  var data: String
+
+  @Option(help: "The label column, by header name or 0-based index (default: the last).")
+  var labelColumn: String?
+
+  /// The samples, with labels as `loss` needs them and features folded to `inputShape`.
+  func load(loss: Loss, inputShape: [Int]?) throws -> TensorDataset {
+    try userFacing {
+      try CSVReader.load(path: data, labelColumn: labelColumn, labelKind: loss.labelKind, inputShape: inputShape)
+    }
+  }
+}
+
 /// Options that describe the model, its data and how it learns.
 struct ModelOptions: ParsableArguments {
   @Option(help: "The model, PyTorch layer names in lower case: \"linear(784,512) relu linear(512,10)\".")

@@ -18,11 +18,7 @@ struct EvaluateCommand: ParsableCommand {
   @Option(name: .customLong("init"), help: "The weights: a safetensors file with PyTorch's state_dict names.")
   var initial: String
 
-  @Option(help: "CSV file with a header row; features are all columns but the label.")
-  var data: String
-
-  @Option(help: "The label column, by header name or 0-based index (default: the last).")
-  var labelColumn: String?
+  @OptionGroup var dataOptions: DataOptions
 
   @Option(help: "The shape of one sample, D or CxHxW (default: the number of feature columns).")
   var inputShape: String?
@@ -44,11 +40,9 @@ struct EvaluateCommand: ParsableCommand {
     let specification = try userFacing { try ModelSpecification(parsing: model) }
     let loss = self.loss.loss
     let inputShape = try inputShape.map { try parseShape($0, option: "--input-shape") }
-    let dataset = try userFacing {
-      try CSVReader.load(path: data, labelColumn: labelColumn, labelKind: loss.labelKind, inputShape: inputShape)
-    }
+    let dataset = try dataOptions.load(loss: loss, inputShape: inputShape)
     let network = try buildModel(specification, seed: 0)
-    try checkCompatible(model: network, loss: loss, dataset: dataset, path: data)
+    try checkCompatible(model: network, loss: loss, dataset: dataset, path: dataOptions.data)
     try userFacing { try network.loadState(path: initial) }
     let evaluation = network.evaluate(dataset, loss: loss, batchSize: batch)
     if json {

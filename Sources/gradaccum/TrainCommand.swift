@@ -16,11 +16,7 @@ struct TrainCommand: ParsableCommand {
       gradient of its window's mean loss.
       """)
 
-  @Option(help: "CSV file with a header row; features are all columns but the label.")
-  var data: String
-
-  @Option(help: "The label column, by header name or 0-based index (default: the last).")
-  var labelColumn: String?
+  @OptionGroup var dataOptions: DataOptions
 
   @OptionGroup var modelOptions: ModelOptions
 
@@ -117,11 +113,9 @@ struct TrainCommand: ParsableCommand {
     let optimizer = try modelOptions.makeOptimizer()
     let inputShape = try modelOptions.inputShape.map { try parseShape($0, option: "--input-shape") }
     let budget = try budget.map { text in try userFacing { try MemoryBudget(parsing: text) } }
-    let dataset = try userFacing {
-      try CSVReader.load(path: data, labelColumn: labelColumn, labelKind: loss.labelKind, inputShape: inputShape)
-    }
+    let dataset = try dataOptions.load(loss: loss, inputShape: inputShape)
     let model = try buildModel(specification, seed: seed)
-    try checkCompatible(model: model, loss: loss, dataset: dataset, path: data)
+    try checkCompatible(model: model, loss: loss, dataset: dataset, path: dataOptions.data)
     if let initial { try userFacing { try model.loadState(path: initial) } }
     // Where the weights go is checked now rather than after hours of training.
     if let save { try checkWritable(save) }
@@ -160,7 +154,7 @@ struct TrainCommand: ParsableCommand {
       seed: seed, dropLast: dropLast)
     if !quiet {
       print(
-        "training \(specification) on \(dataset.count) samples from \(data): \(epochs) epochs, micro-batch \(batch), \(accumulate) per step, \(optimizer.name)"
+        "training \(specification) on \(dataset.count) samples from \(dataOptions.data): \(epochs) epochs, micro-batch \(batch), \(accumulate) per step, \(optimizer.name)"
       )
     }
     let progress = ProgressDisplay(
@@ -201,7 +195,9 @@ struct TrainCommand: ParsableCommand {
     if let resume { try userFacing { try trainer.resume(from: resume) } }
     try userFacing { try MemoryStatistics.verifyJemallocIsTheAllocator() }
     if !quiet {
-      print("training \(specification) on \(dataset.count) samples from \(data): \(epochs) epochs, \(optimizer.name)")
+      print(
+        "training \(specification) on \(dataset.count) samples from \(dataOptions.data): \(epochs) epochs, \(optimizer.name)"
+      )
       print(trainer.plan)
       print("")
     }
