@@ -176,8 +176,7 @@ extension Tensor {
 /// Measured on 2 cores with products of the sizes of an MLP's layers: with fewer than 16
 /// rows, columns or inner indices, OpenBLAS's threaded `sgemm` is slower than one thread
 /// (about 1.5–2× at 4 rows), and from 16 on two threads win. OpenBLAS itself also keeps
-/// products of at most `65536 × 4` multiply-adds on one thread. The small products that
-/// OpenBLAS runs on one thread are split over two by ``ProductSplitter`` instead.
+/// products of at most `65536 × 4` multiply-adds on one thread.
 public enum BLASThreading {
   /// OpenBLAS's own threshold: products with more multiply-adds than this may use threads.
   public static let multiplyAddThreshold = 65536 * 4
