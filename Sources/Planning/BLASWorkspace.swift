@@ -12,9 +12,6 @@ public enum BLASWorkspace {
   /// The workspace bytes of one threaded product, measured once in this process with
   /// jemalloc (0 when OpenBLAS runs single-threaded, as with `OPENBLAS_NUM_THREADS=1`).
   public static let bytes: Int = {
-    // The helper thread that small products are split with starts here, before any
-    // measured step, so that its creation is not counted in one.
-    _ = Tensor.startProductHelper()
     // A threaded product with a small output.
     let a = Tensor(zeros: [16, 1024]), b = Tensor(zeros: [1024, 512])
     _ = Tensor.matmul(a, b)

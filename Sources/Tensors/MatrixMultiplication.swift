@@ -161,8 +161,6 @@ extension Tensor {
         one, a, Int32(transposeA ? m : k), b, 1, one, c, 1)
     } else if k == 1 {
       cblas_sger(CblasRowMajor, Int32(m), Int32(n), one, a, 1, b, 1, c, Int32(n))
-    } else if singleThreaded && ProductSplitter.splits(m: m, n: n, k: k) {
-      ProductSplitter.shared.multiply(a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB)
     } else {
       cblas_sgemm(
         CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans, Int32(m),

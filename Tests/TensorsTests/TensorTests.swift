@@ -1,5 +1,3 @@
-import Dispatch
-import Foundation
 import Testing
 import _TestSupport
 
@@ -140,10 +138,10 @@ struct MatrixProductShapeTests {
   /// accumulation.
   @Test(arguments: [false, true])
   func everyKernelMatchesTheDefinition(accumulating: Bool) {
-    let sizes = [1, 2, 3, 5, 8, 12, 17, 80]
+    let sizes = [1, 2, 3, 4, 5, 8, 9, 17, 80]
     var checked = 0
     for m in sizes {
-      for n in [1, 2, 7, 12, 80] {
+      for n in [1, 2, 7, 80] {
         for k in sizes {
           for transposeA in [false, true] {
             for transposeB in [false, true] {
@@ -174,32 +172,8 @@ struct MatrixProductShapeTests {
         }
       }
     }
-    #expect(checked == 8 * 5 * 8 * 4)
-    // 80 × 80 × 80 uses OpenBLAS's threads; 12 × 80 × 80 and 80 × 12 × 80 are split in two
-    // (by columns and by rows) on the helper thread.
-    if BLASThreading.defaultThreads > 1 {
-      #expect(BLASThreading.usesThreads(m: 80, n: 80, k: 80))
-      #expect(!BLASThreading.usesThreads(m: 12, n: 80, k: 80) && ProductSplitter.splits(m: 12, n: 80, k: 80))
-      #expect(ProductSplitter.splits(m: 80, n: 12, k: 80))
-    }
-  }
-
-  /// Products from several threads at once: one borrows the helper, the others run alone,
-  /// and every result is right.
-  @Test func concurrentProductsAreRight() {
-    let left = randomTensor([12, 80], seed: 1).values, right = randomTensor([80, 80], seed: 2).values
-    let expected = Tensor.matmul(Tensor(left, shape: [12, 80]), Tensor(right, shape: [80, 80])).values
-    final class Results: @unchecked Sendable {
-      let lock = NSLock()
-      var right = 0
-    }
-    let results = Results()
-    DispatchQueue.concurrentPerform(iterations: 64) { _ in
-      let product = Tensor.matmul(Tensor(left, shape: [12, 80]), Tensor(right, shape: [80, 80])).values
-      if zip(product, expected).allSatisfy({ abs($0 - $1) <= 1e-5 * max(1, abs($1)) }) {
-        results.lock.withLock { results.right += 1 }
-      }
-    }
-    #expect(results.right == 64)
+    #expect(checked == 9 * 4 * 9 * 4)
+    // 80 × 80 × 80 uses OpenBLAS's threads.
+    #expect(BLASThreading.defaultThreads == 1 || BLASThreading.usesThreads(m: 80, n: 80, k: 80))
   }
 }
