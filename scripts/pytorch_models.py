@@ -24,7 +24,7 @@ def build(spec):
         elif name == "layernorm":
             layers.append(nn.LayerNorm(*positional))
         elif name == "adaptiveavgpool2d":
-            layers.append(nn.AdaptiveAvgPool2d(1))
+            layers.append(nn.AdaptiveAvgPool2d(tuple(positional) if len(positional) == 2 else positional[0]))
         else:
             layers.append({"relu": nn.ReLU(), "tanh": nn.Tanh(), "gelu": nn.GELU(), "sigmoid": nn.Sigmoid(),
                            "flatten": nn.Flatten()}[name])

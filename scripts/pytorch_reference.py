@@ -141,6 +141,11 @@ if __name__ == "__main__":
         case("cnn sgd momentum, 8 x 3, stride 2, avgpool", "conv2d(2,6,3,stride=2,padding=1) tanh avgpool2d(2) flatten linear(24,4)",
              128, 100, "cross-entropy", "sgd", 0.05, 2, 8, 3, momentum=0.9, classes=4, seed=9, input_shape=(2, 8, 8)),
     ]
+    results += [
+        case("cnn adaptive average pooling 7 -> 3, sgd momentum, 6 x 2",
+             "conv2d(1,4,2) relu adaptiveavgpool2d(3) flatten linear(36,3)", 64, 90, "cross-entropy", "sgd", 0.05, 2,
+             6, 2, momentum=0.9, classes=3, seed=15, input_shape=(1, 8, 8)),
+    ]
     # Batch normalization (running statistics and num_batches_tracked compared too), k = 1.
     results += [
         case("cnn with batchnorm2d, adam, batch 16",

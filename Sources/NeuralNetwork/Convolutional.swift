@@ -132,3 +132,32 @@ public final class GlobalAveragePool2d: Layer, CustomStringConvertible {
   }
   public var description: String { "adaptiveavgpool2d(1)" }
 }
+
+/// Average pooling to a fixed output size, as `nn.AdaptiveAvgPool2d((h, w))`: `[N, C, H, W]`
+/// to `[N, C, h, w]`, each output averaging its share of the input (see
+/// `Tensor.adaptiveAveragePooled2D`). For an output of 1 × 1, ``GlobalAveragePool2d``.
+public final class AdaptiveAvgPool2d: Layer, CustomStringConvertible {
+  /// The output's height and width.
+  public let outputHeight: Int, outputWidth: Int
+
+  /// - Parameters: the output size, each ≥ 1.
+  public init(outputHeight: Int, outputWidth: Int) {
+    precondition(outputHeight >= 1 && outputWidth >= 1, "adaptive pooling output must be positive")
+    self.outputHeight = outputHeight
+    self.outputWidth = outputWidth
+  }
+
+  public func callAsFunction(_ input: Tensor) -> Tensor {
+    input.adaptiveAveragePooled2D(outputHeight: outputHeight, outputWidth: outputWidth)
+  }
+
+  public func outputShape(forInput shape: [Int]) throws(ShapeError) -> [Int] {
+    guard shape.count == 3 else { throw .rankMismatch(layer: description, expectedRank: 3, actual: shape) }
+    return [shape[0], outputHeight, outputWidth]
+  }
+
+  public var description: String {
+    outputHeight == outputWidth
+      ? "adaptiveavgpool2d(\(outputHeight))" : "adaptiveavgpool2d(\(outputHeight),\(outputWidth))"
+  }
+}

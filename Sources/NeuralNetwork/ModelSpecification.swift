@@ -226,11 +226,12 @@ public struct ModelSpecification: Sendable, Equatable, CustomStringConvertible {
         ? BatchNorm1d(features: features, epsilon: epsilon, momentum: momentum)
         : BatchNorm2d(features: features, epsilon: epsilon, momentum: momentum)
     case "adaptiveavgpool2d":
-      try expectArguments(1...1, allowed: [])
-      guard layer.positional[0].trimmingWhitespace == "1" else {
-        throw fail("only an output size of 1 (global average) is supported, got \"\(layer.positional[0])\"")
-      }
-      return allocate ? GlobalAveragePool2d() : nil
+      try expectArguments(1...2, allowed: [])
+      let height = try size(layer.positional[0], "output_size")
+      let width = layer.positional.count > 1 ? try size(layer.positional[1], "output_size") : height
+      guard allocate else { return nil }
+      return height == 1 && width == 1
+        ? GlobalAveragePool2d() : AdaptiveAvgPool2d(outputHeight: height, outputWidth: width)
     case "dropout":
       try expectArguments(0...1, allowed: ["p"])
       let text = layer.positional.first ?? layer.keywords["p"] ?? "0.5"

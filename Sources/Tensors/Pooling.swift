@@ -76,3 +76,51 @@ extension Tensor {
     }
   }
 }
+
+extension Tensor {
+  /// Adaptive average pooling of `[N, C, H, W]` to `[N, C, outputHeight, outputWidth]`, as
+  /// PyTorch's `adaptive_avg_pool2d`: output row `i` averages input rows
+  /// `⌊i·H/Ho⌋ ..< ⌈(i+1)·H/Ho⌉` (windows may overlap when `H` is not a multiple), and the
+  /// same for columns.
+  public func adaptiveAveragePooled2D(outputHeight: Int, outputWidth: Int) -> Tensor {
+    precondition(
+      rank == 4 && outputHeight >= 1 && outputWidth >= 1, "adaptive pooling needs [N, C, H, W], got \(shape)")
+    let (n, channels, height, width) = (shape[0], shape[1], shape[2], shape[3])
+    func window(_ index: Int, _ output: Int, _ input: Int) -> Range<Int> {
+      (index * input / output)..<(((index + 1) * input + output - 1) / output)
+    }
+    let result = Tensor(uninitializedShape: [n, channels, outputHeight, outputWidth])
+    if result.hasElements {
+      let x = storage.base, y = result.storage.base
+      for plane in 0..<(n * channels) {
+        let source = x + plane * height * width
+        for oy in 0..<outputHeight {
+          let rows = window(oy, outputHeight, height)
+          for ox in 0..<outputWidth {
+            let columns = window(ox, outputWidth, width)
+            var total: Float = 0
+            for iy in rows { for ix in columns { total += source[iy * width + ix] } }
+            y[(plane * outputHeight + oy) * outputWidth + ox] = total / Float(rows.count * columns.count)
+          }
+        }
+      }
+    }
+    let inputShape = shape
+    return Tensor.record(result, inputs: [self]) { g in
+      let gradient = Tensor(zeros: inputShape)
+      guard gradient.hasElements else { return [gradient] }
+      let gy = g.storage.base, dx = gradient.storage.base
+      for plane in 0..<(n * channels) {
+        for oy in 0..<outputHeight {
+          let rows = window(oy, outputHeight, height)
+          for ox in 0..<outputWidth {
+            let columns = window(ox, outputWidth, width)
+            let share = gy[(plane * outputHeight + oy) * outputWidth + ox] / Float(rows.count * columns.count)
+            for iy in rows { for ix in columns { dx[plane * height * width + iy * width + ix] += share } }
+          }
+        }
+      }
+      return [gradient]
+    }
+  }
+}

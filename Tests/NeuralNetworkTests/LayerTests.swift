@@ -150,6 +150,9 @@ struct ConvolutionalLayerTests {
     let global = try ModelSpecification(parsing: "conv2d(3,5,3) adaptiveavgpool2d(1) flatten").build(seed: 0)
     #expect(try global.outputShape(forInput: [3, 7, 9]) == [5])
     #expect(global(Tensor(zeros: [2, 3, 7, 9])).shape == [2, 5])
+    let adaptive = try ModelSpecification(parsing: "conv2d(3,5,3) adaptiveavgpool2d(2,3) flatten").build(seed: 0)
+    #expect(try adaptive.outputShape(forInput: [3, 7, 9]) == [30])
+    #expect(adaptive(Tensor(zeros: [2, 3, 7, 9])).shape == [2, 30])
   }
 
   @Test func convolutionInitializationIsPyTorchsUniformBound() {
@@ -165,7 +168,8 @@ struct ConvolutionalLayerTests {
     ("conv2d(1,8,3,padding=-1)", "padding must be a non-negative integer"),
     ("conv2d(1,8,3,groups=2)", "unknown argument \"groups\""),
     ("maxpool2d()", "expected 1 to 2 positional arguments, got 0"),
-    ("adaptiveavgpool2d(2)", "only an output size of 1"),
+    ("adaptiveavgpool2d(0)", "output_size must be a positive integer"),
+    ("adaptiveavgpool2d(2,3,4)", "expected 1 to 2 positional arguments, got 3"),
   ])
   func rejectsMalformedLayers(text: String, message: String) {
     do {

@@ -145,7 +145,14 @@ struct ConvolutionGradientTests {
     checkGradients(of: [x], step: 1e-3) { $0[0].maxPooled2D(kernel: 3, stride: 2) }
     checkGradients(of: [x]) { $0[0].averagePooled2D(kernel: 2) }
     checkGradients(of: [x]) { $0[0].averagePooled2D(kernel: 3, stride: 1) }
+    // Adaptive pooling, with windows that overlap (5 → 3) and that do not (6 → 3).
+    checkGradients(of: [x]) { $0[0].adaptiveAveragePooled2D(outputHeight: 4, outputWidth: 5) }
+    checkGradients(of: [x]) { $0[0].adaptiveAveragePooled2D(outputHeight: 3, outputWidth: 3) }
+    // The definition: 5 → 3 takes rows 0..<2, 1..<4, 3..<5 (PyTorch's floor/ceil bounds).
+    let row = Tensor([1, 2, 3, 4, 5], shape: [1, 1, 1, 5])
+    expectClose(row.adaptiveAveragePooled2D(outputHeight: 1, outputWidth: 3).values, [1.5, 3, 4.5], relative: 1e-6)
     let small = Tensor([1, 5, 2, 0, 3, 4, 8, 6, 7, 1, 2, 9, 0, 3, 4, 5], shape: [1, 1, 4, 4])
+    #expect(small.adaptiveAveragePooled2D(outputHeight: 2, outputWidth: 2).values == [3.25, 4, 2.75, 5])
     #expect(small.maxPooled2D(kernel: 2).values == [5, 8, 7, 9])
     #expect(small.averagePooled2D(kernel: 2).values == [3.25, 4, 2.75, 5])
   }
