@@ -43,7 +43,7 @@ compare-pytorch: release
 compare-throughput: release
 	python3 scripts/throughput_comparison.py --gradaccum .build/release/gradaccum
 
-## The test suite under AddressSanitizer and LeakSanitizer (docs/errors.md, "Sanitizers").
+## The test suite under AddressSanitizer and LeakSanitizer (`swift test --sanitize=address`).
 sanitize: deps
 	scripts/sanitize.sh
 

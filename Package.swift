@@ -32,7 +32,7 @@ let package = Package(
     .target(name: "NeuralNetwork", dependencies: ["Tensors"]),
     .target(name: "Optimizers", dependencies: ["Tensors", "NeuralNetwork"]),
     .target(name: "DataLoading", dependencies: ["Tensors"]),
-    .target(name: "Memory", dependencies: ["CJemalloc", "JemallocConfiguration"]),
+    .target(name: "Memory", dependencies: ["CJemalloc", "JemallocConfiguration", "SanitizerDefaults"]),
     .target(name: "Checkpoints", dependencies: ["Tensors", "NeuralNetwork"]),
     .target(
       name: "Accumulation",
@@ -48,6 +48,7 @@ let package = Package(
 
     // MARK: - Implementation details
     .target(name: "JemallocConfiguration"),
+    .target(name: "SanitizerDefaults"),
     .systemLibrary(
       name: "CJemalloc", pkgConfig: "jemalloc",
       providers: [.apt(["libjemalloc-dev"])]),
