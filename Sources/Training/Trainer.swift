@@ -92,7 +92,7 @@ public final class Trainer {
   /// Bytes the measurements showed above the predictions, added to later estimates.
   var correctionBytes = 0
   /// Bytes kept free below the budget when planning (the options' margin).
-  var marginBytes = 0
+  var marginBytes: Int { Self.margin(budgetBytes: memoryBudget.bytes, fixed: options.safetyMarginBytes) }
   var progress = TrainingProgress()
   let stopFlag = StopFlag()
 
@@ -126,10 +126,8 @@ public final class Trainer {
       model: model, sampleShape: inputShape, targetShape: loss.targetShape(outputShape: outputShape), loss: loss,
       optimizer: optimizer)
     estimator.transientScale = options.transientEstimateScale
-    marginBytes = options.safetyMarginBytes ?? memoryBudget.bytes / 100
     plan = try Self.firstPlan(
-      estimator: estimator, targetBatch: targetBatch, budget: memoryBudget, marginBytes: marginBytes,
-      fixedMargin: options.safetyMarginBytes)
+      estimator: estimator, targetBatch: targetBatch, budget: memoryBudget, fixedMargin: options.safetyMarginBytes)
     plan.budgetBytes = memoryBudget.bytes
     if model.dependsOnBatch && plan.accumulationCount > 1 {
       warn(
@@ -138,20 +136,24 @@ public final class Trainer {
     }
   }
 
+  /// The bytes kept free below a budget: `fixed`, or 1% of the budget.
+  static func margin(budgetBytes: Int, fixed: Int?) -> Int { fixed ?? budgetBytes / 100 }
+
   /// The plan under `budget` less the margin; a budget too small for micro-batch 1 is
   /// refused with the user's figure and the smallest budget that fits with the margin
   /// (which then absorbs measurement noise).
   static func firstPlan(
-    estimator: MemoryEstimator, targetBatch: Int, budget: MemoryBudget, marginBytes: Int, fixedMargin: Int?
+    estimator: MemoryEstimator, targetBatch: Int, budget: MemoryBudget, fixedMargin: Int?
   ) throws(PlanningError) -> Plan {
     do {
       return try Planner.plan(
-        estimator: estimator, targetBatch: targetBatch, budget: .bytes(max(1, budget.bytes - marginBytes)))
+        estimator: estimator, targetBatch: targetBatch,
+        budget: .bytes(max(1, budget.bytes - margin(budgetBytes: budget.bytes, fixed: fixedMargin))))
     } catch {
       guard case .budgetTooSmall(_, let minimum, let breakdown, _) = error else { throw error }
       // The smallest budget B with B − margin(B) ≥ minimum (B − B/100 grows with B).
-      func fits(_ budget: Int) -> Bool { budget - (fixedMargin ?? budget / 100) >= minimum }
-      var required = minimum + (fixedMargin ?? minimum / 100)
+      func fits(_ budget: Int) -> Bool { budget - margin(budgetBytes: budget, fixed: fixedMargin) >= minimum }
+      var required = minimum + margin(budgetBytes: minimum, fixed: fixedMargin)
       while !fits(required) { required += 1 }
       while required > minimum && fits(required - 1) { required -= 1 }
       throw .budgetTooSmall(
@@ -323,7 +325,7 @@ public final class Trainer {
 
   /// The loss and (for cross-entropy) accuracy of the model on `dataset` in evaluation
   /// mode, in batches of the planned micro-batch, keeping no graph (see
-  /// ``NeuralNetwork/Layer/evaluate(_:loss:batchSize:)``).
+  /// `Layer.evaluate(_:loss:batchSize:)`).
   public func evaluate(_ dataset: some Dataset) -> Evaluation {
     model.evaluate(dataset, loss: loss, batchSize: plan.microBatch)
   }
