@@ -74,7 +74,7 @@ struct BenchCommand: ParsableCommand {
     sizes = Array(Set(sizes)).sorted()
     // Output files are checked before the sweep, which can take minutes.
     for path in [csv, svg].compactMap({ $0 }) { try checkWritable(path) }
-    try userFacing { try MemoryStatistics.verifyJemallocIsTheAllocator() }
+    try requireMemoryMeasurement()
     let measurement = try userFacing {
       try MemoryMeasurement(
         model: try buildModel(specification, seed: 0), optimizer: try modelOptions.makeOptimizer(), loss: loss.loss,

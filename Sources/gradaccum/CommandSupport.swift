@@ -175,3 +175,9 @@ func checkWritable(_ path: String) throws {
     throw UsageError("cannot write \(path): directory \(directory) does not exist or is not writable")
   }
 }
+
+/// Fails with one line unless jemalloc serves this process's allocations, which every
+/// measured training step needs (called once a command's inputs have been checked).
+func requireMemoryMeasurement() throws {
+  try userFacing { try MemoryStatistics.verifyJemallocIsTheAllocator() }
+}

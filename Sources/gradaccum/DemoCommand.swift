@@ -16,7 +16,7 @@ struct DemoCommand: ParsableCommand {
   var seed: UInt64 = 2024
 
   func run() throws {
-    try userFacing { try MemoryStatistics.verifyJemallocIsTheAllocator() }
+    try requireMemoryMeasurement()
     let dataset = ArticleExperiment.dataset(seed: seed)
     print("Linear regression, 1000 samples, y = -2·x1 + 3.4·x2 + 4.2 + noise; SGD lr 0.01, 3 epochs, no shuffle")
     print("")

@@ -66,7 +66,7 @@ struct PlanCommand: ParsableCommand {
     // Predictions need only jemalloc's size classes; measurements need jemalloc to be the
     // allocator.
     if measure || objective == .throughput {
-      try userFacing { try MemoryStatistics.verifyJemallocIsTheAllocator() }
+      try requireMemoryMeasurement()
     }
     let budget = try userFacing { try MemoryBudget(parsing: self.budget) }
     let specification = try modelOptions.parsedModel()

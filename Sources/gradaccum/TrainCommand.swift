@@ -147,7 +147,7 @@ struct TrainCommand: ParsableCommand {
   ) throws -> TrainingReport {
     let batch = batch!, accumulate = accumulate ?? 1
     // Inputs first, so that a bad one is named even where memory cannot be measured.
-    try userFacing { try MemoryStatistics.verifyJemallocIsTheAllocator() }
+    try requireMemoryMeasurement()
     let stepper = WindowStepper(model: model, optimizer: optimizer, loss: loss, gradientClipNorm: clipGradNorm)
     var run = TrainingRun(
       schedule: .fixed(microBatch: batch, accumulationCount: accumulate), epochs: epochs, shuffle: !noShuffle,
@@ -193,7 +193,7 @@ struct TrainCommand: ParsableCommand {
     trainer.onWarning = { message in FileHandle.standardError.write(Data("warning: \(message)\n".utf8)) }
     for message in trainer.warnings { trainer.onWarning?(message) }
     if let resume { try userFacing { try trainer.resume(from: resume) } }
-    try userFacing { try MemoryStatistics.verifyJemallocIsTheAllocator() }
+    try requireMemoryMeasurement()
     if !quiet {
       print(
         "training \(specification) on \(dataset.count) samples from \(dataOptions.data): \(epochs) epochs, \(optimizer.name)"
