@@ -56,18 +56,8 @@ extension Tensor {
       // dX = G·W, dW += Gᵀ·X, db += Σ rows of G.
       let gradientInput = input.isDifferentiable ? product(g, w, false, false) : nil
       let gradientWeight = weight.isDifferentiable ? gradientProduct(for: weight, g, x, true, false) : nil
-      var gradientBias: Tensor? = nil
-      if let bias, bias.isDifferentiable {
-        let sums = Tensor(zeros: [outputs])
-        if sums.hasElements && g.hasElements {
-          let total = sums.storage.base
-          for row in 0..<n {
-            let values = g.storage.base + row * outputs
-            for j in 0..<outputs { total[j] += values[j] }
-          }
-        }
-        gradientBias = sums
-      }
+      let gradientBias =
+        bias?.isDifferentiable == true ? g.summedKeepingDimension(0).reshaped(to: [outputs], recording: false) : nil
       return [gradientInput, gradientWeight] + (bias != nil ? [gradientBias] : [])
     }
   }
