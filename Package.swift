@@ -32,7 +32,7 @@ let package = Package(
     .target(name: "NeuralNetwork", dependencies: ["Tensors"]),
     .target(name: "Optimizers", dependencies: ["Tensors", "NeuralNetwork"]),
     .target(name: "DataLoading", dependencies: ["Tensors"]),
-    .target(name: "Memory", dependencies: ["CJemalloc", "JemallocConfiguration", "SanitizerDefaults"]),
+    .target(name: "Memory", dependencies: ["CJemalloc", "AllocationHooks", "JemallocConfiguration", "SanitizerDefaults"]),
     .target(name: "Checkpoints", dependencies: ["Tensors", "NeuralNetwork"]),
     .target(
       name: "Accumulation",
@@ -47,6 +47,7 @@ let package = Package(
       ]),
 
     // MARK: - Implementation details
+    .target(name: "AllocationHooks"),
     .target(name: "JemallocConfiguration"),
     .target(name: "SanitizerDefaults"),
     .systemLibrary(

@@ -1,3 +1,4 @@
+import AllocationHooks
 import CJemalloc
 
 #if canImport(Glibc)
@@ -84,25 +85,44 @@ public enum MemoryStatistics {
     malloc_usable_size(pointer)
   }
 
-  /// Starts a new peak for the calling thread (`thread.peak.reset`).
-  public static func resetThreadPeak() throws(MemoryError) {
-    try trigger("thread.peak.reset")
-  }
-
-  /// The most bytes the calling thread had allocated beyond what it had at the last
-  /// ``resetThreadPeak()`` (`thread.peak.read`).
-  public static func threadPeakBytes() throws(MemoryError) -> Int {
-    Int(try read("thread.peak.read", as: UInt64.self))
-  }
-
   /// The transient peak of `body`: the most bytes alive at once on this thread during it,
-  /// beyond what was alive when it started.
+  /// beyond what was alive when it started, counted to the byte (0 when jemalloc's hooks
+  /// cannot be installed; ``installAllocationHooks()`` says why).
+  ///
+  /// jemalloc's allocation hooks see every allocation and free of the thread, including
+  /// those a library such as OpenBLAS makes and releases inside one call (jemalloc's own
+  /// `thread.peak` is refreshed only every 64 KiB of activity and can miss them). Scopes
+  /// nest: an enclosing measurement sees everything an inner one sees.
   public static func measurePeak<Result>(
     _ body: () throws -> Result
-  ) throws -> (result: Result, peakBytes: Int) {
-    try resetThreadPeak()
-    let result = try body()
-    return (result, try threadPeakBytes())
+  ) rethrows -> (result: Result, peakBytes: Int) {
+    guard hooksInstalled else { return (try body(), 0) }
+    var scope = allocation_peak_scope()
+    allocation_peak_begin(&scope)
+    let result: Result
+    do {
+      result = try body()
+    } catch {
+      _ = allocation_peak_end(&scope)
+      throw error
+    }
+    return (result, Int(allocation_peak_end(&scope)))
+  }
+
+  static let hooksInstalled = allocation_hooks_install() == 0
+
+  /// Inside ``measurePeak(_:)``: the bytes the calling thread holds now (from an arbitrary
+  /// origin) and the most it held at any moment since the previous reading.
+  public static func allocationReading() -> (nowBytes: Int, intervalPeakBytes: Int) {
+    let peak = Int(allocation_interval_peak())
+    return (Int(allocation_net_bytes()), peak)
+  }
+
+  /// Installs GradAccum's allocation hooks in jemalloc (once per process), which
+  /// ``measurePeak(_:)`` counts with.
+  public static func installAllocationHooks() throws(MemoryError) {
+    let code = allocation_hooks_install()
+    guard code == 0 else { throw .mallctlFailed(name: "experimental.hooks.install", code: code) }
   }
 
   /// Bytes the calling thread has allocated since it started (`thread.allocated`); it

@@ -1,30 +1,39 @@
-import Accumulation
 import Memory
+import Synchronization
 import Tensors
 
-/// The memory OpenBLAS allocates inside a matrix product.
+/// The memory BLAS allocates inside a matrix product, learnt from the library in this
+/// process.
 ///
-/// A multithreaded `sgemm` call mallocs a job table for its threads and frees it before
-/// returning (OpenBLAS's `level3_thread.c`); it is ordinary jemalloc memory of the calling
-/// thread, so the planner models it. Which products use threads is
-/// ``Tensors/BLASThreading/usesThreads(m:n:k:)``'s rule.
+/// What OpenBLAS mallocs inside a call depends on the kernels it picked for the CPU: a job
+/// table for its threads in a threaded `sgemm` (`level3_thread.c`), an operand buffer in
+/// some AVX-512 small-matrix kernels, nothing in others. Rather than copy one CPU's rules,
+/// each distinct product (extents and transposes) is probed once per process: the very
+/// call GradAccum makes for it runs on scratch operands while jemalloc's allocation hooks
+/// count the calling thread's bytes (``BLASCall/probe(m:n:k:transposeA:transposeB:arithmetic:measuring:)``).
+/// The most bytes alive at once inside the call is the product's workspace, which the
+/// planner adds to the bytes alive around it.
 public enum BLASWorkspace {
-  /// The workspace bytes of one threaded product, measured once in this process with
-  /// jemalloc (0 when OpenBLAS runs single-threaded, as with `OPENBLAS_NUM_THREADS=1`).
-  public static let bytes: Int = {
-    // A threaded product with a small output.
-    let a = Tensor(zeros: [16, 1024]), b = Tensor(zeros: [1024, 512])
-    _ = Tensor.matmul(a, b)
-    let (_, withOutput) = TransientPeak.measure { _ = Tensor.matmul(a, b) }
-    let (_, outputOnly) = TransientPeak.measure { _ = Tensor(uninitializedShape: [16, 512]) }
-    let workspace = withOutput - outputOnly
-    // Anything below a few KiB is object noise, not a workspace.
-    return workspace > 4096 ? workspace : 0
-  }()
+  struct Product: Hashable {
+    var m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool
+  }
 
-  /// The transient bytes of a product `[m, k] · [k, n]` (single-threaded products and
-  /// vector kernels allocate nothing).
-  public static func bytes(m: Int, n: Int, k: Int) -> Int {
-    BLASThreading.usesThreads(m: m, n: n, k: k) ? bytes : 0
+  static let probed = Mutex<[Product: Int]>([:])
+
+  /// What a product whose scratch operands cannot be mapped counts as: more than any
+  /// budget, so the micro-batch that needs it is never chosen.
+  public static let unavailableBytes = Int.max / 4
+
+  /// The bytes the calling thread holds at once inside the product `op(A)[m, k] · op(B)[k, n]`
+  /// beyond what it held before (0 without jemalloc's hooks).
+  public static func bytes(m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool) -> Int {
+    let product = Product(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB)
+    if let known = probed.withLock({ $0[product] }) { return known }
+    let measured =
+      BLASCall.probe(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB) { call in
+        MemoryStatistics.measurePeak(call).peakBytes
+      } ?? unavailableBytes
+    probed.withLock { $0[product] = measured }
+    return measured
   }
 }

@@ -53,8 +53,6 @@ public final class MemoryEstimator {
     // One trace to warm up: the first run of any code makes one-time allocations (type
     // metadata, caches) that later steps do not repeat and must not be counted.
     _ = replay(trace(microBatch: 1))
-    // BLAS's workspace is measured once per process, here rather than inside a prediction.
-    _ = BLASWorkspace.bytes
   }
 
   /// The bytes jemalloc reserves for a tensor of `elementCount` floats.
@@ -63,19 +61,26 @@ public final class MemoryEstimator {
     return sizeClasses?.roundedBytes(forRequest: request) ?? MemoryStatistics.sizeClassBytes(forRequest: request)
   }
 
-  /// The trace of one micro-step of `microBatch` samples.
+  /// The trace of one micro-step of `microBatch` samples. Other bytes (graph objects,
+  /// shape arrays) are read with jemalloc's allocation hooks: at every event and the most
+  /// in between, so that short-lived objects between two buffers count too.
   public func trace(microBatch: Int) -> AllocationTrace {
     precondition(microBatch >= 1, "a micro-batch holds at least one sample, got \(microBatch)")
-    let counters = try? MemoryStatistics.threadCounters()
     var baseline = 0
-    let trace = AllocationTrace(sampleOtherBytes: counters.map { counters in { counters.netBytes - baseline } })
+    let trace = AllocationTrace { () -> AllocationTrace.OtherBytesSample in
+      let reading = MemoryStatistics.allocationReading()
+      return (reading.nowBytes - baseline, reading.intervalPeakBytes - baseline)
+    }
     trace.reserveCapacity(1024)
-    ShapeTracing.run(trace) {
-      baseline = counters?.netBytes ?? 0
-      let batch = Batch(
-        inputs: Tensor(uninitializedShape: [microBatch] + sampleShape),
-        targets: Tensor(uninitializedShape: [microBatch] + targetShape))
-      WindowStepper.microStep(model: model, loss: loss, batch: batch, windowItems: microBatch)
+    _ = MemoryStatistics.measurePeak {
+      ShapeTracing.run(trace) {
+        baseline = MemoryStatistics.allocationReading().nowBytes
+        let batch = Batch(
+          inputs: Tensor(uninitializedShape: [microBatch] + sampleShape),
+          targets: Tensor(uninitializedShape: [microBatch] + targetShape))
+        WindowStepper.microStep(model: model, loss: loss, batch: batch, windowItems: microBatch)
+      }
+      trace.finish()
     }
     return trace
   }
@@ -109,6 +114,9 @@ public final class MemoryEstimator {
       if index == backwardStart {
         for (_, buffer) in live { if let layer = buffer.layer { activations[layer, default: 0] += buffer.bytes } }
       }
+      // Between the previous event and this one the buffers alive did not change.
+      if index < trace.otherPeakBytes.count { peak = max(peak, liveBytes + trace.otherPeakBytes[index]) }
+      var workspace = 0
       switch event {
       case .allocate(let identifier, let elementCount, let layer):
         let bytes = bufferBytes(elementCount)
@@ -117,15 +125,14 @@ public final class MemoryEstimator {
       case .free(let identifier):
         // Buffers made before the trace (parameters) are not part of it.
         if let buffer = live.removeValue(forKey: identifier) { liveBytes -= buffer.bytes }
-      case .matrixProduct(let m, let n, let k):
+      case .matrixProduct(let m, let n, let k, let transposeA, let transposeB):
         // Alive only during the call.
-        let other = index < trace.otherBytes.count ? trace.otherBytes[index] : 0
-        peak = max(peak, liveBytes + other + BLASWorkspace.bytes(m: m, n: n, k: k))
-        continue
+        workspace = BLASWorkspace.bytes(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB)
       }
       let other = index < trace.otherBytes.count ? trace.otherBytes[index] : 0
-      peak = max(peak, liveBytes + other)
+      peak = max(peak, liveBytes + other + workspace)
     }
+    peak = max(peak, liveBytes + trace.finalOtherPeakBytes)
     if backwardStart >= trace.events.count {
       for (_, buffer) in live { if let layer = buffer.layer { activations[layer, default: 0] += buffer.bytes } }
     }

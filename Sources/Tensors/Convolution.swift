@@ -174,7 +174,8 @@ extension Tensor {
             transposeB: true, accumulate: sample > 0 || addsToWeightGradient,
             computes: computes && gradientWeight.hasElements)
         } else if weightIsLeaf && !computes {
-          ShapeTracing.current?.recordMatrixProduct(m: outputs, n: patch, k: plane)
+          ShapeTracing.current?.recordMatrixProduct(
+            m: outputs, n: patch, k: plane, transposeA: false, transposeB: true)
         }
         if let gradientInput, let columnGradient {
           // dcols = Wᵀ · dY, folded back into dX.

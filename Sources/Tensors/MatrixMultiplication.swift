@@ -1,4 +1,9 @@
 import CBLAS
+import Synchronization
+
+#if canImport(Glibc)
+  import Glibc
+#endif
 
 extension Tensor {
   /// The matrix product `op(a) · op(b)` of two rank-2 tensors, where `op` transposes when
@@ -76,7 +81,7 @@ extension Tensor {
     guard left.hasElements && right.hasElements else {
       ShapeTracing.current?.recordMatrixProduct(
         m: transposeLeft ? left.shape[1] : left.shape[0], n: transposeRight ? right.shape[0] : right.shape[1],
-        k: transposeLeft ? left.shape[0] : left.shape[1])
+        k: transposeLeft ? left.shape[0] : left.shape[1], transposeA: transposeLeft, transposeB: transposeRight)
       return nil
     }
     if let (gradient, accumulate) = input.gradientForWriting() {
@@ -115,50 +120,163 @@ extension Tensor {
       transposeB: transposeB, accumulate: accumulating, computes: c.hasElements && a.hasElements && b.hasElements)
   }
 
-  /// `C[m, n] (+)= op(A) · op(B)` on contiguous row-major matrices: the one place GradAccum
-  /// calls BLAS. A product with a single row or column is a matrix-vector product
-  /// (`cblas_sgemv`) and one with `k = 1` a rank-1 update (`cblas_sger`): neither packs the
-  /// matrix as `sgemm` does, which at micro-batch 1 is most of the work. (Hand-written
-  /// SIMD kernels for 2 to 8 rows were measured slower than single-threaded `sgemm`.) Under
-  /// shape tracing only the product is recorded (for BLAS's workspace).
+  /// `C[m, n] (+)= op(A) · op(B)` on contiguous row-major matrices through ``BLASCall``.
+  /// Under shape tracing only the product is recorded (for what BLAS allocates inside it).
   static func gemm(
     _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int,
     transposeA: Bool, transposeB: Bool, accumulate: Bool, computes: Bool
   ) {
     if m == 0 || n == 0 { return }
     guard computes else {
-      ShapeTracing.current?.recordMatrixProduct(m: m, n: n, k: k)
+      if k > 0 {
+        ShapeTracing.current?.recordMatrixProduct(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB)
+      }
       return
     }
     // c is zeroed here and every kernel adds to it (β = 1): OpenBLAS's own β = 0 path is a
     // slower extra pass, and vector kernels would otherwise read whatever fresh memory holds.
     if !accumulate { c.update(repeating: 0, count: m * n) }
     if k == 0 { return }
+    BLASCall.run(a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: 1)
+  }
+}
+
+/// The one place GradAccum calls BLAS: `C[m, n] += α · op(A) · op(B)` on contiguous row-major
+/// matrices (m, n, k ≥ 1), with the kernel and the thread count chosen from the extents.
+///
+/// A product with a single row or column is a matrix-vector product (`cblas_sgemv`) and one
+/// with `k = 1` a rank-1 update (`cblas_sger`): neither packs the matrix as `sgemm` does,
+/// which at micro-batch 1 is most of the work. (Hand-written SIMD kernels for 2 to 8 rows
+/// were measured slower than single-threaded `sgemm`.)
+///
+/// What OpenBLAS allocates inside a call depends on the CPU's kernels (a job table for its
+/// threads, buffers in the AVX-512 small-matrix kernels, …), so the planner does not model
+/// it by rule: ``probe(m:n:k:transposeA:transposeB:measuring:)`` makes the same call on
+/// scratch operands and lets the caller measure it.
+public enum BLASCall {
+  /// Serializes the calls that change OpenBLAS's process-wide thread count with the probes,
+  /// so that a probe always runs with the thread count its product gets.
+  static let threadCountLock = Mutex<Void>(())
+
+  /// Whether `[m, k] · [k, n]` runs as a vector kernel (`sgemv`, `sger`) rather than `sgemm`.
+  static func isVectorKernel(m: Int, n: Int, k: Int) -> Bool { m == 1 || n == 1 || k == 1 }
+
+  static func run(
+    _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int,
+    transposeA: Bool, transposeB: Bool, alpha: Float
+  ) {
     // Small products run on one thread: OpenBLAS's threads cost more than they save there.
-    let threads = BLASThreading.defaultThreads
-    let singleThreaded = threads > 1 && !BLASThreading.usesThreads(m: m, n: n, k: k)
-    if singleThreaded { openblas_set_num_threads(1) }
-    defer { if singleThreaded { openblas_set_num_threads(Int32(threads)) } }
+    if BLASThreading.defaultThreads > 1 && !BLASThreading.usesThreads(m: m, n: n, k: k) {
+      threadCountLock.withLock { _ in
+        runSingleThreaded(a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: alpha)
+      }
+    } else {
+      call(a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: alpha)
+    }
+  }
+
+  /// ``call(_:_:_:m:n:k:transposeA:transposeB:alpha:)`` with OpenBLAS on one thread; the
+  /// caller holds ``threadCountLock``.
+  static func runSingleThreaded(
+    _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int,
+    transposeA: Bool, transposeB: Bool, alpha: Float
+  ) {
+    openblas_set_num_threads(1)
+    call(a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: alpha)
+    openblas_set_num_threads(Int32(BLASThreading.defaultThreads))
+  }
+
+  /// The BLAS call itself, with OpenBLAS's thread count as it stands.
+  static func call(
+    _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int,
+    transposeA: Bool, transposeB: Bool, alpha: Float
+  ) {
     let one: Float = 1
     if m == 1 {
       // cᵀ = op(B)ᵀ · aᵀ; op(A) is one row (or column) of k contiguous values either way.
       cblas_sgemv(
         CblasRowMajor, transposeB ? CblasNoTrans : CblasTrans, Int32(transposeB ? n : k), Int32(transposeB ? k : n),
-        one, b, Int32(transposeB ? k : n), a, 1, one, c, 1)
+        alpha, b, Int32(transposeB ? k : n), a, 1, one, c, 1)
     } else if n == 1 {
       cblas_sgemv(
         CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, Int32(transposeA ? k : m), Int32(transposeA ? m : k),
-        one, a, Int32(transposeA ? m : k), b, 1, one, c, 1)
+        alpha, a, Int32(transposeA ? m : k), b, 1, one, c, 1)
     } else if k == 1 {
-      cblas_sger(CblasRowMajor, Int32(m), Int32(n), one, a, 1, b, 1, c, Int32(n))
+      cblas_sger(CblasRowMajor, Int32(m), Int32(n), alpha, a, 1, b, 1, c, Int32(n))
     } else {
       cblas_sgemm(
         CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans, Int32(m),
-        Int32(n), Int32(k), one, a, Int32(transposeA ? m : k), b, Int32(transposeB ? k : n), one, c, Int32(n))
+        Int32(n), Int32(k), alpha, a, Int32(transposeA ? m : k), b, Int32(transposeB ? k : n), one, c, Int32(n))
     }
+  }
+
+  /// Products of at most this many multiply-adds are probed with their arithmetic (at most
+  /// a few milliseconds); larger `sgemm` products with α = 0, which OpenBLAS's level-3
+  /// drivers (read in 0.3.21 and 0.3.28) take after choosing their path and making their
+  /// allocations, and then return without touching the operands. A test checks that both
+  /// probes agree on the products it can afford.
+  public static let arithmeticProbeLimit = 1 << 24
+
+  /// Makes the call GradAccum makes for `C[m, n] += op(A) · op(B)` on scratch operands
+  /// (anonymous memory that is never GradAccum's allocation), twice, and returns what
+  /// `measuring` returns for the second call (the first absorbs one-time initialization).
+  /// - Parameters:
+  ///   - arithmetic: whether the probe computes (α = 1) or only takes the path (α = 0, for
+  ///     `sgemm`); by default, products up to ``arithmeticProbeLimit`` multiply-adds and
+  ///     every vector kernel (whose interface returns at once when α = 0) compute.
+  ///   - measuring: runs the call it is given and measures it (for example the bytes the
+  ///     thread allocates inside it).
+  /// - Returns: `nil` when the operands' address space cannot be had.
+  public static func probe<Measure>(
+    m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool, arithmetic: Bool? = nil,
+    measuring: (() -> Void) -> Measure
+  ) -> Measure? {
+    precondition(m >= 1 && n >= 1 && k >= 1, "a probed product has positive extents, got \(m)×\(k)·\(k)×\(n)")
+    let (mk, o1) = m.multipliedReportingOverflow(by: k)
+    let (kn, o2) = k.multipliedReportingOverflow(by: n)
+    let (mn, o3) = m.multipliedReportingOverflow(by: n)
+    let (mnk, o4) = mn.multipliedReportingOverflow(by: k)
+    guard !(o1 || o2 || o3 || o4) else { return nil }
+    let computes = arithmetic ?? (mnk <= arithmeticProbeLimit || isVectorKernel(m: m, n: n, k: k))
+    guard let a = ScratchMatrix(count: mk), let b = ScratchMatrix(count: kn), let c = ScratchMatrix(count: mn) else {
+      return nil
+    }
+    let alpha: Float = computes ? 1 : 0
+    let singleThreaded = BLASThreading.defaultThreads > 1 && !BLASThreading.usesThreads(m: m, n: n, k: k)
+    func product() {
+      if singleThreaded {
+        runSingleThreaded(
+          a.base, b.base, c.base, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: alpha)
+      } else {
+        call(a.base, b.base, c.base, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: alpha)
+      }
+    }
+    var measure: Measure?
+    threadCountLock.withLock { _ in
+      _ = measuring(product)
+      measure = measuring(product)
+    }
+    return measure
   }
 }
 
+/// Zero-filled floats in an anonymous private mapping (not a `malloc` block, so allocator
+/// statistics do not see it; pages that are only read cost no memory). Unmapped on release.
+final class ScratchMatrix {
+  let base: UnsafeMutablePointer<Float>
+  let byteCount: Int
+
+  init?(count: Int) {
+    let (bytes, overflow) = Swift.max(count, 1).multipliedReportingOverflow(by: MemoryLayout<Float>.stride)
+    guard !overflow else { return nil }
+    let address = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+    guard let address, address != MAP_FAILED else { return nil }
+    base = address.bindMemory(to: Float.self, capacity: Swift.max(count, 1))
+    byteCount = bytes
+  }
+
+  deinit { munmap(base, byteCount) }
+}
 /// When GradAccum lets OpenBLAS use its threads for a product.
 ///
 /// Measured on 2 cores with products of the sizes of an MLP's layers: with fewer than 16

@@ -15,49 +15,67 @@ public final class AllocationTrace: @unchecked Sendable {
     case allocate(identifier: Int, elementCount: Int, layer: Int?)
     /// Buffer `identifier` freed.
     case free(identifier: Int)
-    /// A matrix product `[m, k] · [k, n]` through BLAS, which may allocate (and free) a
-    /// workspace of its own during the call.
-    case matrixProduct(m: Int, n: Int, k: Int)
+    /// A matrix product `op(A)[m, k] · op(B)[k, n]` through BLAS (transposed operands as
+    /// flagged), which may allocate (and free) memory of its own during the call.
+    case matrixProduct(m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool)
   }
 
   /// The events, in order.
   public private(set) var events: [Event] = []
   /// Named positions in ``events`` (such as where the backward pass starts).
   public private(set) var marks: [String: Int] = [:]
-  /// For each event, what `sampleOtherBytes` returned right after it.
+  /// For each event, the other bytes (see ``OtherBytesSample``) right after it.
   public private(set) var otherBytes: [Int] = []
+  /// For each event, the most other bytes alive at any moment between the previous event
+  /// (or the start) and this one.
+  public private(set) var otherPeakBytes: [Int] = []
+  /// The most other bytes alive at any moment after the last event, until ``finish()``.
+  public private(set) var finalOtherPeakBytes = 0
   /// The layer whose forward pass is running, set by containers such as `Sequential`.
   public var currentLayer: Int?
-  /// Reads the bytes the calling thread holds beyond tensor buffers (objects, arrays),
-  /// sampled at every event; `nil` to sample nothing.
-  let sampleOtherBytes: (() -> Int)?
+  /// The bytes the calling thread holds beyond tensor buffers (objects, arrays): now, and
+  /// the most at any moment since the previous sample.
+  public typealias OtherBytesSample = (nowBytes: Int, intervalPeakBytes: Int)
+
+  /// Reads the other bytes at every event; `nil` to sample nothing.
+  let sampleOtherBytes: (() -> OtherBytesSample)?
   var nextIdentifier = 0
 
-  /// - Parameter sampleOtherBytes: called after every event; returns the other bytes live
-  ///   on the thread (for example from allocator statistics).
-  public init(sampleOtherBytes: (() -> Int)? = nil) {
+  /// - Parameter sampleOtherBytes: called after every event (and by ``finish()``); returns
+  ///   the other bytes on the thread (for example from allocator statistics).
+  public init(sampleOtherBytes: (() -> OtherBytesSample)? = nil) {
     self.sampleOtherBytes = sampleOtherBytes
+  }
+
+  func sample() {
+    guard let sampleOtherBytes else { return }
+    let reading = sampleOtherBytes()
+    otherBytes.append(reading.nowBytes)
+    otherPeakBytes.append(reading.intervalPeakBytes)
+  }
+
+  /// Takes the last sample of other bytes, after the traced code has returned.
+  public func finish() {
+    if let sampleOtherBytes { finalOtherPeakBytes = sampleOtherBytes().intervalPeakBytes }
   }
 
   func recordAllocation(elementCount: Int) -> Int {
     let identifier = nextIdentifier
     nextIdentifier += 1
     events.append(.allocate(identifier: identifier, elementCount: elementCount, layer: currentLayer))
-    if let sampleOtherBytes { otherBytes.append(sampleOtherBytes()) }
+    sample()
     return identifier
   }
 
   func recordFree(identifier: Int) {
     events.append(.free(identifier: identifier))
-    if let sampleOtherBytes { otherBytes.append(sampleOtherBytes()) }
+    sample()
   }
 
-  /// Records a product that BLAS computes with `sgemm` (and may allocate for); one with a
-  /// single row, column or inner index is a vector kernel, which allocates nothing.
-  func recordMatrixProduct(m: Int, n: Int, k: Int) {
-    guard m > 1 && n > 1 && k > 1 else { return }
-    events.append(.matrixProduct(m: m, n: n, k: k))
-    if let sampleOtherBytes { otherBytes.append(sampleOtherBytes()) }
+  /// Records a product that BLAS computes (and may allocate for).
+  func recordMatrixProduct(m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool) {
+    events.append(.matrixProduct(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB))
+    sample()
   }
 
   /// Remembers the current position in ``events`` under `name`.
@@ -68,6 +86,7 @@ public final class AllocationTrace: @unchecked Sendable {
   public func reserveCapacity(_ count: Int) {
     events.reserveCapacity(count)
     otherBytes.reserveCapacity(count)
+    otherPeakBytes.reserveCapacity(count)
     marks.reserveCapacity(4)
   }
 
@@ -75,18 +94,8 @@ public final class AllocationTrace: @unchecked Sendable {
   public func removeAllEvents() {
     events.removeAll(keepingCapacity: true)
     otherBytes.removeAll(keepingCapacity: true)
+    otherPeakBytes.removeAll(keepingCapacity: true)
   }
-}
-
-/// Something told after every real tensor buffer allocation (memory measurement samples
-/// the allocator's counters there, where transient peaks happen).
-public protocol TensorAllocationObserver: AnyObject, Sendable {
-  func afterAllocation()
-}
-
-/// The observer of the calling code's tensor allocations, if any.
-public enum TensorAllocations {
-  @TaskLocal public static var observer: (any TensorAllocationObserver)?
 }
 
 /// Runs code in shape-only mode: every tensor created inside carries a shape and no

@@ -41,7 +41,6 @@ public final class TensorStorage {
       fatalError("malloc of \(byteCount) bytes for a tensor failed")
     }
     base = raw.bindMemory(to: Float.self, capacity: Swift.max(count, 1))
-    TensorAllocations.observer?.afterAllocation()
   }
 
   /// Whether the elements exist (false under shape tracing).
