@@ -109,7 +109,7 @@ extension Tensor {
   }
 
   /// `c = op(a)·op(b)` (or `c += …` when `accumulating`) through ``gemm(_:_:_:m:n:k:transposeA:transposeB:accumulate:computes:)``.
-  static func multiply(
+  package static func multiply(
     _ a: Tensor, _ b: Tensor, _ transposeA: Bool, _ transposeB: Bool, into c: Tensor,
     accumulating: Bool
   ) {

@@ -1,0 +1,54 @@
+import GradAccum
+import Tensors
+import Testing
+import _TestSupport
+
+/// What BLAS allocates inside a product is learnt by probing the library in the process;
+/// these tests check the probe against real products on whatever kernels OpenBLAS picked.
+@Suite("BLAS workspace probes")
+struct BLASWorkspaceTests {
+  /// Products that take each of OpenBLAS's paths on one CPU or another: vector kernels,
+  /// AVX-512 small-matrix kernels (with and without their operand buffer), single-threaded
+  /// and threaded `sgemm`; every transpose.
+  static let products: [(m: Int, n: Int, k: Int)] = [
+    (1, 512, 784), (64, 1, 512), (33, 17, 1), (2, 6000, 6), (6, 2000, 48), (3, 663, 6), (64, 504, 22),
+    (16, 57, 399), (33, 128, 64), (128, 128, 128), (256, 512, 784),
+  ]
+  static let flags = [(false, false), (false, true), (true, false), (true, true)]
+
+  /// A real product on real tensors, measured: the bytes inside the call beyond its output.
+  func measuredWorkspace(m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool) -> Int {
+    let a = Tensor(zeros: transposeA ? [k, m] : [m, k]), b = Tensor(zeros: transposeB ? [n, k] : [k, n])
+    let output = Tensor(zeros: [m, n])
+    func product() { Tensor.multiply(a, b, transposeA, transposeB, into: output, accumulating: true) }
+    product()
+    return TransientPeak.measure(product).peakBytes
+  }
+
+  @Test(.measuresMemory, arguments: products)
+  func probeEqualsTheRealProduct(m: Int, n: Int, k: Int) {
+    for (transposeA, transposeB) in Self.flags {
+      let probed = BLASWorkspace.bytes(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB)
+      let real = measuredWorkspace(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB)
+      #expect(probed == real, "\(m)×\(k)·\(k)×\(n) transposes \(transposeA) \(transposeB)")
+    }
+  }
+
+  /// Large products are probed with α = 0; OpenBLAS must allocate the same then.
+  @Test(.measuresMemory, arguments: products)
+  func probingWithoutArithmeticAllocatesTheSame(m: Int, n: Int, k: Int) {
+    for (transposeA, transposeB) in Self.flags where !(m == 1 || n == 1 || k == 1) {
+      func probe(_ arithmetic: Bool) -> Int? {
+        BLASCall.probe(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, arithmetic: arithmetic) {
+          MemoryStatistics.measurePeak($0).peakBytes
+        }
+      }
+      #expect(probe(false) == probe(true), "\(m)×\(k)·\(k)×\(n) transposes \(transposeA) \(transposeB)")
+    }
+  }
+
+  @Test func productsTooLargeToAddressAreUnavailable() {
+    let measured = BLASCall.probe(m: 1 << 40, n: 1 << 40, k: 1 << 40, transposeA: false, transposeB: false) { _ in 1 }
+    #expect(measured == nil)
+  }
+}
