@@ -185,9 +185,12 @@ public struct SafetensorsFile: Sendable {
 
   /// The bytes of a safetensors file holding `floats` as `F32` and `integers` as `I64`
   /// tensors, names sorted, header padded with spaces to a multiple of 8 bytes.
+  /// - Parameter checksumKey: when given, the metadata also holds under this key a checksum
+  ///   of the other metadata, every entry's name, type, shape and offsets, and the data
+  ///   (see ``hasValidChecksum(key:)``).
   public static func encode(
     floats: [(name: String, tensor: Tensor)], integers: [(name: String, values: [Int64], shape: [Int])] = [],
-    metadata: [String: String] = [:]
+    metadata: [String: String] = [:], checksumKey: String? = nil
   ) -> [UInt8] {
     struct Item {
       let name: String; let dtype: DType; let shape: [Int]; let bytes: Int; let write: (inout [UInt8]) -> Void
@@ -203,18 +206,29 @@ public struct SafetensorsFile: Sendable {
       }
     }
     items.sort { $0.name < $1.name }
+    var entries: [Entry] = []
+    var offset = 0
+    for item in items {
+      entries.append(Entry(name: item.name, dtype: item.dtype, shape: item.shape, dataRange: offset..<(offset + item.bytes)))
+      offset += item.bytes
+    }
+    var data: [UInt8] = []
+    data.reserveCapacity(offset)
+    for item in items { item.write(&data) }
+    var metadata = metadata
+    if let checksumKey {
+      metadata[checksumKey] = checksum(metadata: metadata, entries: entries, data: data, excluding: checksumKey)
+    }
     var fields: [String] = []
     if !metadata.isEmpty {
       let pairs = metadata.keys.sorted().map { "\(jsonString($0)):\(jsonString(metadata[$0]!))" }
       fields.append("\"__metadata__\":{\(pairs.joined(separator: ","))}")
     }
-    var offset = 0
-    for item in items {
-      let shape = item.shape.map(String.init).joined(separator: ",")
+    for entry in entries {
+      let shape = entry.shape.map(String.init).joined(separator: ",")
       fields.append(
-        "\(jsonString(item.name)):{\"dtype\":\"\(item.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(offset),\(offset + item.bytes)]}"
+        "\(jsonString(entry.name)):{\"dtype\":\"\(entry.dtype.rawValue)\",\"shape\":[\(shape)],\"data_offsets\":[\(entry.dataRange.lowerBound),\(entry.dataRange.upperBound)]}"
       )
-      offset += item.bytes
     }
     var header = Array("{\(fields.joined(separator: ","))}".utf8)
     while header.count % 8 != 0 { header.append(UInt8(ascii: " ")) }
@@ -222,8 +236,36 @@ public struct SafetensorsFile: Sendable {
     out.reserveCapacity(8 + header.count + offset)
     withUnsafeBytes(of: UInt64(header.count).littleEndian) { out.append(contentsOf: $0) }
     out += header
-    for item in items { item.write(&out) }
+    out += data
     return out
+  }
+
+  /// Whether the checksum under `key` in the metadata matches the file's other metadata,
+  /// entries and data (`false` when there is none).
+  public func hasValidChecksum(key: String) -> Bool {
+    guard let saved = metadata[key] else { return false }
+    let entries = self.entries.values.sorted { $0.name < $1.name }
+    return saved == Self.checksum(metadata: metadata, entries: entries, data: data, excluding: key)
+  }
+
+  /// A 64-bit FNV-1a hash, in hexadecimal, of the metadata but `excluding`, the entries
+  /// (sorted by name) and the data: any changed byte changes it.
+  static func checksum(metadata: [String: String], entries: [Entry], data: [UInt8], excluding: String) -> String {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    func add(_ bytes: some Sequence<UInt8>) {
+      for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01b3 }
+    }
+    for key in metadata.keys.sorted() where key != excluding {
+      add(key.utf8)
+      add([0])
+      add(metadata[key]!.utf8)
+      add([0])
+    }
+    for entry in entries {
+      add("\(entry.name)\u{0}\(entry.dtype.rawValue)\u{0}\(entry.shape)\u{0}\(entry.dataRange)\u{0}".utf8)
+    }
+    data.withUnsafeBufferPointer { add($0) }
+    return String(hash, radix: 16)
   }
 
   /// A JSON string literal.

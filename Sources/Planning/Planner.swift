@@ -61,7 +61,7 @@ public enum Planner {
     if let datasetSize, datasetSize % targetBatch != 0 {
       lastWindow = Plan.balancedSizes(samples: datasetSize % targetBatch, microBatch: low)
     }
-    let names = layerNames.isEmpty ? defaultLayerNames(estimator.model) : layerNames
+    let names = layerNames.isEmpty ? Self.layerNames(of: estimator.model) : layerNames
     let layers = estimate.layerActivationBytes.keys.sorted().map { position in
       Plan.LayerActivation(
         position: position, name: position < names.count ? names[position] : "layer \(position)",
@@ -75,7 +75,7 @@ public enum Planner {
   }
 
   /// The layers of a `Sequential` model by their descriptions (`linear(64,10)`, `relu`).
-  static func defaultLayerNames(_ model: any Layer) -> [String] {
+  public static func layerNames(of model: any Layer) -> [String] {
     guard let sequential = model as? Sequential else { return [] }
     return sequential.layers.map { layer in
       (layer as? CustomStringConvertible)?.description ?? String(describing: type(of: layer)).lowercased()

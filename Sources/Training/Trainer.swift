@@ -89,8 +89,11 @@ public final class Trainer {
 
   let stepper: WindowStepper
   let estimator: MemoryEstimator
-  /// Bytes the measurements showed above the predictions, added to later estimates.
-  var correctionBytes = 0
+  /// Micro-batch sizes whose micro-step was measured within the budget in this run.
+  var measuredWithinBudget: Set<Int> = []
+  /// The micro-step that went over the budget, if one did (after it only sizes in
+  /// ``measuredWithinBudget`` run).
+  var overshoot: (microBatch: Int, peakBytes: Int)?
   /// Bytes kept free below the budget when planning (the options' margin).
   var marginBytes: Int { Self.margin(budgetBytes: memoryBudget.bytes, fixed: options.safetyMarginBytes) }
   var progress = TrainingProgress()
@@ -179,22 +182,42 @@ public final class Trainer {
   /// from a signal handler's queue). The run then writes a checkpoint if one is configured.
   public func requestStop() { stopFlag.set() }
 
-  /// Re-plans with the budget less what measurements showed above the predictions.
-  func replan(afterOvershoot overshootBytes: Int, microBatch: Int) {
-    correctionBytes += max(overshootBytes, 1)
-    let budget = MemoryBudget.bytes(max(1, memoryBudget.bytes - marginBytes - correctionBytes))
-    var next = (try? Planner.plan(estimator: estimator, targetBatch: targetBatch, budget: budget))
-    if next == nil || next!.microBatch >= microBatch {
-      // Whatever the estimate says, the size that went over is too big.
-      next = plan
-      next!.microBatch = max(1, microBatch - 1)
-      next!.windowSizes = Plan.balancedSizes(samples: targetBatch, microBatch: next!.microBatch)
+  /// The micro-batch sizes of a window of `samples`: balanced by the plan, or after a
+  /// micro-step went over the budget, made only of sizes measured within it.
+  func windowSizes(samples: Int, dataset: some Dataset) throws(TrainingError) -> [Int] {
+    guard let overshoot else { return Plan.balancedSizes(samples: samples, microBatch: plan.microBatch) }
+    if let sizes = Self.compose(samples: samples, from: measuredWithinBudget) { return sizes }
+    try stop(dataset: dataset)
+    throw .budgetExceeded(
+      microBatch: overshoot.microBatch, peakBytes: overshoot.peakBytes, budgetBytes: memoryBudget.bytes)
+  }
+
+  /// The fewest micro-batch sizes from `allowed` that add up to `samples`, larger first
+  /// (`nil` when none do).
+  package static func compose(samples: Int, from allowed: Set<Int>) -> [Int]? {
+    let sizes = allowed.filter { $0 >= 1 && $0 <= samples }.sorted(by: >)
+    guard !sizes.isEmpty else { return nil }
+    if let largest = sizes.first, samples % largest == 0 {
+      return Array(repeating: largest, count: samples / largest)
     }
-    next!.budgetBytes = memoryBudget.bytes
-    warn(
-      "memory guard: a micro-step of \(microBatch) samples measured \(overshootBytes) bytes over its prediction and went over the budget; micro-batch lowered to \(next!.microBatch)"
-    )
-    plan = next!
+    // Fewest parts by dynamic programming over the sample counts.
+    var parts = [Int](repeating: Int.max, count: samples + 1)
+    var last = [Int](repeating: 0, count: samples + 1)
+    parts[0] = 0
+    for total in 1...samples {
+      for size in sizes where size <= total && parts[total - size] != Int.max && parts[total - size] + 1 < parts[total] {
+        parts[total] = parts[total - size] + 1
+        last[total] = size
+      }
+    }
+    guard parts[samples] != Int.max else { return nil }
+    var result: [Int] = []
+    var remaining = samples
+    while remaining > 0 {
+      result.append(last[remaining])
+      remaining -= last[remaining]
+    }
+    return result.sorted(by: >)
   }
 
   /// Trains for `epochs` epochs in total (a resumed run continues up to that count).
@@ -227,7 +250,7 @@ public final class Trainer {
         let windowSamples = min(targetBatch, dataset.count - windowStart)
         let windowIndices = Array(order[windowStart..<(windowStart + windowSamples)])
         if progress.windowSizes.isEmpty {
-          progress.windowSizes = Plan.balancedSizes(samples: windowSamples, microBatch: plan.microBatch)
+          progress.windowSizes = try windowSizes(samples: windowSamples, dataset: dataset)
           progress.windowLoss = 0
           progress.windowPeak = 0
         }
@@ -247,25 +270,30 @@ public final class Trainer {
           onMicroStep?(size)
           if peak > memoryBudget.bytes {
             progress.violations += 1
-            if size == 1 {
-              // Nothing left to lower: stop (with a checkpoint) rather than go over again.
+            // At most one micro-step goes over: from here on only sizes measured within
+            // the budget run; when the rest cannot be made of them, the run stops.
+            let rest = windowSamples - (offset + size)
+            let smaller = measuredWithinBudget.filter { $0 < size }
+            let restSizes = rest > 0 ? Self.compose(samples: rest, from: smaller) : []
+            guard let nextMicroBatch = smaller.max(), let restSizes else {
               log?.writeGuardEvent(
                 epoch: progress.epoch + 1, step: stepper.stepCount + 1, microBatch: size, measuredPeakBytes: peak,
                 newMicroBatch: 0)
               try stop(dataset: dataset)
-              throw .budgetExceeded(peakBytes: peak, budgetBytes: memoryBudget.bytes)
+              throw .budgetExceeded(microBatch: size, peakBytes: peak, budgetBytes: memoryBudget.bytes)
             }
-            let predicted = estimator.estimate(microBatch: size).peakBytes + correctionBytes
-            replan(afterOvershoot: peak - predicted, microBatch: size)
+            overshoot = (size, peak)
+            plan.microBatch = nextMicroBatch
+            plan.windowSizes = Self.compose(samples: targetBatch, from: measuredWithinBudget) ?? plan.windowSizes
+            warn(
+              "memory guard: a micro-step of \(size) samples measured \(peak) bytes, over the budget of \(memoryBudget.bytes); training goes on with micro-batches of sizes already measured within it (at most \(nextMicroBatch))"
+            )
             log?.writeGuardEvent(
               epoch: progress.epoch + 1, step: stepper.stepCount + 1, microBatch: size, measuredPeakBytes: peak,
-              newMicroBatch: plan.microBatch)
-            // The rest of the window, re-split with the new micro-batch.
-            let done = offset + size
-            let rest = windowSamples - done
-            progress.windowSizes =
-              Array(progress.windowSizes[..<progress.microIndex])
-              + (rest > 0 ? Plan.balancedSizes(samples: rest, microBatch: plan.microBatch) : [])
+              newMicroBatch: nextMicroBatch)
+            progress.windowSizes = Array(progress.windowSizes[..<progress.microIndex]) + restSizes
+          } else {
+            measuredWithinBudget.insert(size)
           }
           if stopFlag.isSet && progress.microIndex < progress.windowSizes.count {
             _ = report()  // counts this call's time into what the checkpoint saves

@@ -8,27 +8,45 @@ import Tensors
 /// A checkpoint is one safetensors file: the model's tensors under `model.`, gradients
 /// accumulated so far in an unfinished window under `gradient.`, the optimizer's state
 /// under `optimizer.<parameter>.<name>`, and in the metadata (`gradaccum.progress`, JSON)
-/// the position in the data, the loss bookkeeping, the step counts, the plan's micro-batch
-/// and the random generators' states. It is written atomically.
+/// the position in the data, the loss bookkeeping, the step counts, the model and optimizer
+/// it was written for, the budget and the random generators' states. It is written
+/// atomically, with a checksum over the metadata and every tensor's bytes.
+///
+/// Resuming checks the checksum, the model, the optimizer, the target batch and the seed,
+/// and plans the micro-batch anew for this run's budget (the checkpoint's micro-batch is
+/// not trusted: a lower budget must not run the old micro-batch).
 extension Trainer {
   struct CheckpointState: Codable {
-    var version = 1
+    var version = 2
     var progress: TrainingProgress
     var stepCount: Int
     var parameterSteps: [Int?]
     var randomStates: [UInt64]
     var microBatch: Int
-    var correctionBytes: Int
     var targetBatch: Int
     var seed: UInt64
+    /// The model's layers (`linear(4,8) relu …`).
+    var model: String
+    /// The optimizer (`adam`, `sgd`, …).
+    var optimizer: String
+    var budgetBytes: Int
   }
+
+  /// The metadata key of the checkpoint's checksum.
+  static let checksumKey = "gradaccum.checksum"
+
+  /// How a checkpoint names the model: its layers' descriptions.
+  var modelDescription: String { Planner.layerNames(of: model).joined(separator: " ") }
+
+  /// How a checkpoint names the optimizer: its type.
+  var optimizerDescription: String { String(describing: type(of: optimizer)).lowercased() }
 
   /// Writes the run's state to `path`, atomically.
   public func writeCheckpoint(path: String) throws(TrainingError) {
     let state = CheckpointState(
       progress: progress, stepCount: stepper.stepCount, parameterSteps: optimizer.parameterStates.map { $0?.step },
-      randomStates: model.randomStates, microBatch: plan.microBatch, correctionBytes: correctionBytes,
-      targetBatch: targetBatch, seed: options.seed)
+      randomStates: model.randomStates, microBatch: plan.microBatch, targetBatch: targetBatch, seed: options.seed,
+      model: modelDescription, optimizer: optimizerDescription, budgetBytes: memoryBudget.bytes)
     let encoder = JSONEncoder()
     encoder.nonConformingFloatEncodingStrategy = .convertToString(
       positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
@@ -49,7 +67,7 @@ extension Trainer {
       try AtomicFile.write(
         SafetensorsFile.encode(
           floats: floats, integers: model.integerState.map { ("model.\($0.name)", $0.values, $0.shape) },
-          metadata: ["gradaccum.progress": json, "format": "gradaccum"]), to: path)
+          metadata: ["gradaccum.progress": json, "format": "gradaccum"], checksumKey: Self.checksumKey), to: path)
     } catch {
       throw .checkpoint(error.description)
     }
@@ -71,18 +89,41 @@ extension Trainer {
     } catch {
       throw .checkpoint(error.description)
     }
-    guard let json = file.metadata["gradaccum.progress"],
+    if file.metadata[Self.checksumKey] != nil && !file.hasValidChecksum(key: Self.checksumKey) {
+      throw .checkpoint(
+        "\(path) is damaged: its checksum does not match its contents (a changed byte in the tensors or the metadata)")
+    }
+    guard file.metadata[Self.checksumKey] != nil, let json = file.metadata["gradaccum.progress"],
       let state = try? Self.checkpointDecoder.decode(CheckpointState.self, from: Data(json.utf8))
     else {
       throw .checkpoint(
-        "\(path) is not a GradAccum checkpoint (no gradaccum.progress metadata); to start from weights alone, use --init"
+        "\(path) is not a GradAccum checkpoint (no checksummed gradaccum.progress metadata of version 2); to start from weights alone, use --init"
       )
+    }
+    guard state.model == modelDescription else {
+      throw .checkpoint("\(path) was written for the model \"\(state.model)\", not \"\(modelDescription)\"")
+    }
+    guard state.optimizer == optimizerDescription else {
+      throw .checkpoint("\(path) was written with the optimizer \(state.optimizer), not \(optimizerDescription)")
     }
     guard state.targetBatch == targetBatch else {
       throw .checkpoint("\(path) was written with target batch \(state.targetBatch), not \(targetBatch)")
     }
     guard state.seed == options.seed else {
       throw .checkpoint("\(path) was written with seed \(state.seed), not \(options.seed)")
+    }
+    let expectedOptimizerState = Set(optimizer.namedState.map { "optimizer.\($0.name)" })
+    let savedOptimizerState = Set(file.entries.keys.filter { $0.hasPrefix("optimizer.") })
+    guard expectedOptimizerState == savedOptimizerState else {
+      throw .checkpoint(
+        "\(path) holds optimizer state \(savedOptimizerState.sorted()), but this \(optimizerDescription) keeps \(expectedOptimizerState.sorted()) (other hyperparameters, such as momentum or amsgrad?)"
+      )
+    }
+    guard state.progress.microIndex <= state.progress.windowSizes.count,
+      state.progress.windowSizes.allSatisfy({ $0 >= 1 }), state.stepCount >= 0, state.progress.epoch >= 0,
+      state.progress.window >= 0
+    else {
+      throw .checkpoint("\(path) has an inconsistent progress record")
     }
     do {
       for (name, tensor) in model.namedState {
@@ -116,12 +157,21 @@ extension Trainer {
     }
     stepper.stepCount = state.stepCount
     model.randomStates = state.randomStates
-    correctionBytes = state.correctionBytes
-    if state.microBatch != plan.microBatch {
-      plan.microBatch = state.microBatch
-      plan.windowSizes = Plan.balancedSizes(samples: targetBatch, microBatch: state.microBatch)
-    }
     progress = state.progress
     progress.interrupted = false
+    // The plan is this run's, for this budget. The rest of an unfinished window is split
+    // again when its sizes do not fit the plan (the window's item count, and so the
+    // arithmetic, is unchanged).
+    let remaining = progress.windowSizes[progress.microIndex...]
+    if remaining.contains(where: { $0 > plan.microBatch }) {
+      progress.windowSizes =
+        Array(progress.windowSizes[..<progress.microIndex])
+        + Plan.balancedSizes(samples: remaining.reduce(0, +), microBatch: plan.microBatch)
+    }
+    if state.budgetBytes != memoryBudget.bytes {
+      warn(
+        "\(path) was written under a budget of \(state.budgetBytes) bytes; this run plans for \(memoryBudget.bytes): micro-batch \(plan.microBatch)"
+      )
+    }
   }
 }

@@ -12,7 +12,10 @@ public enum TrainingError: Error, Equatable, Sendable, CustomStringConvertible {
   case checkpoint(String)
   case nonFinite(NonFiniteValue)
   /// A micro-step of one sample went over the budget: the micro-batch cannot go lower.
-  case budgetExceeded(peakBytes: Int, budgetBytes: Int)
+  /// A micro-step of `microBatch` samples measured `peakBytes`, over the budget, and the rest
+  /// of the run cannot be made of micro-batch sizes measured within it; training stopped
+  /// (with a checkpoint, if one is configured) rather than risk going over again.
+  case budgetExceeded(microBatch: Int, peakBytes: Int, budgetBytes: Int)
 
   public var description: String {
     switch self {
@@ -21,8 +24,8 @@ public enum TrainingError: Error, Equatable, Sendable, CustomStringConvertible {
     case .nonFinite(let value):
       "non-finite values at \(value); lower the learning rate or check the data, and continue with --resume if a checkpoint was written"
     case .invalidSetting(let name, let value, let expected): "\(name) is \(value), expected \(expected)"
-    case .budgetExceeded(let peak, let budget):
-      "a micro-step of 1 sample measured \(peak) bytes, over the budget of \(budget) bytes, and the micro-batch cannot go lower; give at least --budget \(peak + max(peak / 100, 64)) and continue with --resume if a checkpoint was written"
+    case .budgetExceeded(let microBatch, let peak, let budget):
+      "a micro-step of \(microBatch) sample\(microBatch == 1 ? "" : "s") measured \(peak) bytes, over the budget of \(budget) bytes, and no smaller micro-batch has been measured within the budget, so training stopped rather than go over it again; give at least --budget \(peak + max(peak / 100, 64)) and continue with --resume if a checkpoint was written"
     }
   }
 }

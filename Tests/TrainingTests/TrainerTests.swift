@@ -81,50 +81,71 @@ struct TrainerTests {
       try trainer.fit(dataset, epochs: 1)
       Issue.record("a micro-step of 1 sample went over the budget and training went on")
     } catch {
-      guard case .budgetExceeded(let peak, let budgetBytes) = error else { Issue.record("\(error)"); return }
+      guard case .budgetExceeded(_, let peak, let budgetBytes) = error else { Issue.record("\(error)"); return }
       #expect(peak > budgetBytes && budgetBytes == budget.bytes)
       #expect(error.description.contains("give at least --budget"))
     }
     #expect(FileManager.default.fileExists(atPath: path))
   }
 
-  @Test(.measuresMemory) func guardRecoversFromAWrongEstimate() throws {
+  /// A wrong estimate (four times too small) makes the first micro-step go over the budget.
+  /// No smaller size has been measured yet, so the run stops there, with one violation and
+  /// a checkpoint, rather than risk a second; resumed with a right estimate it ends where the
+  /// correctly planned run does, nothing lost.
+  @Test(.measuresMemory) func guardStopsAfterOneOvershootAndTheRunResumes() throws {
     let dataset = classificationData(count: 130, features: 16, classes: 5, seed: 2)
-    let model = try ModelSpecification(parsing: Self.spec).build(seed: 3)
     let optimizer = { try SGD(learningRate: 0.05) }
     let budget = try budgetForcing(
-      k: 2, model: model, optimizer: try optimizer(), loss: .crossEntropy, inputShape: [16], targetBatch: 64)
-    var options = TrainerOptions()
-    options.shuffle = false
-    options.transientEstimateScale = 0.25
-    let trainer = try Trainer(
-      model: model, optimizer: try optimizer(), loss: .crossEntropy, targetBatch: 64, memoryBudget: budget,
-      options: options)
-    var warnings: [String] = []
-    trainer.onWarning = { warnings.append($0) }
+      k: 2, model: try ModelSpecification(parsing: Self.spec).build(seed: 3), optimizer: try optimizer(),
+      loss: .crossEntropy, inputShape: [16], targetBatch: 64)
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("gradaccum-guard-\(UUID()).ckpt").path
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    func makeTrainer(scale: Double) throws -> Trainer {
+      var options = TrainerOptions()
+      options.shuffle = false
+      options.transientEstimateScale = scale
+      options.checkpointPath = path
+      return try Trainer(
+        model: try ModelSpecification(parsing: Self.spec).build(seed: 3), optimizer: try optimizer(),
+        loss: .crossEntropy, targetBatch: 64, memoryBudget: budget, options: options)
+    }
+    let wrong = try makeTrainer(scale: 0.25)
     let logPath = FileManager.default.temporaryDirectory.appendingPathComponent("gradaccum-guard-\(UUID()).jsonl").path
     defer { try? FileManager.default.removeItem(atPath: logPath) }
-    trainer.log = try TrainingLog(path: logPath, budgetBytes: budget.bytes)
-    let report = try trainer.fit(dataset, epochs: 2)
+    wrong.log = try TrainingLog(path: logPath, budgetBytes: budget.bytes)
+    do {
+      try wrong.fit(dataset, epochs: 2)
+      Issue.record("the first micro-step went over the budget with no measured size to fall back on, and training went on")
+    } catch {
+      guard case .budgetExceeded(let microBatch, let peak, let budgetBytes) = error else {
+        Issue.record("\(error)")
+        return
+      }
+      #expect(microBatch == wrong.plan.microBatch && peak > budgetBytes)
+    }
     let events = try String(contentsOfFile: logPath, encoding: .utf8).split(separator: "\n").filter {
       $0.contains("memory_guard")
     }
-    #expect(events.count == report.budgetViolations)
-    #expect(report.budgetViolations >= 1)
-    #expect(report.budgetViolations <= 3)
-    #expect(warnings.contains { $0.contains("memory guard") })
-    // The correct run: the same trainer with a right estimate.
-    options.transientEstimateScale = 1
-    let correctModel = try ModelSpecification(parsing: Self.spec).build(seed: 3)
-    let correctTrainer = try Trainer(
-      model: correctModel, optimizer: try optimizer(), loss: .crossEntropy, targetBatch: 64, memoryBudget: budget,
-      options: options)
-    let correct = (
-      report: try correctTrainer.fit(dataset, epochs: 2), parameters: correctModel.parameters.map(\.values)
-    )
-    #expect(correct.report.budgetViolations == 0)
-    expectSameParameters(model.parameters.map(\.values), correct.parameters, relative: 1e-6)
-    #expect(report.steps == correct.report.steps)
+    #expect(events.count == 1)
+    let resumed = try makeTrainer(scale: 1)
+    try resumed.resume(from: path)
+    let report = try resumed.fit(dataset, epochs: 2)
+    #expect(report.budgetViolations == 1)  // the one before the stop, carried by the checkpoint
+    let correct = try makeTrainer(scale: 1)
+    let correctReport = try correct.fit(dataset, epochs: 2)
+    #expect(correctReport.budgetViolations == 0)
+    expectSameParameters(
+      resumed.model.parameters.map(\.values), correct.model.parameters.map(\.values), relative: 1e-6)
+    #expect(report.steps == correctReport.steps)
+  }
+
+  @Test func afterAnOvershootWindowsAreMadeOfMeasuredSizes() {
+    #expect(Trainer.compose(samples: 64, from: [16, 15]) == [16, 16, 16, 16])
+    #expect(Trainer.compose(samples: 6, from: [5, 3]) == [3, 3])
+    #expect(Trainer.compose(samples: 41, from: [11, 10]) == [11, 10, 10, 10])
+    #expect(Trainer.compose(samples: 7, from: [5]) == nil)
+    #expect(Trainer.compose(samples: 3, from: [5]) == nil)
+    #expect(Trainer.compose(samples: 3, from: []) == nil)
   }
 
   @Test(arguments: [false, true])
