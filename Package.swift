@@ -31,9 +31,9 @@ let package = Package(
     .target(name: "Tensors", dependencies: ["CBLAS"]),
     .target(name: "NeuralNetwork", dependencies: ["Tensors"]),
     .target(name: "Optimizers", dependencies: ["Tensors", "NeuralNetwork"]),
-    .target(name: "DataLoading", dependencies: ["Tensors"]),
+    .target(name: "DataLoading", dependencies: ["Tensors", "Memory"]),
     .target(name: "Memory", dependencies: ["CJemalloc", "AllocationHooks", "JemallocConfiguration", "SanitizerDefaults"]),
-    .target(name: "Checkpoints", dependencies: ["Tensors", "NeuralNetwork"]),
+    .target(name: "Checkpoints", dependencies: ["Tensors", "NeuralNetwork", "Memory"]),
     .target(
       name: "Accumulation",
       dependencies: ["Tensors", "NeuralNetwork", "Optimizers", "DataLoading", "Memory"]),

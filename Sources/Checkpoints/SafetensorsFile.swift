@@ -1,4 +1,5 @@
 import Foundation
+import Memory
 import Tensors
 
 /// A safetensors file in memory: an 8-byte little-endian header length, a JSON header
@@ -51,6 +52,9 @@ public struct SafetensorsFile: Sendable {
   /// Reads and validates the file at `path`.
   /// - Throws: ``CheckpointError`` for a missing, truncated or malformed file.
   public static func read(path: String) throws(CheckpointError) -> SafetensorsFile {
+    if let problem = MachineMemory.wholeFileProblem(path: path, copies: 3) {
+      throw .fileNotReadable(path: path, reason: problem)
+    }
     guard let handle = FileHandle(forReadingAtPath: path) else {
       let reason = FileManager.default.fileExists(atPath: path) ? "permission denied or not a file" : "no such file"
       throw .fileNotReadable(path: path, reason: reason)
@@ -84,6 +88,10 @@ public struct SafetensorsFile: Sendable {
     }
     guard let header = object as? [String: Any] else {
       throw .headerNotJSON(path: path, reason: "the JSON is not an object")
+    }
+    // JSONSerialization keeps one of two equal keys silently; the format has no such file.
+    if let duplicate = duplicateTopLevelKey(bytes[8..<headerEnd]) {
+      throw .malformedEntry(path: path, tensor: duplicate, reason: "the name appears twice in the header")
     }
     let data = Array(bytes[headerEnd...])
     var metadata: [String: String] = [:]
@@ -136,6 +144,45 @@ public struct SafetensorsFile: Sendable {
       throw .byteCountMismatch(path: path, tensor: name, dtype: dtypeName, shape: shape, bytes: offsets[1] - offsets[0])
     }
     return Entry(name: name, dtype: dtype, shape: shape, dataRange: offsets[0]..<offsets[1])
+  }
+
+  /// The first key that appears twice in the top-level object of the JSON `text` (which
+  /// parses), compared after decoding escapes; `nil` when none does.
+  static func duplicateTopLevelKey(_ text: ArraySlice<UInt8>) -> String? {
+    var seen: Set<String> = []
+    var depth = 0
+    var expectingKey = false
+    var index = text.startIndex
+    while index < text.endIndex {
+      let byte = text[index]
+      switch byte {
+      case UInt8(ascii: "{"), UInt8(ascii: "["):
+        depth += 1
+        expectingKey = depth == 1 && byte == UInt8(ascii: "{")
+      case UInt8(ascii: "}"), UInt8(ascii: "]"):
+        depth -= 1
+      case UInt8(ascii: ","):
+        expectingKey = depth == 1
+      case UInt8(ascii: "\""):
+        // Find the closing quote, skipping escaped characters.
+        var end = index + 1
+        while end < text.endIndex && text[end] != UInt8(ascii: "\"") {
+          end += text[end] == UInt8(ascii: "\\") ? 2 : 1
+        }
+        if expectingKey, end < text.endIndex,
+          let key = try? JSONSerialization.jsonObject(with: Data(text[index...end]), options: .fragmentsAllowed)
+            as? String
+        {
+          if !seen.insert(key).inserted { return key }
+          expectingKey = false
+        }
+        index = end
+      default:
+        break
+      }
+      index += 1
+    }
+    return nil
   }
 
   /// Integers from a JSON array, or `nil` when it is not an array of integers.

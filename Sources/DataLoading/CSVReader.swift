@@ -1,4 +1,5 @@
 import Foundation
+import Memory
 import Tensors
 
 /// Why a data file cannot be used.
@@ -9,6 +10,10 @@ public enum DataError: Error, Equatable, Sendable, CustomStringConvertible {
   case raggedRow(path: String, line: Int, expectedColumns: Int, actualColumns: Int)
   case notNumeric(path: String, line: Int, column: String, text: String)
   case labelColumnNotFound(path: String, column: String, available: [String])
+  /// The label column's name is the name of several columns.
+  case ambiguousLabelColumn(path: String, column: String, positions: [Int])
+  /// The file is not a regular file, or too large to read whole.
+  case fileTooLarge(path: String, reason: String)
   case invalidLabel(path: String, line: Int, value: String, expected: String)
   case noFeatures(path: String)
   case inputShapeMismatch(path: String, features: Int, inputShape: [Int])
@@ -24,15 +29,19 @@ public enum DataError: Error, Equatable, Sendable, CustomStringConvertible {
     case .raggedRow(let path, let line, let expected, let actual):
       "\(path) line \(line): \(actual) columns, expected \(expected) as in the header"
     case .notNumeric(let path, let line, let column, let text):
-      "\(path) line \(line), column \(column): \"\(text)\" is not a finite number"
+      "\(path) line \(line), column \(abbreviated(column)): \"\(abbreviated(text))\" is not a finite number"
     case .labelColumnNotFound(let path, let column, let available):
-      "\(path): label column \"\(column)\" not found; columns are \(available.prefix(12).joined(separator: ", "))\(available.count > 12 ? ", …" : "")"
+      "\(path): label column \"\(abbreviated(column))\" not found; columns are \(available.prefix(12).map { abbreviated($0, limit: 40) }.joined(separator: ", "))\(available.count > 12 ? ", …" : "")"
+    case .ambiguousLabelColumn(let path, let column, let positions):
+      "\(path): label column \"\(abbreviated(column))\" names \(positions.count) columns (0-based \(positions.map(String.init).joined(separator: ", "))); give its index instead"
+    case .fileTooLarge(let path, let reason):
+      "cannot read data file \(path): \(reason)"
     case .invalidLabel(let path, let line, let value, let expected):
-      "\(path) line \(line): label \(value) is invalid, expected \(expected)"
+      "\(path) line \(line): label \(abbreviated(value)) is invalid, expected \(expected)"
     case .noFeatures(let path):
       "\(path): no feature columns besides the label column"
     case .inputShapeMismatch(let path, let features, let inputShape):
-      "\(path): \(features) feature columns do not fill input shape \(inputShape.map(String.init).joined(separator: "x")) (\(inputShape.reduce(1, *)) values)"
+      "\(path): \(features) feature columns do not fill input shape \(inputShape.map(String.init).joined(separator: "x"))\(checkedElementCount(inputShape).map { " (\($0) values)" } ?? "")"
     }
   }
 }
@@ -58,6 +67,10 @@ public enum CSVReader {
   public static func load(
     path: String, labelColumn: String? = nil, labelKind: LabelKind, inputShape: [Int]? = nil
   ) throws(DataError) -> TensorDataset {
+    // Read whole, so the file must be a regular one that memory can hold several times.
+    if let problem = MachineMemory.wholeFileProblem(path: path, copies: 8) {
+      throw .fileTooLarge(path: path, reason: problem)
+    }
     let text: String
     do {
       text = try String(contentsOfFile: path, encoding: .utf8)
@@ -86,7 +99,7 @@ public enum CSVReader {
     let featureCount = names.count - 1
     guard featureCount >= 1 else { throw .noFeatures(path: path) }
     let sampleShape = inputShape ?? [featureCount]
-    guard sampleShape.reduce(1, *) == featureCount, sampleShape.allSatisfy({ $0 > 0 }) else {
+    guard checkedElementCount(sampleShape) == featureCount, sampleShape.allSatisfy({ $0 > 0 }) else {
       throw .inputShapeMismatch(path: path, features: featureCount, inputShape: sampleShape)
     }
     let inputs = Tensor(uninitializedShape: [rows.count] + sampleShape)
@@ -100,7 +113,8 @@ public enum CSVReader {
       var feature = 0
       for (column, cell) in cells.enumerated() {
         let trimmed = cell.trimmingCharacters(in: .whitespaces)
-        guard let value = Float(trimmed), value.isFinite || column == label else {
+        // Float(_:) would stop at a NUL byte and read "1\0junk" as 1.
+        guard !trimmed.utf8.contains(0), let value = Float(trimmed), value.isFinite || column == label else {
           throw .notNumeric(path: path, line: line.number, column: names[column], text: trimmed)
         }
         if column == label {
@@ -116,7 +130,9 @@ public enum CSVReader {
 
   static func labelIndex(_ column: String?, names: [String], path: String) throws(DataError) -> Int {
     guard let column else { return names.count - 1 }
-    if let index = names.firstIndex(of: column) { return index }
+    let matches = names.indices.filter { names[$0] == column }
+    if matches.count > 1 { throw .ambiguousLabelColumn(path: path, column: column, positions: matches) }
+    if let index = matches.first { return index }
     if let number = Int(column), number >= -names.count, number < names.count {
       return number < 0 ? names.count + number : number
     }

@@ -13,7 +13,8 @@ public enum BudgetError: Error, Equatable, Sendable, CustomStringConvertible {
     case .notASize(let text): return "budget \"\(text)\" is not a size; \(expected)"
     case .unknownUnit(let text, let unit): return "budget \"\(text)\" has unknown unit \"\(unit)\"; \(expected)"
     case .notPositive(let text): return "budget \"\(text)\" must be more than 0 bytes"
-    case .tooLarge(let text): return "budget \"\(text)\" is too large to count in bytes"
+    case .tooLarge(let text):
+      return "budget \"\(text)\" is more than \(MemoryBudget.maximumBytes) bytes (1 EiB), more than any machine has"
     }
   }
 }
@@ -26,10 +27,14 @@ public struct MemoryBudget: Sendable, Hashable, Comparable, CustomStringConverti
   /// The budget in bytes, > 0.
   public let bytes: Int
 
+  /// The largest budget: 2^60 bytes (1 EiB). Below it, sums of a few budget-sized byte
+  /// counts cannot overflow.
+  public static let maximumBytes = 1 << 60
+
   /// A budget of exactly `bytes` bytes.
   public static func bytes(_ bytes: Int) -> MemoryBudget {
     precondition(bytes > 0, "a budget must be positive, got \(bytes) bytes")
-    return MemoryBudget(bytes: bytes)
+    return MemoryBudget(bytes: Swift.min(bytes, maximumBytes))
   }
   /// `kibibytes` × 1024 bytes.
   public static func kb(_ kibibytes: Double) -> MemoryBudget { scaled(kibibytes, 1 << 10) }
@@ -41,7 +46,7 @@ public struct MemoryBudget: Sendable, Hashable, Comparable, CustomStringConverti
   static func scaled(_ value: Double, _ unit: Int) -> MemoryBudget {
     let bytes = (value * Double(unit)).rounded(.down)
     precondition(bytes >= 1 && bytes < 9.2e18, "a budget must be a positive number of bytes, got \(value) × \(unit)")
-    return MemoryBudget(bytes: Int(bytes))
+    return MemoryBudget(bytes: Swift.min(Int(bytes), maximumBytes))
   }
 
   init(bytes: Int) { self.bytes = bytes }
@@ -64,7 +69,7 @@ public struct MemoryBudget: Sendable, Hashable, Comparable, CustomStringConverti
     guard let unit = units[unitText] else { throw .unknownUnit(text: text, unit: unitText) }
     guard value > 0 else { throw .notPositive(text: text) }
     let bytes = (value * Double(unit)).rounded(.down)
-    guard bytes < 9.2e18 else { throw .tooLarge(text: text) }
+    guard bytes <= Double(Self.maximumBytes) else { throw .tooLarge(text: text) }
     guard bytes >= 1 else { throw .notPositive(text: text) }
     self.bytes = Int(bytes)
   }

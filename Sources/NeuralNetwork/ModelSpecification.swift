@@ -46,6 +46,9 @@ public struct ModelSpecification: Sendable, Equatable, CustomStringConvertible {
     "flatten", "dropout",
   ]
 
+  /// The most parameters one layer may have (2^40).
+  public static let maximumLayerParameters = 1 << 40
+
   /// The layers, in order.
   public let layers: [LayerSpecification]
   /// The text it was parsed from.
@@ -98,7 +101,11 @@ public struct ModelSpecification: Sendable, Equatable, CustomStringConvertible {
       var keywords: [String: String] = [:]
       for argument in arguments {
         if let equals = argument.firstIndex(of: "=") {
-          keywords[String(argument[..<equals]).lowercased()] = String(argument[argument.index(after: equals)...])
+          let key = String(argument[..<equals]).lowercased().trimmingWhitespace
+          guard keywords[key] == nil else {
+            throw .invalidArguments(layer: token, position: position, reason: "argument \"\(key)\" is given twice")
+          }
+          keywords[key] = String(argument[argument.index(after: equals)...])
         } else {
           guard keywords.isEmpty else {
             throw .invalidArguments(
@@ -164,6 +171,18 @@ public struct ModelSpecification: Sendable, Equatable, CustomStringConvertible {
       default: throw fail("\(key) must be true or false, got \"\(text)\"")
       }
     }
+    /// Refuses a layer with more than 2^40 parameters (4 TiB of floats), before any shape
+    /// arithmetic could overflow.
+    func checkParameterCount(_ factors: Int...) throws(ModelSpecificationError) {
+      var count = 1
+      for factor in factors {
+        let (product, overflow) = count.multipliedReportingOverflow(by: factor)
+        guard !overflow, product <= Self.maximumLayerParameters else {
+          throw fail("has more than \(Self.maximumLayerParameters) parameters (2^40), more than any machine trains")
+        }
+        count = product
+      }
+    }
     func positiveNumber(_ key: String, default value: Float) throws(ModelSpecificationError) -> Float {
       guard let text = layer.keywords[key] else { return value }
       guard let number = Float(text.trimmingWhitespace), number > 0, number.isFinite else {
@@ -177,6 +196,7 @@ public struct ModelSpecification: Sendable, Equatable, CustomStringConvertible {
       let input = try size(layer.positional[0], "in_features")
       let output = try size(layer.positional[1], "out_features")
       let bias = try flag("bias", default: true)
+      try checkParameterCount(input, output)
       return allocate ? Linear(inputSize: input, outputSize: output, bias: bias, generator: &generator) : nil
     case "conv2d":
       try expectArguments(3...3, allowed: ["stride", "padding", "dilation", "bias"])
@@ -190,6 +210,7 @@ public struct ModelSpecification: Sendable, Equatable, CustomStringConvertible {
         throw fail("padding must be a non-negative integer, got \"\(layer.keywords["padding"] ?? "")\"")
       }
       let bias = try flag("bias", default: true)
+      try checkParameterCount(input, output, kernel, kernel)
       return allocate
         ? Conv2d(
           inputChannels: input, outputChannels: output, kernelSize: kernel, stride: stride, padding: padding,

@@ -85,6 +85,22 @@ public final class MemoryEstimator {
     return trace
   }
 
+  /// The largest micro-batch whose tensors could fit in `bytes` at all, so that no larger
+  /// one needs to be traced (where its shape arithmetic could overflow).
+  ///
+  /// Every buffer of a micro-step grows by a fixed number of elements per sample (its
+  /// growth between traces of 1 and 2 samples); at `m` samples a buffer holds at least `m`
+  /// times that, so `m` beyond `bytes / (4 · largest growth)` cannot fit.
+  public func largestFittingMicroBatch(bytes: Int) -> Int {
+    func sizes(_ trace: AllocationTrace) -> [Int] {
+      trace.events.compactMap { if case .allocate(_, let count, _) = $0 { count } else { nil } }
+    }
+    let one = sizes(trace(microBatch: 1)), two = sizes(trace(microBatch: 2))
+    let growth =
+      one.count == two.count ? zip(one, two).map { $1 - $0 }.max() ?? 1 : two.max() ?? 1
+    return max(1, bytes / MemoryLayout<Float>.stride / max(growth, 1))
+  }
+
   /// The transient bytes `A(m)` of a micro-step of `microBatch` samples: the most bytes
   /// alive at once beyond the persistent ones.
   public func transientBytes(microBatch: Int) -> Int {
@@ -105,9 +121,11 @@ public final class MemoryEstimator {
   /// Walks a trace: the peak of rounded live buffers plus other bytes, and per layer the
   /// buffers its forward pass left alive for backward.
   func replay(_ trace: AllocationTrace) -> (peakBytes: Int, layerActivationBytes: [Int: Int]) {
+    // Wide integers: a trace of an absurd micro-batch sums past Int.max, and the result is
+    // then reported as Int.max / 4 (more than any budget) instead of trapping.
     var live: [Int: (bytes: Int, layer: Int?)] = [:]
-    var liveBytes = 0
-    var peak = 0
+    var liveBytes: Int128 = 0
+    var peak: Int128 = 0
     let backwardStart = trace.marks["backward"] ?? trace.events.count
     var activations: [Int: Int] = [:]
     for (index, event) in trace.events.enumerated() {
@@ -115,28 +133,28 @@ public final class MemoryEstimator {
         for (_, buffer) in live { if let layer = buffer.layer { activations[layer, default: 0] += buffer.bytes } }
       }
       // Between the previous event and this one the buffers alive did not change.
-      if index < trace.otherPeakBytes.count { peak = max(peak, liveBytes + trace.otherPeakBytes[index]) }
+      if index < trace.otherPeakBytes.count { peak = max(peak, liveBytes + Int128(trace.otherPeakBytes[index])) }
       var workspace = 0
       switch event {
       case .allocate(let identifier, let elementCount, let layer):
         let bytes = bufferBytes(elementCount)
         live[identifier] = (bytes, layer)
-        liveBytes += bytes
+        liveBytes += Int128(bytes)
       case .free(let identifier):
         // Buffers made before the trace (parameters) are not part of it.
-        if let buffer = live.removeValue(forKey: identifier) { liveBytes -= buffer.bytes }
+        if let buffer = live.removeValue(forKey: identifier) { liveBytes -= Int128(buffer.bytes) }
       case .matrixProduct(let m, let n, let k, let transposeA, let transposeB):
         // Alive only during the call.
         workspace = BLASWorkspace.bytes(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB)
       }
       let other = index < trace.otherBytes.count ? trace.otherBytes[index] : 0
-      peak = max(peak, liveBytes + other + workspace)
+      peak = max(peak, liveBytes + Int128(other) + Int128(workspace))
     }
-    peak = max(peak, liveBytes + trace.finalOtherPeakBytes)
+    peak = max(peak, liveBytes + Int128(trace.finalOtherPeakBytes))
     if backwardStart >= trace.events.count {
       for (_, buffer) in live { if let layer = buffer.layer { activations[layer, default: 0] += buffer.bytes } }
     }
-    return (peak, activations)
+    return (Int(min(peak, Int128(BLASWorkspace.unavailableBytes))), activations)
   }
 }
 

@@ -12,10 +12,13 @@ public struct Plan: Sendable, Equatable, CustomStringConvertible {
   public var accumulationCount: Int { windowSizes.count }
   /// The micro-batch sizes of a full window: `k` sizes that add up to `T` and differ by at
   /// most one.
-  public var windowSizes: [Int]
+  public var windowSizes: BalancedSizes { Plan.balancedSizes(samples: targetBatch, microBatch: microBatch) }
   /// The micro-batch sizes of an epoch's last, partial window, when a dataset size is known
   /// and is not a multiple of `T`.
-  public var lastWindowSizes: [Int]?
+  public var lastWindowSizes: BalancedSizes? {
+    guard let datasetSize, datasetSize % targetBatch != 0 else { return nil }
+    return Plan.balancedSizes(samples: datasetSize % targetBatch, microBatch: microBatch)
+  }
   /// The dataset size the last window was computed for.
   public var datasetSize: Int?
   /// The budget (`B`).
@@ -42,11 +45,8 @@ public struct Plan: Sendable, Equatable, CustomStringConvertible {
   /// `k` sizes adding up to `samples` that differ by at most one, larger first, for
   /// micro-batches of at most `microBatch`: `balancedSizes(40, 12)` is `[10, 10, 10, 10]`
   /// and `balancedSizes(41, 12)` is `[11, 10, 10, 10]`.
-  public static func balancedSizes(samples: Int, microBatch: Int) -> [Int] {
-    precondition(samples >= 1 && microBatch >= 1, "samples and micro-batch must be positive")
-    let count = (samples + microBatch - 1) / microBatch
-    let base = samples / count, extra = samples % count
-    return (0..<count).map { $0 < extra ? base + 1 : base }
+  public static func balancedSizes(samples: Int, microBatch: Int) -> BalancedSizes {
+    BalancedSizes(samples: samples, microBatch: microBatch)
   }
 
   /// The number of windows (optimizer steps) in an epoch of `sampleCount` samples.
@@ -57,9 +57,11 @@ public struct Plan: Sendable, Equatable, CustomStringConvertible {
   /// Every window of an epoch of `sampleCount` samples: full windows, then the last
   /// partial one (dropped with `dropLast`).
   public func windows(sampleCount: Int, dropLast: Bool = false) -> [[Int]] {
-    var windows = Array(repeating: windowSizes, count: sampleCount / targetBatch)
+    var windows = Array(repeating: Array(windowSizes), count: sampleCount / targetBatch)
     let remainder = sampleCount % targetBatch
-    if remainder > 0 && !dropLast { windows.append(Plan.balancedSizes(samples: remainder, microBatch: microBatch)) }
+    if remainder > 0 && !dropLast {
+      windows.append(Array(Plan.balancedSizes(samples: remainder, microBatch: microBatch)))
+    }
     return windows
   }
 
@@ -69,11 +71,10 @@ public struct Plan: Sendable, Equatable, CustomStringConvertible {
       "target batch        \(targetBatch)",
       "micro-batch         \(microBatch)",
       "accumulation steps  \(accumulationCount)",
-      "window sizes        \(windowSizes.map(String.init).joined(separator: ", "))",
+      "window sizes        \(windowSizes.summary)",
     ]
     if let lastWindowSizes, let datasetSize {
-      lines.append(
-        "last window         \(lastWindowSizes.map(String.init).joined(separator: ", ")) (dataset of \(datasetSize))")
+      lines.append("last window         \(lastWindowSizes.summary) (dataset of \(datasetSize))")
     }
     lines += [
       "",
@@ -98,6 +99,46 @@ public struct Plan: Sendable, Equatable, CustomStringConvertible {
       }
     }
     return lines.joined(separator: "\n")
+  }
+}
+
+/// `count` micro-batch sizes that add up to a number of samples and differ by at most one,
+/// larger first, computed rather than stored (a window of 10^12 samples costs three
+/// integers).
+public struct BalancedSizes: RandomAccessCollection, Sendable, Equatable {
+  /// How many sizes (`k`).
+  public let count: Int
+  /// The smaller size.
+  public let base: Int
+  /// How many of the sizes, first, are `base + 1`.
+  public let extra: Int
+
+  /// The balanced split of `samples` into micro-batches of at most `microBatch`.
+  public init(samples: Int, microBatch: Int) {
+    precondition(samples >= 1 && microBatch >= 1, "samples and micro-batch must be positive")
+    count = samples / microBatch + (samples % microBatch == 0 ? 0 : 1)
+    base = samples / count
+    extra = samples % count
+  }
+
+  public var startIndex: Int { 0 }
+  public var endIndex: Int { count }
+  public subscript(position: Int) -> Int {
+    precondition(position >= 0 && position < count, "index \(position) out of 0..<\(count)")
+    return position < extra ? base + 1 : base
+  }
+
+  /// Each distinct size with how many times it occurs, larger first.
+  public var sizeCounts: [(size: Int, count: Int)] {
+    (extra > 0 ? [(base + 1, extra)] : []) + (count > extra ? [(base, count - extra)] : [])
+  }
+
+  /// The sizes listed (`11, 10, 10, 10`) when there are at most 16, else by count
+  /// (`11 × 3, 10 × 999997`).
+  public var summary: String {
+    count <= 16
+      ? map(String.init).joined(separator: ", ")
+      : sizeCounts.map { "\($0.size) × \($0.count)" }.joined(separator: ", ")
   }
 }
 

@@ -23,7 +23,11 @@ public enum Planner {
     guard targetBatch >= 1 else { throw .invalidTargetBatch(targetBatch) }
     if let datasetSize, datasetSize < 1 { throw .invalidDatasetSize(datasetSize) }
     let persistentBytes = estimator.persistent.totalBytes
-    func fits(_ m: Int) -> Bool { persistentBytes + estimator.transientBytes(microBatch: m) <= budget.bytes }
+    // Sizes past this cannot fit; they are not traced.
+    let largest = estimator.largestFittingMicroBatch(bytes: budget.bytes)
+    func fits(_ m: Int) -> Bool {
+      m <= largest && persistentBytes + estimator.transientBytes(microBatch: m) <= budget.bytes
+    }
     guard fits(1) else {
       let one = estimator.estimate(microBatch: 1)
       let p = estimator.persistent
@@ -57,10 +61,6 @@ public enum Planner {
     layerNames: [String] = [], microBatch low: Int
   ) -> Plan {
     let estimate = estimator.estimate(microBatch: low)
-    var lastWindow: [Int]?
-    if let datasetSize, datasetSize % targetBatch != 0 {
-      lastWindow = Plan.balancedSizes(samples: datasetSize % targetBatch, microBatch: low)
-    }
     let names = layerNames.isEmpty ? Self.layerNames(of: estimator.model) : layerNames
     let layers = estimate.layerActivationBytes.keys.sorted().map { position in
       Plan.LayerActivation(
@@ -68,9 +68,7 @@ public enum Planner {
         bytes: estimate.layerActivationBytes[position]!)
     }
     return Plan(
-      targetBatch: targetBatch, microBatch: low,
-      windowSizes: Plan.balancedSizes(samples: targetBatch, microBatch: low), lastWindowSizes: lastWindow,
-      datasetSize: datasetSize, budgetBytes: budget.bytes, persistent: estimator.persistent,
+      targetBatch: targetBatch, microBatch: low, datasetSize: datasetSize, budgetBytes: budget.bytes, persistent: estimator.persistent,
       transientBytes: estimate.transientBytes, layerActivations: layers)
   }
 

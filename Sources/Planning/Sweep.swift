@@ -36,7 +36,9 @@ public struct Sweep {
   public func point(microBatch: Int, targetBatch: Int?, repeat repeats: Int) -> Point {
     let measured = measurement.peakBytes(microBatch: microBatch)
     let stepper = measurement.stepper
-    let dataset = measurement.randomDataset(samples: max(microBatch, targetBatch ?? 0))
+    // One micro-batch of samples; windows of the target batch cycle through them, so the
+    // data costs the same whatever the target batch.
+    let dataset = measurement.randomDataset(samples: microBatch)
     let single = [Array(0..<microBatch)]
     let warmUp = DispatchTime.now().uptimeNanoseconds
     _ = stepper.step(window: single, of: dataset)
@@ -55,7 +57,7 @@ public struct Sweep {
       var offset = 0
       let window = Plan.balancedSizes(samples: targetBatch, microBatch: min(microBatch, targetBatch)).map { size in
         defer { offset += size }
-        return Array(offset..<(offset + size))
+        return (offset..<(offset + size)).map { $0 % microBatch }
       }
       var windowTimes: [Double] = []
       for _ in 0..<max(1, repeats) {

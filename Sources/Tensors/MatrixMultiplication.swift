@@ -158,9 +158,6 @@ public enum BLASCall {
   /// so that a probe always runs with the thread count its product gets.
   static let threadCountLock = Mutex<Void>(())
 
-  /// Whether `[m, k] · [k, n]` runs as a vector kernel (`sgemv`, `sger`) rather than `sgemm`.
-  static func isVectorKernel(m: Int, n: Int, k: Int) -> Bool { m == 1 || n == 1 || k == 1 }
-
   static func run(
     _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int,
     transposeA: Bool, transposeB: Bool, alpha: Float
@@ -210,20 +207,20 @@ public enum BLASCall {
     }
   }
 
-  /// Products of at most this many multiply-adds are probed with their arithmetic (at most
-  /// a few milliseconds); larger `sgemm` products with α = 0, which OpenBLAS's level-3
-  /// drivers (read in 0.3.21 and 0.3.28) take after choosing their path and making their
-  /// allocations, and then return without touching the operands. A test checks that both
-  /// probes agree on the products it can afford.
-  public static let arithmeticProbeLimit = 1 << 24
+  /// Products of at most this many multiply-adds are probed with their arithmetic (about a
+  /// millisecond, and at most 16 MiB of output written); larger ones with α = 0, which
+  /// OpenBLAS's interfaces and level-3 drivers (read in 0.3.21 and 0.3.28) take after
+  /// choosing their path, and which returns before touching the operands. OpenBLAS's
+  /// threaded job table, the allocation that matters for large products, is made before
+  /// that return. A test checks that both probes agree wherever both can run.
+  public static let arithmeticProbeLimit = 1 << 22
 
   /// Makes the call GradAccum makes for `C[m, n] += op(A) · op(B)` on scratch operands
   /// (anonymous memory that is never GradAccum's allocation), twice, and returns what
   /// `measuring` returns for the second call (the first absorbs one-time initialization).
   /// - Parameters:
-  ///   - arithmetic: whether the probe computes (α = 1) or only takes the path (α = 0, for
-  ///     `sgemm`); by default, products up to ``arithmeticProbeLimit`` multiply-adds and
-  ///     every vector kernel (whose interface returns at once when α = 0) compute.
+  ///   - arithmetic: whether the probe computes (α = 1) or only takes the path (α = 0); by
+  ///     default, products up to ``arithmeticProbeLimit`` multiply-adds compute.
   ///   - measuring: runs the call it is given and measures it (for example the bytes the
   ///     thread allocates inside it).
   /// - Returns: `nil` when the operands' address space cannot be had.
@@ -237,7 +234,7 @@ public enum BLASCall {
     let (mn, o3) = m.multipliedReportingOverflow(by: n)
     let (mnk, o4) = mn.multipliedReportingOverflow(by: k)
     guard !(o1 || o2 || o3 || o4) else { return nil }
-    let computes = arithmetic ?? (mnk <= arithmeticProbeLimit || isVectorKernel(m: m, n: n, k: k))
+    let computes = arithmetic ?? (mnk <= arithmeticProbeLimit)
     guard let a = ScratchMatrix(count: mk), let b = ScratchMatrix(count: kn), let c = ScratchMatrix(count: mn) else {
       return nil
     }

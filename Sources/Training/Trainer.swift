@@ -107,6 +107,48 @@ public final class Trainer {
     model: any Layer, optimizer: Optimizer, loss: Loss, targetBatch: Int, memoryBudget: MemoryBudget,
     options: TrainerOptions = TrainerOptions()
   ) throws(PlanningError) {
+    // Gradient buffers and optimizer state exist before the micro-step is traced, as in
+    // training (a traced backward pass accumulates into them and allocates none).
+    stepper = WindowStepper(
+      model: model, optimizer: optimizer, loss: loss, learningRateSchedule: options.learningRateSchedule,
+      gradientClipNorm: options.gradientClipNorm)
+    let (inputShape, estimator, plan) = try Self.planned(
+      model: model, optimizer: optimizer, loss: loss, targetBatch: targetBatch, memoryBudget: memoryBudget,
+      options: options)
+    self.model = model
+    self.optimizer = optimizer
+    self.loss = loss
+    self.targetBatch = targetBatch
+    self.memoryBudget = memoryBudget
+    self.options = options
+    self.inputShape = inputShape
+    self.estimator = estimator
+    self.plan = plan
+    if model.dependsOnBatch && plan.accumulationCount > 1 {
+      warn(
+        "the model has layers that normalize over the batch; with \(plan.accumulationCount) micro-batches per step their statistics come from micro-batches of about \(plan.windowSizes[0]) samples, not from windows of \(targetBatch)"
+      )
+    }
+  }
+
+  /// The plan a trainer with these arguments makes, from the model's shapes alone: the
+  /// model may be shape-only (built under `ShapeTracing`), so that a budget too small, or a
+  /// model too large, is refused before any parameter exists.
+  /// - Throws: ``PlanningError``, as ``init(model:optimizer:loss:targetBatch:memoryBudget:options:)``.
+  public static func plan(
+    model: any Layer, optimizer: Optimizer, loss: Loss, targetBatch: Int, memoryBudget: MemoryBudget,
+    options: TrainerOptions = TrainerOptions()
+  ) throws(PlanningError) -> Plan {
+    try planned(
+      model: model, optimizer: optimizer, loss: loss, targetBatch: targetBatch, memoryBudget: memoryBudget,
+      options: options
+    ).plan
+  }
+
+  static func planned(
+    model: any Layer, optimizer: Optimizer, loss: Loss, targetBatch: Int, memoryBudget: MemoryBudget,
+    options: TrainerOptions
+  ) throws(PlanningError) -> (inputShape: [Int], estimator: MemoryEstimator, plan: Plan) {
     guard targetBatch >= 1 else { throw .invalidTargetBatch(targetBatch) }
     guard let inputShape = options.inputShape ?? Self.inputShape(of: model) else { throw .unknownInputShape }
     let outputShape: [Int]
@@ -115,28 +157,14 @@ public final class Trainer {
     } catch {
       throw .shape(error)
     }
-    self.model = model
-    self.optimizer = optimizer
-    self.loss = loss
-    self.targetBatch = targetBatch
-    self.memoryBudget = memoryBudget
-    self.options = options
-    self.inputShape = inputShape
-    stepper = WindowStepper(
-      model: model, optimizer: optimizer, loss: loss, learningRateSchedule: options.learningRateSchedule,
-      gradientClipNorm: options.gradientClipNorm)
-    estimator = try MemoryEstimator(
+    let estimator = try MemoryEstimator(
       model: model, sampleShape: inputShape, targetShape: loss.targetShape(outputShape: outputShape), loss: loss,
       optimizer: optimizer)
     estimator.transientScale = options.transientEstimateScale
-    plan = try Self.firstPlan(
+    var plan = try firstPlan(
       estimator: estimator, targetBatch: targetBatch, budget: memoryBudget, fixedMargin: options.safetyMarginBytes)
     plan.budgetBytes = memoryBudget.bytes
-    if model.dependsOnBatch && plan.accumulationCount > 1 {
-      warn(
-        "the model has layers that normalize over the batch; with \(plan.accumulationCount) micro-batches per step their statistics come from micro-batches of about \(plan.windowSizes[0]) samples, not from windows of \(targetBatch)"
-      )
-    }
+    return (inputShape, estimator, plan)
   }
 
   /// The bytes kept free below a budget: `fixed`, or 1% of the budget.
@@ -185,7 +213,7 @@ public final class Trainer {
   /// The micro-batch sizes of a window of `samples`: balanced by the plan, or after a
   /// micro-step went over the budget, made only of sizes measured within it.
   func windowSizes(samples: Int, dataset: some Dataset) throws(TrainingError) -> [Int] {
-    guard let overshoot else { return Plan.balancedSizes(samples: samples, microBatch: plan.microBatch) }
+    guard let overshoot else { return Array(Plan.balancedSizes(samples: samples, microBatch: plan.microBatch)) }
     if let sizes = Self.compose(samples: samples, from: measuredWithinBudget) { return sizes }
     try stop(dataset: dataset)
     throw .budgetExceeded(
@@ -284,7 +312,6 @@ public final class Trainer {
             }
             overshoot = (size, peak)
             plan.microBatch = nextMicroBatch
-            plan.windowSizes = Self.compose(samples: targetBatch, from: measuredWithinBudget) ?? plan.windowSizes
             warn(
               "memory guard: a micro-step of \(size) samples measured \(peak) bytes, over the budget of \(memoryBudget.bytes); training goes on with micro-batches of sizes already measured within it (at most \(nextMicroBatch))"
             )

@@ -25,7 +25,7 @@ struct BenchCommand: ParsableCommand {
   @Option(help: "Memory budget to mark: 64MB, 64MiB, 1.5GB or bytes.")
   var budget: String?
 
-  @Option(help: "Samples per optimizer step, for step times (and, with --budget, the planner's choice).")
+  @Option(parsing: .unconditional, help: "Samples per optimizer step, for step times (and, with --budget, the planner's choice).")
   var targetBatch: Int?
 
   @Option(help: "Write the table as CSV to this file.")
@@ -34,7 +34,7 @@ struct BenchCommand: ParsableCommand {
   @Option(help: "Write a chart of throughput and memory against micro-batch to this SVG file.")
   var svg: String?
 
-  @Option(help: "Timed runs per size (their median is reported).")
+  @Option(parsing: .unconditional, help: "Timed runs per size (their median is reported).")
   var `repeat`: Int = 5
 
   func validate() throws {
@@ -52,7 +52,7 @@ struct BenchCommand: ParsableCommand {
     let specification = try modelOptions.parsedModel()
     let inputShape = try parseShape(modelOptions.inputShape!, option: "--input-shape")
     let budget = try budget.map { text in try userFacing { try MemoryBudget(parsing: text) } }
-    let shapeModel = ShapeTracing.run(AllocationTrace()) { specification.build(seed: 0) }
+    let shapeModel = try shapeOnlyModel(specification)
     let outputShape = try userFacing { try shapeModel.outputShape(forInput: inputShape) }
     let estimator = try userFacing {
       try MemoryEstimator(
@@ -72,6 +72,7 @@ struct BenchCommand: ParsableCommand {
       ?? Array(sequence(first: 1) { $0 * 2 }.prefix { $0 <= (targetBatch ?? 256) })
     if let chosen, !sizes.contains(chosen) { sizes.append(chosen) }
     sizes = Array(Set(sizes)).sorted()
+    try checkRunnable(microBatches: sizes, estimator: estimator, option: "--micro-batches")
     // Output files are checked before the sweep, which can take minutes.
     for path in [csv, svg].compactMap({ $0 }) { try checkWritable(path) }
     try requireMemoryMeasurement()

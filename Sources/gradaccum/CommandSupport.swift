@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GradAccum
+import Tensors
 
 /// A problem with what the user asked for, printed as one line.
 struct UsageError: Error, CustomStringConvertible {
@@ -21,7 +22,7 @@ func userFacing<Result>(_ body: () throws -> Result) throws -> Result {
 func parseSizeList(_ text: String, option: String) throws -> [Int] {
   let sizes = text.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
   guard !sizes.isEmpty, sizes.allSatisfy({ ($0 ?? 0) >= 1 }) else {
-    throw UsageError("\(option) \"\(text)\" is not a list of positive integers such as 1,8,64")
+    throw UsageError("\(option) \"\(abbreviated(text))\" is not a list of positive integers such as 1,8,64")
   }
   return sizes.map { $0! }
 }
@@ -32,7 +33,10 @@ func parseShape(_ text: String, option: String) throws -> [Int] {
   let shape = parts.compactMap { Int($0) }
   guard !parts.isEmpty, shape.count == parts.count, shape.allSatisfy({ $0 >= 1 }) else {
     throw UsageError(
-      "\(option) \"\(text)\" is not a shape; expected positive integers joined by x, such as 784 or 1x8x8")
+      "\(option) \"\(abbreviated(text))\" is not a shape; expected positive integers joined by x, such as 784 or 1x8x8")
+  }
+  guard let count = checkedElementCount(shape), count <= 1 << 40 else {
+    throw UsageError("\(option) \"\(abbreviated(text))\" has more than 2^40 values per sample")
   }
   return shape
 }
@@ -84,23 +88,31 @@ struct ModelOptions: ParsableArguments {
   @Option(help: "Optimizer: sgd, adam or adamw.")
   var optimizer: OptimizerChoice = .sgd
 
-  @Option(help: "Learning rate (default: 0.01 for sgd, 0.001 for adam and adamw).")
+  @Option(parsing: .unconditional, help: "Learning rate (default: 0.01 for sgd, 0.001 for adam and adamw).")
   var lr: Float?
 
-  @Option(help: "SGD momentum.")
+  @Option(parsing: .unconditional, help: "SGD momentum.")
   var momentum: Float = 0
 
-  @Option(help: "SGD dampening.")
+  @Option(parsing: .unconditional, help: "SGD dampening.")
   var dampening: Float = 0
 
   @Flag(help: "SGD Nesterov momentum.")
   var nesterov = false
 
-  @Option(help: "Weight decay (default: 0, and 0.01 for adamw as in PyTorch).")
+  @Option(parsing: .unconditional, help: "Weight decay (default: 0, and 0.01 for adamw as in PyTorch).")
   var weightDecay: Float?
 
   @Flag(help: "Adam and AdamW: keep the maximum of the second moment (AMSGrad).")
   var amsgrad = false
+
+  func validate() throws {
+    if let lr, !(lr > 0 && lr.isFinite) { throw UsageError("--lr must be positive, got \(lr)") }
+    for (name, value) in [("--momentum", momentum), ("--dampening", dampening), ("--weight-decay", weightDecay ?? 0)]
+    where !(value >= 0 && value.isFinite) {
+      throw UsageError("\(name) must be zero or positive, got \(value)")
+    }
+  }
 
   func parsedModel() throws -> ModelSpecification {
     try userFacing { try ModelSpecification(parsing: model) }
@@ -152,19 +164,41 @@ func checkCompatible(model: Sequential, loss: Loss, dataset: TensorDataset, path
   }
 }
 
-/// Builds the model for real, after checking on a shape-only copy that its parameters fit
-/// in this machine's memory (so an absurd `linear(1000000,1000000)` is an error, not a
-/// failed allocation).
-func buildModel(_ specification: ModelSpecification, seed: UInt64) throws -> Sequential {
+/// The model with shapes only (no parameter holds elements), after checking that its
+/// parameters could fit in the memory this process may have: what planning, and every
+/// check before training, works on.
+func shapeOnlyModel(_ specification: ModelSpecification, seed: UInt64 = 0) throws -> Sequential {
   let shapeOnly = ShapeTracing.run(AllocationTrace()) { specification.build(seed: seed) }
   let (bytes, overflow) = shapeOnly.parameterCount.multipliedReportingOverflow(by: MemoryLayout<Float>.stride)
-  let physical = Int(sysconf(Int32(_SC_PHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE)))
-  guard !overflow, bytes <= physical / 2 else {
+  let limit = MachineMemory.limitBytes
+  guard !overflow, bytes <= limit / 2 else {
     throw UsageError(
-      "the model has \(shapeOnly.parameterCount) parameters (\(overflow ? "more than 2^63" : "\(bytes)") bytes), more than half of this machine's memory (\(physical) bytes)"
+      "the model has \(shapeOnly.parameterCount) parameters (\(overflow ? "more than 2^63" : "\(bytes)") bytes), more than half of the memory this process may have (\(limit) bytes)"
     )
   }
+  return shapeOnly
+}
+
+/// Builds the model for real, after ``shapeOnlyModel(_:seed:)``'s check (so an absurd
+/// `linear(1000000,1000000)` is an error, not a failed allocation).
+func buildModel(_ specification: ModelSpecification, seed: UInt64) throws -> Sequential {
+  _ = try shapeOnlyModel(specification, seed: seed)
   return specification.build(seed: seed)
+}
+
+/// Fails with one line unless a training step of each of `microBatches` samples can be
+/// run here: its predicted peak within half of the memory this process may have.
+func checkRunnable(microBatches: [Int], estimator: MemoryEstimator, option: String) throws {
+  let limit = MachineMemory.limitBytes / 2
+  let largest = estimator.largestFittingMicroBatch(bytes: limit)
+  for size in microBatches {
+    let peak = size <= largest ? estimator.estimate(microBatch: size).peakBytes : nil
+    guard let peak, peak <= limit else {
+      throw UsageError(
+        "\(option): a training step of \(size) samples needs \(peak.map { "\($0) bytes" } ?? "more memory than can be counted"), more than half of the memory this process may have (\(MachineMemory.limitBytes) bytes); choose smaller micro-batches"
+      )
+    }
+  }
 }
 
 /// Fails with one line when the directory of `path` cannot take a new file, so that a long

@@ -12,7 +12,7 @@ struct DemoCommand: ParsableCommand {
       linear(2,1), mean squared error, SGD with learning rate 0.01, no shuffle, 3 epochs.
       """)
 
-  @Option(help: "Seed of the generated data.")
+  @Option(parsing: .unconditional, help: "Seed of the generated data.")
   var seed: UInt64 = 2024
 
   func run() throws {

@@ -19,13 +19,13 @@ struct PlanCommand: ParsableCommand {
   @Option(help: "Loss: mse, cross-entropy or bce.")
   var loss: LossChoice = .crossEntropy
 
-  @Option(help: "Samples per optimizer step (the effective batch).")
+  @Option(parsing: .unconditional, help: "Samples per optimizer step (the effective batch).")
   var targetBatch: Int
 
   @Option(help: "Memory budget: 64MB, 64MiB, 64M, 1.5GB, 512KB or bytes (binary units).")
   var budget: String
 
-  @Option(help: "Dataset size, to plan the epoch's last window.")
+  @Option(parsing: .unconditional, help: "Dataset size, to plan the epoch's last window.")
   var datasetSize: Int?
 
   enum Objective: String, ExpressibleByArgument, CaseIterable {
@@ -73,7 +73,7 @@ struct PlanCommand: ParsableCommand {
     let inputShape = try parseShape(modelOptions.inputShape!, option: "--input-shape")
     let optimizer = try modelOptions.makeOptimizer()
     // The planned model is shape-only: planning allocates none of its parameters.
-    let model = ShapeTracing.run(AllocationTrace()) { specification.build(seed: 0) }
+    let model = try shapeOnlyModel(specification)
     let outputShape = try userFacing { try model.outputShape(forInput: inputShape) }
     let targetShape = loss.loss.targetShape(outputShape: outputShape)
     let estimator = try userFacing {
@@ -104,6 +104,7 @@ struct PlanCommand: ParsableCommand {
     }
     var measurements: [(microBatch: Int, predicted: Int, measured: Int)] = []
     if measure {
+      try checkRunnable(microBatches: measuredSizes(plan: plan), estimator: estimator, option: "--measure-at")
       let real = try buildModel(specification, seed: 0)
       let measurement = try userFacing {
         try MemoryMeasurement(
@@ -159,7 +160,7 @@ struct PlanCommand: ParsableCommand {
       "target_batch": plan.targetBatch,
       "micro_batch": plan.microBatch,
       "accumulation_steps": plan.accumulationCount,
-      "window_sizes": plan.windowSizes,
+      "window_size_counts": plan.windowSizes.sizeCounts.map { ["size": $0.size, "count": $0.count] },
       "budget_bytes": plan.budgetBytes,
       "persistent_bytes": plan.persistent.totalBytes,
       "parameter_bytes": plan.persistent.parameterBytes,
@@ -177,7 +178,9 @@ struct PlanCommand: ParsableCommand {
         ["micro_batch": $0.microBatch, "step_seconds": $0.stepSeconds] as [String: Any]
       }
     }
-    if let last = plan.lastWindowSizes { object["last_window_sizes"] = last }
+    // Listed while short; a huge window (10^12 samples) is described by its counts only.
+    if plan.windowSizes.count <= 4096 { object["window_sizes"] = Array(plan.windowSizes) }
+    if let last = plan.lastWindowSizes, last.count <= 4096 { object["last_window_sizes"] = Array(last) }
     if let size = plan.datasetSize { object["dataset_size"] = size }
     if measure {
       object["measurements"] = measurements.map {

@@ -23,22 +23,22 @@ struct TrainCommand: ParsableCommand {
   @Option(help: "Loss: mse, cross-entropy or bce.")
   var loss: LossChoice
 
-  @Option(help: "Epochs to train (in total, when resuming).")
+  @Option(parsing: .unconditional, help: "Epochs to train (in total, when resuming).")
   var epochs: Int
 
-  @Option(help: "Automatic mode: samples per optimizer step.")
+  @Option(parsing: .unconditional, help: "Automatic mode: samples per optimizer step.")
   var targetBatch: Int?
 
   @Option(help: "Automatic mode: memory budget, such as 64MB, 64MiB, 1.5GB or bytes.")
   var budget: String?
 
-  @Option(help: "Manual mode: samples per micro-batch.")
+  @Option(parsing: .unconditional, help: "Manual mode: samples per micro-batch.")
   var batch: Int?
 
-  @Option(help: "Manual mode: micro-batches per optimizer step (default 1).")
+  @Option(parsing: .unconditional, help: "Manual mode: micro-batches per optimizer step (default 1).")
   var accumulate: Int?
 
-  @Option(help: "Clip the accumulated gradient to this global L2 norm before each step.")
+  @Option(parsing: .unconditional, help: "Clip the accumulated gradient to this global L2 norm before each step.")
   var clipGradNorm: Float?
 
   @Flag(help: "Visit samples in file order instead of a seeded shuffle per epoch.")
@@ -47,7 +47,7 @@ struct TrainCommand: ParsableCommand {
   @Flag(help: "Drop an epoch's last window (automatic) or micro-batch (manual) when it is smaller.")
   var dropLast = false
 
-  @Option(help: "Seed for initialization, shuffling and dropout.")
+  @Option(parsing: .unconditional, help: "Seed for initialization, shuffling and dropout.")
   var seed: UInt64 = 0
 
   @Option(name: .customLong("init"), help: "Initial weights: a safetensors file with PyTorch's state_dict names.")
@@ -62,7 +62,7 @@ struct TrainCommand: ParsableCommand {
   @Option(help: "Automatic mode: write a checkpoint (model, optimizer, progress) to this file.")
   var checkpoint: String?
 
-  @Option(help: "Optimizer steps between checkpoints (default 100).")
+  @Option(parsing: .unconditional, help: "Optimizer steps between checkpoints (default 100).")
   var checkpointEvery: Int = 100
 
   @Option(help: "Automatic mode: continue the run saved in this checkpoint.")
@@ -114,8 +114,18 @@ struct TrainCommand: ParsableCommand {
     let inputShape = try modelOptions.inputShape.map { try parseShape($0, option: "--input-shape") }
     let budget = try budget.map { text in try userFacing { try MemoryBudget(parsing: text) } }
     let dataset = try dataOptions.load(loss: loss, inputShape: inputShape)
-    let model = try buildModel(specification, seed: seed)
-    try checkCompatible(model: model, loss: loss, dataset: dataset, path: dataOptions.data)
+    // Shapes, the budget and the plan are checked on a shape-only model, before any
+    // parameter is allocated.
+    let shapeModel = try shapeOnlyModel(specification, seed: seed)
+    try checkCompatible(model: shapeModel, loss: loss, dataset: dataset, path: dataOptions.data)
+    if let targetBatch, let budget {
+      _ = try userFacing {
+        try Trainer.plan(
+          model: shapeModel, optimizer: optimizer, loss: loss, targetBatch: targetBatch, memoryBudget: budget,
+          options: trainerOptions(inputShape: dataset.sampleShape))
+      }
+    }
+    let model = specification.build(seed: seed)
     if let initial { try userFacing { try model.loadState(path: initial) } }
     // Where the weights go is checked now rather than after hours of training.
     if let save { try checkWritable(save) }
@@ -171,19 +181,25 @@ struct TrainCommand: ParsableCommand {
     return report
   }
 
-  func trainAutomatically(
-    model: Sequential, specification: ModelSpecification, optimizer: Optimizer, loss: Loss, dataset: TensorDataset,
-    targetBatch: Int, budget: MemoryBudget, log: TrainingLog?
-  ) throws -> TrainingReport {
+  /// The trainer's options from the flags.
+  func trainerOptions(inputShape: [Int]) -> TrainerOptions {
     var options = TrainerOptions()
     options.shuffle = !noShuffle
     options.seed = seed
     options.dropLast = dropLast
     options.gradientClipNorm = clipGradNorm
-    options.inputShape = dataset.sampleShape
+    options.inputShape = inputShape
     options.checkpointPath = checkpoint
     options.checkpointEvery = checkpointEvery
     options.onNonFinite = onNonfinite
+    return options
+  }
+
+  func trainAutomatically(
+    model: Sequential, specification: ModelSpecification, optimizer: Optimizer, loss: Loss, dataset: TensorDataset,
+    targetBatch: Int, budget: MemoryBudget, log: TrainingLog?
+  ) throws -> TrainingReport {
+    let options = trainerOptions(inputShape: dataset.sampleShape)
     let trainer = try userFacing {
       try Trainer(
         model: model, optimizer: optimizer, loss: loss, targetBatch: targetBatch, memoryBudget: budget, options: options

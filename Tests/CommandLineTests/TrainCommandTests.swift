@@ -146,15 +146,15 @@ struct BadInputTests {
     (train([], model: "linear(2,3"), "unbalanced parentheses"),
     (
       train([], model: "linear(2,1000000) relu linear(1000000,1000000) relu linear(1000000,3)"),
-      "more than half of this machine's memory"
+      "more than half of the memory this process may have"
     ),
     (train([], model: "lstm(2,3)"), "unknown layer \"lstm\""),
     (train([], model: ""), "the model specification is empty"),
     (train(["--label-column", "zzz"]), "label column \"zzz\" not found"),
     (train(["--input-shape", "3x0"]), "--input-shape \"3x0\" is not a shape"),
     (train(["--input-shape", "3"]), "2 feature columns do not fill input shape 3"),
-    (train(["--lr=-1"]), "SGD: learning rate is -1.0, expected a finite value ≥ 0"),
-    (train(["--momentum=-0.5"]), "momentum is -0.5"),
+    (train(["--lr=-1"]), "--lr must be positive, got -1"),
+    (train(["--momentum=-0.5"]), "--momentum must be zero or positive, got -0.5"),
     (train(["--optimizer", "adam", "--momentum", "0.9"]), "--momentum, --dampening and --nesterov apply to sgd only"),
     (train(["--nesterov"]), "momentum is 0.0, expected > 0 with Nesterov momentum"),
     (train(["--accumulate", "0"]), "--accumulate is 0, expected an integer ≥ 1"),

@@ -51,10 +51,10 @@ struct SizeClassTests {
 @Suite("Windows")
 struct WindowTests {
   @Test func balancedSizesDifferByAtMostOne() {
-    #expect(Plan.balancedSizes(samples: 40, microBatch: 12) == [10, 10, 10, 10])
-    #expect(Plan.balancedSizes(samples: 41, microBatch: 12) == [11, 10, 10, 10])
-    #expect(Plan.balancedSizes(samples: 40, microBatch: 40) == [40])
-    #expect(Plan.balancedSizes(samples: 7, microBatch: 100) == [7])
+    #expect(Array(Plan.balancedSizes(samples: 40, microBatch: 12)) == [10, 10, 10, 10])
+    #expect(Array(Plan.balancedSizes(samples: 41, microBatch: 12)) == [11, 10, 10, 10])
+    #expect(Array(Plan.balancedSizes(samples: 40, microBatch: 40)) == [40])
+    #expect(Array(Plan.balancedSizes(samples: 7, microBatch: 100)) == [7])
     for samples in 1...60 {
       for microBatch in 1...20 {
         let sizes = Plan.balancedSizes(samples: samples, microBatch: microBatch)
@@ -63,6 +63,16 @@ struct WindowTests {
         #expect(sizes.max()! - sizes.min()! <= 1 && sizes.max()! <= microBatch)
       }
     }
+  }
+
+  /// A window of 10^12 samples is three integers, and summarised by counts.
+  @Test func hugeWindowsAreComputedNotStored() {
+    let sizes = Plan.balancedSizes(samples: 1_000_000_000_000, microBatch: 3413)
+    #expect(sizes.count == 292_997_364)
+    #expect(sizes.sizeCounts.map(\.size) == [3413, 3412])
+    #expect(sizes.sizeCounts.map { $0.size * $0.count }.reduce(0, +) == 1_000_000_000_000)
+    #expect(sizes.summary == "3413 × 292994032, 3412 × 3332")
+    #expect(Plan.balancedSizes(samples: 41, microBatch: 12).summary == "11, 10, 10, 10")
   }
 }
 
