@@ -1,5 +1,4 @@
 import CBLAS
-import Synchronization
 
 #if canImport(Glibc)
   import Glibc
@@ -154,9 +153,11 @@ extension Tensor {
 /// it by rule: ``probe(m:n:k:transposeA:transposeB:measuring:)`` makes the same call on
 /// scratch operands and lets the caller measure it.
 public enum BLASCall {
-  /// Serializes the calls that change OpenBLAS's process-wide thread count with the probes,
-  /// so that a probe always runs with the thread count its product gets.
-  static let threadCountLock = Mutex<Void>(())
+  /// OpenBLAS's thread count is process-wide. Calls that lower it to one hold this lock
+  /// exclusively (as do probes); calls that use the threads share it. So every product,
+  /// real or probed, runs with the thread count its extents give it, whatever other
+  /// threads do, and allocates what the probe of its extents measured.
+  static let threadCountLock = ReadWriteLock()
 
   static func run(
     _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int,
@@ -164,11 +165,13 @@ public enum BLASCall {
   ) {
     // Small products run on one thread: OpenBLAS's threads cost more than they save there.
     if BLASThreading.defaultThreads > 1 && !BLASThreading.usesThreads(m: m, n: n, k: k) {
-      threadCountLock.withLock { _ in
+      threadCountLock.exclusively {
         runSingleThreaded(a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: alpha)
       }
     } else {
-      call(a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: alpha)
+      threadCountLock.shared {
+        call(a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: alpha)
+      }
     }
   }
 
@@ -249,11 +252,37 @@ public enum BLASCall {
       }
     }
     var measure: Measure?
-    threadCountLock.withLock { _ in
+    threadCountLock.exclusively {
       _ = measuring(product)
       measure = measuring(product)
     }
     return measure
+  }
+}
+
+/// A reader-writer lock (`pthread_rwlock_t`).
+final class ReadWriteLock: @unchecked Sendable {
+  private let lock = UnsafeMutablePointer<pthread_rwlock_t>.allocate(capacity: 1)
+
+  init() { pthread_rwlock_init(lock, nil) }
+
+  deinit {
+    pthread_rwlock_destroy(lock)
+    lock.deallocate()
+  }
+
+  /// Runs `body` while no other thread holds the lock.
+  func exclusively(_ body: () -> Void) {
+    pthread_rwlock_wrlock(lock)
+    defer { pthread_rwlock_unlock(lock) }
+    body()
+  }
+
+  /// Runs `body` while no other thread holds the lock exclusively.
+  func shared(_ body: () -> Void) {
+    pthread_rwlock_rdlock(lock)
+    defer { pthread_rwlock_unlock(lock) }
+    body()
   }
 }
 
