@@ -21,6 +21,9 @@ let package = Package(
     .executableTarget(
       name: "FuzzBudget", dependencies: [.product(name: "GradAccum", package: "GradAccum"), "CFuzzerDriver"],
       swiftSettings: fuzzSettings),
+    .executableTarget(
+      name: "FuzzCommandLine", dependencies: [.product(name: "GradAccum", package: "GradAccum"), "CFuzzerDriver"],
+      swiftSettings: fuzzSettings),
     .target(name: "CFuzzerDriver"),
   ]
 )

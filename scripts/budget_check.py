@@ -86,7 +86,9 @@ def main():
             measured = json.loads(plan.stdout)["measurements"]
             for item in measured:
                 p, m = item["predicted_peak_bytes"], item["measured_peak_bytes"]
-                errors.append((p - m) / m)
+                errors.append(((p - m) / m, p - m))
+                if p != m:
+                    print(f"{family:11s} {optimizer:5s} m={item['micro_batch']:4d} predicted {p} measured {m}  {spec}")
             # Train with the budget 1% above the predicted peak of one of the sizes.
             chosen = rng.choice(measured)
             budget = int(chosen["predicted_peak_bytes"] * 1.01) + 1
@@ -110,12 +112,13 @@ def main():
                 violations += last["budget_violations"]
                 print(f"{family:11s} {optimizer:5s} m={chosen['micro_batch']:4d} budget={budget:10d} "
                       f"violations={last['budget_violations']} max_peak={last['max_peak_bytes']:10d}  {spec}")
-        summary[family] = (len(errors), min(errors), max(errors), runs, violations)
+        relative = [e for e, _ in errors]
+        summary[family] = (len(errors), min(relative), max(relative), max(abs(b) for _, b in errors), runs, violations)
     print()
-    print("| kernels | predictions | most under | most over | training runs | violations |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for family, (count, low, high, runs, violations) in summary.items():
-        print(f"| {family} | {count} | {100 * low:+.3f}% | {100 * high:+.3f}% | {runs} | {violations} |")
+    print("| kernels | predictions | most under | most over | largest difference | training runs | violations |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for family, (count, low, high, largest, runs, violations) in summary.items():
+        print(f"| {family} | {count} | {100 * low:+.4f}% | {100 * high:+.4f}% | {largest} bytes | {runs} | {violations} |")
 
 
 if __name__ == "__main__":

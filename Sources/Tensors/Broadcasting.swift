@@ -30,16 +30,16 @@ extension Tensor {
     return result
   }
 
-  /// Element strides of a tensor of `shape` laid out inside `outputShape`, 0 on broadcast axes.
-  static func broadcastStrides(_ shape: [Int], in outputShape: [Int]) -> [Int] {
-    var strides = [Int](repeating: 0, count: outputShape.count)
+  /// Writes the element strides of a tensor of `shape` laid out inside `outputShape` (0 on
+  /// broadcast axes) to `strides`, `outputShape.count` of them.
+  static func broadcastStrides(_ shape: [Int], in outputShape: [Int], into strides: UnsafeMutablePointer<Int>) {
+    strides.initialize(repeating: 0, count: outputShape.count)
     var step = 1
     let offset = outputShape.count - shape.count
     for axis in stride(from: shape.count - 1, through: 0, by: -1) {
       strides[axis + offset] = shape[axis] == 1 ? 0 : step
       step *= shape[axis]
     }
-    return strides
   }
 
   /// `Operation` applied to `a` and `b` broadcast together; no graph.
@@ -69,32 +69,37 @@ extension Tensor {
     }
     guard n > 0 else { return result }
     let rank = shape.count
-    let stridesA = broadcastStrides(a.shape, in: shape)
-    let stridesB = broadcastStrides(b.shape, in: shape)
-    let inner = shape[rank - 1]
-    let innerA = stridesA[rank - 1], innerB = stridesB[rank - 1]
-    var index = [Int](repeating: 0, count: rank)
-    var offsetA = 0, offsetB = 0, position = 0
-    while position < n {
-      if innerA == 1 && innerB == 1 {
-        for j in 0..<inner { out[position + j] = Operation.apply(x[offsetA + j], y[offsetB + j]) }
-      } else {
-        for j in 0..<inner {
-          out[position + j] = Operation.apply(x[offsetA + j * innerA], y[offsetB + j * innerB])
+    // The strides and the multi-index live on the stack: a kernel allocates nothing that a
+    // shape-only trace (which skips it) would not see.
+    withUnsafeTemporaryAllocation(of: Int.self, capacity: 3 * rank) { scratch in
+      let stridesA = scratch.baseAddress!, stridesB = stridesA + rank, index = stridesB + rank
+      broadcastStrides(a.shape, in: shape, into: stridesA)
+      broadcastStrides(b.shape, in: shape, into: stridesB)
+      index.initialize(repeating: 0, count: rank)
+      let inner = shape[rank - 1]
+      let innerA = stridesA[rank - 1], innerB = stridesB[rank - 1]
+      var offsetA = 0, offsetB = 0, position = 0
+      while position < n {
+        if innerA == 1 && innerB == 1 {
+          for j in 0..<inner { out[position + j] = Operation.apply(x[offsetA + j], y[offsetB + j]) }
+        } else {
+          for j in 0..<inner {
+            out[position + j] = Operation.apply(x[offsetA + j * innerA], y[offsetB + j * innerB])
+          }
         }
-      }
-      position += inner
-      // Advance the multi-index over all axes but the last.
-      var axis = rank - 2
-      while axis >= 0 {
-        index[axis] += 1
-        offsetA += stridesA[axis]
-        offsetB += stridesB[axis]
-        if index[axis] < shape[axis] { break }
-        offsetA -= stridesA[axis] * shape[axis]
-        offsetB -= stridesB[axis] * shape[axis]
-        index[axis] = 0
-        axis -= 1
+        position += inner
+        // Advance the multi-index over all axes but the last.
+        var axis = rank - 2
+        while axis >= 0 {
+          index[axis] += 1
+          offsetA += stridesA[axis]
+          offsetB += stridesB[axis]
+          if index[axis] < shape[axis] { break }
+          offsetA -= stridesA[axis] * shape[axis]
+          offsetB -= stridesB[axis] * shape[axis]
+          index[axis] = 0
+          axis -= 1
+        }
       }
     }
     return result

@@ -27,16 +27,12 @@ func parseSizeList(_ text: String, option: String) throws -> [Int] {
   return sizes.map { $0! }
 }
 
-/// Parses `784` or `1x8x8` into a shape.
+/// Parses `784` or `1x8x8` into a shape (``SampleShape``).
 func parseShape(_ text: String, option: String) throws -> [Int] {
-  let parts = text.lowercased().split(separator: "x", omittingEmptySubsequences: false)
-  let shape = parts.compactMap { Int($0) }
-  guard !parts.isEmpty, shape.count == parts.count, shape.allSatisfy({ $0 >= 1 }) else {
+  guard let shape = SampleShape.parse(text) else {
     throw UsageError(
-      "\(option) \"\(abbreviated(text))\" is not a shape; expected positive integers joined by x, such as 784 or 1x8x8")
-  }
-  guard let count = checkedElementCount(shape), count <= 1 << 40 else {
-    throw UsageError("\(option) \"\(abbreviated(text))\" has more than 2^40 values per sample")
+      "\(option) \"\(abbreviated(text))\" is not a shape; expected positive integers joined by x, such as 784 or 1x8x8, with at most 2^40 values"
+    )
   }
   return shape
 }
