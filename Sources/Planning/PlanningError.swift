@@ -15,6 +15,9 @@ public enum PlanningError: Error, Equatable, Sendable, CustomStringConvertible {
   /// (persistent and transient bytes in `breakdown`); with the trainer's safety margin of
   /// `marginBytes`, the budget must be at least their sum.
   case budgetTooSmall(budgetBytes: Int, minimumBytes: Int, breakdown: String, marginBytes: Int)
+  /// Timing an optimizer step of `targetBatch` samples in micro-batches of `microBatch` would
+  /// run more micro-steps than ``Sweep/maximumTimedMicroSteps``.
+  case timedWindowTooLong(targetBatch: Int, microBatch: Int)
 
   public var description: String {
     switch self {
@@ -26,6 +29,8 @@ public enum PlanningError: Error, Equatable, Sendable, CustomStringConvertible {
       error.description
     case .unknownInputShape:
       "the model's input shape is unknown: its first layer does not declare one; give it in the trainer's options (inputShape)"
+    case .timedWindowTooLong(let targetBatch, let microBatch):
+      "timing a step of \(targetBatch) samples in micro-batches of \(microBatch) would run \(targetBatch / microBatch + (targetBatch % microBatch == 0 ? 0 : 1)) micro-steps, more than \(Sweep.maximumTimedMicroSteps); time a smaller target batch"
     case .budgetTooSmall(let budgetBytes, let minimumBytes, let breakdown, let marginBytes):
       Self.budgetMessage(budget: budgetBytes, minimum: minimumBytes, breakdown: breakdown, margin: marginBytes)
     }

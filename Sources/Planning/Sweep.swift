@@ -32,6 +32,17 @@ public struct Sweep {
     self.measurement = measurement
   }
 
+  /// The most micro-steps one timed optimizer step may take.
+  public static let maximumTimedMicroSteps = 100_000
+
+  /// Refuses to time optimizer steps of `targetBatch` samples in micro-batches as small as
+  /// `microBatch` when one would take more than ``maximumTimedMicroSteps`` micro-steps.
+  public static func checkTimedWindow(targetBatch: Int, microBatch: Int) throws(PlanningError) {
+    guard microBatch >= 1, targetBatch / microBatch < maximumTimedMicroSteps else {
+      throw .timedWindowTooLong(targetBatch: targetBatch, microBatch: microBatch)
+    }
+  }
+
   /// Measures one size. `repeat` timed runs (after one warm-up) give the medians.
   public func point(microBatch: Int, targetBatch: Int?, repeat repeats: Int) -> Point {
     let measured = measurement.peakBytes(microBatch: microBatch)

@@ -163,6 +163,7 @@ public enum BLASCall {
     _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int,
     transposeA: Bool, transposeB: Bool, alpha: Float
   ) {
+    precondition(max(m, n, k) <= Int(Int32.max), "BLAS takes 32-bit extents, got \(m)×\(k)·\(k)×\(n)")
     // Small products run on one thread: OpenBLAS's threads cost more than they save there.
     if BLASThreading.defaultThreads > 1 && !BLASThreading.usesThreads(m: m, n: n, k: k) {
       threadCountLock.exclusively {
@@ -226,7 +227,8 @@ public enum BLASCall {
   ///     default, products up to ``arithmeticProbeLimit`` multiply-adds compute.
   ///   - measuring: runs the call it is given and measures it (for example the bytes the
   ///     thread allocates inside it).
-  /// - Returns: `nil` when the operands' address space cannot be had.
+  /// - Returns: `nil` when the operands' address space cannot be had, or an extent is
+  ///   beyond BLAS's 32-bit integers.
   public static func probe<Measure>(
     m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool, arithmetic: Bool? = nil,
     measuring: (() -> Void) -> Measure
@@ -236,7 +238,8 @@ public enum BLASCall {
     let (kn, o2) = k.multipliedReportingOverflow(by: n)
     let (mn, o3) = m.multipliedReportingOverflow(by: n)
     let (mnk, o4) = mn.multipliedReportingOverflow(by: k)
-    guard !(o1 || o2 || o3 || o4) else { return nil }
+    // BLAS takes 32-bit extents: a larger product cannot run at all.
+    guard !(o1 || o2 || o3 || o4), max(m, n, k) <= Int(Int32.max) else { return nil }
     let computes = arithmetic ?? (mnk <= arithmeticProbeLimit)
     guard let a = ScratchMatrix(count: mk), let b = ScratchMatrix(count: kn), let c = ScratchMatrix(count: mn) else {
       return nil

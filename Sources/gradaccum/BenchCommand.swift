@@ -73,6 +73,9 @@ struct BenchCommand: ParsableCommand {
     if let chosen, !sizes.contains(chosen) { sizes.append(chosen) }
     sizes = Array(Set(sizes)).sorted()
     try checkRunnable(microBatches: sizes, estimator: estimator, option: "--micro-batches")
+    if let targetBatch, let smallest = sizes.first {
+      try userFacing { try Sweep.checkTimedWindow(targetBatch: targetBatch, microBatch: smallest) }
+    }
     // Output files are checked before the sweep, which can take minutes.
     for path in [csv, svg].compactMap({ $0 }) { try checkWritable(path) }
     try requireMemoryMeasurement()

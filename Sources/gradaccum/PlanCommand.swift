@@ -87,6 +87,10 @@ struct PlanCommand: ParsableCommand {
     }
     var candidates: [(microBatch: Int, stepSeconds: Double)] = []
     if objective == .throughput {
+      // Candidates are timed on whole steps of the target batch: sizes too small for that
+      // to end in reasonable time are left out.
+      try checkRunnable(microBatches: [plan.microBatch], estimator: estimator, option: "--objective throughput")
+      try userFacing { try Sweep.checkTimedWindow(targetBatch: targetBatch, microBatch: plan.microBatch) }
       let measurement = try userFacing {
         try MemoryMeasurement(
           model: try buildModel(specification, seed: 0), optimizer: try modelOptions.makeOptimizer(), loss: loss.loss,
@@ -94,6 +98,7 @@ struct PlanCommand: ParsableCommand {
       }
       let sweep = Sweep(estimator: estimator, measurement: measurement)
       let sizes = Set(sequence(first: 1) { $0 * 2 }.prefix { $0 < plan.microBatch } + [plan.microBatch]).sorted()
+        .filter { (try? Sweep.checkTimedWindow(targetBatch: targetBatch, microBatch: $0)) != nil }
       for size in sizes {
         candidates.append((size, sweep.point(microBatch: size, targetBatch: targetBatch, repeat: 3).stepSeconds!))
       }

@@ -73,6 +73,12 @@ struct RefusalTests {
        "--measure-at", "1000000000000", "--loss", "cross-entropy"], mentioning: ["--measure-at", "1000000000000"])
   }
 
+  @Test(.measuresMemory) func stepsTooLongToTimeAreNotTimed() throws {
+    try expectRefused(
+      ["bench", "--model", "linear(4,6)", "--input-shape", "4", "--micro-batches", "1,2", "--target-batch",
+       "1000000000000", "--loss", "cross-entropy"], mentioning: ["1000000000000", "micro-steps"])
+  }
+
   @Test func hugeTargetBatchesAreSummarised() throws {
     let result = try CommandRunner.run([
       "plan", "--model", "linear(48,6)", "--input-shape", "48", "--target-batch", "1000000000000", "--budget", "1MB",

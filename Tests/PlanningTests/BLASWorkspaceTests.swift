@@ -51,5 +51,7 @@ struct BLASWorkspaceTests {
   @Test func productsTooLargeToAddressAreUnavailable() {
     let measured = BLASCall.probe(m: 1 << 40, n: 1 << 40, k: 1 << 40, transposeA: false, transposeB: false) { _ in 1 }
     #expect(measured == nil)
+    // BLAS counts in 32 bits.
+    #expect(BLASCall.probe(m: 1 << 31, n: 2, k: 3, transposeA: false, transposeB: false) { _ in 1 } == nil)
   }
 }
