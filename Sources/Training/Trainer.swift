@@ -300,6 +300,9 @@ public final class Trainer {
             progress.violations += 1
             // At most one micro-step goes over: from here on only sizes measured within
             // the budget run; when the rest cannot be made of them, the run stops.
+            // (A checkpoint keeps the overshoot, so a run resumed under the same budget
+            // keeps to this too.)
+            overshoot = (size, peak)
             let rest = windowSamples - (offset + size)
             let smaller = measuredWithinBudget.filter { $0 < size }
             let restSizes = rest > 0 ? Self.compose(samples: rest, from: smaller) : []
@@ -310,7 +313,6 @@ public final class Trainer {
               try stop(dataset: dataset)
               throw .budgetExceeded(microBatch: size, peakBytes: peak, budgetBytes: memoryBudget.bytes)
             }
-            overshoot = (size, peak)
             plan.microBatch = nextMicroBatch
             warn(
               "memory guard: a micro-step of \(size) samples measured \(peak) bytes, over the budget of \(memoryBudget.bytes); training goes on with micro-batches of sizes already measured within it (at most \(nextMicroBatch))"

@@ -30,6 +30,10 @@ extension Trainer {
     /// The optimizer (`adam`, `sgd`, …).
     var optimizer: String
     var budgetBytes: Int
+    /// Micro-batch sizes measured within the budget, and the one that went over it, if any:
+    /// a run resumed under the same budget keeps to the measured sizes after an overshoot.
+    var measuredWithinBudget: [Int]
+    var overshoot: [Int]?
   }
 
   /// The metadata key of the checkpoint's checksum.
@@ -46,7 +50,8 @@ extension Trainer {
     let state = CheckpointState(
       progress: progress, stepCount: stepper.stepCount, parameterSteps: optimizer.parameterStates.map { $0?.step },
       randomStates: model.randomStates, microBatch: plan.microBatch, targetBatch: targetBatch, seed: options.seed,
-      model: modelDescription, optimizer: optimizerDescription, budgetBytes: memoryBudget.bytes)
+      model: modelDescription, optimizer: optimizerDescription, budgetBytes: memoryBudget.bytes,
+      measuredWithinBudget: measuredWithinBudget.sorted(), overshoot: overshoot.map { [$0.microBatch, $0.peakBytes] })
     let encoder = JSONEncoder()
     encoder.nonConformingFloatEncodingStrategy = .convertToString(
       positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
@@ -125,6 +130,7 @@ extension Trainer {
     else {
       throw .checkpoint("\(path) has an inconsistent progress record")
     }
+    let restored = try resumedWindow(state)
     do {
       for (name, tensor) in model.namedState {
         let saved = try file.floatTensor("model.\(name)")
@@ -159,19 +165,46 @@ extension Trainer {
     model.randomStates = state.randomStates
     progress = state.progress
     progress.interrupted = false
-    // The plan is this run's, for this budget. The rest of an unfinished window is split
-    // again when its sizes do not fit the plan (the window's item count, and so the
-    // arithmetic, is unchanged).
-    let remaining = progress.windowSizes[progress.microIndex...]
-    if remaining.contains(where: { $0 > plan.microBatch }) {
-      progress.windowSizes =
-        Array(progress.windowSizes[..<progress.microIndex])
-        + Plan.balancedSizes(samples: remaining.reduce(0, +), microBatch: plan.microBatch)
-    }
+    measuredWithinBudget = restored.measured
+    overshoot = restored.overshoot
+    progress.windowSizes = restored.windowSizes
     if state.budgetBytes != memoryBudget.bytes {
       warn(
         "\(path) was written under a budget of \(state.budgetBytes) bytes; this run plans for \(memoryBudget.bytes): micro-batch \(plan.microBatch)"
       )
     }
+  }
+
+  /// What a resumed run keeps of the checkpoint's measurements (under the same budget) and
+  /// the sizes of its unfinished window. The plan is this run's, for this budget: the rest
+  /// of the window is split again when its sizes do not fit the plan or, after an
+  /// overshoot, are not sizes measured within the budget (the window's item count, and so
+  /// the arithmetic, is unchanged).
+  /// - Throws: ``TrainingError/budgetExceeded(microBatch:peakBytes:budgetBytes:)`` when a
+  ///   micro-step went over this budget and the rest cannot be made of measured sizes.
+  func resumedWindow(_ state: CheckpointState) throws(TrainingError) -> (
+    measured: Set<Int>, overshoot: (microBatch: Int, peakBytes: Int)?, windowSizes: [Int]
+  ) {
+    var measured: Set<Int> = []
+    var overshoot: (microBatch: Int, peakBytes: Int)?
+    if state.budgetBytes == memoryBudget.bytes {
+      measured = Set(state.measuredWithinBudget.filter { $0 >= 1 })
+      if let saved = state.overshoot, saved.count == 2 { overshoot = (saved[0], saved[1]) }
+    }
+    let sizes = state.progress.windowSizes, index = state.progress.microIndex
+    let done = Array(sizes[..<index]), remaining = Array(sizes[index...])
+    let samples = remaining.reduce(0, +)
+    if let overshoot {
+      if remaining.allSatisfy(measured.contains) { return (measured, overshoot, sizes) }
+      guard let composed = Self.compose(samples: samples, from: measured) else {
+        throw .budgetExceeded(
+          microBatch: overshoot.microBatch, peakBytes: overshoot.peakBytes, budgetBytes: memoryBudget.bytes)
+      }
+      return (measured, overshoot, done + composed)
+    }
+    if remaining.contains(where: { $0 > plan.microBatch }) {
+      return (measured, nil, done + Plan.balancedSizes(samples: samples, microBatch: plan.microBatch))
+    }
+    return (measured, nil, sizes)
   }
 }
