@@ -44,9 +44,9 @@ public enum Planner {
       low = high
       high *= 2
     }
-    high = min(high, targetBatch + 1)  // does not fit, or past the target
+    high = min(high, targetBatch == Int.max ? Int.max : targetBatch + 1)  // does not fit, or past the target
     while high - low > 1 {
-      let middle = (low + high) / 2
+      let middle = low + (high - low) / 2
       if fits(middle) { low = middle } else { high = middle }
     }
     return makePlan(

@@ -111,6 +111,17 @@ struct SafetensorsTests {
         data: floatBytes([1, 2])), "do not hold"
     ),
     (fileBytes(header: #"{"__metadata__":{"a":1}}"#, data: []), "__metadata__ must map strings to strings"),
+    (
+      fileBytes(
+        header: #"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"w":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+        data: floatBytes([1, 2])), "tensor \"w\": the name appears twice"
+    ),
+    (
+      // The same name, once escaped: equal after decoding.
+      fileBytes(
+        header: #"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"\u0077":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+        data: floatBytes([1, 2])), "appears twice"
+    ),
   ])
   func rejectsMalformedFiles(bytes: [UInt8], message: String) {
     do {

@@ -79,6 +79,16 @@ struct RefusalTests {
        "1000000000000", "--loss", "cross-entropy"], mentioning: ["1000000000000", "micro-steps"])
   }
 
+  /// The largest target batch and budget there are still plan (no arithmetic overflows).
+  @Test func extremeButValidSizesArePlanned() throws {
+    let result = try CommandRunner.run([
+      "plan", "--model", "conv2d(3,8,3,padding=1) relu flatten linear(512,10)", "--input-shape", "3x8x8",
+      "--target-batch", "\(Int.max)", "--budget", "1000000TB", "--optimizer", "adam", "--loss", "cross-entropy",
+    ])
+    #expect(!result.crashed && result.status == 0, "\(result.error.prefix(300))")
+    #expect(result.output.contains("target batch        \(Int.max)"))
+  }
+
   @Test func hugeTargetBatchesAreSummarised() throws {
     let result = try CommandRunner.run([
       "plan", "--model", "linear(48,6)", "--input-shape", "48", "--target-batch", "1000000000000", "--budget", "1MB",
