@@ -1,5 +1,9 @@
 import GradAccum
 import Tensors
+
+#if canImport(Glibc)
+  import Glibc
+#endif
 import Testing
 import _TestSupport
 
@@ -53,5 +57,31 @@ struct BLASWorkspaceTests {
     #expect(measured == nil)
     // BLAS counts in 32 bits.
     #expect(BLASCall.probe(m: 1 << 31, n: 2, k: 3, transposeA: false, transposeB: false) { _ in 1 } == nil)
+  }
+}
+
+/// The trainer's measurement (``TransientPeak``) counts a block that C code mallocs and
+/// frees between two tensor allocations, as OpenBLAS does inside a call, to the byte.
+@Suite("Measurement sees every allocation")
+struct MeasurementTests {
+  @Test(.measuresMemory, arguments: [48, 48_000])
+  func aCAllocationBetweenTwoTensorsIsCounted(blockBytes: Int) {
+    typealias Allocate = @convention(c) (Int) -> UnsafeMutableRawPointer?
+    typealias Release = @convention(c) (UnsafeMutableRawPointer?) -> Void
+    let allocate = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "malloc")!, to: Allocate.self)
+    let release = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "free")!, to: Release.self)
+    func step(cBlock: Bool) {
+      do {
+        let first = Tensor(zeros: [1000])
+        if cBlock { release(allocate(blockBytes)) }
+        _ = first
+      }
+      _ = Tensor(zeros: [10])
+    }
+    step(cBlock: true)
+    let without = TransientPeak.measure { step(cBlock: false) }.peakBytes
+    let with = TransientPeak.measure { step(cBlock: true) }.peakBytes
+    // The peak is the first tensor's with the block on top: exactly the block more.
+    #expect(with - without == MemoryStatistics.sizeClassBytes(forRequest: blockBytes), "without \(without), with \(with)")
   }
 }
