@@ -5,6 +5,11 @@ import NeuralNetwork
 public enum PlanningError: Error, Equatable, Sendable, CustomStringConvertible {
   /// The target batch is not a positive number of samples.
   case invalidTargetBatch(Int)
+  /// A fixed schedule's micro-batch is not a positive number of samples.
+  case invalidMicroBatch(Int)
+  /// A fixed schedule's accumulation count is not positive (or makes a window too large to
+  /// count).
+  case invalidAccumulationCount(Int)
   /// The dataset size is not a positive number of samples.
   case invalidDatasetSize(Int)
   /// The model cannot take the samples, or the loss the targets.
@@ -23,6 +28,10 @@ public enum PlanningError: Error, Equatable, Sendable, CustomStringConvertible {
     switch self {
     case .invalidTargetBatch(let value):
       "target batch is \(value), expected a positive number of samples"
+    case .invalidMicroBatch(let value):
+      "micro-batch is \(value), expected a positive number of samples"
+    case .invalidAccumulationCount(let value):
+      "accumulation count is \(value), expected a positive number of micro-batches per step (and a window that can be counted)"
     case .invalidDatasetSize(let value):
       "dataset size is \(value), expected a positive number of samples"
     case .shape(let error):

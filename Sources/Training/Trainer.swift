@@ -64,7 +64,8 @@ public final class Trainer {
   public let optimizer: Optimizer
   public let loss: Loss
   public let targetBatch: Int
-  public let memoryBudget: MemoryBudget
+  /// How windows are cut: planned under a budget, or fixed by the caller.
+  public let schedule: TrainingSchedule
   public let options: TrainerOptions
   /// The current plan (re-made when the memory guard lowers the micro-batch).
   public internal(set) var plan: Plan
@@ -94,8 +95,10 @@ public final class Trainer {
   /// The micro-step that went over the budget, if one did (after it only sizes in
   /// ``measuredWithinBudget`` run).
   var overshoot: (microBatch: Int, peakBytes: Int)?
-  /// Bytes kept free below the budget when planning (the options' margin).
-  var marginBytes: Int { Self.margin(budgetBytes: memoryBudget.bytes, fixed: options.safetyMarginBytes) }
+  /// The budget every micro-step is checked against (`nil` for a fixed schedule).
+  public var memoryBudget: MemoryBudget? {
+    if case .planned(let budget) = schedule { budget } else { nil }
+  }
   var progress = TrainingProgress()
   let stopFlag = StopFlag()
 
@@ -103,9 +106,37 @@ public final class Trainer {
   /// Gradient buffers and optimizer state are made here.
   /// - Throws: ``PlanningError`` when even one sample per micro-batch does not fit, the
   ///   target batch is not positive, or the input shape is unknown or does not fit.
-  public init(
+  public convenience init(
     model: any Layer, optimizer: Optimizer, loss: Loss, targetBatch: Int, memoryBudget: MemoryBudget,
     options: TrainerOptions = TrainerOptions()
+  ) throws(PlanningError) {
+    try self.init(
+      model: model, optimizer: optimizer, loss: loss, targetBatch: targetBatch, schedule: .planned(memoryBudget),
+      options: options)
+  }
+
+  /// Trains `model` with micro-batches of `microBatch` samples, `accumulationCount` of them
+  /// per optimizer step (a window of `microBatch × accumulationCount` samples; an epoch's
+  /// last window may hold fewer, its last micro-batch smaller). Every micro-step is still
+  /// measured and reported; no budget is checked.
+  /// - Throws: ``PlanningError`` for a micro-batch or count below 1 (or a window too large
+  ///   to count), or an input shape that is unknown or does not fit.
+  public convenience init(
+    model: any Layer, optimizer: Optimizer, loss: Loss, microBatch: Int, accumulationCount: Int = 1,
+    options: TrainerOptions = TrainerOptions()
+  ) throws(PlanningError) {
+    guard microBatch >= 1 else { throw .invalidMicroBatch(microBatch) }
+    guard accumulationCount >= 1 else { throw .invalidAccumulationCount(accumulationCount) }
+    let (targetBatch, overflow) = microBatch.multipliedReportingOverflow(by: accumulationCount)
+    guard !overflow else { throw .invalidAccumulationCount(accumulationCount) }
+    try self.init(
+      model: model, optimizer: optimizer, loss: loss, targetBatch: targetBatch,
+      schedule: .fixed(microBatch: microBatch, accumulationCount: accumulationCount), options: options)
+  }
+
+  init(
+    model: any Layer, optimizer: Optimizer, loss: Loss, targetBatch: Int, schedule: TrainingSchedule,
+    options: TrainerOptions
   ) throws(PlanningError) {
     // Gradient buffers and optimizer state exist before the micro-step is traced, as in
     // training (a traced backward pass accumulates into them and allocates none).
@@ -113,13 +144,12 @@ public final class Trainer {
       model: model, optimizer: optimizer, loss: loss, learningRateSchedule: options.learningRateSchedule,
       gradientClipNorm: options.gradientClipNorm)
     let (inputShape, estimator, plan) = try Self.planned(
-      model: model, optimizer: optimizer, loss: loss, targetBatch: targetBatch, memoryBudget: memoryBudget,
-      options: options)
+      model: model, optimizer: optimizer, loss: loss, targetBatch: targetBatch, schedule: schedule, options: options)
     self.model = model
     self.optimizer = optimizer
     self.loss = loss
     self.targetBatch = targetBatch
-    self.memoryBudget = memoryBudget
+    self.schedule = schedule
     self.options = options
     self.inputShape = inputShape
     self.estimator = estimator
@@ -140,13 +170,13 @@ public final class Trainer {
     options: TrainerOptions = TrainerOptions()
   ) throws(PlanningError) -> Plan {
     try planned(
-      model: model, optimizer: optimizer, loss: loss, targetBatch: targetBatch, memoryBudget: memoryBudget,
+      model: model, optimizer: optimizer, loss: loss, targetBatch: targetBatch, schedule: .planned(memoryBudget),
       options: options
     ).plan
   }
 
   static func planned(
-    model: any Layer, optimizer: Optimizer, loss: Loss, targetBatch: Int, memoryBudget: MemoryBudget,
+    model: any Layer, optimizer: Optimizer, loss: Loss, targetBatch: Int, schedule: TrainingSchedule,
     options: TrainerOptions
   ) throws(PlanningError) -> (inputShape: [Int], estimator: MemoryEstimator, plan: Plan) {
     guard targetBatch >= 1 else { throw .invalidTargetBatch(targetBatch) }
@@ -161,10 +191,19 @@ public final class Trainer {
       model: model, sampleShape: inputShape, targetShape: loss.targetShape(outputShape: outputShape), loss: loss,
       optimizer: optimizer)
     estimator.transientScale = options.transientEstimateScale
-    var plan = try firstPlan(
-      estimator: estimator, targetBatch: targetBatch, budget: memoryBudget, fixedMargin: options.safetyMarginBytes)
-    plan.budgetBytes = memoryBudget.bytes
-    return (inputShape, estimator, plan)
+    switch schedule {
+    case .planned(let budget):
+      var plan = try firstPlan(
+        estimator: estimator, targetBatch: targetBatch, budget: budget, fixedMargin: options.safetyMarginBytes)
+      plan.budgetBytes = budget.bytes
+      return (inputShape, estimator, plan)
+    case .fixed(let microBatch, _):
+      // No budget: the plan shows the predicted memory against the largest budget there is.
+      let plan = Planner.makePlan(
+        estimator: estimator, targetBatch: targetBatch, budget: .bytes(MemoryBudget.maximumBytes),
+        microBatch: microBatch)
+      return (inputShape, estimator, plan)
+    }
   }
 
   /// The bytes kept free below a budget: `fixed`, or 1% of the budget.
@@ -210,14 +249,26 @@ public final class Trainer {
   /// from a signal handler's queue). The run then writes a checkpoint if one is configured.
   public func requestStop() { stopFlag.set() }
 
-  /// The micro-batch sizes of a window of `samples`: balanced by the plan, or after a
-  /// micro-step went over the budget, made only of sizes measured within it.
+  /// The micro-batch sizes of a window of `samples`: balanced by the plan, or micro-batches
+  /// of the fixed size (the last one smaller), or after a micro-step went over the budget,
+  /// made only of sizes measured within it.
   func windowSizes(samples: Int, dataset: some Dataset) throws(TrainingError) -> [Int] {
-    guard let overshoot else { return Array(Plan.balancedSizes(samples: samples, microBatch: plan.microBatch)) }
-    if let sizes = Self.compose(samples: samples, from: measuredWithinBudget) { return sizes }
-    try stop(dataset: dataset)
-    throw .budgetExceeded(
-      microBatch: overshoot.microBatch, peakBytes: overshoot.peakBytes, budgetBytes: memoryBudget.bytes)
+    if let overshoot {
+      if let sizes = Self.compose(samples: samples, from: measuredWithinBudget) { return sizes }
+      try stop(dataset: dataset)
+      throw .budgetExceeded(
+        microBatch: overshoot.microBatch, peakBytes: overshoot.peakBytes, budgetBytes: memoryBudget?.bytes ?? 0)
+    }
+    return Self.windowSizes(samples: samples, schedule: schedule, microBatch: plan.microBatch)
+  }
+
+  /// The sizes of a window of `samples` under `schedule` (with `microBatch`, the plan's).
+  static func windowSizes(samples: Int, schedule: TrainingSchedule, microBatch: Int) -> [Int] {
+    switch schedule {
+    case .planned: Array(Plan.balancedSizes(samples: samples, microBatch: microBatch))
+    case .fixed(let size, _):
+      Array(repeating: size, count: samples / size) + (samples % size > 0 ? [samples % size] : [])
+    }
   }
 
   /// The fewest micro-batch sizes from `allowed` that add up to `samples`, larger first
@@ -296,7 +347,7 @@ public final class Trainer {
           progress.windowPeak = max(progress.windowPeak, peak)
           progress.microIndex += 1
           onMicroStep?(size)
-          if peak > memoryBudget.bytes {
+          if let budget = memoryBudget?.bytes, peak > budget {
             progress.violations += 1
             // At most one micro-step goes over: from here on only sizes measured within
             // the budget run; when the rest cannot be made of them, the run stops.
@@ -311,11 +362,11 @@ public final class Trainer {
                 epoch: progress.epoch + 1, step: stepper.stepCount + 1, microBatch: size, measuredPeakBytes: peak,
                 newMicroBatch: 0)
               try stop(dataset: dataset)
-              throw .budgetExceeded(microBatch: size, peakBytes: peak, budgetBytes: memoryBudget.bytes)
+              throw .budgetExceeded(microBatch: size, peakBytes: peak, budgetBytes: budget)
             }
             plan.microBatch = nextMicroBatch
             warn(
-              "memory guard: a micro-step of \(size) samples measured \(peak) bytes, over the budget of \(memoryBudget.bytes); training goes on with micro-batches of sizes already measured within it (at most \(nextMicroBatch))"
+              "memory guard: a micro-step of \(size) samples measured \(peak) bytes, over the budget of \(budget); training goes on with micro-batches of sizes already measured within it (at most \(nextMicroBatch))"
             )
             log?.writeGuardEvent(
               epoch: progress.epoch + 1, step: stepper.stepCount + 1, microBatch: size, measuredPeakBytes: peak,

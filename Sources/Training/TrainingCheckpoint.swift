@@ -29,7 +29,8 @@ extension Trainer {
     var model: String
     /// The optimizer (`adam`, `sgd`, …).
     var optimizer: String
-    var budgetBytes: Int
+    /// The budget (`nil` for a fixed schedule).
+    var budgetBytes: Int?
     /// Micro-batch sizes measured within the budget, and the one that went over it, if any:
     /// a run resumed under the same budget keeps to the measured sizes after an overshoot.
     var measuredWithinBudget: [Int]
@@ -50,7 +51,7 @@ extension Trainer {
     let state = CheckpointState(
       progress: progress, stepCount: stepper.stepCount, parameterSteps: optimizer.parameterStates.map { $0?.step },
       randomStates: model.randomStates, microBatch: plan.microBatch, targetBatch: targetBatch, seed: options.seed,
-      model: modelDescription, optimizer: optimizerDescription, budgetBytes: memoryBudget.bytes,
+      model: modelDescription, optimizer: optimizerDescription, budgetBytes: memoryBudget?.bytes,
       measuredWithinBudget: measuredWithinBudget.sorted(), overshoot: overshoot.map { [$0.microBatch, $0.peakBytes] })
     let encoder = JSONEncoder()
     encoder.nonConformingFloatEncodingStrategy = .convertToString(
@@ -168,9 +169,9 @@ extension Trainer {
     measuredWithinBudget = restored.measured
     overshoot = restored.overshoot
     progress.windowSizes = restored.windowSizes
-    if state.budgetBytes != memoryBudget.bytes {
+    if let budget = memoryBudget?.bytes, state.budgetBytes != budget {
       warn(
-        "\(path) was written under a budget of \(state.budgetBytes) bytes; this run plans for \(memoryBudget.bytes): micro-batch \(plan.microBatch)"
+        "\(path) was written under \(state.budgetBytes.map { "a budget of \($0) bytes" } ?? "no budget"); this run plans for \(budget): micro-batch \(plan.microBatch)"
       )
     }
   }
@@ -187,7 +188,7 @@ extension Trainer {
   ) {
     var measured: Set<Int> = []
     var overshoot: (microBatch: Int, peakBytes: Int)?
-    if state.budgetBytes == memoryBudget.bytes {
+    if state.budgetBytes == memoryBudget?.bytes {
       measured = Set(state.measuredWithinBudget.filter { $0 >= 1 })
       if let saved = state.overshoot, saved.count == 2 { overshoot = (saved[0], saved[1]) }
     }
@@ -198,12 +199,12 @@ extension Trainer {
       if remaining.allSatisfy(measured.contains) { return (measured, overshoot, sizes) }
       guard let composed = Self.compose(samples: samples, from: measured) else {
         throw .budgetExceeded(
-          microBatch: overshoot.microBatch, peakBytes: overshoot.peakBytes, budgetBytes: memoryBudget.bytes)
+          microBatch: overshoot.microBatch, peakBytes: overshoot.peakBytes, budgetBytes: memoryBudget?.bytes ?? 0)
       }
       return (measured, overshoot, done + composed)
     }
     if remaining.contains(where: { $0 > plan.microBatch }) {
-      return (measured, nil, done + Plan.balancedSizes(samples: samples, microBatch: plan.microBatch))
+      return (measured, nil, done + Self.windowSizes(samples: samples, schedule: schedule, microBatch: plan.microBatch))
     }
     return (measured, nil, sizes)
   }

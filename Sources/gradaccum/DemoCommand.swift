@@ -101,7 +101,7 @@ struct DemoCommand: ParsableCommand {
         format:
           "held-out accuracy %.1f%% (loss %.4f) on %d samples; max measured peak %d of %d bytes, %d budget violations",
         Double(evaluation.accuracy ?? 0) * 100, evaluation.loss, heldOut.count, report.maxPeakBytes,
-        trainer.memoryBudget.bytes, report.budgetViolations))
+        trainer.memoryBudget!.bytes, report.budgetViolations))
   }
 
   func format(_ values: [Float]) -> String {
@@ -137,10 +137,12 @@ enum ArticleExperiment {
   ) throws -> (report: TrainingReport, weights: [(String, [Float])]) {
     let model = Sequential { Linear(inputSize: 2, outputSize: 1, seed: 0) }
     for parameter in model.parameters { parameter.mutableBuffer.update(repeating: 0) }
-    let stepper = WindowStepper(model: model, optimizer: try SGD(learningRate: 0.01), loss: .meanSquaredError)
-    let run = TrainingRun(
-      schedule: .fixed(microBatch: microBatch, accumulationCount: accumulationCount), epochs: 3, shuffle: false)
-    let report = try run.run(dataset, stepper: stepper)
+    var options = TrainerOptions()
+    options.shuffle = false
+    let trainer = try Trainer(
+      model: model, optimizer: try SGD(learningRate: 0.01), loss: .meanSquaredError, microBatch: microBatch,
+      accumulationCount: accumulationCount, options: options)
+    let report = try trainer.fit(dataset, epochs: 3)
     return (report, model.namedParameters.map { ($0.name, $0.tensor.values) })
   }
 }

@@ -44,7 +44,7 @@ struct TrainCommand: ParsableCommand {
   @Flag(help: "Visit samples in file order instead of a seeded shuffle per epoch.")
   var noShuffle = false
 
-  @Flag(help: "Drop an epoch's last window (automatic) or micro-batch (manual) when it is smaller.")
+  @Flag(help: "Drop an epoch's last window when it holds fewer samples than the others.")
   var dropLast = false
 
   @Option(parsing: .unconditional, help: "Seed for initialization, shuffling and dropout.")
@@ -59,13 +59,13 @@ struct TrainCommand: ParsableCommand {
   @Option(help: "Write one JSON object per optimizer step, then a summary, to this file.")
   var log: String?
 
-  @Option(help: "Automatic mode: write a checkpoint (model, optimizer, progress) to this file.")
+  @Option(help: "Write a checkpoint (model, optimizer, progress) to this file.")
   var checkpoint: String?
 
   @Option(parsing: .unconditional, help: "Optimizer steps between checkpoints (default 100).")
   var checkpointEvery: Int = 100
 
-  @Option(help: "Automatic mode: continue the run saved in this checkpoint.")
+  @Option(help: "Continue the run saved in this checkpoint.")
   var resume: String?
 
   @Option(
@@ -95,9 +95,6 @@ struct TrainCommand: ParsableCommand {
       }
       guard batch >= 1 else { throw UsageError("--batch is \(batch), expected an integer ≥ 1") }
       if let accumulate, accumulate < 1 { throw UsageError("--accumulate is \(accumulate), expected an integer ≥ 1") }
-      if checkpoint != nil || resume != nil {
-        throw UsageError("--checkpoint and --resume need automatic mode (--target-batch and --budget)")
-      }
     }
     guard checkpointEvery >= 1 else {
       throw UsageError("--checkpoint-every is \(checkpointEvery), expected an integer ≥ 1")
@@ -118,28 +115,47 @@ struct TrainCommand: ParsableCommand {
     // parameter is allocated.
     let shapeModel = try shapeOnlyModel(specification, seed: seed)
     try checkCompatible(model: shapeModel, loss: loss, dataset: dataset, path: dataOptions.data)
+    let options = trainerOptions(inputShape: dataset.sampleShape)
     if let targetBatch, let budget {
       _ = try userFacing {
         try Trainer.plan(
           model: shapeModel, optimizer: optimizer, loss: loss, targetBatch: targetBatch, memoryBudget: budget,
-          options: trainerOptions(inputShape: dataset.sampleShape))
+          options: options)
       }
     }
+    // Where the outputs go is checked now rather than after hours of training; the log is
+    // created only once the run is sure to start.
+    for path in [save, log].compactMap({ $0 }) { try checkWritable(path) }
     let model = specification.build(seed: seed)
     if let initial { try userFacing { try model.loadState(path: initial) } }
-    // Where the weights go is checked now rather than after hours of training.
-    if let save { try checkWritable(save) }
-    let trainingLog = try log.map { path in try userFacing { try TrainingLog(path: path, budgetBytes: budget?.bytes) } }
-    let report: TrainingReport
-    if let targetBatch, let budget {
-      report = try trainAutomatically(
-        model: model, specification: specification, optimizer: optimizer, loss: loss, dataset: dataset,
-        targetBatch: targetBatch, budget: budget, log: trainingLog)
-    } else {
-      report = try trainManually(
-        model: model, specification: specification, optimizer: optimizer, loss: loss, dataset: dataset, log: trainingLog
-      )
+    let trainer = try userFacing {
+      if let targetBatch, let budget {
+        try Trainer(
+          model: model, optimizer: optimizer, loss: loss, targetBatch: targetBatch, memoryBudget: budget,
+          options: options)
+      } else {
+        try Trainer(
+          model: model, optimizer: optimizer, loss: loss, microBatch: batch!, accumulationCount: accumulate ?? 1,
+          options: options)
+      }
     }
+    trainer.onWarning = { message in FileHandle.standardError.write(Data("warning: \(message)\n".utf8)) }
+    for message in trainer.warnings { trainer.onWarning?(message) }
+    if let resume { try userFacing { try trainer.resume(from: resume) } }
+    try requireMemoryMeasurement()
+    trainer.log = try log.map { path in try userFacing { try TrainingLog(path: path, budgetBytes: budget?.bytes) } }
+    if !quiet {
+      print(
+        "training \(specification) on \(dataset.count) samples from \(dataOptions.data): \(epochs) epochs, \(optimizer.name)"
+      )
+      if budget != nil {
+        print(trainer.plan)
+      } else {
+        print("micro-batch \(batch!), \(accumulate ?? 1) per step (windows of \(trainer.targetBatch))")
+      }
+      print("")
+    }
+    let report = try train(trainer, dataset: dataset)
     if !quiet {
       print(
         "\(report.steps) optimizer steps, \(String(format: "%.0f", report.samplesPerSecond)) samples/s, max measured peak \(formatBytes(report.maxPeakBytes))\(budget.map { " of \(formatBytes($0.bytes))" } ?? ""), \(report.budgetViolations) budget violations"
@@ -149,36 +165,6 @@ struct TrainCommand: ParsableCommand {
       try userFacing { try model.saveState(path: save) }
       if !quiet { print("saved weights to \(save)") }
     }
-  }
-
-  func trainManually(
-    model: Sequential, specification: ModelSpecification, optimizer: Optimizer, loss: Loss, dataset: TensorDataset,
-    log: TrainingLog?
-  ) throws -> TrainingReport {
-    let batch = batch!, accumulate = accumulate ?? 1
-    // Inputs first, so that a bad one is named even where memory cannot be measured.
-    try requireMemoryMeasurement()
-    let stepper = WindowStepper(model: model, optimizer: optimizer, loss: loss, gradientClipNorm: clipGradNorm)
-    var run = TrainingRun(
-      schedule: .fixed(microBatch: batch, accumulationCount: accumulate), epochs: epochs, shuffle: !noShuffle,
-      seed: seed, dropLast: dropLast)
-    if !quiet {
-      print(
-        "training \(specification) on \(dataset.count) samples from \(dataOptions.data): \(epochs) epochs, micro-batch \(batch), \(accumulate) per step, \(optimizer.name)"
-      )
-    }
-    let progress = ProgressDisplay(
-      quiet: quiet, epochs: epochs,
-      stepsPerEpoch: run.schedule.windows(sampleCount: dataset.count, dropLast: dropLast).count, budgetBytes: nil)
-    run.onNonFinite = onNonfinite
-    let report = try userFacing {
-      try run.run(dataset, stepper: stepper, log: log, onStep: progress.step, onEpoch: progress.epoch)
-    }
-    if report.skippedSteps > 0 && !quiet {
-      FileHandle.standardError.write(
-        Data("warning: skipped \(report.skippedSteps) steps with non-finite values\n".utf8))
-    }
-    return report
   }
 
   /// The trainer's options from the flags.
@@ -195,34 +181,14 @@ struct TrainCommand: ParsableCommand {
     return options
   }
 
-  func trainAutomatically(
-    model: Sequential, specification: ModelSpecification, optimizer: Optimizer, loss: Loss, dataset: TensorDataset,
-    targetBatch: Int, budget: MemoryBudget, log: TrainingLog?
-  ) throws -> TrainingReport {
-    let options = trainerOptions(inputShape: dataset.sampleShape)
-    let trainer = try userFacing {
-      try Trainer(
-        model: model, optimizer: optimizer, loss: loss, targetBatch: targetBatch, memoryBudget: budget, options: options
-      )
-    }
-    trainer.log = log
-    trainer.onWarning = { message in FileHandle.standardError.write(Data("warning: \(message)\n".utf8)) }
-    for message in trainer.warnings { trainer.onWarning?(message) }
-    if let resume { try userFacing { try trainer.resume(from: resume) } }
-    try requireMemoryMeasurement()
-    if !quiet {
-      print(
-        "training \(specification) on \(dataset.count) samples from \(dataOptions.data): \(epochs) epochs, \(optimizer.name)"
-      )
-      print(trainer.plan)
-      print("")
-    }
+  /// Runs the trainer's epochs with progress on standard output; Ctrl-C finishes the
+  /// current micro-step, writes the checkpoint and exits cleanly.
+  func train(_ trainer: Trainer, dataset: TensorDataset) throws -> TrainingReport {
     let stepsPerEpoch = trainer.plan.windowCount(sampleCount: dataset.count, dropLast: dropLast)
     let progress = ProgressDisplay(
-      quiet: quiet, epochs: epochs, stepsPerEpoch: stepsPerEpoch, budgetBytes: budget.bytes)
+      quiet: quiet, epochs: epochs, stepsPerEpoch: stepsPerEpoch, budgetBytes: trainer.memoryBudget?.bytes)
     trainer.onStep = progress.step
     trainer.onEpoch = progress.epoch
-    // Ctrl-C: finish the current micro-step, checkpoint, exit cleanly.
     signal(SIGINT, SIG_IGN)
     let interrupt = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
     interrupt.setEventHandler { trainer.requestStop() }

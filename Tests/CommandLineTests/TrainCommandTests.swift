@@ -193,7 +193,7 @@ struct BadInputTests {
           ])),
       ]), "has tensor \"1.weight\", which the model does not have"
     ),
-    (train(["--log", "/nonexistent/dir/log.jsonl"]), "cannot write the training log"),
+    (train(["--log", "/nonexistent/dir/log.jsonl"]), "cannot write /nonexistent/dir/log.jsonl"),
     (
       train(["--save", "/nonexistent/dir/w.safetensors"]),
       "cannot write /nonexistent/dir/w.safetensors"

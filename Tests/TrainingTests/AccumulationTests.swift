@@ -25,15 +25,28 @@ func regressionData(count: Int, features: Int, seed: UInt64) -> TensorDataset {
   return TensorDataset(inputs: inputs, targets: Tensor(targets, shape: [count]))
 }
 
-/// Trains a fresh model from `specification` (seed 3) with `schedule`; returns the final
-/// parameter values and the report.
+/// A trainer of `model` with a fixed schedule, in file order (options as given otherwise).
+func fixedTrainer(
+  _ model: any Layer, optimizer: Optimizer, loss: Loss, microBatch: Int, accumulationCount: Int,
+  options: TrainerOptions = TrainerOptions(), shuffle: Bool = false
+) throws -> Trainer {
+  var options = options
+  options.shuffle = shuffle
+  return try Trainer(
+    model: model, optimizer: optimizer, loss: loss, microBatch: microBatch, accumulationCount: accumulationCount,
+    options: options)
+}
+
+/// Trains a fresh model from `specification` (seed 3) with micro-batches of `microBatch`,
+/// `accumulationCount` per step; returns the final parameter values and the report.
 func train(
   _ specification: String, dataset: TensorDataset, loss: Loss, optimizer: () throws -> Optimizer,
-  schedule: WindowSchedule, epochs: Int
+  microBatch: Int, accumulationCount: Int, epochs: Int
 ) throws -> (parameters: [[Float]], report: TrainingReport) {
   let model = try ModelSpecification(parsing: specification).build(seed: 3)
-  let stepper = WindowStepper(model: model, optimizer: try optimizer(), loss: loss)
-  let report = try TrainingRun(schedule: schedule, epochs: epochs, shuffle: false).run(dataset, stepper: stepper)
+  let trainer = try fixedTrainer(
+    model, optimizer: try optimizer(), loss: loss, microBatch: microBatch, accumulationCount: accumulationCount)
+  let report = try trainer.fit(dataset, epochs: epochs)
   return (model.parameters.map(\.values), report)
 }
 
@@ -46,16 +59,20 @@ func expectSameParameters(
 
 @Suite("Accumulation equals one big batch")
 struct AccumulationTests {
-  @Test func windowScheduleCutsPartialWindows() {
-    #expect(
-      WindowSchedule.fixed(microBatch: 10, accumulationCount: 4).windows(sampleCount: 95) == [
-        [10, 10, 10, 10], [10, 10, 10, 10], [10, 5],
-      ])
-    #expect(
-      WindowSchedule.fixed(microBatch: 10, accumulationCount: 4).windows(sampleCount: 95, dropLast: true) == [
-        [10, 10, 10, 10], [10, 10, 10, 10], [10],
-      ])
-    #expect(WindowSchedule.fixed(microBatch: 40, accumulationCount: 1).windows(sampleCount: 80) == [[40], [40]])
+  /// A fixed schedule cuts micro-batches of its size (the last smaller); `dropLast` drops
+  /// the epoch's last partial window, as in the planned schedule.
+  @Test(arguments: [false, true])
+  func fixedScheduleCutsPartialWindows(dropLast: Bool) throws {
+    let dataset = regressionData(count: 95, features: 2, seed: 1)
+    var options = TrainerOptions()
+    options.dropLast = dropLast
+    let trainer = try fixedTrainer(
+      try ModelSpecification(parsing: "linear(2,1)").build(seed: 1), optimizer: try SGD(learningRate: 0.01),
+      loss: .meanSquaredError, microBatch: 10, accumulationCount: 4, options: options)
+    var windows: [[Int]] = []
+    trainer.onStep = { windows.append($0.microBatches) }
+    try trainer.fit(dataset, epochs: 1)
+    #expect(windows == [[10, 10, 10, 10], [10, 10, 10, 10]] + (dropLast ? [] : [[10, 5]]))
   }
 
   @Test(arguments: [(10, 4), (8, 5), (20, 2), (4, 10)])
@@ -65,10 +82,10 @@ struct AccumulationTests {
     let spec = "linear(6,16) relu linear(16,4)"
     let big = try train(
       spec, dataset: dataset, loss: .crossEntropy, optimizer: { try Adam(learningRate: 0.01) },
-      schedule: .fixed(microBatch: 40, accumulationCount: 1), epochs: 3)
+      microBatch: 40, accumulationCount: 1, epochs: 3)
     let small = try train(
       spec, dataset: dataset, loss: .crossEntropy, optimizer: { try Adam(learningRate: 0.01) },
-      schedule: .fixed(microBatch: microBatch, accumulationCount: accumulation), epochs: 3)
+      microBatch: microBatch, accumulationCount: accumulation, epochs: 3)
     expectSameParameters(small.parameters, big.parameters, relative: 1e-5)
     expectClose(small.report.epochLosses, big.report.epochLosses, relative: 1e-5)
     #expect(small.report.steps == big.report.steps)
@@ -80,11 +97,11 @@ struct AccumulationTests {
     let optimizer = { try SGD(learningRate: 0.05, momentum: 0.9, weightDecay: 0.01) as Optimizer }
     let big = try train(
       spec, dataset: dataset, loss: .meanSquaredError, optimizer: optimizer,
-      schedule: .fixed(microBatch: 30, accumulationCount: 1), epochs: 3)
+      microBatch: 30, accumulationCount: 1, epochs: 3)
     // 30 = 7 + 7 + 7 + 7 + 2 would not line up; 3 × 10 does, and the last window is 17 = 10 + 7.
     let small = try train(
       spec, dataset: dataset, loss: .meanSquaredError, optimizer: optimizer,
-      schedule: .fixed(microBatch: 10, accumulationCount: 3), epochs: 3)
+      microBatch: 10, accumulationCount: 3, epochs: 3)
     expectSameParameters(small.parameters, big.parameters, relative: 1e-5)
   }
 
@@ -163,11 +180,9 @@ struct ReferenceTrainingTests {
       optimizer = try SGD(learningRate: 0.1, momentum: 0.8, weightDecay: 0.01, nesterov: true)
       referenceOptimizer = .sgd(lr: 0.1, momentum: 0.8, dampening: 0, weightDecay: 0.01, nesterov: true)
     }
-    let stepper = WindowStepper(model: model, optimizer: optimizer, loss: .crossEntropy)
-    let report = try TrainingRun(
-      schedule: .fixed(microBatch: microBatch, accumulationCount: accumulation), epochs: 3, shuffle: false
-    )
-    .run(dataset, stepper: stepper)
+    let report = try fixedTrainer(
+      model, optimizer: optimizer, loss: .crossEntropy, microBatch: microBatch, accumulationCount: accumulation
+    ).fit(dataset, epochs: 3)
     let losses = reference.train(
       inputs: datasetRows(dataset), targets: dataset.targets.values.map(Double.init),
       loss: .crossEntropy(ignoreIndex: -100),
@@ -181,11 +196,10 @@ struct ReferenceTrainingTests {
     let model = try ModelSpecification(parsing: "linear(4,6) tanh linear(6,1)").build(seed: 10)
     var reference = ReferenceMLP(
       sizes: [4, 6, 1], activations: [.tanh, .none], parameters: model.parameters.map(\.values))
-    let stepper = WindowStepper(
-      model: model, optimizer: try SGD(learningRate: 0.05, momentum: 0.9, dampening: 0.1, weightDecay: 0.01),
-      loss: .meanSquaredError)
-    _ = try TrainingRun(schedule: .fixed(microBatch: 6, accumulationCount: 3), epochs: 3, shuffle: false).run(
-      dataset, stepper: stepper)
+    _ = try fixedTrainer(
+      model, optimizer: try SGD(learningRate: 0.05, momentum: 0.9, dampening: 0.1, weightDecay: 0.01),
+      loss: .meanSquaredError, microBatch: 6, accumulationCount: 3
+    ).fit(dataset, epochs: 3)
     _ = reference.train(
       inputs: datasetRows(dataset), targets: dataset.targets.values.map(Double.init), loss: .mse,
       optimizer: .sgd(lr: 0.05, momentum: 0.9, dampening: 0.1, weightDecay: 0.01, nesterov: false),
@@ -197,10 +211,12 @@ struct ReferenceTrainingTests {
     let dataset = classificationData(count: 50, features: 4, classes: 2, seed: 3)
     func run(seed: UInt64) throws -> [[Float]] {
       let model = try ModelSpecification(parsing: "linear(4,4) relu dropout(0.2) linear(4,2)").build(seed: 1)
-      let stepper = WindowStepper(model: model, optimizer: try Adam(), loss: .crossEntropy)
-      _ = try TrainingRun(schedule: .fixed(microBatch: 8, accumulationCount: 2), epochs: 2, shuffle: true, seed: seed)
-        .run(
-          dataset, stepper: stepper)
+      var options = TrainerOptions()
+      options.seed = seed
+      _ = try fixedTrainer(
+        model, optimizer: try Adam(), loss: .crossEntropy, microBatch: 8, accumulationCount: 2, options: options,
+        shuffle: true
+      ).fit(dataset, epochs: 2)
       return model.parameters.map(\.values)
     }
     #expect(try run(seed: 5) == run(seed: 5))
@@ -210,12 +226,14 @@ struct ReferenceTrainingTests {
   @Test func learningRateScheduleStepsPerOptimizerStep() throws {
     let dataset = regressionData(count: 40, features: 2, seed: 1)
     let model = try ModelSpecification(parsing: "linear(2,1)").build(seed: 1)
-    let stepper = WindowStepper(
-      model: model, optimizer: try SGD(learningRate: 0.1), loss: .meanSquaredError,
-      learningRateSchedule: try StepDecay(stepSize: 2, gamma: 0.5))
+    var options = TrainerOptions()
+    options.learningRateSchedule = try StepDecay(stepSize: 2, gamma: 0.5)
+    let trainer = try fixedTrainer(
+      model, optimizer: try SGD(learningRate: 0.1), loss: .meanSquaredError, microBatch: 5, accumulationCount: 2,
+      options: options)
     var rates: [Float] = []
-    _ = try TrainingRun(schedule: .fixed(microBatch: 5, accumulationCount: 2), epochs: 1, shuffle: false)
-      .run(dataset, stepper: stepper) { rates.append($0.learningRate) }
+    trainer.onStep = { rates.append($0.learningRate) }
+    _ = try trainer.fit(dataset, epochs: 1)
     // 4 windows of 2 micro-batches: the schedule sees 4 steps, not 8.
     #expect(rates == [0.1, 0.1, 0.05, 0.05])
   }

@@ -110,7 +110,7 @@ struct CheckpointValidationTests {
     let first = try #require(records.first)
     #expect(first.microBatches.reduce(0, +) == 32 && first.microBatches.last! <= 5, "\(first.microBatches)")
     let later = records.dropFirst().map(\.peakBytes)
-    #expect(!later.isEmpty && later.allSatisfy { $0 <= trainer.memoryBudget.bytes }, "\(later)")
+    #expect(!later.isEmpty && later.allSatisfy { $0 <= trainer.memoryBudget!.bytes }, "\(later)")
   }
 
   @Test func stalePartialFilesAreRemoved() throws {

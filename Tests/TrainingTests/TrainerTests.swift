@@ -23,7 +23,7 @@ struct TrainerTests {
   {
     try train(
       Self.spec, dataset: dataset, loss: .crossEntropy, optimizer: optimizer,
-      schedule: .fixed(microBatch: targetBatch, accumulationCount: 1), epochs: epochs
+      microBatch: targetBatch, accumulationCount: 1, epochs: epochs
     ).parameters
   }
 
@@ -224,6 +224,18 @@ struct TrainerTests {
 
   @Test func invalidSettingsAreRejected() throws {
     let model = try ModelSpecification(parsing: "linear(4,2)").build(seed: 0)
+    #expect(throws: PlanningError.invalidMicroBatch(0)) {
+      try Trainer(model: model, optimizer: try SGD(learningRate: 0.1), loss: .crossEntropy, microBatch: 0)
+    }
+    #expect(throws: PlanningError.invalidAccumulationCount(-1)) {
+      try Trainer(
+        model: model, optimizer: try SGD(learningRate: 0.1), loss: .crossEntropy, microBatch: 4, accumulationCount: -1)
+    }
+    #expect(throws: PlanningError.invalidAccumulationCount(Int.max)) {
+      try Trainer(
+        model: model, optimizer: try SGD(learningRate: 0.1), loss: .crossEntropy, microBatch: 4,
+        accumulationCount: Int.max)
+    }
     #expect(throws: PlanningError.invalidTargetBatch(0)) {
       try Trainer(
         model: model, optimizer: try SGD(learningRate: 0.1), loss: .crossEntropy, targetBatch: 0, memoryBudget: .mb(1))

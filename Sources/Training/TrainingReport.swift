@@ -1,0 +1,72 @@
+import Accumulation
+import DataLoading
+import Foundation
+import Memory
+import NeuralNetwork
+import Optimizers
+import Tensors
+
+/// How a ``Trainer`` cuts windows into micro-batches.
+public enum TrainingSchedule: Sendable, Equatable {
+  /// The largest micro-batch whose step fits in the budget, windows balanced (rule 1), and
+  /// every micro-step checked against the budget.
+  case planned(MemoryBudget)
+  /// Micro-batches of `microBatch` samples, `accumulationCount` per window (the last of an
+  /// epoch's last window may be smaller); no budget.
+  case fixed(microBatch: Int, accumulationCount: Int)
+}
+
+/// Why training cannot go on.
+public enum TrainingError: Error, Equatable, Sendable, CustomStringConvertible {
+  case logNotWritable(path: String)
+  case invalidSetting(name: String, value: String, expected: String)
+  case checkpoint(String)
+  case nonFinite(NonFiniteValue)
+  /// A micro-step of `microBatch` samples measured `peakBytes`, over the budget, and the rest
+  /// of the run cannot be made of micro-batch sizes measured within it; training stopped
+  /// (with a checkpoint, if one is configured) rather than risk going over again.
+  case budgetExceeded(microBatch: Int, peakBytes: Int, budgetBytes: Int)
+
+  public var description: String {
+    switch self {
+    case .logNotWritable(let path): "cannot write the training log \(path)"
+    case .checkpoint(let message): message
+    case .nonFinite(let value):
+      "non-finite values at \(value); lower the learning rate or check the data, and continue with --resume if a checkpoint was written"
+    case .invalidSetting(let name, let value, let expected): "\(name) is \(value), expected \(expected)"
+    case .budgetExceeded(let microBatch, let peak, let budget):
+      "a micro-step of \(microBatch) sample\(microBatch == 1 ? "" : "s") measured \(peak) bytes, over the budget of \(budget) bytes, and no smaller micro-batch has been measured within the budget, so training stopped rather than go over it again; give at least --budget \(peak + max(peak / 100, 64)) and continue with --resume if a checkpoint was written"
+    }
+  }
+}
+
+/// What a training run did.
+public struct TrainingReport: Sendable, Equatable {
+  /// Per epoch, the sample-weighted mean of its window losses.
+  public var epochLosses: [Float]
+  /// Optimizer steps taken.
+  public var steps: Int
+  /// Samples trained on per second of wall-clock time.
+  public var samplesPerSecond: Double
+  /// The largest measured peak of any step.
+  public var maxPeakBytes: Int
+  /// Micro-steps whose measured peak exceeded the budget.
+  public var budgetViolations: Int
+  /// Whether the run stopped early on request (after a checkpoint, if one was asked for).
+  public var interrupted: Bool = false
+  /// Windows skipped because their loss or gradient was not finite.
+  public var skippedSteps: Int = 0
+
+  public init(
+    epochLosses: [Float], steps: Int, samplesPerSecond: Double, maxPeakBytes: Int, budgetViolations: Int,
+    interrupted: Bool = false, skippedSteps: Int = 0
+  ) {
+    self.skippedSteps = skippedSteps
+    self.epochLosses = epochLosses
+    self.steps = steps
+    self.samplesPerSecond = samplesPerSecond
+    self.maxPeakBytes = maxPeakBytes
+    self.budgetViolations = budgetViolations
+    self.interrupted = interrupted
+  }
+}
