@@ -23,6 +23,9 @@ public struct Plan: Sendable, Equatable, CustomStringConvertible {
   public var datasetSize: Int?
   /// The budget (`B`).
   public var budgetBytes: Int
+  /// Bytes kept free below the budget when the micro-batch was chosen (the trainer's safety
+  /// margin, 1% of the budget by default): the predicted peak is at most `B − margin`.
+  public var marginBytes: Int
   /// Parameters, gradients, optimizer state, buffers (`P`).
   public var persistent: PersistentMemory
   /// The transient bytes of a micro-step of `M` samples (`A(M)`).
@@ -88,6 +91,9 @@ public struct Plan: Sendable, Equatable, CustomStringConvertible {
       "  transient A(\(microBatch))".padding(20) + bytes(transientBytes),
       "  peak              \(bytes(predictedPeakBytes))",
       "  budget            \(bytes(budgetBytes))",
+    ]
+    if marginBytes > 0 { lines.append("  safety margin     \(bytes(marginBytes)) kept free") }
+    lines += [
       "  headroom          \(bytes(headroomBytes))",
     ]
     if !layerActivations.isEmpty {

@@ -9,16 +9,48 @@ import Tensors
 /// `A(m)` grows with `m`, so the search doubles `m` until it no longer fits (or reaches
 /// the target batch) and then bisects, asking the ``MemoryEstimator`` at each step.
 public enum Planner {
-  /// The plan for training `model` with windows of `targetBatch` samples under `budget`.
+  /// The bytes kept free below a budget: `fixed`, or 1% of the budget.
+  public static func marginBytes(budgetBytes: Int, fixed: Int?) -> Int { fixed ?? budgetBytes / 100 }
+
+  /// The plan for training `model` with windows of `targetBatch` samples under `budget`,
+  /// keeping a safety margin free below it: the one planning function of `plan`, `bench`
+  /// and the trainer, so that all three agree.
   /// - Parameters:
   ///   - layerNames: names shown per layer position in the plan (such as `linear(784,512)`).
   ///   - datasetSize: when given, the plan includes the epoch's last window.
+  ///   - marginBytes: bytes kept free below the budget; `nil` for 1% of the budget (the
+  ///     trainer's default), 0 for none.
   /// - Throws: ``PlanningError`` for a non-positive target batch or dataset size, a model
-  ///   that does not take the samples, or a budget below what one sample needs (the error
-  ///   states the minimum budget and where the bytes go).
+  ///   that does not take the samples, or a budget below what one sample needs with the
+  ///   margin (the error states the smallest budget that trains, margin included, and where
+  ///   the bytes go).
   public static func plan(
     estimator: MemoryEstimator, targetBatch: Int, budget: MemoryBudget, datasetSize: Int? = nil,
-    layerNames: [String] = []
+    layerNames: [String] = [], marginBytes fixedMargin: Int? = nil
+  ) throws(PlanningError) -> Plan {
+    let margin = marginBytes(budgetBytes: budget.bytes, fixed: fixedMargin)
+    do {
+      var plan = try largestFitting(
+        estimator: estimator, targetBatch: targetBatch, budget: .bytes(max(1, budget.bytes - margin)),
+        datasetSize: datasetSize, layerNames: layerNames)
+      plan.budgetBytes = budget.bytes
+      plan.marginBytes = margin
+      return plan
+    } catch {
+      guard case .budgetTooSmall(_, let minimum, let breakdown, _) = error else { throw error }
+      // The smallest budget B with B − margin(B) ≥ minimum (B − B/100 grows with B).
+      func fits(_ budget: Int) -> Bool { budget - marginBytes(budgetBytes: budget, fixed: fixedMargin) >= minimum }
+      var required = minimum + marginBytes(budgetBytes: minimum, fixed: fixedMargin)
+      while !fits(required) { required += 1 }
+      while required > minimum && fits(required - 1) { required -= 1 }
+      throw .budgetTooSmall(
+        budgetBytes: budget.bytes, minimumBytes: minimum, breakdown: breakdown, marginBytes: required - minimum)
+    }
+  }
+
+  /// The plan with the largest micro-batch whose peak is at most `budget`.
+  static func largestFitting(
+    estimator: MemoryEstimator, targetBatch: Int, budget: MemoryBudget, datasetSize: Int?, layerNames: [String]
   ) throws(PlanningError) -> Plan {
     guard targetBatch >= 1 else { throw .invalidTargetBatch(targetBatch) }
     if let datasetSize, datasetSize < 1 { throw .invalidDatasetSize(datasetSize) }
@@ -58,7 +90,7 @@ public enum Planner {
   /// breakdown: for choosing a smaller micro-batch than the largest, such as the fastest.
   public static func makePlan(
     estimator: MemoryEstimator, targetBatch: Int, budget: MemoryBudget, datasetSize: Int? = nil,
-    layerNames: [String] = [], microBatch low: Int
+    layerNames: [String] = [], microBatch low: Int, marginBytes: Int = 0
   ) -> Plan {
     let estimate = estimator.estimate(microBatch: low)
     let names = layerNames.isEmpty ? Self.layerNames(of: estimator.model) : layerNames
@@ -68,8 +100,9 @@ public enum Planner {
         bytes: estimate.layerActivationBytes[position]!)
     }
     return Plan(
-      targetBatch: targetBatch, microBatch: low, datasetSize: datasetSize, budgetBytes: budget.bytes, persistent: estimator.persistent,
-      transientBytes: estimate.transientBytes, layerActivations: layers)
+      targetBatch: targetBatch, microBatch: low, datasetSize: datasetSize, budgetBytes: budget.bytes,
+      marginBytes: marginBytes, persistent: estimator.persistent, transientBytes: estimate.transientBytes,
+      layerActivations: layers)
   }
 
   /// The layers of a `Sequential` model by their descriptions (`linear(64,10)`, `relu`).

@@ -193,9 +193,8 @@ public final class Trainer {
     estimator.transientScale = options.transientEstimateScale
     switch schedule {
     case .planned(let budget):
-      var plan = try firstPlan(
-        estimator: estimator, targetBatch: targetBatch, budget: budget, fixedMargin: options.safetyMarginBytes)
-      plan.budgetBytes = budget.bytes
+      let plan = try Planner.plan(
+        estimator: estimator, targetBatch: targetBatch, budget: budget, marginBytes: options.safetyMarginBytes)
       return (inputShape, estimator, plan)
     case .fixed(let microBatch, _):
       // No budget: the plan shows the predicted memory against the largest budget there is.
@@ -203,31 +202,6 @@ public final class Trainer {
         estimator: estimator, targetBatch: targetBatch, budget: .bytes(MemoryBudget.maximumBytes),
         microBatch: microBatch)
       return (inputShape, estimator, plan)
-    }
-  }
-
-  /// The bytes kept free below a budget: `fixed`, or 1% of the budget.
-  static func margin(budgetBytes: Int, fixed: Int?) -> Int { fixed ?? budgetBytes / 100 }
-
-  /// The plan under `budget` less the margin; a budget too small for micro-batch 1 is
-  /// refused with the user's figure and the smallest budget that fits with the margin
-  /// (which then absorbs measurement noise).
-  static func firstPlan(
-    estimator: MemoryEstimator, targetBatch: Int, budget: MemoryBudget, fixedMargin: Int?
-  ) throws(PlanningError) -> Plan {
-    do {
-      return try Planner.plan(
-        estimator: estimator, targetBatch: targetBatch,
-        budget: .bytes(max(1, budget.bytes - margin(budgetBytes: budget.bytes, fixed: fixedMargin))))
-    } catch {
-      guard case .budgetTooSmall(_, let minimum, let breakdown, _) = error else { throw error }
-      // The smallest budget B with B − margin(B) ≥ minimum (B − B/100 grows with B).
-      func fits(_ budget: Int) -> Bool { budget - margin(budgetBytes: budget, fixed: fixedMargin) >= minimum }
-      var required = minimum + margin(budgetBytes: minimum, fixed: fixedMargin)
-      while !fits(required) { required += 1 }
-      while required > minimum && fits(required - 1) { required -= 1 }
-      throw .budgetTooSmall(
-        budgetBytes: budget.bytes, minimumBytes: minimum, breakdown: breakdown, marginBytes: required - minimum)
     }
   }
 

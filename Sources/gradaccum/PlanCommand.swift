@@ -105,7 +105,7 @@ struct PlanCommand: ParsableCommand {
       let fastest = candidates.min { $0.stepSeconds < $1.stepSeconds }!.microBatch
       plan = Planner.makePlan(
         estimator: estimator, targetBatch: targetBatch, budget: budget, datasetSize: datasetSize,
-        layerNames: specification.layers.map(\.text), microBatch: fastest)
+        layerNames: specification.layers.map(\.text), microBatch: fastest, marginBytes: plan.marginBytes)
     }
     var measurements: [(microBatch: Int, predicted: Int, measured: Int)] = []
     if measure {
@@ -167,6 +167,7 @@ struct PlanCommand: ParsableCommand {
       "accumulation_steps": plan.accumulationCount,
       "window_size_counts": plan.windowSizes.sizeCounts.map { ["size": $0.size, "count": $0.count] },
       "budget_bytes": plan.budgetBytes,
+      "margin_bytes": plan.marginBytes,
       "persistent_bytes": plan.persistent.totalBytes,
       "parameter_bytes": plan.persistent.parameterBytes,
       "gradient_bytes": plan.persistent.gradientBytes,

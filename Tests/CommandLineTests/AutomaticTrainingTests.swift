@@ -123,6 +123,28 @@ struct AutomaticTrainingTests {
     #expect(steps.allSatisfy { ($0["samples"] as? Int) == 64 })
   }
 
+  /// `plan` and `train` make one plan: the window sizes `plan` prints are the ones `train`
+  /// runs, at budgets that give several accumulation counts.
+  @Test(.measuresMemory, arguments: ["46KB", "48KB", "50KB", "56KB", "64KB", "300KB"])
+  func planPrintsTheWindowsTrainRuns(budget: String) throws {
+    let model = "linear(64,32) relu linear(32,10)"
+    let planned = try CommandRunner.run([
+      "plan", "--model", model, "--input-shape", "64", "--loss", "cross-entropy", "--optimizer", "adam",
+      "--target-batch", "64", "--budget", budget, "--json",
+    ])
+    #expect(planned.status == 0, "\(planned.error)")
+    let plan = try JSONSerialization.jsonObject(with: Data(planned.output.utf8)) as! [String: Any]
+    let directory = try CommandRunner.temporaryDirectory()
+    let log = directory.appendingPathComponent("log.jsonl").path
+    let trained = try CommandRunner.run(
+      Self.common + ["--epochs", "1", "--target-batch", "64", "--budget", budget, "--quiet", "--log", log])
+    #expect(trained.status == 0, "\(trained.error)")
+    let first = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").first.map {
+      try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
+    }
+    #expect(first?["micro_batches"] as? [Int] == plan["window_sizes"] as? [Int], "\(budget)")
+  }
+
   /// A run refused before it starts leaves no log file behind.
   @Test func aRefusedRunLeavesNoLog() throws {
     let directory = try CommandRunner.temporaryDirectory()

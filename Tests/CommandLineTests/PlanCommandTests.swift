@@ -32,7 +32,10 @@ struct PlanCommandTests {
         measured = Double(measurement["measured_peak_bytes"]!)
       #expect(abs(predicted - measured) / measured <= 0.02)
       if measurement["micro_batch"] == microBatch { #expect(measured <= Double(budget)) }
-      if measurement["micro_batch"] == microBatch + 1 { #expect(measured > Double(budget)) }
+      // The plan keeps the trainer's margin free: micro-batch + 1 goes past budget − margin.
+      if measurement["micro_batch"] == microBatch + 1 {
+        #expect(measured > Double(budget - (object["margin_bytes"] as! Int)))
+      }
     }
   }
 

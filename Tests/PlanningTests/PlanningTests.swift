@@ -168,7 +168,7 @@ struct PlannerTests {
     let text = "linear(784,512) relu linear(512,512) relu linear(512,10)"
     let estimator = try estimator(text, width: 784)
     let plan = try Planner.plan(
-      estimator: estimator, targetBatch: targetBatch, budget: .mb(budgetMiB), datasetSize: 1000)
+      estimator: estimator, targetBatch: targetBatch, budget: .mb(budgetMiB), datasetSize: 1000, marginBytes: 0)
     #expect(plan.microBatch <= targetBatch)
     #expect(plan.predictedPeakBytes <= plan.budgetBytes)
     #expect(plan.windowSizes == Plan.balancedSizes(samples: targetBatch, microBatch: plan.microBatch))
@@ -185,15 +185,36 @@ struct PlannerTests {
   @Test func budgetTooSmallStatesTheMinimum() throws {
     let estimator = try estimator("linear(784,512) relu linear(512,10)", width: 784)
     do {
-      _ = try Planner.plan(estimator: estimator, targetBatch: 32, budget: .mb(1))
+      _ = try Planner.plan(estimator: estimator, targetBatch: 32, budget: .mb(1), marginBytes: 0)
       Issue.record("planned under 1 MiB")
     } catch let error {
       guard case .budgetTooSmall(_, let minimum, let breakdown, _) = error else { Issue.record("\(error)"); return }
       #expect(minimum == estimator.estimate(microBatch: 1).peakBytes)
       #expect(breakdown.contains("parameters 1857584"))
       #expect(error.description.contains("give at least --budget \(minimum)"))
-      let plan = try Planner.plan(estimator: estimator, targetBatch: 32, budget: .bytes(minimum))
+      let plan = try Planner.plan(estimator: estimator, targetBatch: 32, budget: .bytes(minimum), marginBytes: 0)
       #expect(plan.microBatch == 1 && plan.accumulationCount == 32)
+    }
+  }
+
+  /// The default keeps 1% of the budget free, as the trainer does, and the stated minimum
+  /// includes it.
+  @Test func theDefaultMarginIsTheTrainers() throws {
+    let estimator = try estimator("linear(784,512) relu linear(512,10)", width: 784)
+    let plan = try Planner.plan(estimator: estimator, targetBatch: 256, budget: .mb(8))
+    #expect(plan.marginBytes == (8 << 20) / 100)
+    #expect(plan.predictedPeakBytes <= plan.budgetBytes - plan.marginBytes)
+    #expect(estimator.estimate(microBatch: plan.microBatch + 1).peakBytes > plan.budgetBytes - plan.marginBytes)
+    #expect(plan.description.contains("safety margin"))
+    do {
+      _ = try Planner.plan(estimator: estimator, targetBatch: 32, budget: .mb(1))
+      Issue.record("planned under 1 MiB")
+    } catch {
+      guard case .budgetTooSmall(_, let minimum, _, let margin) = error else { Issue.record("\(error)"); return }
+      let stated = minimum + margin
+      #expect(margin > 0)
+      #expect(try Planner.plan(estimator: estimator, targetBatch: 32, budget: .bytes(stated)).microBatch == 1)
+      #expect(throws: PlanningError.self) { try Planner.plan(estimator: estimator, targetBatch: 32, budget: .bytes(stated - 1)) }
     }
   }
 

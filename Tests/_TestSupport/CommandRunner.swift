@@ -1,5 +1,9 @@
 import Foundation
 
+#if canImport(Glibc)
+  import Glibc
+#endif
+
 /// Runs the built `gradaccum` executable, which sits beside the test bundle.
 public enum CommandRunner {
   /// The result of one run.
@@ -32,12 +36,27 @@ public enum CommandRunner {
     process.standardError = error
     try process.run()
     // Read before waiting so a full pipe cannot block the child.
-    let outputData = output.fileHandleForReading.readDataToEndOfFile()
-    let errorData = error.fileHandleForReading.readDataToEndOfFile()
+    let outputData = readAll(output.fileHandleForReading.fileDescriptor)
+    let errorData = readAll(error.fileHandleForReading.fileDescriptor)
     process.waitUntilExit()
     return Result(
       status: process.terminationStatus, output: String(decoding: outputData, as: UTF8.self),
       error: String(decoding: errorData, as: UTF8.self), crashed: process.terminationReason == .uncaughtSignal)
+  }
+
+  /// Everything until end of file from `descriptor`, retrying reads a signal interrupted
+  /// (the test process runs many children, and FileHandle traps on `EINTR`).
+  static func readAll(_ descriptor: Int32) -> Data {
+    var data = Data()
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+      let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+      if count > 0 {
+        data.append(contentsOf: buffer[0..<count])
+      } else if count == 0 || errno != EINTR {
+        return data
+      }
+    }
   }
 
   /// A new empty directory for one test's files.
