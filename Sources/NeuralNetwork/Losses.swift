@@ -145,4 +145,60 @@ public struct Loss: Sendable, Equatable, CustomStringConvertible {
       }
     }
   }
+
+  /// Checks that every target is one this loss can take with predictions of one sample's
+  /// shape `outputShape`: for cross-entropy, class labels in `0..<classes` (or the ignored
+  /// label); for binary cross-entropy, values in [0, 1]. The shapes are checked first.
+  /// - Throws: ``TargetError`` naming the first bad target.
+  public func checkTargetValues(outputShape: [Int], targets: Tensor) throws(TargetError) {
+    do {
+      try checkTargets(outputShape: outputShape, targets: targets)
+    } catch {
+      throw .shape(error)
+    }
+    guard targets.hasElements else { return }
+    let values = targets.buffer
+    switch kind {
+    case .crossEntropy(let ignoreIndex):
+      let classes = outputShape.first ?? 0
+      if let index = values.firstIndex(where: {
+        !($0 >= 0 && $0 < Float(classes) && $0.rounded() == $0) && $0 != Float(ignoreIndex)
+      }) {
+        throw .labelOutOfRange(sample: index, label: values[index], classes: classes)
+      }
+    case .binaryCrossEntropy:
+      if let index = values.firstIndex(where: { !($0 >= 0 && $0 <= 1) }) {
+        throw .probabilityOutOfRange(sample: index, value: values[index])
+      }
+    case .meanSquaredError:
+      if let index = values.firstIndex(where: { !$0.isFinite }) {
+        throw .notFinite(sample: index, value: values[index])
+      }
+    }
+  }
+}
+
+/// A target that a loss cannot take.
+public enum TargetError: Error, Equatable, Sendable, CustomStringConvertible {
+  /// The targets' shape does not fit the predictions.
+  case shape(ShapeError)
+  /// A class label that is not an integer in `0..<classes` (nor the ignored label), for
+  /// cross-entropy.
+  case labelOutOfRange(sample: Int, label: Float, classes: Int)
+  /// A binary cross-entropy target outside [0, 1].
+  case probabilityOutOfRange(sample: Int, value: Float)
+  /// A regression target that is NaN or infinite.
+  case notFinite(sample: Int, value: Float)
+
+  public var description: String {
+    switch self {
+    case .shape(let error): error.description
+    case .labelOutOfRange(let sample, let label, let classes):
+      "label \(label.rounded() == label && abs(label) < 1e15 ? String(Int(label)) : String(label)) (sample \(sample)) is not a class of a model with \(classes) outputs (0..<\(classes))"
+    case .probabilityOutOfRange(let sample, let value):
+      "target \(value) (sample \(sample)) is outside [0, 1], which binary cross-entropy needs"
+    case .notFinite(let sample, let value):
+      "target \(value) (sample \(sample)) is not a finite number"
+    }
+  }
 }

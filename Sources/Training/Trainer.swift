@@ -154,11 +154,33 @@ public final class Trainer {
     self.inputShape = inputShape
     self.estimator = estimator
     self.plan = plan
+    warmUp()
     if model.dependsOnBatch && plan.accumulationCount > 1 {
       warn(
         "the model has layers that normalize over the batch; with \(plan.accumulationCount) micro-batches per step their statistics come from micro-batches of about \(plan.windowSizes[0]) samples, not from windows of \(targetBatch)"
       )
     }
+  }
+
+  /// Runs one real micro-step of one zero sample and undoes it (gradients, running
+  /// statistics, counters and random generators as they were), so that the Swift runtime's
+  /// one-time allocations happen here and not inside the first measured micro-step: type
+  /// metadata made on first use is kept for the whole process, in 16 KiB slabs, and is not
+  /// training memory. The step is that of micro-batch 1, which the plan fits.
+  func warmUp() {
+    guard model.parameters.allSatisfy(\.hasElements), let outputShape = try? model.outputShape(forInput: inputShape)
+    else { return }
+    let randomStates = model.randomStates
+    let buffers = model.namedBuffers.map { ($0.tensor, $0.tensor.values) }
+    let counters = model.namedCounters.map { ($0.counter, $0.counter.value) }
+    let targetShape = loss.targetShape(outputShape: outputShape)
+    // Zeros are valid targets for every loss (class 0, probability 0, value 0).
+    let batch = Batch(inputs: Tensor(zeros: [1] + inputShape), targets: Tensor(zeros: [1] + targetShape))
+    WindowStepper.microStep(model: model, loss: loss, batch: batch, windowItems: 1)
+    stepper.discardWindow()
+    model.randomStates = randomStates
+    for (tensor, values) in buffers { tensor.mutableBuffer.update(fromContentsOf: values) }
+    for (counter, value) in counters { counter.value = value }
   }
 
   /// The plan a trainer with these arguments makes, from the model's shapes alone: the
@@ -285,6 +307,18 @@ public final class Trainer {
     }
     guard dataset.count >= 1 else {
       throw .invalidSetting(name: "dataset size", value: "0", expected: "at least 1 sample")
+    }
+    // Every target, before the first step: a bad label is an error here, not a trap later.
+    let outputShape: [Int]
+    do {
+      outputShape = try model.outputShape(forInput: inputShape)
+    } catch {
+      throw .targets(.shape(error))
+    }
+    do {
+      try loss.checkTargetValues(outputShape: outputShape, targets: dataset.targets(at: Array(0..<dataset.count)))
+    } catch {
+      throw .targets(error)
     }
     model.setTraining(true)
     let start = Date()

@@ -22,6 +22,8 @@ public enum TrainingError: Error, Equatable, Sendable, CustomStringConvertible {
   case invalidSetting(name: String, value: String, expected: String)
   case checkpoint(String)
   case nonFinite(NonFiniteValue)
+  /// The dataset's targets do not fit the loss and the model's output.
+  case targets(TargetError)
   /// A micro-step of `microBatch` samples measured `peakBytes`, over the budget, and the rest
   /// of the run cannot be made of micro-batch sizes measured within it; training stopped
   /// (with a checkpoint, if one is configured) rather than risk going over again.
@@ -34,6 +36,7 @@ public enum TrainingError: Error, Equatable, Sendable, CustomStringConvertible {
     case .nonFinite(let value):
       "non-finite values at \(value); lower the learning rate or check the data, and continue with --resume if a checkpoint was written"
     case .invalidSetting(let name, let value, let expected): "\(name) is \(value), expected \(expected)"
+    case .targets(let error): "the dataset's targets: \(error)"
     case .budgetExceeded(let microBatch, let peak, let budget):
       "a micro-step of \(microBatch) sample\(microBatch == 1 ? "" : "s") measured \(peak) bytes, over the budget of \(budget) bytes, and no smaller micro-batch has been measured within the budget, so training stopped rather than go over it again; give at least --budget \(peak + max(peak / 100, 64)) and continue with --resume if a checkpoint was written"
     }

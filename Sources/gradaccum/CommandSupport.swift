@@ -140,23 +140,15 @@ extension Loss {
   }
 }
 
-/// Checks that the model takes the data's samples and that the loss can compare its output
-/// with the data's targets.
+/// Checks that the model takes the data's samples and that the loss can take the data's
+/// targets (the library's rule, ``Loss/checkTargetValues(outputShape:targets:)``), naming
+/// the file.
 func checkCompatible(model: Sequential, loss: Loss, dataset: TensorDataset, path: String) throws {
   let outputShape = try userFacing { try model.outputShape(forInput: dataset.sampleShape) }
-  try userFacing { try loss.checkTargets(outputShape: outputShape, targets: dataset.targets) }
-  switch loss.kind {
-  case .crossEntropy(let ignoreIndex):
-    let classes = outputShape[0]
-    if let bad = dataset.targets.buffer.first(where: { Int($0) >= classes && Int($0) != ignoreIndex }) {
-      throw UsageError("\(path): label \(Int(bad)) is not a class of a model with \(classes) outputs (0..<\(classes))")
-    }
-  case .binaryCrossEntropy:
-    if let bad = dataset.targets.buffer.first(where: { !($0 >= 0 && $0 <= 1) }) {
-      throw UsageError("\(path): target \(bad) is outside [0, 1], which bce needs")
-    }
-  case .meanSquaredError:
-    break
+  do {
+    try loss.checkTargetValues(outputShape: outputShape, targets: dataset.targets)
+  } catch {
+    throw UsageError("\(path): \(error)")
   }
 }
 

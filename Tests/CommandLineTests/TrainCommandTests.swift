@@ -141,7 +141,7 @@ struct BadInputTests {
     (train([], data: file("header.csv", "a,b,l\n")), "has a header but no data rows"),
     (train([], data: file("nanlabel.csv", "a,b,l\n1,2,nan\n")), "label nan is invalid"),
     (train([], data: file("fraction.csv", "a,b,l\n1,2,0.5\n")), "label 0.5 is invalid, expected a class index"),
-    (train([], data: file("bigclass.csv", "a,b,l\n1,2,7\n")), "label 7 is not a class of a model with 3 outputs"),
+    (train([], data: file("bigclass.csv", "a,b,l\n1,2,7\n")), "bigclass.csv: label 7 (sample 0) is not a class of a model with 3 outputs"),
     (train([], model: "linear(5,3)"), "linear(5,3) expects 5 input features per sample, got input shape [2]"),
     (train([], model: "linear(2,3"), "unbalanced parentheses"),
     (
@@ -199,7 +199,7 @@ struct BadInputTests {
       "cannot write /nonexistent/dir/w.safetensors"
     ),
     (train([], loss: "mse"), "mse cannot compare predictions of shape [3, 3] with targets of shape [3]"),
-    (train([], model: "linear(2,1)", loss: "bce"), "target 2.0 is outside [0, 1]"),
+    (train([], model: "linear(2,1)", loss: "bce"), "target 2.0 (sample 2) is outside [0, 1]"),
   ])
   func badInputGivesOneClearLine(arguments: [String], message: String) throws {
     let result = try CommandRunner.run(arguments)

@@ -222,6 +222,28 @@ struct TrainerTests {
     #expect(trainer.warnings.filter { $0.contains("normalize over the batch") }.count == 1)
   }
 
+  /// A label the model has no class for, or a bce target outside [0, 1], is an error of
+  /// `fit` before the first step, not a trap inside it.
+  @Test func badTargetsAreErrorsOfFit() throws {
+    let model = try ModelSpecification(parsing: "linear(2,3)").build(seed: 0)
+    let trainer = try Trainer(model: model, optimizer: try SGD(learningRate: 0.1), loss: .crossEntropy, microBatch: 2)
+    let labels = TensorDataset(inputs: Tensor([1, 2, 3, 4, 5, 6], shape: [3, 2]), targets: Tensor([0, 1, 3], shape: [3]))
+    #expect(throws: TrainingError.targets(.labelOutOfRange(sample: 2, label: 3, classes: 3))) {
+      try trainer.fit(labels, epochs: 1)
+    }
+    let fractional = TensorDataset(inputs: Tensor([1, 2], shape: [1, 2]), targets: Tensor([0.5], shape: [1]))
+    #expect(throws: TrainingError.targets(.labelOutOfRange(sample: 0, label: 0.5, classes: 3))) {
+      try trainer.fit(fractional, epochs: 1)
+    }
+    let binary = try Trainer(
+      model: try ModelSpecification(parsing: "linear(2,1) sigmoid").build(seed: 0), optimizer: try SGD(learningRate: 0.1),
+      loss: .binaryCrossEntropy, microBatch: 2)
+    let probabilities = TensorDataset(inputs: Tensor([1, 2, 3, 4], shape: [2, 2]), targets: Tensor([1, 2], shape: [2]))
+    #expect(throws: TrainingError.targets(.probabilityOutOfRange(sample: 1, value: 2))) {
+      try binary.fit(probabilities, epochs: 1)
+    }
+  }
+
   @Test func invalidSettingsAreRejected() throws {
     let model = try ModelSpecification(parsing: "linear(4,2)").build(seed: 0)
     #expect(throws: PlanningError.invalidMicroBatch(0)) {
