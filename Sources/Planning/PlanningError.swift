@@ -45,10 +45,23 @@ public enum PlanningError: Error, Equatable, Sendable, CustomStringConvertible {
     }
   }
 
-  static func budgetMessage(budget: Int, minimum: Int, breakdown: String, margin: Int) -> String {
+  /// The smallest budget that trains, margin included (``budgetTooSmall(budgetBytes:minimumBytes:breakdown:marginBytes:)`` only).
+  public var smallestBudgetBytes: Int? {
+    if case .budgetTooSmall(_, let minimum, _, let margin) = self { minimum + margin } else { nil }
+  }
+
+  /// What is wrong, without the advice that ends ``description`` (so that a front end can
+  /// give the advice in its own words).
+  public var problemDescription: String {
+    guard case .budgetTooSmall(let budget, let minimum, let breakdown, let margin) = self else { return description }
     var message = "budget \(MemoryBudget.format(bytes: budget)) (\(budget) bytes) is too small: "
     message += "even a micro-batch of 1 needs \(MemoryBudget.format(bytes: minimum)) (\(minimum) bytes; \(breakdown))"
     if margin > 0 { message += ", and training keeps a safety margin of \(margin) bytes" }
-    return message + "; give at least --budget \(minimum + margin)"
+    return message
+  }
+
+  static func budgetMessage(budget: Int, minimum: Int, breakdown: String, margin: Int) -> String {
+    PlanningError.budgetTooSmall(budgetBytes: budget, minimumBytes: minimum, breakdown: breakdown, marginBytes: margin)
+      .problemDescription + "; the smallest budget that trains is \(minimum + margin) bytes"
   }
 }

@@ -102,9 +102,7 @@ extension Trainer {
     guard file.metadata[Self.checksumKey] != nil, let json = file.metadata["gradaccum.progress"],
       let state = try? Self.checkpointDecoder.decode(CheckpointState.self, from: Data(json.utf8))
     else {
-      throw .checkpoint(
-        "\(path) is not a GradAccum checkpoint (no checksummed gradaccum.progress metadata of version 2); to start from weights alone, use --init"
-      )
+      throw .notACheckpoint(path: path)
     }
     guard state.model == modelDescription else {
       throw .checkpoint("\(path) was written for the model \"\(state.model)\", not \"\(modelDescription)\"")

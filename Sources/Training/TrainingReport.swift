@@ -21,6 +21,8 @@ public enum TrainingError: Error, Equatable, Sendable, CustomStringConvertible {
   case logNotWritable(path: String)
   case invalidSetting(name: String, value: String, expected: String)
   case checkpoint(String)
+  /// The file to resume from is a weights file (or an older checkpoint), not a checkpoint.
+  case notACheckpoint(path: String)
   case nonFinite(NonFiniteValue)
   /// The dataset's targets do not fit the loss and the model's output.
   case targets(TargetError)
@@ -31,15 +33,38 @@ public enum TrainingError: Error, Equatable, Sendable, CustomStringConvertible {
 
   public var description: String {
     switch self {
+    case .nonFinite:
+      problemDescription + "; lower the learning rate or check the data, then resume from the checkpoint if one was written"
+    case .budgetExceeded(_, let peak, _):
+      problemDescription
+        + "; a budget of at least \(peak + max(peak / 100, 64)) bytes trains, resumed from the checkpoint if one was written"
+    case .notACheckpoint:
+      problemDescription + "; to start from weights alone, load them into the model (loadState)"
+    default:
+      problemDescription
+    }
+  }
+
+  /// What is wrong, without the advice that ends ``description`` (so that a front end can
+  /// give the advice in its own words).
+  public var problemDescription: String {
+    switch self {
     case .logNotWritable(let path): "cannot write the training log \(path)"
     case .checkpoint(let message): message
-    case .nonFinite(let value):
-      "non-finite values at \(value); lower the learning rate or check the data, and continue with --resume if a checkpoint was written"
+    case .notACheckpoint(let path):
+      "\(path) is not a GradAccum checkpoint (no checksummed gradaccum.progress metadata of version 2)"
+    case .nonFinite(let value): "non-finite values at \(value)"
     case .invalidSetting(let name, let value, let expected): "\(name) is \(value), expected \(expected)"
     case .targets(let error): "the dataset's targets: \(error)"
     case .budgetExceeded(let microBatch, let peak, let budget):
-      "a micro-step of \(microBatch) sample\(microBatch == 1 ? "" : "s") measured \(peak) bytes, over the budget of \(budget) bytes, and no smaller micro-batch has been measured within the budget, so training stopped rather than go over it again; give at least --budget \(peak + max(peak / 100, 64)) and continue with --resume if a checkpoint was written"
+      "a micro-step of \(microBatch) sample\(microBatch == 1 ? "" : "s") measured \(peak) bytes, over the budget of \(budget) bytes, and no smaller micro-batch has been measured within the budget, so training stopped rather than go over it again"
     }
+  }
+
+  /// The budget that would have held the step that went over
+  /// (``budgetExceeded(microBatch:peakBytes:budgetBytes:)`` only).
+  public var sufficientBudgetBytes: Int? {
+    if case .budgetExceeded(_, let peak, _) = self { peak + max(peak / 100, 64) } else { nil }
   }
 }
 

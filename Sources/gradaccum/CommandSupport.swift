@@ -9,10 +9,29 @@ struct UsageError: Error, CustomStringConvertible {
   init(_ description: String) { self.description = description }
 }
 
-/// Runs a library call, turning its typed error into a one-line message.
+/// Runs a library call, turning its typed error into a one-line message; where the library
+/// gives advice, the advice is given in flags.
 func userFacing<Result>(_ body: () throws -> Result) throws -> Result {
   do {
     return try body()
+  } catch let error as PlanningError {
+    guard let budget = error.smallestBudgetBytes else { throw UsageError(error.description) }
+    throw UsageError(error.problemDescription + "; give at least --budget \(budget)")
+  } catch let error as TrainingError {
+    switch error {
+    case .nonFinite:
+      throw UsageError(
+        error.problemDescription
+          + "; lower the learning rate or check the data, and continue with --resume if a checkpoint was written")
+    case .budgetExceeded:
+      throw UsageError(
+        error.problemDescription
+          + "; give at least --budget \(error.sufficientBudgetBytes!) and continue with --resume if a checkpoint was written")
+    case .notACheckpoint:
+      throw UsageError(error.problemDescription + "; to start from weights alone, use --init")
+    default:
+      throw UsageError(error.description)
+    }
   } catch let error as CustomStringConvertible {
     throw UsageError(error.description)
   }

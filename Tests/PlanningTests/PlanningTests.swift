@@ -191,7 +191,7 @@ struct PlannerTests {
       guard case .budgetTooSmall(_, let minimum, let breakdown, _) = error else { Issue.record("\(error)"); return }
       #expect(minimum == estimator.estimate(microBatch: 1).peakBytes)
       #expect(breakdown.contains("parameters 1857584"))
-      #expect(error.description.contains("give at least --budget \(minimum)"))
+      #expect(error.description.contains("the smallest budget that trains is \(minimum) bytes"))
       let plan = try Planner.plan(estimator: estimator, targetBatch: 32, budget: .bytes(minimum), marginBytes: 0)
       #expect(plan.microBatch == 1 && plan.accumulationCount == 32)
     }

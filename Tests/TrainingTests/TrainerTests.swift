@@ -83,7 +83,7 @@ struct TrainerTests {
     } catch {
       guard case .budgetExceeded(_, let peak, let budgetBytes) = error else { Issue.record("\(error)"); return }
       #expect(peak > budgetBytes && budgetBytes == budget.bytes)
-      #expect(error.description.contains("give at least --budget"))
+      #expect(error.description.contains("a budget of at least") && !error.description.contains("--"))
     }
     #expect(FileManager.default.fileExists(atPath: path))
   }
@@ -242,6 +242,23 @@ struct TrainerTests {
     #expect(throws: TrainingError.targets(.probabilityOutOfRange(sample: 1, value: 2))) {
       try binary.fit(probabilities, epochs: 1)
     }
+  }
+
+  /// The library speaks of its API, not of command-line flags; the command line gives the
+  /// advice in flags (`give at least --budget N`).
+  @Test func libraryMessagesNameNoFlags() {
+    let messages: [String] = [
+      PlanningError.budgetTooSmall(budgetBytes: 1, minimumBytes: 100, breakdown: "b", marginBytes: 2).description,
+      PlanningError.unknownInputShape.description,
+      PlanningError.timedWindowTooLong(targetBatch: 10, microBatch: 1).description,
+      TrainingError.budgetExceeded(microBatch: 2, peakBytes: 100, budgetBytes: 50).description,
+      TrainingError.notACheckpoint(path: "w.safetensors").description,
+      TrainingError.targets(.labelOutOfRange(sample: 0, label: 3, classes: 2)).description,
+    ]
+    for message in messages { #expect(!message.contains("--"), "\(message)") }
+    #expect(
+      PlanningError.budgetTooSmall(budgetBytes: 1, minimumBytes: 100, breakdown: "b", marginBytes: 2)
+        .smallestBudgetBytes == 102)
   }
 
   @Test func invalidSettingsAreRejected() throws {
