@@ -1,35 +1,40 @@
 import Tensors
 
 /// `max(0, x)`, as `nn.ReLU`.
-public final class ReLU: Layer {
+public final class ReLU: Layer, CustomStringConvertible {
+  public var description: String { "relu" }
   public init() {}
   public func callAsFunction(_ input: Tensor) -> Tensor { input.relu() }
   public func outputShape(forInput shape: [Int]) throws(ShapeError) -> [Int] { shape }
 }
 
 /// The hyperbolic tangent, as `nn.Tanh`.
-public final class Tanh: Layer {
+public final class Tanh: Layer, CustomStringConvertible {
+  public var description: String { "tanh" }
   public init() {}
   public func callAsFunction(_ input: Tensor) -> Tensor { input.tanh() }
   public func outputShape(forInput shape: [Int]) throws(ShapeError) -> [Int] { shape }
 }
 
 /// The logistic sigmoid, as `nn.Sigmoid`.
-public final class Sigmoid: Layer {
+public final class Sigmoid: Layer, CustomStringConvertible {
+  public var description: String { "sigmoid" }
   public init() {}
   public func callAsFunction(_ input: Tensor) -> Tensor { input.sigmoid() }
   public func outputShape(forInput shape: [Int]) throws(ShapeError) -> [Int] { shape }
 }
 
 /// The Gaussian error linear unit in its exact erf form, as `nn.GELU()`.
-public final class GELU: Layer {
+public final class GELU: Layer, CustomStringConvertible {
+  public var description: String { "gelu" }
   public init() {}
   public func callAsFunction(_ input: Tensor) -> Tensor { input.gelu() }
   public func outputShape(forInput shape: [Int]) throws(ShapeError) -> [Int] { shape }
 }
 
 /// Flattens every axis after the batch axis into one, as `nn.Flatten()`.
-public final class Flatten: Layer {
+public final class Flatten: Layer, CustomStringConvertible {
+  public var description: String { "flatten" }
   public init() {}
   public func callAsFunction(_ input: Tensor) -> Tensor {
     input.reshaped(to: [input.shape[0], input.shape.dropFirst().reduce(1, *)])

@@ -39,12 +39,8 @@ public struct ModelSpecification: Sendable, Equatable, CustomStringConvertible {
     public let keywords: [String: String]
   }
 
-  /// Layer names this parser knows.
-  public static let knownLayers = [
-    "linear", "conv2d", "maxpool2d", "avgpool2d", "adaptiveavgpool2d", "batchnorm1d", "batchnorm2d", "layernorm",
-    "relu", "tanh", "sigmoid", "gelu",
-    "flatten", "dropout",
-  ]
+  /// Layer names this parser knows, in the registry's order.
+  public static var knownLayers: [String] { registry.map(\.name) }
 
   /// The most parameters one layer may have (2^40).
   public static let maximumLayerParameters = 1 << 40
@@ -94,7 +90,7 @@ public struct ModelSpecification: Sendable, Equatable, CustomStringConvertible {
       } else {
         name = token.lowercased()
       }
-      guard Self.knownLayers.contains(name) else {
+      guard let entry = Self.registry.first(where: { $0.name == name }) else {
         throw .unknownLayer(name: name, position: position, known: Self.knownLayers)
       }
       var positional: [String] = []
@@ -118,158 +114,211 @@ public struct ModelSpecification: Sendable, Equatable, CustomStringConvertible {
         }
       }
       let layer = LayerSpecification(text: token, name: name, positional: positional, keywords: keywords)
-      try Self.check(layer, token: token, position: position)
+      // Counts, names, types and ranges are checked now; building cannot fail later.
+      _ = try entry.read(LayerArguments(layer: layer, token: token, position: position))
       layers.append(layer)
     }
     self.layers = layers
   }
 
-  /// Checks argument counts, types and ranges without building anything.
-  static func check(_ layer: LayerSpecification, token: String, position: Int) throws(ModelSpecificationError) {
-    var generator = RandomGenerator(seed: 0)
-    _ = try build(layer, token: token, position: position, generator: &generator, allocate: false)
-  }
-
   /// The model, with parameters initialized from `seed`.
   public func build(seed: UInt64) -> Sequential {
     var generator = RandomGenerator(seed: seed)
-    // Every layer was checked at parse time, so building cannot fail.
+    // Every layer was checked at parse time, so reading its arguments cannot fail.
     let built = layers.enumerated().map { position, layer in
-      try! Self.build(layer, token: layer.name, position: position, generator: &generator, allocate: true)!
+      let entry = Self.registry.first { $0.name == layer.name }!
+      let make = try! entry.read(LayerArguments(layer: layer, token: layer.text, position: position))
+      return make(&generator)
     }
     return Sequential(built)
   }
 
-  static func build(
-    _ layer: LayerSpecification, token: String, position: Int, generator: inout RandomGenerator, allocate: Bool
-  ) throws(ModelSpecificationError) -> (any Layer)? {
-    func fail(_ reason: String) -> ModelSpecificationError {
-      .invalidArguments(layer: token, position: position, reason: reason)
-    }
-    func expectArguments(_ range: ClosedRange<Int>, allowed keywords: Set<String>) throws(ModelSpecificationError) {
-      guard range.contains(layer.positional.count) else {
-        let counts = range.count == 1 ? "\(range.lowerBound)" : "\(range.lowerBound) to \(range.upperBound)"
-        throw fail("expected \(counts) positional arguments, got \(layer.positional.count)")
-      }
-      for key in layer.keywords.keys where !keywords.contains(key) {
-        throw fail(
-          "unknown argument \"\(key)\"\(keywords.isEmpty ? "" : "; expected \(keywords.sorted().joined(separator: ", "))")"
-        )
-      }
-    }
-    func size(_ text: String, _ what: String) throws(ModelSpecificationError) -> Int {
-      guard let value = Int(text.trimmingWhitespace), value >= 1, value <= 1 << 30 else {
-        throw fail("\(what) must be a positive integer, got \"\(text)\"")
-      }
-      return value
-    }
-    func flag(_ key: String, default value: Bool) throws(ModelSpecificationError) -> Bool {
-      guard let text = layer.keywords[key] else { return value }
-      switch text.lowercased() {
-      case "true", "1": return true
-      case "false", "0": return false
-      default: throw fail("\(key) must be true or false, got \"\(text)\"")
-      }
-    }
-    /// Refuses a layer with more than 2^40 parameters (4 TiB of floats), before any shape
-    /// arithmetic could overflow.
-    func checkParameterCount(_ factors: Int...) throws(ModelSpecificationError) {
-      var count = 1
-      for factor in factors {
-        let (product, overflow) = count.multipliedReportingOverflow(by: factor)
-        guard !overflow, product <= Self.maximumLayerParameters else {
-          throw fail("has more than \(Self.maximumLayerParameters) parameters (2^40), more than any machine trains")
-        }
-        count = product
-      }
-    }
-    func positiveNumber(_ key: String, default value: Float) throws(ModelSpecificationError) -> Float {
-      guard let text = layer.keywords[key] else { return value }
-      guard let number = Float(text.trimmingWhitespace), number > 0, number.isFinite else {
-        throw fail("\(key) must be a positive number, got \"\(text)\"")
-      }
-      return number
-    }
-    switch layer.name {
-    case "linear":
-      try expectArguments(2...2, allowed: ["bias"])
-      let input = try size(layer.positional[0], "in_features")
-      let output = try size(layer.positional[1], "out_features")
-      let bias = try flag("bias", default: true)
-      try checkParameterCount(input, output)
-      return allocate ? Linear(inputSize: input, outputSize: output, bias: bias, generator: &generator) : nil
-    case "conv2d":
-      try expectArguments(3...3, allowed: ["stride", "padding", "dilation", "bias"])
-      let input = try size(layer.positional[0], "in_channels")
-      let output = try size(layer.positional[1], "out_channels")
-      let kernel = try size(layer.positional[2], "kernel_size")
-      let stride = try size(layer.keywords["stride"] ?? "1", "stride")
-      let dilation = try size(layer.keywords["dilation"] ?? "1", "dilation")
-      guard let padding = Int((layer.keywords["padding"] ?? "0").trimmingWhitespace), padding >= 0, padding <= 1 << 20
-      else {
-        throw fail("padding must be a non-negative integer, got \"\(layer.keywords["padding"] ?? "")\"")
-      }
-      let bias = try flag("bias", default: true)
-      try checkParameterCount(input, output, kernel, kernel)
-      return allocate
-        ? Conv2d(
+  /// How one layer is read: its name, and a function that checks its arguments (counts,
+  /// names, types, ranges) and returns how to build it.
+  struct LayerEntry: Sendable {
+    let name: String
+    let read: @Sendable (LayerArguments) throws(ModelSpecificationError) -> (inout RandomGenerator) -> any Layer
+  }
+
+  /// Every layer the parser knows, one entry each: a name missing here is an unknown layer.
+  static let registry: [LayerEntry] = [
+    LayerEntry(name: "linear") { arguments throws(ModelSpecificationError) in
+      try arguments.expect(2...2, keywords: ["bias"])
+      let input = try arguments.size(0, "in_features"), output = try arguments.size(1, "out_features")
+      let bias = try arguments.flag("bias", default: true)
+      try arguments.checkParameterCount(input, output)
+      return { Linear(inputSize: input, outputSize: output, bias: bias, generator: &$0) }
+    },
+    LayerEntry(name: "conv2d") { arguments throws(ModelSpecificationError) in
+      try arguments.expect(3...3, keywords: ["stride", "padding", "dilation", "bias"])
+      let input = try arguments.size(0, "in_channels"), output = try arguments.size(1, "out_channels")
+      let kernel = try arguments.size(2, "kernel_size")
+      let stride = try arguments.size(keyword: "stride", default: 1)
+      let dilation = try arguments.size(keyword: "dilation", default: 1)
+      let padding = try arguments.padding()
+      let bias = try arguments.flag("bias", default: true)
+      try arguments.checkParameterCount(input, output, kernel, kernel)
+      return {
+        Conv2d(
           inputChannels: input, outputChannels: output, kernelSize: kernel, stride: stride, padding: padding,
-          dilation: dilation, bias: bias, generator: &generator) : nil
-    case "maxpool2d", "avgpool2d":
-      try expectArguments(1...2, allowed: ["stride"])
-      let kernel = try size(layer.positional[0], "kernel_size")
-      let strideText = layer.positional.count > 1 ? layer.positional[1] : layer.keywords["stride"]
-      let stride = try strideText.map { text throws(ModelSpecificationError) in try size(text, "stride") }
-      return allocate
-        ? Pool2d(layer.name == "maxpool2d" ? .maximum : .average, kernelSize: kernel, stride: stride) : nil
-    case "layernorm":
-      try expectArguments(1...1, allowed: ["eps"])
-      let size = try size(layer.positional[0], "normalized_shape")
-      let epsilon = try positiveNumber("eps", default: 1e-5)
-      return allocate ? LayerNorm(size: size, epsilon: epsilon) : nil
-    case "batchnorm1d", "batchnorm2d":
-      try expectArguments(1...1, allowed: ["eps", "momentum"])
-      let features = try size(layer.positional[0], "num_features")
-      let epsilon = try positiveNumber("eps", default: 1e-5)
+          dilation: dilation, bias: bias, generator: &$0)
+      }
+    },
+    poolEntry("maxpool2d", .maximum),
+    poolEntry("avgpool2d", .average),
+    LayerEntry(name: "adaptiveavgpool2d") { arguments throws(ModelSpecificationError) in
+      try arguments.expect(1...2, keywords: [])
+      let height = try arguments.size(0, "output_size")
+      let width = arguments.layer.positional.count > 1 ? try arguments.size(1, "output_size") : height
+      return { _ -> any Layer in
+        height == 1 && width == 1
+          ? GlobalAveragePool2d() as any Layer : AdaptiveAvgPool2d(outputHeight: height, outputWidth: width)
+      }
+    },
+    batchNormEntry("batchnorm1d") { BatchNorm1d(features: $0, epsilon: $1, momentum: $2) },
+    batchNormEntry("batchnorm2d") { BatchNorm2d(features: $0, epsilon: $1, momentum: $2) },
+    LayerEntry(name: "layernorm") { arguments throws(ModelSpecificationError) in
+      try arguments.expect(1...1, keywords: ["eps"])
+      let size = try arguments.size(0, "normalized_shape")
+      let epsilon = try arguments.positiveNumber("eps", default: 1e-5)
+      return { _ in LayerNorm(size: size, epsilon: epsilon) }
+    },
+    plainEntry("relu") { ReLU() },
+    plainEntry("tanh") { Tanh() },
+    plainEntry("sigmoid") { Sigmoid() },
+    plainEntry("gelu") { GELU() },
+    plainEntry("flatten") { Flatten() },
+    LayerEntry(name: "dropout") { arguments throws(ModelSpecificationError) in
+      try arguments.expect(0...1, keywords: ["p"])
+      let text = arguments.layer.positional.first ?? arguments.layer.keywords["p"] ?? "0.5"
+      guard let probability = Float(text.trimmingWhitespace), probability >= 0, probability < 1 else {
+        throw arguments.fail("p must be a probability in [0, 1), got \"\(abbreviated(text))\"")
+      }
+      return { Dropout(probability: probability, seed: $0.next()) }
+    },
+  ]
+
+  /// A layer without arguments.
+  static func plainEntry(_ name: String, _ make: @escaping @Sendable () -> any Layer) -> LayerEntry {
+    LayerEntry(name: name) { arguments throws(ModelSpecificationError) in
+      try arguments.expect(0...0, keywords: [])
+      return { _ in make() }
+    }
+  }
+
+  /// `maxpool2d(k[,s])`, `avgpool2d(k[,s])` (the stride also as `stride=s`).
+  static func poolEntry(_ name: String, _ kind: Pool2d.Kind) -> LayerEntry {
+    LayerEntry(name: name) { arguments throws(ModelSpecificationError) in
+      try arguments.expect(1...2, keywords: ["stride"])
+      let kernel = try arguments.size(0, "kernel_size")
+      let strideText = arguments.layer.positional.count > 1 ? arguments.layer.positional[1] : arguments.layer.keywords["stride"]
+      let stride = try strideText.map { text throws(ModelSpecificationError) in try arguments.size(text, "stride") }
+      return { _ in Pool2d(kind, kernelSize: kernel, stride: stride) }
+    }
+  }
+
+  /// `batchnorm1d(n[,eps=e][,momentum=m|none])` and its 2-D twin.
+  static func batchNormEntry(
+    _ name: String, _ make: @escaping @Sendable (Int, Float, Float?) -> any Layer
+  ) -> LayerEntry {
+    LayerEntry(name: name) { arguments throws(ModelSpecificationError) in
+      try arguments.expect(1...1, keywords: ["eps", "momentum"])
+      let features = try arguments.size(0, "num_features")
+      let epsilon = try arguments.positiveNumber("eps", default: 1e-5)
       var momentum: Float? = 0.1
-      if let text = layer.keywords["momentum"] {
+      if let text = arguments.layer.keywords["momentum"] {
         if text.trimmingWhitespace.lowercased() == "none" {
           momentum = nil
         } else {
           guard let value = Float(text.trimmingWhitespace), value >= 0, value <= 1 else {
-            throw fail("momentum must be a number in [0, 1] or none, got \"\(text)\"")
+            throw arguments.fail("momentum must be a number in [0, 1] or none, got \"\(abbreviated(text))\"")
           }
           momentum = value
         }
       }
-      guard allocate else { return nil }
-      return layer.name == "batchnorm1d"
-        ? BatchNorm1d(features: features, epsilon: epsilon, momentum: momentum)
-        : BatchNorm2d(features: features, epsilon: epsilon, momentum: momentum)
-    case "adaptiveavgpool2d":
-      try expectArguments(1...2, allowed: [])
-      let height = try size(layer.positional[0], "output_size")
-      let width = layer.positional.count > 1 ? try size(layer.positional[1], "output_size") : height
-      guard allocate else { return nil }
-      return height == 1 && width == 1
-        ? GlobalAveragePool2d() : AdaptiveAvgPool2d(outputHeight: height, outputWidth: width)
-    case "dropout":
-      try expectArguments(0...1, allowed: ["p"])
-      let text = layer.positional.first ?? layer.keywords["p"] ?? "0.5"
-      guard let probability = Float(text.trimmingWhitespace), probability >= 0, probability < 1 else {
-        throw fail("p must be a probability in [0, 1), got \"\(text)\"")
+      return { [momentum] _ in make(features, epsilon, momentum) }
+    }
+  }
+}
+
+/// One layer's arguments as written, with the checks every layer shares.
+struct LayerArguments {
+  let layer: ModelSpecification.LayerSpecification
+  let token: String
+  let position: Int
+
+  func fail(_ reason: String) -> ModelSpecificationError {
+    .invalidArguments(layer: token, position: position, reason: reason)
+  }
+
+  /// Checks the number of positional arguments and the names of keyword ones.
+  func expect(_ range: ClosedRange<Int>, keywords: Set<String>) throws(ModelSpecificationError) {
+    guard range.contains(layer.positional.count) else {
+      let counts = range.count == 1 ? "\(range.lowerBound)" : "\(range.lowerBound) to \(range.upperBound)"
+      throw fail("expected \(counts) positional arguments, got \(layer.positional.count)")
+    }
+    for key in layer.keywords.keys.sorted() where !keywords.contains(key) {
+      throw fail(
+        "unknown argument \"\(abbreviated(key))\"\(keywords.isEmpty ? "" : "; expected \(keywords.sorted().joined(separator: ", "))")"
+      )
+    }
+  }
+
+  /// A positive size up to 2^30, from `text`.
+  func size(_ text: String, _ what: String) throws(ModelSpecificationError) -> Int {
+    guard let value = Int(text.trimmingWhitespace), value >= 1, value <= 1 << 30 else {
+      throw fail("\(what) must be a positive integer, got \"\(abbreviated(text))\"")
+    }
+    return value
+  }
+
+  /// The positional argument at `index` as a size.
+  func size(_ index: Int, _ what: String) throws(ModelSpecificationError) -> Int {
+    try size(layer.positional[index], what)
+  }
+
+  /// The keyword argument `key` as a size, or `value` when it is not given.
+  func size(keyword key: String, default value: Int) throws(ModelSpecificationError) -> Int {
+    try size(layer.keywords[key] ?? "\(value)", key)
+  }
+
+  /// `padding=p`, a non-negative integer (0 by default).
+  func padding() throws(ModelSpecificationError) -> Int {
+    let text = layer.keywords["padding"] ?? "0"
+    guard let padding = Int(text.trimmingWhitespace), padding >= 0, padding <= 1 << 20 else {
+      throw fail("padding must be a non-negative integer, got \"\(abbreviated(text))\"")
+    }
+    return padding
+  }
+
+  func flag(_ key: String, default value: Bool) throws(ModelSpecificationError) -> Bool {
+    guard let text = layer.keywords[key] else { return value }
+    switch text.lowercased() {
+    case "true", "1": return true
+    case "false", "0": return false
+    default: throw fail("\(key) must be true or false, got \"\(abbreviated(text))\"")
+    }
+  }
+
+  func positiveNumber(_ key: String, default value: Float) throws(ModelSpecificationError) -> Float {
+    guard let text = layer.keywords[key] else { return value }
+    guard let number = Float(text.trimmingWhitespace), number > 0, number.isFinite else {
+      throw fail("\(key) must be a positive number, got \"\(abbreviated(text))\"")
+    }
+    return number
+  }
+
+  /// Refuses a layer with more than ``ModelSpecification/maximumLayerParameters``
+  /// parameters, before any shape arithmetic could overflow.
+  func checkParameterCount(_ factors: Int...) throws(ModelSpecificationError) {
+    var count = 1
+    for factor in factors {
+      let (product, overflow) = count.multipliedReportingOverflow(by: factor)
+      guard !overflow, product <= ModelSpecification.maximumLayerParameters else {
+        throw fail(
+          "has more than \(ModelSpecification.maximumLayerParameters) parameters (2^40), more than any machine trains")
       }
-      return allocate ? Dropout(probability: probability, seed: generator.next()) : nil
-    default:
-      try expectArguments(0...0, allowed: [])
-      guard allocate else { return nil }
-      switch layer.name {
-      case "relu": return ReLU()
-      case "tanh": return Tanh()
-      case "sigmoid": return Sigmoid()
-      case "gelu": return GELU()
-      default: return Flatten()
-      }
+      count = product
     }
   }
 }

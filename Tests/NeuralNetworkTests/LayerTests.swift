@@ -102,6 +102,26 @@ struct ModelSpecificationTests {
     #expect(try model.outputShape(forInput: [784]) == [10])
   }
 
+  /// Every registered layer builds a layer of its own kind: a name the registry lacks is an
+  /// unknown layer, never a silent stand-in.
+  @Test(arguments: [
+    ("linear(3,2)", "linear(3,2)"), ("conv2d(1,2,3,padding=1)", "conv2d"), ("maxpool2d(2)", "maxpool2d"),
+    ("avgpool2d(2,1)", "avgpool2d"), ("adaptiveavgpool2d(1)", "adaptiveavgpool2d(1)"),
+    ("adaptiveavgpool2d(2,3)", "adaptiveavgpool2d(2,3)"), ("batchnorm1d(4)", "batchnorm1d"),
+    ("batchnorm2d(4,momentum=none)", "batchnorm2d"), ("layernorm(4)", "layernorm"), ("relu", "relu"),
+    ("tanh", "tanh"), ("sigmoid", "sigmoid"), ("gelu", "gelu"), ("flatten", "flatten"), ("dropout(0.1)", "dropout"),
+  ])
+  func everyRegisteredLayerBuildsItsOwnKind(text: String, description: String) throws {
+    let model = try ModelSpecification(parsing: text).build(seed: 0)
+    let layer = try #require(model.layers.first)
+    #expect("\(layer)".hasPrefix(description), "\(text) built \(layer)")
+  }
+
+  @Test func theRegistryNamesEveryKnownLayerOnce() {
+    #expect(Set(ModelSpecification.knownLayers).count == ModelSpecification.knownLayers.count)
+    #expect(ModelSpecification.knownLayers.count == 14)
+  }
+
   @Test func sameSeedSameModel() throws {
     let specification = try ModelSpecification(parsing: "linear(3,4) tanh linear(4,2)")
     #expect(
@@ -124,6 +144,10 @@ struct ModelSpecificationTests {
     ("dropout(1.5)", "p must be a probability in [0, 1)"),
     ("linear(2,,3)", "empty argument"),
     ("linear(2,3)relu", "expected name(arguments)"),
+    ("linear(2,3,bias=false,bias=true)", "argument \"bias\" is given twice"),
+    ("flatten(1)", "expected 0 positional arguments, got 1"),
+    ("conv2d(2,3,3,padding=-1)", "padding must be a non-negative integer"),
+    ("batchnorm1d(3,momentum=2)", "momentum must be a number in [0, 1] or none"),
   ])
   func rejectsMalformedSpecifications(text: String, message: String) {
     do {
