@@ -38,7 +38,10 @@ open class Optimizer {
     }
   }
 
-  init(learningRate: Float) { self.learningRate = learningRate }
+  /// An optimizer stepping at `learningRate`; subclasses (in any module) check their other
+  /// hyperparameters and override ``updateParameter(_:gradient:state:step:)`` and, for
+  /// state, ``makeStateTensors(elementCount:)``.
+  public init(learningRate: Float) { self.learningRate = learningRate }
 
   /// A short name, for messages and logs.
   open var name: String { "optimizer" }

@@ -25,7 +25,7 @@ public final class MemoryEstimator {
   public let persistent: PersistentMemory
   /// Multiplies predicted transient bytes (1 by default; below 1 only to test what
   /// happens when the estimate is wrong).
-  public var transientScale: Double = 1
+  package var transientScale: Double = 1
   let sizeClasses: SizeClasses?
 
   /// - Parameters:

@@ -25,8 +25,9 @@ public struct TrainerOptions {
   /// One sample's input shape; `nil` to take it from the model's first layer.
   public var inputShape: [Int]?
   /// Multiplies the predicted transient bytes (1 is the estimator as it is). Values
-  /// below 1 feed the planner a wrong, too small estimate, to exercise the memory guard.
-  public var transientEstimateScale: Double = 1
+  /// below 1 feed the planner a wrong, too small estimate: for the package's own tests of
+  /// the memory guard, not part of the public API.
+  package var transientEstimateScale: Double = 1
   /// Write a checkpoint to this file every ``checkpointEvery`` optimizer steps, at the end,
   /// and when stopped.
   public var checkpointPath: String?
@@ -36,7 +37,26 @@ public struct TrainerOptions {
   /// or skip the window. Either way no parameter changes for that window.
   public var onNonFinite: NonFinitePolicy = .stop
 
-  public init() {}
+  /// Options with PyTorch-like defaults: constant learning rate, no clipping, a seeded
+  /// shuffle every epoch, the last partial window kept, a 1% safety margin, the input
+  /// shape from the first layer, no checkpoints, stop on a non-finite value.
+  public init(
+    learningRateSchedule: any LearningRateSchedule = ConstantLearningRate(), gradientClipNorm: Float? = nil,
+    dropLast: Bool = false, shuffle: Bool = true, seed: UInt64 = 0, safetyMarginBytes: Int? = nil,
+    inputShape: [Int]? = nil, checkpointPath: String? = nil, checkpointEvery: Int = 100,
+    onNonFinite: NonFinitePolicy = .stop
+  ) {
+    self.learningRateSchedule = learningRateSchedule
+    self.gradientClipNorm = gradientClipNorm
+    self.dropLast = dropLast
+    self.shuffle = shuffle
+    self.seed = seed
+    self.safetyMarginBytes = safetyMarginBytes
+    self.inputShape = inputShape
+    self.checkpointPath = checkpointPath
+    self.checkpointEvery = checkpointEvery
+    self.onNonFinite = onNonFinite
+  }
 }
 
 /// Trains a model with the batch you want in the memory you have.

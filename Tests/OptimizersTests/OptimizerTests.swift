@@ -194,3 +194,36 @@ struct ConvergenceTests {
     #expect(fit(try Adam(learningRate: 0.05, amsgrad: true), steps: 400) < 1e-4)
   }
 }
+
+/// Sign descent with momentum, defined outside the library: `Optimizer` can be subclassed
+/// from any module.
+final class SignMomentum: Optimizer {
+  override var name: String { "sign-momentum" }
+  override func makeStateTensors(elementCount: Int) -> [(name: String, tensor: Tensor)] {
+    [("velocity", Tensor(zeros: [elementCount]))]
+  }
+  override func updateParameter(
+    _ parameter: UnsafeMutableBufferPointer<Float>, gradient: UnsafeBufferPointer<Float>,
+    state: inout ParameterState, step: Int
+  ) {
+    let velocity = state.tensors[0].tensor.mutableBuffer
+    for i in parameter.indices {
+      velocity[i] = 0.5 * velocity[i] + gradient[i]
+      parameter[i] -= learningRate * (velocity[i] > 0 ? 1 : velocity[i] < 0 ? -1 : 0)
+    }
+  }
+}
+
+@Suite("Optimizers from other modules")
+struct CustomOptimizerTests {
+  @Test func aSubclassStepsWithItsOwnRuleAndState() {
+    let parameter = Tensor([1, -1, 0], shape: [3], requiresGradient: true)
+    parameter.gradient = Tensor([2, -3, 0], shape: [3])
+    let optimizer = SignMomentum(learningRate: 0.1)
+    optimizer.prepare([parameter])
+    optimizer.update([parameter])
+    expectClose(parameter.values, [0.9, -0.9, 0], relative: 1e-6)
+    #expect(optimizer.namedState.map(\.name) == ["0.velocity"])
+    #expect(optimizer.parameterStates[0]?.step == 1)
+  }
+}

@@ -64,8 +64,7 @@ struct AccumulationTests {
   @Test(arguments: [false, true])
   func fixedScheduleCutsPartialWindows(dropLast: Bool) throws {
     let dataset = regressionData(count: 95, features: 2, seed: 1)
-    var options = TrainerOptions()
-    options.dropLast = dropLast
+    let options = TrainerOptions(dropLast: dropLast)
     let trainer = try fixedTrainer(
       try ModelSpecification(parsing: "linear(2,1)").build(seed: 1), optimizer: try SGD(learningRate: 0.01),
       loss: .meanSquaredError, microBatch: 10, accumulationCount: 4, options: options)
