@@ -91,20 +91,19 @@ public final class Trainer {
   public internal(set) var plan: Plan
   /// One sample's input shape.
   public let inputShape: [Int]
-  /// Messages about the run that are not errors (batch statistics under accumulation,
-  /// memory-guard events).
+  /// Messages about the run that are not errors (batch statistics under accumulation, a
+  /// checkpoint written under another budget, skipped windows), in order.
   public private(set) var warnings: [String] = []
   /// Epochs finished so far (``fit(_:epochs:)`` counts epochs in total).
   public var completedEpochs: Int { progress.epoch }
 
-  /// Receives the number of samples of every finished micro-step.
-  public var onMicroStep: ((Int) -> Void)?
-  /// Receives every step's record.
-  public var onStep: ((StepRecord) -> Void)?
-  /// Receives every finished epoch's number (1-based) and mean loss.
-  public var onEpoch: ((Int, Float) -> Void)?
-  /// Receives warnings as they happen.
-  public var onWarning: ((String) -> Void)?
+  /// Receives every ``TrainingEvent`` as it happens. Warnings made before it was set (at
+  /// initialization, or when resuming) are delivered when it is set.
+  public var onEvent: ((TrainingEvent) -> Void)? {
+    didSet { deliverWarnings() }
+  }
+  /// How many of ``warnings`` ``onEvent`` has been given.
+  var deliveredWarnings = 0
   /// Where step records and the summary go, if anywhere.
   public var log: TrainingLog?
 
@@ -258,7 +257,15 @@ public final class Trainer {
 
   func warn(_ message: String) {
     warnings.append(message)
-    onWarning?(message)
+    deliverWarnings()
+  }
+
+  func deliverWarnings() {
+    guard let onEvent else { return }
+    while deliveredWarnings < warnings.count {
+      deliveredWarnings += 1
+      onEvent(.warning(warnings[deliveredWarnings - 1]))
+    }
   }
 
   /// Asks a running ``fit(_:epochs:)`` to stop after the current micro-step (safe to call
@@ -374,7 +381,7 @@ public final class Trainer {
           let peak = estimator.persistent.totalBytes + transient
           progress.windowPeak = max(progress.windowPeak, peak)
           progress.microIndex += 1
-          onMicroStep?(size)
+          onEvent?(.microStep(samples: size, peakBytes: peak))
           if let budget = memoryBudget?.bytes, peak > budget {
             progress.violations += 1
             // At most one micro-step goes over: from here on only sizes measured within
@@ -389,13 +396,12 @@ public final class Trainer {
               log?.writeGuardEvent(
                 epoch: progress.epoch + 1, step: stepper.stepCount + 1, microBatch: size, measuredPeakBytes: peak,
                 newMicroBatch: 0)
+              onEvent?(.overBudget(microBatch: size, peakBytes: peak, budgetBytes: budget, nextMicroBatch: nil))
               try stop(dataset: dataset)
               throw .budgetExceeded(microBatch: size, peakBytes: peak, budgetBytes: budget)
             }
             plan.microBatch = nextMicroBatch
-            warn(
-              "memory guard: a micro-step of \(size) samples measured \(peak) bytes, over the budget of \(budget); training goes on with micro-batches of sizes already measured within it (at most \(nextMicroBatch))"
-            )
+            onEvent?(.overBudget(microBatch: size, peakBytes: peak, budgetBytes: budget, nextMicroBatch: nextMicroBatch))
             log?.writeGuardEvent(
               epoch: progress.epoch + 1, step: stepper.stepCount + 1, microBatch: size, measuredPeakBytes: peak,
               newMicroBatch: nextMicroBatch)
@@ -435,7 +441,7 @@ public final class Trainer {
           transientPeakBytes: progress.windowPeak - estimator.persistent.totalBytes)
         progress.finishWindow(record)
         log?.write(record)
-        onStep?(record)
+        onEvent?(.step(record))
         if let path = options.checkpointPath, stepper.stepCount % max(1, options.checkpointEvery) == 0 {
           try writeCheckpoint(path: path)
         }
@@ -446,7 +452,7 @@ public final class Trainer {
         }
       }
       let epochLoss = progress.finishEpoch()
-      onEpoch?(progress.epoch, epochLoss)
+      onEvent?(.epoch(number: progress.epoch, loss: epochLoss))
     }
     let final = report()
     if let path = options.checkpointPath { try writeCheckpoint(path: path) }

@@ -16,6 +16,37 @@ public enum TrainingSchedule: Sendable, Equatable {
   case fixed(microBatch: Int, accumulationCount: Int)
 }
 
+/// Something that happened during training, as ``Trainer/onEvent`` receives it.
+public enum TrainingEvent: Sendable {
+  /// A micro-step finished: its samples and its measured peak (persistent bytes plus the
+  /// step's transient peak).
+  case microStep(samples: Int, peakBytes: Int)
+  /// An optimizer step finished.
+  case step(StepRecord)
+  /// An epoch finished: its number (1-based) and its sample-weighted mean loss.
+  case epoch(number: Int, loss: Float)
+  /// A message that is not an error: batch statistics under accumulation, a checkpoint
+  /// written under another budget, a window skipped for a non-finite value.
+  case warning(String)
+  /// The memory guard saw a micro-step of `microBatch` samples measure `peakBytes`, over
+  /// `budgetBytes`; training goes on with micro-batches of sizes measured within the
+  /// budget (at most `nextMicroBatch`), or stops when there are none (`nil`).
+  case overBudget(microBatch: Int, peakBytes: Int, budgetBytes: Int, nextMicroBatch: Int?)
+
+  /// The event as one line for a person (`nil` for the ones a progress display shows
+  /// itself: micro-steps, steps, epochs).
+  public var message: String? {
+    switch self {
+    case .warning(let text): text
+    case .overBudget(let microBatch, let peak, let budget, let next):
+      "memory guard: a micro-step of \(microBatch) samples measured \(peak) bytes, over the budget of \(budget)"
+        + (next.map { "; training goes on with micro-batches of sizes already measured within it (at most \($0))" }
+          ?? "; training stops")
+    case .microStep, .step, .epoch: nil
+    }
+  }
+}
+
 /// Why training cannot go on.
 public enum TrainingError: Error, Equatable, Sendable, CustomStringConvertible {
   case logNotWritable(path: String)

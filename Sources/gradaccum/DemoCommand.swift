@@ -91,9 +91,14 @@ struct DemoCommand: ParsableCommand {
         memoryBudget: budget, options: options)
     }
     print(trainer.plan)
-    for warning in trainer.warnings { print("note: \(warning)") }
+    trainer.onEvent = { event in
+      switch event {
+      case .epoch(let number, let loss) where number % 5 == 0: print("epoch \(number)/15  loss \(loss)")
+      case .warning(let message): print("note: \(message)")
+      default: break
+      }
+    }
     print("")
-    trainer.onEpoch = { epoch, loss in if epoch % 5 == 0 { print("epoch \(epoch)/15  loss \(loss)") } }
     let report = try userFacing { try trainer.fit(training, epochs: 15) }
     let evaluation = trainer.evaluate(heldOut)
     print(

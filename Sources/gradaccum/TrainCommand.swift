@@ -139,8 +139,6 @@ struct TrainCommand: ParsableCommand {
           options: options)
       }
     }
-    trainer.onWarning = { message in FileHandle.standardError.write(Data("warning: \(message)\n".utf8)) }
-    for message in trainer.warnings { trainer.onWarning?(message) }
     if let resume { try userFacing { try trainer.resume(from: resume) } }
     try requireMemoryMeasurement()
     trainer.log = try log.map { path in try userFacing { try TrainingLog(path: path, budgetBytes: budget?.bytes) } }
@@ -187,8 +185,14 @@ struct TrainCommand: ParsableCommand {
     let stepsPerEpoch = trainer.plan.windowCount(sampleCount: dataset.count, dropLast: dropLast)
     let progress = ProgressDisplay(
       quiet: quiet, epochs: epochs, stepsPerEpoch: stepsPerEpoch, budgetBytes: trainer.memoryBudget?.bytes)
-    trainer.onStep = progress.step
-    trainer.onEpoch = progress.epoch
+    trainer.onEvent = { event in
+      switch event {
+      case .step(let record): progress.step(record)
+      case .epoch(let number, let loss): progress.epoch(number, loss)
+      default:
+        if let message = event.message { FileHandle.standardError.write(Data("warning: \(message)\n".utf8)) }
+      }
+    }
     signal(SIGINT, SIG_IGN)
     let interrupt = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
     interrupt.setEventHandler { trainer.requestStop() }

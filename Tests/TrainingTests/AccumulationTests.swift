@@ -69,7 +69,7 @@ struct AccumulationTests {
       try ModelSpecification(parsing: "linear(2,1)").build(seed: 1), optimizer: try SGD(learningRate: 0.01),
       loss: .meanSquaredError, microBatch: 10, accumulationCount: 4, options: options)
     var windows: [[Int]] = []
-    trainer.onStep = { windows.append($0.microBatches) }
+    trainer.onEvent = { if case .step(let record) = $0 { windows.append(record.microBatches) } }
     try trainer.fit(dataset, epochs: 1)
     #expect(windows == [[10, 10, 10, 10], [10, 10, 10, 10]] + (dropLast ? [] : [[10, 5]]))
   }
@@ -231,7 +231,7 @@ struct ReferenceTrainingTests {
       model, optimizer: try SGD(learningRate: 0.1), loss: .meanSquaredError, microBatch: 5, accumulationCount: 2,
       options: options)
     var rates: [Float] = []
-    trainer.onStep = { rates.append($0.learningRate) }
+    trainer.onEvent = { if case .step(let record) = $0 { rates.append(record.learningRate) } }
     _ = try trainer.fit(dataset, epochs: 1)
     // 4 windows of 2 micro-batches: the schedule sees 4 steps, not 8.
     #expect(rates == [0.1, 0.1, 0.05, 0.05])

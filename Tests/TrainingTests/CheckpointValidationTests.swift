@@ -31,7 +31,8 @@ struct CheckpointValidationTests {
     let path = FileManager.default.temporaryDirectory.appendingPathComponent("gradaccum-check-\(UUID()).ckpt").path
     let trainer = try makeTrainer(checkpoint: path)
     var microSteps = 0
-    trainer.onMicroStep = { [unowned trainer] _ in
+    trainer.onEvent = { [unowned trainer] event in
+      guard case .microStep = event else { return }
       microSteps += 1
       if microSteps == 5 { trainer.requestStop() }
     }
@@ -102,7 +103,7 @@ struct CheckpointValidationTests {
     #expect(trainer.plan.microBatch == 5)
     #expect(trainer.warnings.contains { $0.contains("budget") })
     var records: [StepRecord] = []
-    trainer.onStep = { records.append($0) }
+    trainer.onEvent = { if case .step(let record) = $0 { records.append(record) } }
     let report = try trainer.fit(classificationData(count: 100, features: 16, classes: 5, seed: 4), epochs: 2)
     #expect(report.budgetViolations == 0)
     // The first window began under the old plan (its peak was measured then); what is left

@@ -134,7 +134,7 @@ struct TrainerTests {
     // The same budget: refused before any micro-step.
     let again = try makeTrainer(scale: 1, budget: budget)
     var microSteps = 0
-    again.onMicroStep = { _ in microSteps += 1 }
+    again.onEvent = { if case .microStep = $0 { microSteps += 1 } }
     #expect(throws: TrainingError.self) {
       try again.resume(from: path)
       try again.fit(dataset, epochs: 2)
@@ -187,11 +187,12 @@ struct TrainerTests {
     let first = try makeTrainer(checkpoint: path)
     var microSteps = 0
     if midWindow {
-      first.onMicroStep = { [unowned first] _ in
+      first.onEvent = { [unowned first] event in
+        guard case .microStep = event else { return }
         microSteps += 1; if microSteps == 17 { first.requestStop() }
       }
     } else {
-      first.onStep = { [unowned first] in if $0.step == 7 { first.requestStop() } }
+      first.onEvent = { [unowned first] in if case .step(let record) = $0, record.step == 7 { first.requestStop() } }
     }
     let partial = try first.fit(dataset, epochs: 3)
     #expect(partial.interrupted)
@@ -220,6 +221,11 @@ struct TrainerTests {
       model: model, optimizer: try SGD(learningRate: 0.1), loss: .crossEntropy, targetBatch: 16, memoryBudget: budget)
     #expect(trainer.plan.accumulationCount > 1)
     #expect(trainer.warnings.filter { $0.contains("normalize over the batch") }.count == 1)
+    // Made at initialization, delivered once a callback is set, and only once.
+    var delivered: [String] = []
+    trainer.onEvent = { if case .warning(let text) = $0 { delivered.append(text) } }
+    trainer.onEvent = { if case .warning(let text) = $0 { delivered.append(text) } }
+    #expect(delivered.count == 1 && delivered[0].contains("normalize over the batch"))
   }
 
   /// A label the model has no class for, or a bce target outside [0, 1], is an error of
@@ -324,7 +330,9 @@ struct NonFiniteTests {
     defer { try? FileManager.default.removeItem(atPath: path) }
     let (trainer, dataset) = try divergingTrainer(.stop, checkpoint: path)
     var lastGood: [[Float]] = trainer.model.parameters.map(\.values)
-    trainer.onStep = { [unowned trainer] _ in lastGood = trainer.model.parameters.map(\.values) }
+    trainer.onEvent = { [unowned trainer] in
+      if case .step = $0 { lastGood = trainer.model.parameters.map(\.values) }
+    }
     do {
       try trainer.fit(dataset, epochs: 50)
       Issue.record("training with learning rate 1e6 did not diverge")
@@ -341,7 +349,7 @@ struct NonFiniteTests {
   @Test func skipGoesOnWithoutChangingParametersOnBadWindows() throws {
     let (trainer, dataset) = try divergingTrainer(.skip)
     var warnings: [String] = []
-    trainer.onWarning = { warnings.append($0) }
+    trainer.onEvent = { if case .warning(let text) = $0 { warnings.append(text) } }
     let report = try trainer.fit(dataset, epochs: 5)
     #expect(report.skippedSteps > 0)
     #expect(report.steps + report.skippedSteps == 5 * 4)
