@@ -22,49 +22,87 @@ public final class TrainingLog {
 
   deinit { try? handle.close() }
 
+  /// One step, as the log writes it.
+  struct StepLine: Encodable {
+    var epoch: Int
+    var step: Int
+    var samples: Int
+    @NullWhenAbsent var loss: Float?
+    @NullWhenAbsent var lr: Float?
+    var microBatches: [Int]
+    var peakBytes: Int
+    @NullWhenAbsent var budgetBytes: Int?
+  }
+
+  /// A memory-guard event (`"event": "memory_guard"`, no `loss`, so step readers skip it).
+  struct GuardLine: Encodable {
+    var event = "memory_guard"
+    var epoch: Int
+    var step: Int
+    var microBatch: Int
+    var measuredPeakBytes: Int
+    @NullWhenAbsent var budgetBytes: Int?
+    var newMicroBatch: Int
+  }
+
+  /// A skipped window (`"event": "skipped_step"`).
+  struct SkipLine: Encodable {
+    var event = "skipped_step"
+    var epoch: Int
+    var step: Int
+    var location: String
+    @NullWhenAbsent var budgetBytes: Int?
+  }
+
+  /// The run's summary (`"summary": true`).
+  struct SummaryLine: Encodable {
+    var summary = true
+    var epochLosses: [NullWhenAbsent<Float>]
+    var maxPeakBytes: Int
+    var budgetViolations: Int
+    @NullWhenAbsent var samplesPerSecond: Float?
+    var steps: Int
+  }
+
   /// Appends one step record.
   public func write(_ record: StepRecord) {
-    let sizes = record.microBatches.map(String.init).joined(separator: ",")
     line(
-      "{\"epoch\":\(record.epoch),\"step\":\(record.step),\"samples\":\(record.samples),"
-        + "\"loss\":\(Self.number(record.loss)),\"lr\":\(Self.number(record.learningRate)),"
-        + "\"micro_batches\":[\(sizes)],\"peak_bytes\":\(record.peakBytes),"
-        + "\"budget_bytes\":\(budgetBytes.map(String.init) ?? "null")}")
+      JSONOutput.line(
+        StepLine(
+          epoch: record.epoch, step: record.step, samples: record.samples, loss: record.loss.jsonNumber,
+          lr: record.learningRate.jsonNumber, microBatches: record.microBatches, peakBytes: record.peakBytes,
+          budgetBytes: budgetBytes)))
   }
 
   /// Appends a memory-guard event: a micro-step of `microBatch` samples measured
-  /// `measuredPeakBytes`, over the budget, and the rest of the run uses `newMicroBatch`.
-  /// The record has `"event": "memory_guard"` and no `loss`, so step readers can skip it.
+  /// `measuredPeakBytes`, over the budget, and the rest of the run uses `newMicroBatch`
+  /// (0: the run stopped).
   public func writeGuardEvent(epoch: Int, step: Int, microBatch: Int, measuredPeakBytes: Int, newMicroBatch: Int) {
     line(
-      "{\"event\":\"memory_guard\",\"epoch\":\(epoch),\"step\":\(step),\"micro_batch\":\(microBatch),"
-        + "\"measured_peak_bytes\":\(measuredPeakBytes),\"budget_bytes\":\(budgetBytes.map(String.init) ?? "null"),"
-        + "\"new_micro_batch\":\(newMicroBatch)}")
+      JSONOutput.line(
+        GuardLine(
+          epoch: epoch, step: step, microBatch: microBatch, measuredPeakBytes: measuredPeakBytes,
+          budgetBytes: budgetBytes, newMicroBatch: newMicroBatch)))
   }
 
   /// Appends a skipped-window event (`"event": "skipped_step"`).
   public func writeSkipEvent(_ value: NonFiniteValue) {
     line(
-      "{\"event\":\"skipped_step\",\"epoch\":\(value.epoch),\"step\":\(value.step),"
-        + "\"location\":\"\(value.location)\",\"budget_bytes\":\(budgetBytes.map(String.init) ?? "null")}")
+      JSONOutput.line(
+        SkipLine(epoch: value.epoch, step: value.step, location: value.location, budgetBytes: budgetBytes)))
   }
 
   /// Appends the summary.
   public func write(_ report: TrainingReport) {
-    let losses = report.epochLosses.map(Self.number).joined(separator: ",")
     line(
-      "{\"summary\":true,\"epoch_losses\":[\(losses)],\"max_peak_bytes\":\(report.maxPeakBytes),"
-        + "\"budget_violations\":\(report.budgetViolations),"
-        + "\"samples_per_second\":\(Self.number(Float(report.samplesPerSecond))),\"steps\":\(report.steps)}")
+      JSONOutput.line(
+        SummaryLine(
+          epochLosses: report.epochLosses.map { NullWhenAbsent(wrappedValue: $0.jsonNumber) },
+          maxPeakBytes: report.maxPeakBytes, budgetViolations: report.budgetViolations,
+          samplesPerSecond: Float(report.samplesPerSecond).jsonNumber, steps: report.steps)))
   }
 
   func line(_ text: String) {
     handle.write(Data((text + "\n").utf8))
-  }
-
-  /// A JSON number (the shortest decimal that reads back as the same `Float`); non-finite
-  /// values, which JSON cannot hold, become `null`.
-  static func number(_ value: Float) -> String {
-    value.isFinite ? "\(value)" : "null"
   }
 }

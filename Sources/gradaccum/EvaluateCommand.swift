@@ -46,9 +46,7 @@ struct EvaluateCommand: ParsableCommand {
     try userFacing { try network.loadState(path: initial) }
     let evaluation = network.evaluate(dataset, loss: loss, batchSize: batch)
     if json {
-      let encoder = JSONEncoder()
-      encoder.outputFormatting = [.sortedKeys]
-      print(String(decoding: try encoder.encode(evaluation), as: UTF8.self))
+      print(JSONOutput.line(evaluation))
     } else {
       var line =
         "\(evaluation.sampleCount) samples: \(self.loss.rawValue) loss \(String(format: "%.6g", evaluation.loss))"

@@ -157,43 +157,56 @@ struct PlanCommand: ParsableCommand {
     return sizes.sorted()
   }
 
+  /// `plan --json`: the plan, and with `--measure` the measurements, in the contract's keys.
+  struct PlanOutput: Encodable {
+    struct SizeCount: Encodable { var size: Int, count: Int }
+    struct Layer: Encodable { var position: Int, name: String, activationBytes: Int }
+    struct Candidate: Encodable { var microBatch: Int, stepSeconds: Double }
+    struct Measurement: Encodable { var microBatch: Int, predictedPeakBytes: Int, measuredPeakBytes: Int }
+    var targetBatch: Int
+    var microBatch: Int
+    var accumulationSteps: Int
+    /// Listed while short; a huge window (10^12 samples) is described by its counts only.
+    var windowSizes: [Int]?
+    var windowSizeCounts: [SizeCount]
+    var lastWindowSizes: [Int]?
+    var datasetSize: Int?
+    var budgetBytes: Int
+    var marginBytes: Int
+    var persistentBytes: Int
+    var parameterBytes: Int
+    var gradientBytes: Int
+    var optimizerStateBytes: Int
+    var bufferBytes: Int
+    var transientBytes: Int
+    var predictedPeakBytes: Int
+    var headroomBytes: Int
+    var layers: [Layer]
+    var objective: String
+    var candidates: [Candidate]?
+    var measurements: [Measurement]?
+  }
+
   func jsonObject(
     plan: Plan, measurements: [(microBatch: Int, predicted: Int, measured: Int)],
     candidates: [(microBatch: Int, stepSeconds: Double)]
   ) -> String {
-    var object: [String: Any] = [
-      "target_batch": plan.targetBatch,
-      "micro_batch": plan.microBatch,
-      "accumulation_steps": plan.accumulationCount,
-      "window_size_counts": plan.windowSizes.sizeCounts.map { ["size": $0.size, "count": $0.count] },
-      "budget_bytes": plan.budgetBytes,
-      "margin_bytes": plan.marginBytes,
-      "persistent_bytes": plan.persistent.totalBytes,
-      "parameter_bytes": plan.persistent.parameterBytes,
-      "gradient_bytes": plan.persistent.gradientBytes,
-      "optimizer_state_bytes": plan.persistent.optimizerStateBytes,
-      "buffer_bytes": plan.persistent.bufferBytes,
-      "transient_bytes": plan.transientBytes,
-      "predicted_peak_bytes": plan.predictedPeakBytes,
-      "headroom_bytes": plan.headroomBytes,
-      "layers": plan.layerActivations.map { ["position": $0.position, "name": $0.name, "activation_bytes": $0.bytes] },
-    ]
-    object["objective"] = objective.rawValue
-    if !candidates.isEmpty {
-      object["candidates"] = candidates.map {
-        ["micro_batch": $0.microBatch, "step_seconds": $0.stepSeconds] as [String: Any]
-      }
-    }
-    // Listed while short; a huge window (10^12 samples) is described by its counts only.
-    if plan.windowSizes.count <= 4096 { object["window_sizes"] = Array(plan.windowSizes) }
-    if let last = plan.lastWindowSizes, last.count <= 4096 { object["last_window_sizes"] = Array(last) }
-    if let size = plan.datasetSize { object["dataset_size"] = size }
-    if measure {
-      object["measurements"] = measurements.map {
-        ["micro_batch": $0.microBatch, "predicted_peak_bytes": $0.predicted, "measured_peak_bytes": $0.measured]
-      }
-    }
-    let data = try! JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-    return String(decoding: data, as: UTF8.self)
+    JSONOutput.line(
+      PlanOutput(
+        targetBatch: plan.targetBatch, microBatch: plan.microBatch, accumulationSteps: plan.accumulationCount,
+        windowSizes: plan.windowSizes.count <= 4096 ? Array(plan.windowSizes) : nil,
+        windowSizeCounts: plan.windowSizes.sizeCounts.map { .init(size: $0.size, count: $0.count) },
+        lastWindowSizes: plan.lastWindowSizes.flatMap { $0.count <= 4096 ? Array($0) : nil },
+        datasetSize: plan.datasetSize, budgetBytes: plan.budgetBytes, marginBytes: plan.marginBytes,
+        persistentBytes: plan.persistent.totalBytes, parameterBytes: plan.persistent.parameterBytes,
+        gradientBytes: plan.persistent.gradientBytes, optimizerStateBytes: plan.persistent.optimizerStateBytes,
+        bufferBytes: plan.persistent.bufferBytes, transientBytes: plan.transientBytes,
+        predictedPeakBytes: plan.predictedPeakBytes, headroomBytes: plan.headroomBytes,
+        layers: plan.layerActivations.map { .init(position: $0.position, name: $0.name, activationBytes: $0.bytes) },
+        objective: objective.rawValue,
+        candidates: candidates.isEmpty ? nil : candidates.map { .init(microBatch: $0.microBatch, stepSeconds: $0.stepSeconds) },
+        measurements: measure
+          ? measurements.map { .init(microBatch: $0.microBatch, predictedPeakBytes: $0.predicted, measuredPeakBytes: $0.measured) }
+          : nil))
   }
 }

@@ -50,7 +50,7 @@ struct EvaluateCommandTests {
     let (loss, accuracy) = expected()
     expectClose([Float((object?["loss"] as? Double) ?? .nan)], [Float(loss)], relative: 1e-5)
     #expect((object?["accuracy"] as? Double).map { abs($0 - accuracy) < 1e-6 } == true)
-    #expect(object?["sampleCount"] as? Int == 4)
+    #expect(object?["sample_count"] as? Int == 4)
     let text = try CommandRunner.run([
       "evaluate", "--model", "batchnorm1d(2) linear(2,2)", "--init", weights, "--data", data,
     ])
