@@ -14,6 +14,8 @@ public enum DataError: Error, Equatable, Sendable, CustomStringConvertible {
   case ambiguousLabelColumn(path: String, column: String, positions: [Int])
   /// The file is not a regular file, or too large to read whole.
   case fileTooLarge(path: String, reason: String)
+  /// A validation fraction that is not in (0, 1) or leaves one side empty.
+  case invalidSplit(fraction: Double, samples: Int)
   case invalidLabel(path: String, line: Int, value: String, expected: String)
   case noFeatures(path: String)
   case inputShapeMismatch(path: String, features: Int, inputShape: [Int])
@@ -36,6 +38,8 @@ public enum DataError: Error, Equatable, Sendable, CustomStringConvertible {
       "\(path): label column \"\(abbreviated(column))\" names \(positions.count) columns (0-based \(positions.map(String.init).joined(separator: ", "))); give its index instead"
     case .fileTooLarge(let path, let reason):
       "cannot read data file \(path): \(reason)"
+    case .invalidSplit(let fraction, let samples):
+      "a validation fraction of \(fraction) of \(samples) samples leaves no sample for training or for validation; expected a fraction in (0, 1) that holds out at least one sample and keeps one"
     case .invalidLabel(let path, let line, let value, let expected):
       "\(path) line \(line): label \(abbreviated(value)) is invalid, expected \(expected)"
     case .noFeatures(let path):

@@ -66,6 +66,28 @@ public struct TensorDataset: Dataset {
 
   public func targets(at indices: [Int]) -> Tensor { Self.rows(of: targets, at: indices) }
 
+  /// The dataset split in two by a seeded shuffle: a `validationFraction` of the samples
+  /// (rounded to a whole number, at least one) held out for validation, the rest for
+  /// training, each in its original order. The same seed gives the same split.
+  /// - Throws: ``DataError/invalidSplit(fraction:samples:)`` unless `0 < validationFraction
+  ///   < 1` leaves at least one sample on each side.
+  public func splitting(validationFraction: Double, seed: UInt64) throws(DataError) -> (
+    training: TensorDataset, validation: TensorDataset
+  ) {
+    guard validationFraction > 0, validationFraction < 1 else {
+      throw .invalidSplit(fraction: validationFraction, samples: count)
+    }
+    let held = Int((validationFraction * Double(count)).rounded())
+    guard held >= 1, held < count else { throw .invalidSplit(fraction: validationFraction, samples: count) }
+    // Epoch -1 of the loader's shuffle: an order no training epoch uses.
+    let order = DataLoader.sampleOrder(count: count, epoch: -1, shuffle: true, seed: seed)
+    let validation = order[..<held].sorted(), training = order[held...].sorted()
+    return (
+      TensorDataset(inputs: Self.rows(of: inputs, at: training), targets: Self.rows(of: targets, at: training)),
+      TensorDataset(inputs: Self.rows(of: inputs, at: validation), targets: Self.rows(of: targets, at: validation))
+    )
+  }
+
   /// A new tensor of the rows (first-axis slices) of `tensor` at `indices`.
   static func rows(of tensor: Tensor, at indices: [Int]) -> Tensor {
     let width = tensor.shape.dropFirst().reduce(1, *)

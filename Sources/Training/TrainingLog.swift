@@ -92,6 +92,24 @@ public final class TrainingLog {
         SkipLine(epoch: value.epoch, step: value.step, location: value.location, budgetBytes: budgetBytes)))
   }
 
+  /// A held-out evaluation after an epoch (`"event": "validation"`).
+  struct ValidationLine: Encodable {
+    var event = "validation"
+    var epoch: Int
+    @NullWhenAbsent var loss: Float?
+    @NullWhenAbsent var accuracy: Float?
+    var samples: Int
+  }
+
+  /// Appends the evaluation of held-out samples after epoch `epoch` (1-based).
+  public func writeValidation(epoch: Int, _ evaluation: Evaluation) {
+    line(
+      JSONOutput.line(
+        ValidationLine(
+          epoch: epoch, loss: evaluation.loss.jsonNumber, accuracy: evaluation.accuracy?.jsonNumber,
+          samples: evaluation.sampleCount)))
+  }
+
   /// Appends the summary.
   public func write(_ report: TrainingReport) {
     line(

@@ -41,6 +41,11 @@ struct TrainCommand: ParsableCommand {
   @Option(parsing: .unconditional, help: "Clip the accumulated gradient to this global L2 norm before each step.")
   var clipGradNorm: Float?
 
+  @Option(
+    parsing: .unconditional,
+    help: "Hold out this fraction of the data (a seeded draw) and report its loss and accuracy after every epoch.")
+  var validationSplit: Double?
+
   @Flag(help: "Visit samples in file order instead of a seeded shuffle per epoch.")
   var noShuffle = false
 
@@ -110,7 +115,11 @@ struct TrainCommand: ParsableCommand {
     let optimizer = try modelOptions.makeOptimizer()
     let inputShape = try modelOptions.inputShape.map { try parseShape($0, option: "--input-shape") }
     let budget = try budget.map { text in try userFacing { try MemoryBudget(parsing: text) } }
-    let dataset = try dataOptions.load(loss: loss, inputShape: inputShape)
+    var dataset = try dataOptions.load(loss: loss, inputShape: inputShape)
+    var validation: TensorDataset?
+    if let validationSplit {
+      (dataset, validation) = try userFacing { try dataset.splitting(validationFraction: validationSplit, seed: seed) }
+    }
     // Shapes, the budget and the plan are checked on a shape-only model, before any
     // parameter is allocated.
     let shapeModel = try shapeOnlyModel(specification, seed: seed)
@@ -153,7 +162,7 @@ struct TrainCommand: ParsableCommand {
       }
       print("")
     }
-    let report = try train(trainer, dataset: dataset)
+    let report = try train(trainer, dataset: dataset, validation: validation)
     if !quiet {
       print(
         "\(report.steps) optimizer steps, \(String(format: "%.0f", report.samplesPerSecond)) samples/s, max measured peak \(formatBytes(report.maxPeakBytes))\(budget.map { " of \(formatBytes($0.bytes))" } ?? ""), \(report.budgetViolations) budget violations"
@@ -181,14 +190,18 @@ struct TrainCommand: ParsableCommand {
 
   /// Runs the trainer's epochs with progress on standard output; Ctrl-C finishes the
   /// current micro-step, writes the checkpoint and exits cleanly.
-  func train(_ trainer: Trainer, dataset: TensorDataset) throws -> TrainingReport {
+  func train(_ trainer: Trainer, dataset: TensorDataset, validation: TensorDataset?) throws -> TrainingReport {
     let stepsPerEpoch = trainer.plan.windowCount(sampleCount: dataset.count, dropLast: dropLast)
     let progress = ProgressDisplay(
       quiet: quiet, epochs: epochs, stepsPerEpoch: stepsPerEpoch, budgetBytes: trainer.memoryBudget?.bytes)
     trainer.onEvent = { event in
       switch event {
       case .step(let record): progress.step(record)
-      case .epoch(let number, let loss): progress.epoch(number, loss)
+      case .epoch(let number, let loss):
+        // Held-out samples in evaluation mode, in batches of the planned micro-batch.
+        let evaluation = validation.map { trainer.evaluate($0) }
+        if let evaluation { trainer.log?.writeValidation(epoch: number, evaluation) }
+        progress.epoch(number, loss, validation: evaluation)
       default:
         if let message = event.message { FileHandle.standardError.write(Data("warning: \(message)\n".utf8)) }
       }
@@ -253,11 +266,16 @@ final class ProgressDisplay {
     liveLine = true
   }
 
-  func epoch(_ epoch: Int, _ loss: Float) {
+  func epoch(_ epoch: Int, _ loss: Float, validation: Evaluation? = nil) {
     guard !quiet else { return }
     if liveLine { print("") }
     liveLine = false
-    print("epoch \(epoch)/\(epochs)  loss \(loss)")
+    var line = "epoch \(epoch)/\(epochs)  loss \(loss)"
+    if let validation {
+      line += "  validation loss \(validation.loss)"
+      if let accuracy = validation.accuracy { line += String(format: ", accuracy %.1f%%", 100 * accuracy) }
+    }
+    print(line)
   }
 
   func finish() {

@@ -145,6 +145,27 @@ struct AutomaticTrainingTests {
     #expect(first?["micro_batches"] as? [Int] == plan["window_sizes"] as? [Int], "\(budget)")
   }
 
+  /// `--validation-split` holds out a seeded fraction and reports its loss and accuracy
+  /// after every epoch, on the terminal and in the log.
+  @Test(.measuresMemory) func validationSplitReportsEveryEpoch() throws {
+    let directory = try CommandRunner.temporaryDirectory()
+    let log = directory.appendingPathComponent("log.jsonl").path
+    let result = try CommandRunner.run(
+      Self.common + ["--epochs", "2", "--batch", "64", "--validation-split", "0.2", "--log", log])
+    #expect(result.status == 0, "\(result.error)")
+    #expect(result.output.components(separatedBy: "validation loss").count == 3, "\(result.output)")
+    let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").map {
+      try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
+    }
+    let validations = lines.filter { $0["event"] as? String == "validation" }
+    #expect(validations.count == 2)
+    #expect(validations.allSatisfy { $0["samples"] as? Int == 359 && ($0["accuracy"] as? Double ?? 0) > 0.5 })
+    // 1797 − 359 samples train: windows of 64.
+    #expect(lines.filter { $0["step"] != nil && $0["event"] == nil }.count == 2 * 23)
+    let refused = try CommandRunner.run(Self.common + ["--epochs", "1", "--batch", "64", "--validation-split", "1.5"])
+    #expect(refused.status == 1 && refused.error.contains("validation fraction of 1.5"), "\(refused.error)")
+  }
+
   /// A run refused before it starts leaves no log file behind.
   @Test func aRefusedRunLeavesNoLog() throws {
     let directory = try CommandRunner.temporaryDirectory()

@@ -112,3 +112,28 @@ struct DataLoaderTests {
     #expect(batch.targets.values == [3, 1, 2])
   }
 }
+
+@Suite("Validation split")
+struct ValidationSplitTests {
+  let dataset = TensorDataset(
+    inputs: Tensor((0..<20).map(Float.init), shape: [10, 2]), targets: Tensor((0..<10).map(Float.init), shape: [10]))
+
+  @Test func holdsOutASeededFractionInOrder() throws {
+    let (training, validation) = try dataset.splitting(validationFraction: 0.3, seed: 4)
+    #expect(training.count == 7 && validation.count == 3)
+    let held = validation.targets.values, kept = training.targets.values
+    #expect(Set(held + kept) == Set((0..<10).map(Float.init)))
+    #expect(held == held.sorted() && kept == kept.sorted())
+    // Rows travel with their targets.
+    #expect(validation.inputs.values == held.flatMap { [2 * $0, 2 * $0 + 1] })
+    let again = try dataset.splitting(validationFraction: 0.3, seed: 4)
+    #expect(again.validation.targets.values == held)
+    let other = try dataset.splitting(validationFraction: 0.3, seed: 5)
+    #expect(other.validation.targets.values != held)
+  }
+
+  @Test(arguments: [0.0, 1.0, -0.2, 0.01, 0.99, Double.nan])
+  func refusesFractionsThatLeaveASideEmpty(fraction: Double) {
+    #expect(throws: DataError.self) { try dataset.splitting(validationFraction: fraction, seed: 0) }
+  }
+}
