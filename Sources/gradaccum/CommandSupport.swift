@@ -84,11 +84,24 @@ struct DataOptions: ParsableArguments {
   @Option(help: "The label column, by header name or 0-based index (default: the last).")
   var labelColumn: String?
 
-  /// The samples, with labels as `loss` needs them and features folded to `inputShape`.
+  @Option(
+    parsing: .unconditional,
+    help: "Multiply every feature by this factor, such as 0.0625 for the digits' pixels 0–16 (default 1).")
+  var featureScale: Float = 1
+
+  func validate() throws {
+    guard featureScale.isFinite && featureScale != 0 else {
+      throw UsageError("--feature-scale must be a finite, non-zero number, got \(featureScale)")
+    }
+  }
+
+  /// The samples, with labels as `loss` needs them, features folded to `inputShape` and
+  /// multiplied by `--feature-scale`.
   func load(loss: Loss, inputShape: [Int]?) throws -> TensorDataset {
-    try userFacing {
+    let dataset = try userFacing {
       try CSVReader.load(path: data, labelColumn: labelColumn, labelKind: loss.labelKind, inputShape: inputShape)
     }
+    return featureScale == 1 ? dataset : TensorDataset(inputs: dataset.inputs * featureScale, targets: dataset.targets)
   }
 }
 

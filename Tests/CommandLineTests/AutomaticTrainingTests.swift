@@ -166,6 +166,28 @@ struct AutomaticTrainingTests {
     #expect(refused.status == 1 && refused.error.contains("validation fraction of 1.5"), "\(refused.error)")
   }
 
+  /// `--feature-scale` multiplies every feature (the demo's pixel scaling on the command
+  /// line): evaluating with the scale the weights were trained with gives their accuracy.
+  @Test(.measuresMemory) func featureScaleScalesTheInputs() throws {
+    let directory = try CommandRunner.temporaryDirectory()
+    let weights = directory.appendingPathComponent("w.safetensors").path
+    let scaled = ["--feature-scale", "0.0625"]
+    let trained = try CommandRunner.run(
+      Self.common + ["--epochs", "3", "--batch", "32", "--quiet", "--save", weights] + scaled)
+    #expect(trained.status == 0, "\(trained.error)")
+    func accuracy(_ extra: [String]) throws -> Double {
+      let result = try CommandRunner.run(
+        ["evaluate", "--data", digitsPath, "--model", "linear(64,32) relu linear(32,10)", "--init", weights, "--json"]
+          + extra)
+      let object = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any]
+      return object?["accuracy"] as? Double ?? 0
+    }
+    #expect(try accuracy(scaled) > 0.9)
+    #expect(try accuracy(scaled) > accuracy([]))
+    let refused = try CommandRunner.run(Self.common + ["--epochs", "1", "--batch", "32", "--feature-scale", "0"])
+    #expect(refused.status != 0 && refused.error.contains("--feature-scale must be a finite, non-zero number"))
+  }
+
   /// A run refused before it starts leaves no log file behind.
   @Test func aRefusedRunLeavesNoLog() throws {
     let directory = try CommandRunner.temporaryDirectory()
