@@ -24,10 +24,13 @@ public enum CommandRunner {
   }
 
   /// Runs `gradaccum` with `arguments` (and extra environment variables) and waits for it.
-  public static func run(_ arguments: [String], environment: [String: String] = [:]) throws -> Result {
+  public static func run(
+    _ arguments: [String], environment: [String: String] = [:], directory: URL? = nil
+  ) throws -> Result {
     let process = Process()
     process.executableURL = executable
     process.arguments = arguments
+    if let directory { process.currentDirectoryURL = directory }
     if !environment.isEmpty {
       process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
     }
