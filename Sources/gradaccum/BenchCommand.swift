@@ -16,14 +16,14 @@ struct BenchCommand: ParsableCommand {
 
   @OptionGroup var modelOptions: ModelOptions
 
-  @Option(help: "Loss: mse, cross-entropy or bce.")
-  var loss: LossChoice = .crossEntropy
+  @OptionGroup var lossOptions: LossOptions
+
+  @OptionGroup var optimizerOptions: OptimizerOptions
+
+  @OptionGroup var budgetOptions: BudgetOptions
 
   @Option(help: "Micro-batch sizes, comma-separated (default: powers of two up to 256, or to the target batch).")
   var microBatches: String?
-
-  @Option(help: "Memory budget to mark: 64MB, 64MiB, 1.5GB or bytes.")
-  var budget: String?
 
   @Option(parsing: .unconditional, help: "Samples per optimizer step, for step times (and, with --budget, the planner's choice).")
   var targetBatch: Int?
@@ -36,6 +36,8 @@ struct BenchCommand: ParsableCommand {
 
   @Option(parsing: .unconditional, help: "Timed runs per size (their median is reported).")
   var `repeat`: Int = 5
+
+  var loss: LossChoice { lossOptions.loss }
 
   func validate() throws {
     guard modelOptions.inputShape != nil else {
@@ -50,14 +52,14 @@ struct BenchCommand: ParsableCommand {
 
   func run() throws {
     let specification = try modelOptions.parsedModel()
-    let inputShape = try parseShape(modelOptions.inputShape!, option: "--input-shape")
-    let budget = try budget.map { text in try userFacing { try MemoryBudget(parsing: text) } }
+    let inputShape = try modelOptions.parsedInputShape()!
+    let budget = try budgetOptions.parsedBudget()
     let shapeModel = try shapeOnlyModel(specification)
     let outputShape = try userFacing { try shapeModel.outputShape(forInput: inputShape) }
     let estimator = try userFacing {
       try MemoryEstimator(
         model: shapeModel, sampleShape: inputShape, targetShape: loss.loss.targetShape(outputShape: outputShape),
-        loss: loss.loss, optimizer: try modelOptions.makeOptimizer())
+        loss: loss.loss, optimizer: try optimizerOptions.makeOptimizer())
     }
     var chosen: Int?
     if let budget, let targetBatch {
@@ -81,11 +83,14 @@ struct BenchCommand: ParsableCommand {
     try requireMemoryMeasurement()
     let measurement = try userFacing {
       try MemoryMeasurement(
-        model: try buildModel(specification, seed: 0), optimizer: try modelOptions.makeOptimizer(), loss: loss.loss,
+        model: try buildModel(specification, seed: 0), optimizer: try optimizerOptions.makeOptimizer(), loss: loss.loss,
         sampleShape: inputShape)
     }
     let sweep = Sweep(estimator: estimator, measurement: measurement)
-    print("model   \(specification)  (input \(inputShape.map(String.init).joined(separator: "x")), \(loss.rawValue))")
+    let optimizerName = try optimizerOptions.makeOptimizer().name
+    print(
+      "model   \(specification)  (input \(inputShape.map(String.init).joined(separator: "x")), \(loss.rawValue), \(optimizerName))"
+    )
     if let budget { print("budget  \(budget) (\(budget.bytes) bytes)") }
     print("")
     print("micro-batch   predicted peak   measured peak    samples/s   step seconds   note")
@@ -113,7 +118,7 @@ struct BenchCommand: ParsableCommand {
     }
     if let svg {
       let chart = SweepChart(
-        title: "\(specification)", points: points, budgetBytes: budget?.bytes, chosenMicroBatch: chosen)
+        title: "\(specification), \(loss.rawValue), \(optimizerName)", points: points, budgetBytes: budget?.bytes, chosenMicroBatch: chosen)
       try write(chart.svg(), to: svg)
     }
   }

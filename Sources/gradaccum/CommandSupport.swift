@@ -105,7 +105,7 @@ struct DataOptions: ParsableArguments {
   }
 }
 
-/// Options that describe the model, its data and how it learns.
+/// The model and the shape of one sample.
 struct ModelOptions: ParsableArguments {
   @Option(help: "The model, PyTorch layer names in lower case: \"linear(784,512) relu linear(512,10)\".")
   var model: String
@@ -113,6 +113,35 @@ struct ModelOptions: ParsableArguments {
   @Option(help: "The shape of one sample, D or CxHxW (default: the number of feature columns).")
   var inputShape: String?
 
+  func parsedModel() throws -> ModelSpecification {
+    try userFacing { try ModelSpecification(parsing: model) }
+  }
+
+  /// `--input-shape`, parsed, if given.
+  func parsedInputShape() throws -> [Int]? {
+    try inputShape.map { try parseShape($0, option: "--input-shape") }
+  }
+}
+
+/// The loss.
+struct LossOptions: ParsableArguments {
+  @Option(help: "Loss: mse, cross-entropy or bce.")
+  var loss: LossChoice = .crossEntropy
+}
+
+/// The memory budget.
+struct BudgetOptions: ParsableArguments {
+  @Option(help: "Memory budget, such as 64MB, 64MiB, 1.5GB or bytes.")
+  var budget: String?
+
+  /// `--budget`, parsed, if given.
+  func parsedBudget() throws -> MemoryBudget? {
+    try budget.map { text in try userFacing { try MemoryBudget(parsing: text) } }
+  }
+}
+
+/// The optimizer and its hyperparameters.
+struct OptimizerOptions: ParsableArguments {
   @Option(help: "Optimizer: sgd, adam or adamw.")
   var optimizer: OptimizerChoice = .sgd
 
@@ -140,10 +169,6 @@ struct ModelOptions: ParsableArguments {
     where !(value >= 0 && value.isFinite) {
       throw UsageError("\(name) must be zero or positive, got \(value)")
     }
-  }
-
-  func parsedModel() throws -> ModelSpecification {
-    try userFacing { try ModelSpecification(parsing: model) }
   }
 
   func makeOptimizer() throws -> Optimizer {

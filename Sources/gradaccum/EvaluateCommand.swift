@@ -12,19 +12,14 @@ struct EvaluateCommand: ParsableCommand {
       loss's own mean over the file; accuracy is reported for cross-entropy.
       """)
 
-  @Option(help: "The model, PyTorch layer names in lower case: \"linear(784,512) relu linear(512,10)\".")
-  var model: String
+  @OptionGroup var modelOptions: ModelOptions
+
+  @OptionGroup var lossOptions: LossOptions
 
   @Option(name: .customLong("init"), help: "The weights: a safetensors file with PyTorch's state_dict names.")
   var initial: String
 
   @OptionGroup var dataOptions: DataOptions
-
-  @Option(help: "The shape of one sample, D or CxHxW (default: the number of feature columns).")
-  var inputShape: String?
-
-  @Option(help: "Loss: mse, cross-entropy or bce.")
-  var loss: LossChoice = .crossEntropy
 
   @Option(help: "Samples per forward pass.")
   var batch = 256
@@ -37,9 +32,9 @@ struct EvaluateCommand: ParsableCommand {
   }
 
   func run() throws {
-    let specification = try userFacing { try ModelSpecification(parsing: model) }
-    let loss = self.loss.loss
-    let inputShape = try inputShape.map { try parseShape($0, option: "--input-shape") }
+    let specification = try modelOptions.parsedModel()
+    let loss = lossOptions.loss.loss
+    let inputShape = try modelOptions.parsedInputShape()
     let dataset = try dataOptions.load(loss: loss, inputShape: inputShape)
     let network = try buildModel(specification, seed: 0)
     try checkCompatible(model: network, loss: loss, dataset: dataset, path: dataOptions.data)
@@ -49,7 +44,7 @@ struct EvaluateCommand: ParsableCommand {
       print(JSONOutput.line(evaluation))
     } else {
       var line =
-        "\(evaluation.sampleCount) samples: \(self.loss.rawValue) loss \(String(format: "%.6g", evaluation.loss))"
+        "\(evaluation.sampleCount) samples: \(lossOptions.loss.rawValue) loss \(String(format: "%.6g", evaluation.loss))"
       if let accuracy = evaluation.accuracy { line += ", accuracy \(String(format: "%.2f", 100 * accuracy))%" }
       print(line)
     }

@@ -16,14 +16,14 @@ struct PlanCommand: ParsableCommand {
 
   @OptionGroup var modelOptions: ModelOptions
 
-  @Option(help: "Loss: mse, cross-entropy or bce.")
-  var loss: LossChoice = .crossEntropy
+  @OptionGroup var lossOptions: LossOptions
+
+  @OptionGroup var optimizerOptions: OptimizerOptions
+
+  @OptionGroup var budgetOptions: BudgetOptions
 
   @Option(parsing: .unconditional, help: "Samples per optimizer step (the effective batch).")
   var targetBatch: Int
-
-  @Option(help: "Memory budget: 64MB, 64MiB, 64M, 1.5GB, 512KB or bytes (binary units).")
-  var budget: String
 
   @Option(parsing: .unconditional, help: "Dataset size, to plan the epoch's last window.")
   var datasetSize: Int?
@@ -48,7 +48,12 @@ struct PlanCommand: ParsableCommand {
   @Flag(help: "Print one JSON object instead of a table.")
   var json = false
 
+  var loss: LossChoice { lossOptions.loss }
+
   func validate() throws {
+    guard budgetOptions.budget != nil else {
+      throw UsageError("--budget is required for plan: the memory to plan for, such as 64MB")
+    }
     guard targetBatch >= 1 else { throw UsageError("--target-batch is \(targetBatch), expected an integer ≥ 1") }
     if let datasetSize, datasetSize < 1 {
       throw UsageError("--dataset-size is \(datasetSize), expected an integer ≥ 1")
@@ -68,10 +73,10 @@ struct PlanCommand: ParsableCommand {
     if measure || objective == .throughput {
       try requireMemoryMeasurement()
     }
-    let budget = try userFacing { try MemoryBudget(parsing: self.budget) }
+    let budget = try budgetOptions.parsedBudget()!
     let specification = try modelOptions.parsedModel()
-    let inputShape = try parseShape(modelOptions.inputShape!, option: "--input-shape")
-    let optimizer = try modelOptions.makeOptimizer()
+    let inputShape = try modelOptions.parsedInputShape()!
+    let optimizer = try optimizerOptions.makeOptimizer()
     // The planned model is shape-only: planning allocates none of its parameters.
     let model = try shapeOnlyModel(specification)
     let outputShape = try userFacing { try model.outputShape(forInput: inputShape) }
@@ -93,7 +98,7 @@ struct PlanCommand: ParsableCommand {
       try userFacing { try Sweep.checkTimedWindow(targetBatch: targetBatch, microBatch: plan.microBatch) }
       let measurement = try userFacing {
         try MemoryMeasurement(
-          model: try buildModel(specification, seed: 0), optimizer: try modelOptions.makeOptimizer(), loss: loss.loss,
+          model: try buildModel(specification, seed: 0), optimizer: try optimizerOptions.makeOptimizer(), loss: loss.loss,
           sampleShape: inputShape)
       }
       let sweep = Sweep(estimator: estimator, measurement: measurement)
@@ -113,7 +118,7 @@ struct PlanCommand: ParsableCommand {
       let real = try buildModel(specification, seed: 0)
       let measurement = try userFacing {
         try MemoryMeasurement(
-          model: real, optimizer: try modelOptions.makeOptimizer(), loss: loss.loss, sampleShape: inputShape)
+          model: real, optimizer: try optimizerOptions.makeOptimizer(), loss: loss.loss, sampleShape: inputShape)
       }
       for m in measuredSizes(plan: plan) {
         measurements.append((m, estimator.estimate(microBatch: m).peakBytes, measurement.peakBytes(microBatch: m)))

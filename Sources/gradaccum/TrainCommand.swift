@@ -20,17 +20,17 @@ struct TrainCommand: ParsableCommand {
 
   @OptionGroup var modelOptions: ModelOptions
 
-  @Option(help: "Loss: mse, cross-entropy or bce.")
-  var loss: LossChoice
+  @OptionGroup var lossOptions: LossOptions
+
+  @OptionGroup var optimizerOptions: OptimizerOptions
+
+  @OptionGroup var budgetOptions: BudgetOptions
 
   @Option(parsing: .unconditional, help: "Epochs to train (in total, when resuming).")
   var epochs: Int
 
   @Option(parsing: .unconditional, help: "Automatic mode: samples per optimizer step.")
   var targetBatch: Int?
-
-  @Option(help: "Automatic mode: memory budget, such as 64MB, 64MiB, 1.5GB or bytes.")
-  var budget: String?
 
   @Option(parsing: .unconditional, help: "Manual mode: samples per micro-batch.")
   var batch: Int?
@@ -80,6 +80,7 @@ struct TrainCommand: ParsableCommand {
   @Flag(help: "Print nothing but errors.")
   var quiet = false
 
+  var budget: String? { budgetOptions.budget }
   var isAutomatic: Bool { targetBatch != nil || budget != nil }
 
   func validate() throws {
@@ -111,10 +112,10 @@ struct TrainCommand: ParsableCommand {
 
   func run() throws {
     let specification = try modelOptions.parsedModel()
-    let loss = self.loss.loss
-    let optimizer = try modelOptions.makeOptimizer()
-    let inputShape = try modelOptions.inputShape.map { try parseShape($0, option: "--input-shape") }
-    let budget = try budget.map { text in try userFacing { try MemoryBudget(parsing: text) } }
+    let loss = lossOptions.loss.loss
+    let optimizer = try optimizerOptions.makeOptimizer()
+    let inputShape = try modelOptions.parsedInputShape()
+    let budget = try budgetOptions.parsedBudget()
     var dataset = try dataOptions.load(loss: loss, inputShape: inputShape)
     var validation: TensorDataset?
     if let validationSplit {

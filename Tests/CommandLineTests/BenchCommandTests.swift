@@ -11,9 +11,12 @@ struct BenchCommandTests {
     let png = directory.appendingPathComponent("sweep.png").path
     let result = try CommandRunner.run([
       "bench", "--model", "linear(64,128) relu linear(128,10)", "--input-shape", "64", "--micro-batches", "1,4,16,64",
-      "--budget", "200KB", "--target-batch", "64", "--repeat", "2", "--csv", csv, "--svg", svg,
+      "--budget", "200KB", "--target-batch", "64", "--repeat", "2", "--csv", csv, "--svg", svg, "--optimizer", "adam",
     ])
     #expect(result.status == 0, "\(result.error)")
+    // The optimizer and the loss change the memory: the header and the chart name both.
+    #expect(result.output.contains("(input 64, cross-entropy, adam)"), "\(result.output)")
+    #expect(try String(contentsOfFile: svg, encoding: .utf8).contains("cross-entropy, adam"))
     #expect(result.output.contains("planned"))
     #expect(result.output.contains("over budget") || result.output.contains("fits"))
     let lines = try String(contentsOfFile: csv, encoding: .utf8).split(separator: "\n")
