@@ -56,44 +56,55 @@ struct SweepChart {
       text(left + plotWidth / 2, height - 22, "micro-batch (samples, log scale)", anchor: "middle", size: 13))
     elements.append(rotated(24, top + plotHeight / 2, "throughput (samples/s)", fill: "#1f5fbf"))
     elements.append(rotated(width - 24, top + plotHeight / 2, "peak memory (MiB)", fill: "#c0561b"))
-    // Budget and choice.
+    // Budget and choice: lines only; their labels are in the legend, where no line runs.
     if let budgetBytes {
       let y = yMemory(Double(budgetBytes))
       elements.append(line(left, y, left + plotWidth, y, stroke: "#d62728", dash: "6 4", width: 1.5))
-      elements.append(
-        text(
-          left + plotWidth - 6, y - 6, "budget \(MemoryBudget.format(bytes: budgetBytes))", anchor: "end",
-          fill: "#d62728"))
     }
     if let chosenMicroBatch {
       let px = x(Double(chosenMicroBatch))
       elements.append(line(px, top, px, top + plotHeight, stroke: "#2ca02c", dash: "3 3", width: 1.5))
-      let onRight = px < left + plotWidth * 0.7
-      elements.append(
-        text(
-          onRight ? px + 6 : px - 6, top + 14, "planned micro-batch \(chosenMicroBatch)",
-          anchor: onRight ? "start" : "end", fill: "#2ca02c"))
     }
-    // Series.
-    elements.append(polyline(points.map { (x(Double($0.microBatch)), yRate($0.samplesPerSecond)) }, stroke: "#1f5fbf"))
+    // Series. The measured peak is a wide light line and the predicted one a thin dark dashed
+    // line on top of it, so both show where they coincide (they usually do, to the byte).
     elements.append(
-      polyline(points.map { (x(Double($0.microBatch)), yMemory(Double($0.measuredPeakBytes))) }, stroke: "#c0561b"))
+      polyline(points.map { (x(Double($0.microBatch)), yRate($0.samplesPerSecond)) }, stroke: "#1f5fbf", width: 2))
     elements.append(
       polyline(
-        points.map { (x(Double($0.microBatch)), yMemory(Double($0.predictedPeakBytes))) }, stroke: "#c0561b",
-        dash: "5 4"))
+        points.map { (x(Double($0.microBatch)), yMemory(Double($0.measuredPeakBytes))) }, stroke: "#f4a582",
+        width: 6))
+    elements.append(
+      polyline(
+        points.map { (x(Double($0.microBatch)), yMemory(Double($0.predictedPeakBytes))) }, stroke: "#8c2d04",
+        dash: "5 3", width: 1.5))
     for point in points {
       elements.append(circle(x(Double(point.microBatch)), yRate(point.samplesPerSecond), fill: "#1f5fbf"))
-      elements.append(circle(x(Double(point.microBatch)), yMemory(Double(point.measuredPeakBytes)), fill: "#c0561b"))
     }
-    // Legend.
-    let legendX = left + 12, legendY = top + 12
-    elements.append(line(legendX, legendY, legendX + 24, legendY, stroke: "#1f5fbf", width: 2))
-    elements.append(text(legendX + 30, legendY + 4, "throughput"))
-    elements.append(line(legendX, legendY + 18, legendX + 24, legendY + 18, stroke: "#c0561b", width: 2))
-    elements.append(text(legendX + 30, legendY + 22, "measured peak"))
-    elements.append(line(legendX, legendY + 36, legendX + 24, legendY + 36, stroke: "#c0561b", dash: "5 4", width: 2))
-    elements.append(text(legendX + 30, legendY + 40, "predicted peak"))
+    // Legend, on a white panel so that no line runs through its labels.
+    var entries: [(sample: (Double, Double) -> String, label: String)] = [
+      ({ self.line($0, $1, $0 + 24, $1, stroke: "#1f5fbf", width: 2) }, "throughput"),
+      ({ self.line($0, $1, $0 + 24, $1, stroke: "#f4a582", width: 6) }, "measured peak"),
+      ({ self.line($0, $1, $0 + 24, $1, stroke: "#8c2d04", dash: "5 3", width: 1.5) }, "predicted peak"),
+    ]
+    if let budgetBytes {
+      entries.append(
+        ({ self.line($0, $1, $0 + 24, $1, stroke: "#d62728", dash: "6 4", width: 1.5) },
+          "budget \(MemoryBudget.format(bytes: budgetBytes))"))
+    }
+    if let chosenMicroBatch {
+      entries.append(
+        ({ self.line($0, $1, $0 + 24, $1, stroke: "#2ca02c", dash: "3 3", width: 1.5) },
+          "planned micro-batch \(chosenMicroBatch)"))
+    }
+    let legendX = left + 12, legendY = top + 14
+    elements.append(
+      "<rect x=\"\(legendX - 8)\" y=\"\(legendY - 12)\" width=\"190\" height=\"\(Double(entries.count) * 18 + 8)\" fill=\"white\" fill-opacity=\"0.92\" stroke=\"#ccc\"/>"
+    )
+    for (index, entry) in entries.enumerated() {
+      let y = legendY + Double(index) * 18
+      elements.append(entry.sample(legendX, y))
+      elements.append(text(legendX + 30, y + 4, entry.label))
+    }
     return """
       <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">
       \(elements.joined(separator: "\n"))
@@ -137,10 +148,10 @@ struct SweepChart {
     "<line x1=\"\(x1)\" y1=\"\(y1)\" x2=\"\(x2)\" y2=\"\(y2)\" stroke=\"\(stroke)\" stroke-width=\"\(width)\"\(dash.map { " stroke-dasharray=\"\($0)\"" } ?? "")/>"
   }
 
-  func polyline(_ points: [(Double, Double)], stroke: String, dash: String? = nil) -> String {
+  func polyline(_ points: [(Double, Double)], stroke: String, dash: String? = nil, width: Double) -> String {
     let coordinates = points.map { "\($0.0),\($0.1)" }.joined(separator: " ")
     return
-      "<polyline points=\"\(coordinates)\" fill=\"none\" stroke=\"\(stroke)\" stroke-width=\"2\"\(dash.map { " stroke-dasharray=\"\($0)\"" } ?? "")/>"
+      "<polyline points=\"\(coordinates)\" fill=\"none\" stroke=\"\(stroke)\" stroke-width=\"\(width)\" stroke-linejoin=\"round\"\(dash.map { " stroke-dasharray=\"\($0)\"" } ?? "")/>"
   }
 
   func circle(_ x: Double, _ y: Double, fill: String) -> String {
