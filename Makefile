@@ -5,7 +5,7 @@ SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PACKAGES := libjemalloc-dev libopenblas-dev pkg-config librsvg2-bin
 
-.PHONY: deps demo test build release bench bench-suites compare-pytorch compare-throughput sanitize format clean
+.PHONY: deps demo test build release bench bench-suites compare-pytorch compare-throughput sanitize docs format clean
 
 ## Install jemalloc and OpenBLAS (Debian packages) when pkg-config does not find them, and
 ## rsvg-convert (the chart test renders SVG to PNG with it).
@@ -46,6 +46,10 @@ compare-throughput: release
 ## The test suite under AddressSanitizer and LeakSanitizer (`swift test --sanitize=address`).
 sanitize: deps
 	scripts/sanitize.sh
+
+## The library's documentation (DocC), with the guides as articles, in .build/documentation.
+docs: deps
+	scripts/documentation.sh
 
 format:
 	$(SWIFT) format --in-place --recursive Sources Tests Benchmarks/Benchmarks Package.swift
