@@ -8,29 +8,36 @@ extension Layer {
   /// Every model tensor must be in the file, `F32`, with the model's shape; every counter
   /// (BatchNorm's `num_batches_tracked`) an `I64` scalar; a file tensor the model does not
   /// have is an error. Nothing is changed unless the whole file fits.
+  ///
+  /// A training checkpoint (metadata `format` = `gradaccum`) is read too: its model tensors
+  /// (`model.<name>`) are the weights, and its optimizer state and gradients are ignored.
   /// - Throws: ``CheckpointError`` naming the tensor and what was expected.
   public func loadState(from file: SafetensorsFile) throws(CheckpointError) {
     let state = namedState, counters = namedCounters
     let modelNames = state.map(\.name) + counters.map(\.name)
     let known = Set(modelNames)
-    for name in file.names where !known.contains(name) {
-      throw .unexpectedTensor(path: file.path, tensor: name, expected: modelNames)
+    let prefix = file.metadata["format"] == "gradaccum" ? "model." : ""
+    for fileName in file.names where fileName.hasPrefix(prefix) {
+      let name = String(fileName.dropFirst(prefix.count))
+      if !known.contains(name) { throw .unexpectedTensor(path: file.path, tensor: fileName, expected: modelNames) }
     }
     var loaded: [(Tensor, Tensor)] = []
     for (name, tensor) in state {
-      guard let entry = file.entries[name] else { throw .missingTensor(path: file.path, tensor: name) }
+      guard let entry = file.entries[prefix + name] else { throw .missingTensor(path: file.path, tensor: prefix + name) }
       guard entry.shape == tensor.shape else {
-        throw .shapeMismatch(path: file.path, tensor: name, fileShape: entry.shape, modelShape: tensor.shape)
+        throw .shapeMismatch(path: file.path, tensor: prefix + name, fileShape: entry.shape, modelShape: tensor.shape)
       }
-      loaded.append((tensor, try file.floatTensor(name)))
+      loaded.append((tensor, try file.floatTensor(prefix + name)))
     }
     var counts: [(Counter, Int64)] = []
     for (name, counter) in counters {
-      guard let entry = file.entries[name] else { throw .missingTensor(path: file.path, tensor: name) }
-      guard entry.shape.reduce(1, *) == 1 else {
-        throw .shapeMismatch(path: file.path, tensor: name, fileShape: entry.shape, modelShape: [])
+      guard let entry = file.entries[prefix + name] else {
+        throw .missingTensor(path: file.path, tensor: prefix + name)
       }
-      counts.append((counter, try file.integerValues(name)[0]))
+      guard entry.shape.reduce(1, *) == 1 else {
+        throw .shapeMismatch(path: file.path, tensor: prefix + name, fileShape: entry.shape, modelShape: [])
+      }
+      counts.append((counter, try file.integerValues(prefix + name)[0]))
     }
     for (target, source) in loaded {
       target.assign(from: source)

@@ -74,17 +74,21 @@ public struct MemoryBudget: Sendable, Hashable, Comparable, CustomStringConverti
     self.bytes = Int(bytes)
   }
 
-  /// The budget in MiB, as printed.
+  /// The budget in MiB.
   public var mebibytes: Double { Double(bytes) / 1_048_576 }
 
   public var description: String { MemoryBudget.format(bytes: bytes) }
 
-  /// Bytes as MiB with two decimals (`64.00 MiB`).
+  /// Bytes in the unit that suits their size, binary, with two decimals: `512 bytes`,
+  /// `117.19 KiB`, `64.00 MiB`, `1.50 GiB` (two values a few KiB apart print apart).
   public static func format(bytes: Int) -> String {
-    let mebibytes = Double(bytes) / 1_048_576
-    let hundredths = Int((mebibytes * 100).rounded())
-    let fraction = hundredths % 100
-    return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction) MiB"
+    let magnitude = bytes.magnitude
+    if magnitude < 1024 { return "\(bytes) bytes" }
+    let (unit, name): (Double, String) =
+      magnitude < 1 << 20 ? (1024, "KiB") : magnitude < 1 << 30 ? (1_048_576, "MiB") : (1_073_741_824, "GiB")
+    let hundredths = Int((Double(bytes) / unit * 100).rounded())
+    let fraction = abs(hundredths % 100)
+    return "\(hundredths / 100).\(fraction < 10 ? "0" : "")\(fraction) \(name)"
   }
 
   public static func < (a: MemoryBudget, b: MemoryBudget) -> Bool { a.bytes < b.bytes }

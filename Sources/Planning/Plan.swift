@@ -70,14 +70,18 @@ public struct Plan: Sendable, Equatable, CustomStringConvertible {
 
   public var description: String {
     func bytes(_ value: Int) -> String { "\(MemoryBudget.format(bytes: value).padding(12)) \(value) bytes" }
+    func window(_ sizes: BalancedSizes) -> String {
+      "\(sizes.count) micro-batch\(sizes.count == 1 ? "" : "es"): \(sizes.summary)"
+    }
     var lines = [
-      "target batch        \(targetBatch)",
-      "micro-batch         \(microBatch)",
-      "accumulation steps  \(accumulationCount)",
-      "window sizes        \(windowSizes.summary)",
+      "target batch         \(targetBatch)",
+      budgetBytes >= MemoryBudget.maximumBytes
+        ? "micro-batch          \(microBatch) (fixed)"
+        : "largest micro-batch  \(microBatch) (the largest that fits the budget)",
+      "each window          \(window(windowSizes))",
     ]
     if let lastWindowSizes, let datasetSize {
-      lines.append("last window         \(lastWindowSizes.summary) (dataset of \(datasetSize))")
+      lines.append("last window          \(window(lastWindowSizes)) (dataset of \(datasetSize))")
     }
     lines += [
       "",

@@ -149,7 +149,17 @@ struct TrainCommand: ParsableCommand {
           options: options)
       }
     }
-    if let resume { try userFacing { try trainer.resume(from: resume) } }
+    if let resume {
+      try userFacing { try trainer.resume(from: resume) }
+      if trainer.completedEpochs >= epochs {
+        // Nothing to train: say so, and how to go on (--epochs counts the total).
+        print(
+          "\(resume) already finished \(trainer.completedEpochs) epoch\(trainer.completedEpochs == 1 ? "" : "s"), and --epochs \(epochs) counts the total: nothing to train; give --epochs \(trainer.completedEpochs + 1) or more to continue"
+        )
+        if let save { try userFacing { try model.saveState(path: save) } }
+        return
+      }
+    }
     try requireMemoryMeasurement()
     trainer.log = try log.map { path in try userFacing { try TrainingLog(path: path, budgetBytes: budget?.bytes) } }
     if !quiet {
@@ -227,8 +237,8 @@ struct TrainCommand: ParsableCommand {
   }
 }
 
-/// Bytes as MiB with two decimals.
-func formatBytes(_ bytes: Int) -> String { MemoryBudget.format(bytes: bytes) }
+/// Bytes in the unit that suits them, with the exact count: `115.77 KiB (118552 bytes)`.
+func formatBytes(_ bytes: Int) -> String { "\(MemoryBudget.format(bytes: bytes)) (\(bytes) bytes)" }
 
 /// Progress on standard output: on a terminal a live line per step (epoch, step, window
 /// loss, samples/s, measured peak against budget, time left); otherwise a line per epoch.
@@ -258,7 +268,7 @@ final class ProgressDisplay {
     let rate = elapsed > 0 ? Double(samples) / elapsed : 0
     let remainingSteps = max(0, epochs * stepsPerEpoch - record.step)
     let eta = steps > 0 ? elapsed / Double(steps) * Double(remainingSteps) : 0
-    let peak = formatBytes(record.peakBytes) + (budgetBytes.map { " / \(formatBytes($0))" } ?? "")
+    let peak = MemoryBudget.format(bytes: record.peakBytes) + (budgetBytes.map { " / \(MemoryBudget.format(bytes: $0))" } ?? "")
     let line = String(
       format: "epoch %d/%d  step %d  loss %.6f  %.0f samples/s  peak %@  ETA %d:%02d", record.epoch, epochs,
       record.step, record.loss, rate, peak, Int(eta) / 60, Int(eta) % 60)

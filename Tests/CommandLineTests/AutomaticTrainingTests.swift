@@ -32,7 +32,7 @@ struct AutomaticTrainingTests {
     let result = try CommandRunner.run(
       Self.common + ["--epochs", "1", "--target-batch", "64", "--budget", "\(minimum)", "--log", log])
     #expect(result.status == 0, "\(result.error)")
-    #expect(result.output.contains("micro-batch         1"), "\(result.output)")
+    #expect(result.output.contains("largest micro-batch  1 "), "\(result.output)")
     let summary = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").last.map {
       try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
     }
@@ -45,7 +45,7 @@ struct AutomaticTrainingTests {
     let result = try CommandRunner.run(
       Self.common + ["--epochs", "2", "--target-batch", "100", "--budget", "80KB", "--log", log])
     #expect(result.status == 0, "\(result.error)")
-    #expect(result.output.contains("accumulation steps"))
+    #expect(result.output.contains("each window"))
     #expect(result.output.contains("epoch 2/2"))
     let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n")
     let records = try lines.dropLast().map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }

@@ -46,7 +46,7 @@ struct PlanCommandTests {
     ])
     #expect(result.status == 0, "\(result.error)")
     for text in [
-      "micro-batch", "accumulation steps", "window sizes", "parameters", "gradients", "transient", "headroom",
+      "largest micro-batch", "each window", "safety margin", "parameters", "gradients", "transient", "headroom",
       "linear(64,128)",
     ] {
       #expect(result.output.contains(text), "missing \(text)")

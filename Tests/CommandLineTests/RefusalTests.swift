@@ -86,7 +86,7 @@ struct RefusalTests {
       "--target-batch", "\(Int.max)", "--budget", "1000000TB", "--optimizer", "adam", "--loss", "cross-entropy",
     ])
     #expect(!result.crashed && result.status == 0, "\(result.error.prefix(300))")
-    #expect(result.output.contains("target batch        \(Int.max)"))
+    #expect(result.output.contains("target batch         \(Int.max)"))
   }
 
   @Test func hugeTargetBatchesAreSummarised() throws {

@@ -245,7 +245,7 @@ struct DemoCommandTests {
       #expect(accuracy >= 95, "\(line)")
       #expect(line.hasSuffix(" 0 budget violations"), "\(line)")
     }
-    #expect(result.output.contains("accumulation steps  5"), "the CNN's plan should accumulate")
+    #expect(result.output.contains("each window          5 micro-batches"), "the CNN's plan should accumulate")
   }
 }
 

@@ -27,6 +27,11 @@ struct MemoryBudgetTests {
     #expect(MemoryBudget.kb(1.5).bytes == 1536)
     #expect(MemoryBudget.gb(1).bytes == 1 << 30)
     #expect(MemoryBudget.mb(64).description == "64.00 MiB")
+    // The unit follows the size, so small budgets print apart.
+    #expect(MemoryBudget.format(bytes: 120 * 1024) == "120.00 KiB")
+    #expect(MemoryBudget.format(bytes: 118_552) == "115.77 KiB")
+    #expect(MemoryBudget.format(bytes: 512) == "512 bytes")
+    #expect(MemoryBudget.format(bytes: 3 << 29) == "1.50 GiB")
   }
 }
 
