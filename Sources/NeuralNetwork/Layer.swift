@@ -80,6 +80,8 @@ public enum ShapeError: Error, Equatable, Sendable, CustomStringConvertible {
   case targetMismatch(loss: String, predicted: [Int], targets: [Int])
   /// A convolution or pooling window does not fit the input.
   case windowTooLarge(layer: String, actual: [Int])
+  /// A sequence longer than a positional table.
+  case sequenceTooLong(layer: String, length: Int, maxLength: Int)
 
   public var description: String {
     switch self {
@@ -91,6 +93,8 @@ public enum ShapeError: Error, Equatable, Sendable, CustomStringConvertible {
       "\(loss) cannot compare predictions of shape \(predicted) with targets of shape \(targets)"
     case .windowTooLarge(let layer, let actual):
       "\(layer): its window does not fit an input of shape \(actual)"
+    case .sequenceTooLong(let layer, let length, let maxLength):
+      "\(layer) holds positions for sequences of up to \(maxLength) tokens, got \(length)"
     }
   }
 }

@@ -41,18 +41,24 @@ public final class Linear: Layer, CustomStringConvertible {
     self.init(inputSize: inputSize, outputSize: outputSize, bias: bias, generator: &generator)
   }
 
+  /// Acts on the last axis: `[N, in]`, or `[N, …, in]` (such as tokens `[b, s, in]`) as
+  /// one product over all leading positions.
   public func callAsFunction(_ input: Tensor) -> Tensor {
-    Tensor.linear(input, weight: weight, bias: bias)
+    guard input.rank > 2 else { return Tensor.linear(input, weight: weight, bias: bias) }
+    let leading = Array(input.shape.dropLast())
+    let rows = input.reshaped(to: [-1, inputSize])
+    return Tensor.linear(rows, weight: weight, bias: bias).reshaped(to: leading + [outputSize])
   }
 
+  /// A sample `[in]`, or `[…, in]` with the last axis the features.
   public func outputShape(forInput shape: [Int]) throws(ShapeError) -> [Int] {
-    guard shape.count == 1 else {
+    guard let features = shape.last else {
       throw .rankMismatch(layer: "linear(\(inputSize),\(outputSize))", expectedRank: 1, actual: shape)
     }
-    guard shape[0] == inputSize else {
+    guard features == inputSize else {
       throw .featureMismatch(layer: "linear(\(inputSize),\(outputSize))", expected: inputSize, actual: shape)
     }
-    return [outputSize]
+    return shape.dropLast() + [outputSize]
   }
 
   public var namedParameters: [(name: String, tensor: Tensor)] {

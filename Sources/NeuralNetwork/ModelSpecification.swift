@@ -149,6 +149,18 @@ public struct ModelSpecification: Sendable, Equatable, CustomStringConvertible {
       try arguments.checkParameterCount(input, output)
       return { Linear(inputSize: input, outputSize: output, bias: bias, generator: &$0) }
     },
+    LayerEntry(name: "embedding") { arguments throws(ModelSpecificationError) in
+      try arguments.expect(2...2, keywords: [])
+      let vocabulary = try arguments.size(0, "num_embeddings"), width = try arguments.size(1, "embedding_dim")
+      try arguments.checkParameterCount(vocabulary, width)
+      return { Embedding(vocabularySize: vocabulary, width: width, generator: &$0) }
+    },
+    LayerEntry(name: "positionalembedding") { arguments throws(ModelSpecificationError) in
+      try arguments.expect(2...2, keywords: [])
+      let length = try arguments.size(0, "max_length"), width = try arguments.size(1, "dim")
+      try arguments.checkParameterCount(length, width)
+      return { PositionalEmbedding(maxLength: length, width: width, generator: &$0) }
+    },
     LayerEntry(name: "conv2d") { arguments throws(ModelSpecificationError) in
       try arguments.expect(3...3, keywords: ["stride", "padding", "dilation", "bias"])
       let input = try arguments.size(0, "in_channels"), output = try arguments.size(1, "out_channels")

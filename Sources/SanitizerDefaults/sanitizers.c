@@ -4,11 +4,13 @@
 
 // Objects the test harnesses and Foundation keep until exit (the same list as
 // scripts/lsan.supp): XCTest's suite bookkeeping, a side table of Process.run(), and the
-// read buffer String(contentsOfFile:) keeps for an empty file.
+// read buffer String(contentsOfFile:) keeps for an empty file, and the input keys
+// ArgumentParser builds for an option group and leaves when it exits on a bad value.
 const char *__lsan_default_suppressions(void) {
   return "leak:libXCTest.so\n"
          "leak:10Foundation7ProcessC3run\n"
-         "leak:FoundationEssentials17readBytesFromFile\n";
+         "leak:FoundationEssentials17readBytesFromFile\n"
+         "leak:14ArgumentParser8InputKeyV\n";
 }
 
 // Used suppressions are not listed at exit (the command line's errors stay one line).

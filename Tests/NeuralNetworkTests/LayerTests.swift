@@ -110,6 +110,7 @@ struct ModelSpecificationTests {
     ("adaptiveavgpool2d(2,3)", "adaptiveavgpool2d(2,3)"), ("batchnorm1d(4)", "batchnorm1d"),
     ("batchnorm2d(4,momentum=none)", "batchnorm2d"), ("layernorm(4)", "layernorm"), ("relu", "relu"),
     ("tanh", "tanh"), ("sigmoid", "sigmoid"), ("gelu", "gelu"), ("flatten", "flatten"), ("dropout(0.1)", "dropout"),
+    ("embedding(10,4)", "embedding(10,4)"), ("positionalembedding(8,4)", "positionalembedding(8,4)"),
   ])
   func everyRegisteredLayerBuildsItsOwnKind(text: String, description: String) throws {
     let model = try ModelSpecification(parsing: text).build(seed: 0)
@@ -119,7 +120,7 @@ struct ModelSpecificationTests {
 
   @Test func theRegistryNamesEveryKnownLayerOnce() {
     #expect(Set(ModelSpecification.knownLayers).count == ModelSpecification.knownLayers.count)
-    #expect(ModelSpecification.knownLayers.count == 14)
+    #expect(ModelSpecification.knownLayers.count == 16)
   }
 
   @Test func sameSeedSameModel() throws {
@@ -307,5 +308,32 @@ struct BatchNormTests {
     #expect(throws: ModelSpecificationError.self) { try ModelSpecification(parsing: "batchnorm2d(0)") }
     #expect(throws: ModelSpecificationError.self) { try ModelSpecification(parsing: "batchnorm1d(3,momentum=2)") }
     #expect(throws: ModelSpecificationError.self) { try ModelSpecification(parsing: "batchnorm1d(3,eps=-1)") }
+  }
+}
+
+@Suite("Sequence layers")
+struct SequenceLayerTests {
+  static let spec = "embedding(20,8) positionalembedding(16,8) layernorm(8) gelu linear(8,20)"
+
+  @Test func tokensFlowThroughEmbeddingPositionsNormAndALinearOnTheLastAxis() throws {
+    let model = try ModelSpecification(parsing: Self.spec).build(seed: 2)
+    #expect(model.namedParameters.map(\.name) == ["0.weight", "1.weight", "2.weight", "2.bias", "4.weight", "4.bias"])
+    #expect(model.namedParameters.map(\.tensor.shape) == [[20, 8], [16, 8], [8], [8], [20, 8], [20]])
+    #expect(try model.outputShape(forInput: [5]) == [5, 20])
+    #expect(throws: ShapeError.self) { try model.outputShape(forInput: [17]) }
+    let ids = Tensor([1, 5, 19, 0, 3, 3, 7, 2, 11, 4], shape: [2, 5])
+    #expect(model(ids).shape == [2, 5, 20])
+    // Every parameter's gradient through the whole stack, by finite differences.
+    let parameters = model.parameters
+    checkGradients(of: parameters, tolerance: 2e-2) { _ in model(ids) }
+  }
+
+  @Test func aLinearOnTokensEqualsItOnEachToken() throws {
+    var generator = RandomGenerator(seed: 1)
+    let linear = Linear(inputSize: 3, outputSize: 2, generator: &generator)
+    let x = randomTensor([2, 4, 3], seed: 3)
+    let all = linear(x)
+    let one = linear(x.reshaped(to: [8, 3]))
+    #expect(all.shape == [2, 4, 2] && all.values == one.values)
   }
 }

@@ -193,3 +193,23 @@ struct BatchNormalizationGradientTests {
     #expect(shifted.gradient!.values.allSatisfy { abs($0) < 1e-6 })
   }
 }
+
+@Suite("Sequence ops")
+struct SequenceOpTests {
+  @Test func embeddingGathersRowsAndScattersGradients() {
+    let weight = randomTensor([5, 3], seed: 4)
+    // Repeated ids: their gradients add up in one row.
+    let ids = Tensor([1, 4, 1, 0, 2, 1], shape: [2, 3])
+    let rows = Tensor.embedding(ids: ids, weight: weight)
+    #expect(rows.shape == [2, 3, 3])
+    #expect(Array(rows.values[0..<3]) == Array(weight.values[3..<6]))
+    checkGradients(of: [weight]) { Tensor.embedding(ids: ids, weight: $0[0]) }
+  }
+
+  @Test func positionsAddPerTimeStep() {
+    let x = randomTensor([2, 3, 4], seed: 5), positions = randomTensor([6, 4], seed: 6)
+    let y = Tensor.addingPositions(x, positions)
+    #expect(y.values[4 * 3 + 1] == x.values[4 * 3 + 1] + positions.values[1])
+    checkGradients(of: [x, positions]) { Tensor.addingPositions($0[0], $0[1]) }
+  }
+}
