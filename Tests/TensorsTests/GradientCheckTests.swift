@@ -1,4 +1,8 @@
 import Tensors
+
+#if canImport(Glibc)
+  import Glibc
+#endif
 import Testing
 import _TestSupport
 
@@ -211,5 +215,49 @@ struct SequenceOpTests {
     let y = Tensor.addingPositions(x, positions)
     #expect(y.values[4 * 3 + 1] == x.values[4 * 3 + 1] + positions.values[1])
     checkGradients(of: [x, positions]) { Tensor.addingPositions($0[0], $0[1]) }
+  }
+}
+
+@Suite("Causal self-attention")
+struct AttentionTests {
+  /// Against a direct computation of the definition for one (sample, head).
+  @Test func matchesTheDefinition() {
+    let (b, s, d, h) = (2, 4, 6, 2)
+    let qkv = randomTensor([b, s, 3 * d], seed: 7)
+    let out = Tensor.causalSelfAttention(qkv, heads: h).values
+    let x = qkv.values, dh = d / h
+    for sample in 0..<b {
+      for head in 0..<h {
+        for t in 0..<s {
+          func q(_ t: Int, _ c: Int) -> Float { x[(sample * s + t) * 3 * d + head * dh + c] }
+          func k(_ t: Int, _ c: Int) -> Float { x[(sample * s + t) * 3 * d + d + head * dh + c] }
+          func v(_ t: Int, _ c: Int) -> Float { x[(sample * s + t) * 3 * d + 2 * d + head * dh + c] }
+          let scores = (0...t).map { j in (0..<dh).reduce(Float(0)) { $0 + q(t, $1) * k(j, $1) } / Float(dh).squareRoot() }
+          let largest = scores.max()!
+          let weights = scores.map { expf($0 - largest) }
+          let total = weights.reduce(0, +)
+          for c in 0..<dh {
+            let expected = (0...t).reduce(Float(0)) { $0 + weights[$1] / total * v($1, c) }
+            #expect(abs(out[(sample * s + t) * d + head * dh + c] - expected) < 1e-5)
+          }
+        }
+      }
+    }
+  }
+
+  @Test(arguments: [(1, 3, 4, 1), (2, 4, 6, 2), (2, 1, 4, 2), (1, 5, 8, 4)])
+  func gradientsMatchFiniteDifferences(shape: (Int, Int, Int, Int)) {
+    let (b, s, d, h) = shape
+    let qkv = randomTensor([b, s, 3 * d], seed: 8)
+    checkGradients(of: [qkv], step: 1e-2, tolerance: 3e-2) { Tensor.causalSelfAttention($0[0], heads: h) }
+  }
+
+  /// Causality: a later token never changes an earlier position's output.
+  @Test func laterTokensDoNotReachBack() {
+    let qkv = randomTensor([1, 5, 12], seed: 9)
+    let changed = qkv.copy()
+    for c in 0..<12 { changed.mutableBuffer[4 * 12 + c] += 1 }
+    let a = Tensor.causalSelfAttention(qkv, heads: 2).values, bValues = Tensor.causalSelfAttention(changed, heads: 2).values
+    #expect(Array(a[0..<(4 * 4)]) == Array(bValues[0..<(4 * 4)]))
   }
 }
