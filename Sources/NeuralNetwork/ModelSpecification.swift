@@ -161,6 +161,17 @@ public struct ModelSpecification: Sendable, Equatable, CustomStringConvertible {
       try arguments.checkParameterCount(length, width)
       return { PositionalEmbedding(maxLength: length, width: width, generator: &$0) }
     },
+    LayerEntry(name: "transformerblock") { arguments throws(ModelSpecificationError) in
+      try arguments.expect(2...2, keywords: ["ff", "dropout"])
+      let width = try arguments.size(0, "dim"), heads = try arguments.size(1, "heads")
+      guard width % heads == 0 else { throw arguments.fail("dim \(width) must be a multiple of heads \(heads)") }
+      let feedForward = try arguments.size(keyword: "ff", default: 4 * width)
+      if let text = arguments.layer.keywords["dropout"], Float(text.trimmingWhitespace) != 0 {
+        throw arguments.fail("dropout inside transformerblock is not supported yet, got \"\(abbreviated(text))\"; use 0")
+      }
+      try arguments.checkParameterCount(4 * width + 2 * feedForward + 8, width)
+      return { TransformerBlock(width: width, heads: heads, feedForward: feedForward, generator: &$0) }
+    },
     LayerEntry(name: "conv2d") { arguments throws(ModelSpecificationError) in
       try arguments.expect(3...3, keywords: ["stride", "padding", "dilation", "bias"])
       let input = try arguments.size(0, "in_channels"), output = try arguments.size(1, "out_channels")

@@ -65,3 +65,84 @@ public final class PositionalEmbedding: Layer, CustomStringConvertible {
 
   public var description: String { "positionalembedding(\(maxLength),\(width))" }
 }
+
+/// A pre-LayerNorm causal self-attention block (GPT-2 layout), as the reference's
+/// `TransformerBlock(width, heads, ff)`: `x + attn(ln_1(x))`, then `+ mlp(ln_2(·))`, on
+/// tokens `[b, s, width]`.
+///
+/// Parameter names and layouts are PyTorch's: `ln_1.{weight,bias}`,
+/// `attn.in_proj_weight` `[3·width, width]` (query, key, value rows in that order),
+/// `attn.in_proj_bias` `[3·width]`, `attn.out_proj.{weight,bias}`, `ln_2.{weight,bias}`,
+/// `mlp.0.{weight [ff, width], bias}`, `mlp.2.{weight [width, ff], bias}`. Heads split
+/// `width` into `heads` slices; scores are scaled by `1/√(width/heads)`; the MLP's GELU is
+/// the exact (erf) one. Initialization follows `nn.MultiheadAttention` (Xavier-uniform input
+/// projection, zero projection biases) and `nn.Linear`. Dropout inside the block is not
+/// supported yet (`dropout=0`, the reference's default).
+public final class TransformerBlock: Layer, CustomStringConvertible {
+  public let firstNorm: LayerNorm
+  /// `[3·width, width]`.
+  public let inputProjectionWeight: Tensor
+  /// `[3·width]`.
+  public let inputProjectionBias: Tensor
+  public let outputProjection: Linear
+  public let secondNorm: LayerNorm
+  public let expansion: Linear
+  public let contraction: Linear
+  /// Attention heads.
+  public let heads: Int
+
+  /// Features per token.
+  public var width: Int { outputProjection.outputSize }
+  /// The MLP's hidden width.
+  public var feedForward: Int { expansion.outputSize }
+
+  /// - Parameters: the width, the number of heads (dividing the width) and the MLP's width
+  ///   (`4·width` in the reference by default); weights drawn from `generator`.
+  public init(width: Int, heads: Int, feedForward: Int, generator: inout RandomGenerator) {
+    precondition(width >= 1 && heads >= 1 && width % heads == 0 && feedForward >= 1, "bad transformer block sizes")
+    firstNorm = LayerNorm(size: width)
+    // Xavier-uniform over the whole [3·width, width] matrix, as nn.MultiheadAttention.
+    let bound = (6 / Float(4 * width)).squareRoot()
+    inputProjectionWeight = Tensor(
+      uniformShape: [3 * width, width], low: -bound, high: bound, generator: &generator)
+    inputProjectionWeight.requiresGradient = true
+    inputProjectionBias = Tensor(zeros: [3 * width], requiresGradient: true)
+    outputProjection = Linear(inputSize: width, outputSize: width, generator: &generator)
+    outputProjection.bias!.mutableBuffer.update(repeating: 0)
+    secondNorm = LayerNorm(size: width)
+    expansion = Linear(inputSize: width, outputSize: feedForward, generator: &generator)
+    contraction = Linear(inputSize: feedForward, outputSize: width, generator: &generator)
+    self.heads = heads
+  }
+
+  public func callAsFunction(_ input: Tensor) -> Tensor {
+    let (samples, length) = (input.shape[0], input.shape[1])
+    let normalized = firstNorm(input).reshaped(to: [samples * length, width])
+    let projected = Tensor.linear(normalized, weight: inputProjectionWeight, bias: inputProjectionBias)
+    let attended = Tensor.causalSelfAttention(projected.reshaped(to: [samples, length, 3 * width]), heads: heads)
+    let x = input + outputProjection(attended)
+    return x + contraction(expansion(secondNorm(x)).gelu())
+  }
+
+  /// A sample `[s, width]`.
+  public func outputShape(forInput shape: [Int]) throws(ShapeError) -> [Int] {
+    guard shape.count == 2 else { throw .rankMismatch(layer: description, expectedRank: 2, actual: shape) }
+    guard shape[1] == width else { throw .featureMismatch(layer: description, expected: width, actual: shape) }
+    return shape
+  }
+
+  public var namedParameters: [(name: String, tensor: Tensor)] {
+    [
+      ("ln_1.weight", firstNorm.weight), ("ln_1.bias", firstNorm.bias),
+      ("attn.in_proj_weight", inputProjectionWeight), ("attn.in_proj_bias", inputProjectionBias),
+      ("attn.out_proj.weight", outputProjection.weight), ("attn.out_proj.bias", outputProjection.bias!),
+      ("ln_2.weight", secondNorm.weight), ("ln_2.bias", secondNorm.bias),
+      ("mlp.0.weight", expansion.weight), ("mlp.0.bias", expansion.bias!),
+      ("mlp.2.weight", contraction.weight), ("mlp.2.bias", contraction.bias!),
+    ]
+  }
+
+  public var description: String {
+    "transformerblock(\(width),\(heads)\(feedForward == 4 * width ? "" : ",ff=\(feedForward)"))"
+  }
+}

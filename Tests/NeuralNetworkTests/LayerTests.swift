@@ -111,6 +111,7 @@ struct ModelSpecificationTests {
     ("batchnorm2d(4,momentum=none)", "batchnorm2d"), ("layernorm(4)", "layernorm"), ("relu", "relu"),
     ("tanh", "tanh"), ("sigmoid", "sigmoid"), ("gelu", "gelu"), ("flatten", "flatten"), ("dropout(0.1)", "dropout"),
     ("embedding(10,4)", "embedding(10,4)"), ("positionalembedding(8,4)", "positionalembedding(8,4)"),
+    ("transformerblock(8,2)", "transformerblock(8,2)"), ("transformerblock(8,2,ff=12)", "transformerblock(8,2,ff=12)"),
   ])
   func everyRegisteredLayerBuildsItsOwnKind(text: String, description: String) throws {
     let model = try ModelSpecification(parsing: text).build(seed: 0)
@@ -120,7 +121,7 @@ struct ModelSpecificationTests {
 
   @Test func theRegistryNamesEveryKnownLayerOnce() {
     #expect(Set(ModelSpecification.knownLayers).count == ModelSpecification.knownLayers.count)
-    #expect(ModelSpecification.knownLayers.count == 16)
+    #expect(ModelSpecification.knownLayers.count == 17)
   }
 
   @Test func sameSeedSameModel() throws {
@@ -326,6 +327,38 @@ struct SequenceLayerTests {
     // Every parameter's gradient through the whole stack, by finite differences.
     let parameters = model.parameters
     checkGradients(of: parameters, tolerance: 2e-2) { _ in model(ids) }
+  }
+
+  /// The reference's names and layouts (`nn.Sequential` indices, then the block's own),
+  /// so that PyTorch's state_dict files load unchanged.
+  @Test func aTransformerBlockHasThePyTorchNamesAndShapes() throws {
+    let model = try ModelSpecification(
+      parsing: "embedding(20,8) positionalembedding(16,8) transformerblock(8,2,ff=12) layernorm(8) linear(8,20)"
+    ).build(seed: 1)
+    let shapes = Dictionary(uniqueKeysWithValues: model.namedParameters.map { ($0.name, $0.tensor.shape) })
+    #expect(shapes["2.ln_1.weight"] == [8] && shapes["2.ln_1.bias"] == [8])
+    #expect(shapes["2.attn.in_proj_weight"] == [24, 8] && shapes["2.attn.in_proj_bias"] == [24])
+    #expect(shapes["2.attn.out_proj.weight"] == [8, 8] && shapes["2.attn.out_proj.bias"] == [8])
+    #expect(shapes["2.ln_2.weight"] == [8] && shapes["2.mlp.0.weight"] == [12, 8] && shapes["2.mlp.0.bias"] == [12])
+    #expect(shapes["2.mlp.2.weight"] == [8, 12] && shapes["2.mlp.2.bias"] == [8])
+    #expect(model.namedParameters.count == 2 + 12 + 2 + 2)
+    #expect(try model.outputShape(forInput: [7]) == [7, 20])
+    let ids = Tensor([3, 1, 4, 1, 5, 9, 2, 6, 5, 3], shape: [2, 5])
+    #expect(model(ids).shape == [2, 5, 20])
+    #expect(throws: ModelSpecificationError.self) { try ModelSpecification(parsing: "transformerblock(8,3)") }
+    #expect(throws: ModelSpecificationError.self) { try ModelSpecification(parsing: "transformerblock(8,2,dropout=0.1)") }
+  }
+
+  @Test func aTransformerBlocksGradientsMatchFiniteDifferences() throws {
+    let block = try ModelSpecification(parsing: "transformerblock(6,2,ff=8)").build(seed: 3)
+    // Random biases and norms, so that every path carries a gradient.
+    var generator = RandomGenerator(seed: 5)
+    for parameter in block.parameters {
+      parameter.mutableBuffer.update(
+        fromContentsOf: Tensor(uniformShape: parameter.shape, low: -0.5, high: 0.5, generator: &generator).values)
+    }
+    let x = randomTensor([2, 4, 6], seed: 6)
+    checkGradients(of: block.parameters + [x], step: 1e-2, tolerance: 4e-2) { _ in block(x) }
   }
 
   @Test func aLinearOnTokensEqualsItOnEachToken() throws {
