@@ -84,8 +84,13 @@ struct LayerTests {
     #expect(throws: ShapeError.featureMismatch(layer: "linear(4,3)", expected: 4, actual: [5])) {
       try model.outputShape(forInput: [5])
     }
-    #expect(throws: ShapeError.rankMismatch(layer: "linear(4,3)", expectedRank: 1, actual: [2, 2])) {
+    // A linear layer acts on the last axis (tokens [s, in] too), as nn.Linear does.
+    #expect(throws: ShapeError.featureMismatch(layer: "linear(4,3)", expected: 4, actual: [2, 2])) {
       try model.outputShape(forInput: [2, 2])
+    }
+    #expect(try model.outputShape(forInput: [3, 4]) == [3, 2])
+    #expect(throws: ShapeError.rankMismatch(layer: "linear(4,3)", expectedRank: 1, actual: [])) {
+      try model.outputShape(forInput: [])
     }
     #expect(try Flatten().outputShape(forInput: [2, 2]) == [4])
   }
