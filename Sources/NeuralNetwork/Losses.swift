@@ -47,6 +47,31 @@ public func crossEntropy(
   }
 }
 
+/// Next-token cross-entropy of logits `[b, s, V]` against labels `[b, s]`, as causal
+/// language modelling computes it (Hugging Face's convention, and the reference's
+/// `summed_loss`): position `t`'s logits predict `labels[t + 1]`; the last position predicts
+/// nothing, and labels equal to `ignoreIndex` (−100: padding, masked prompts) are not
+/// predicted. The mean divides by the predicted tokens.
+public func tokenCrossEntropy(
+  logits: Tensor, labels: Tensor, ignoreIndex: Int = -100, reduction: Reduction = .mean
+) -> Tensor {
+  precondition(logits.rank == 3 && labels.shape == Array(logits.shape.prefix(2)), "token cross-entropy needs [b, s, V] and [b, s], got \(logits.shape), \(labels.shape)")
+  let (samples, length, vocabulary) = (logits.shape[0], logits.shape[1], logits.shape[2])
+  // Labels shifted left by one position, the last position of every sample ignored.
+  let shifted = Tensor(uninitializedShape: [samples * length])
+  if shifted.hasElements {
+    let source = labels.storage.base, target = shifted.storage.base
+    for sample in 0..<samples {
+      for t in 0..<length {
+        target[sample * length + t] = t + 1 < length ? source[sample * length + t + 1] : Float(ignoreIndex)
+      }
+    }
+  }
+  return crossEntropy(
+    logits: logits.reshaped(to: [samples * length, vocabulary]), labels: shifted, ignoreIndex: ignoreIndex,
+    reduction: reduction)
+}
+
 /// Binary cross-entropy of logits against targets in `[0, 1]`, as `nn.BCEWithLogitsLoss`,
 /// computed stably as `max(x, 0) − x·y + log(1 + e^−|x|)`.
 public func binaryCrossEntropy(logits: Tensor, expected: Tensor, reduction: Reduction = .mean) -> Tensor {
@@ -73,6 +98,8 @@ public struct Loss: Sendable, Equatable, CustomStringConvertible {
     case meanSquaredError
     case crossEntropy(ignoreIndex: Int)
     case binaryCrossEntropy
+    /// Next-token cross-entropy over sequences (``tokenCrossEntropy(logits:labels:ignoreIndex:reduction:)``).
+    case tokenCrossEntropy(ignoreIndex: Int)
   }
 
   /// Which function.
@@ -84,6 +111,8 @@ public struct Loss: Sendable, Equatable, CustomStringConvertible {
   public static let crossEntropy = Loss(kind: .crossEntropy(ignoreIndex: -100))
   /// Binary cross-entropy from logits.
   public static let binaryCrossEntropy = Loss(kind: .binaryCrossEntropy)
+  /// Next-token cross-entropy over sequences, ignoring label −100.
+  public static let tokenCrossEntropy = Loss(kind: .tokenCrossEntropy(ignoreIndex: -100))
   /// Cross-entropy ignoring labels equal to `ignoreIndex`.
   public static func crossEntropy(ignoreIndex: Int) -> Loss { Loss(kind: .crossEntropy(ignoreIndex: ignoreIndex)) }
 
@@ -93,6 +122,7 @@ public struct Loss: Sendable, Equatable, CustomStringConvertible {
     case .crossEntropy(let ignoreIndex):
       ignoreIndex == -100 ? "cross-entropy" : "cross-entropy(ignore_index=\(ignoreIndex))"
     case .binaryCrossEntropy: "bce"
+    case .tokenCrossEntropy: "token cross-entropy"
     }
   }
 
@@ -105,6 +135,8 @@ public struct Loss: Sendable, Equatable, CustomStringConvertible {
       NeuralNetwork.crossEntropy(logits: predicted, labels: targets, ignoreIndex: ignoreIndex, reduction: reduction)
     case .binaryCrossEntropy:
       NeuralNetwork.binaryCrossEntropy(logits: predicted, expected: targets, reduction: reduction)
+    case .tokenCrossEntropy(let ignoreIndex):
+      NeuralNetwork.tokenCrossEntropy(logits: predicted, labels: targets, ignoreIndex: ignoreIndex, reduction: reduction)
     }
   }
 
@@ -116,8 +148,23 @@ public struct Loss: Sendable, Equatable, CustomStringConvertible {
     case .crossEntropy(let ignoreIndex):
       // Shape-only targets (memory tracing) have no values: every label counts.
       targets.hasElements ? targets.buffer.lazy.filter { Int($0) != ignoreIndex }.count : targets.count
+    case .tokenCrossEntropy(let ignoreIndex):
+      // The predicted tokens: labels[:, 1...] that are not ignored (rule 3 counts these).
+      Self.predictedTokens(targets, ignoreIndex: ignoreIndex)
     case .meanSquaredError, .binaryCrossEntropy: targets.count
     }
+  }
+
+  static func predictedTokens(_ labels: Tensor, ignoreIndex: Int) -> Int {
+    guard labels.rank == 2 else { return 0 }
+    let (samples, length) = (labels.shape[0], labels.shape[1])
+    guard labels.hasElements else { return samples * max(length - 1, 0) }
+    var count = 0
+    let values = labels.storage.base
+    for sample in 0..<samples {
+      for t in 1..<max(length, 1) where Int(values[sample * length + t]) != ignoreIndex { count += 1 }
+    }
+    return count
   }
 
   /// The shape of one sample's target for predictions of one sample's shape
@@ -125,6 +172,8 @@ public struct Loss: Sendable, Equatable, CustomStringConvertible {
   /// output's shape otherwise.
   public func targetShape(outputShape: [Int]) -> [Int] {
     if case .crossEntropy = kind { return [] }
+    // One label per position.
+    if case .tokenCrossEntropy = kind { return Array(outputShape.prefix(1)) }
     return outputShape.reduce(1, *) == 1 ? [] : outputShape
   }
 
@@ -143,6 +192,10 @@ public struct Loss: Sendable, Equatable, CustomStringConvertible {
       guard predicted.reduce(1, *) == targets.count else {
         throw .targetMismatch(loss: description, predicted: predicted, targets: targets.shape)
       }
+    case .tokenCrossEntropy:
+      guard outputShape.count == 2, targets.rank == 2, targets.shape[1] == outputShape[0] else {
+        throw .targetMismatch(loss: description, predicted: predicted, targets: targets.shape)
+      }
     }
   }
 
@@ -159,8 +212,8 @@ public struct Loss: Sendable, Equatable, CustomStringConvertible {
     guard targets.hasElements else { return }
     let values = targets.buffer
     switch kind {
-    case .crossEntropy(let ignoreIndex):
-      let classes = outputShape.first ?? 0
+    case .crossEntropy(let ignoreIndex), .tokenCrossEntropy(let ignoreIndex):
+      let classes = outputShape.last ?? 0
       if let index = values.firstIndex(where: {
         !($0 >= 0 && $0 < Float(classes) && $0.rounded() == $0) && $0 != Float(ignoreIndex)
       }) {

@@ -108,7 +108,7 @@ public final class TransformerBlock: Layer, CustomStringConvertible {
     inputProjectionWeight.requiresGradient = true
     inputProjectionBias = Tensor(zeros: [3 * width], requiresGradient: true)
     outputProjection = Linear(inputSize: width, outputSize: width, generator: &generator)
-    outputProjection.bias!.mutableBuffer.update(repeating: 0)
+    if let bias = outputProjection.bias, bias.hasElements { bias.mutableBuffer.update(repeating: 0) }
     secondNorm = LayerNorm(size: width)
     expansion = Linear(inputSize: width, outputSize: feedForward, generator: &generator)
     contraction = Linear(inputSize: feedForward, outputSize: width, generator: &generator)

@@ -12,11 +12,15 @@ public struct MemoryMeasurement {
   public let sampleShape: [Int]
   /// Labels below this bound for cross-entropy (the model's output width).
   let classCount: Int
+  /// The last axis of the model's output (the vocabulary of a token model).
+  let outputWidth: Int
 
   /// - Parameters: a real model (with elements), its optimizer and loss, one sample's shape.
   public init(model: any Layer, optimizer: Optimizer, loss: Loss, sampleShape: [Int]) throws(PlanningError) {
     do {
-      classCount = try model.outputShape(forInput: sampleShape).reduce(1, *)
+      let outputShape = try model.outputShape(forInput: sampleShape)
+      classCount = outputShape.reduce(1, *)
+      outputWidth = outputShape.last ?? 1
     } catch {
       throw .shape(error)
     }
@@ -27,9 +31,14 @@ public struct MemoryMeasurement {
   /// `samples` random samples with targets the loss accepts.
   public func randomDataset(samples: Int) -> TensorDataset {
     var generator = RandomGenerator(seed: UInt64(samples))
-    let inputs = Tensor(uniformShape: [samples] + sampleShape, low: -1, high: 1, generator: &generator)
+    var inputs = Tensor(uniformShape: [samples] + sampleShape, low: -1, high: 1, generator: &generator)
     let targets: Tensor
     switch stepper.loss.kind {
+    case .tokenCrossEntropy:
+      // Token ids: 0 is in every vocabulary; labels cycle through the output's.
+      inputs = Tensor(zeros: [samples] + sampleShape)
+      targets = Tensor(
+        (0..<(samples * sampleShape.reduce(1, *))).map { Float($0 % max(outputWidth, 1)) }, shape: [samples] + sampleShape)
     case .crossEntropy:
       targets = Tensor((0..<samples).map { Float($0 % max(classCount, 1)) }, shape: [samples])
     case .binaryCrossEntropy:
