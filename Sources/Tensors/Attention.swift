@@ -73,17 +73,8 @@ extension Tensor {
     _ source: UnsafePointer<Float>, into target: UnsafeMutablePointer<Float>, _ samples: Int, _ length: Int,
     _ width: Int, _ heads: Int, parts: Int
   ) {
-    let headWidth = width / heads
-    for part in 0..<parts {
-      for sample in 0..<samples {
-        for head in 0..<heads {
-          let to = target + ((part * samples + sample) * heads + head) * length * headWidth
-          for t in 0..<length {
-            let from = source + (sample * length + t) * parts * width + part * width + head * headWidth
-            (to + t * headWidth).update(from: from, count: headWidth)
-          }
-        }
-      }
+    forEachHeadRow(samples, length, width, heads, parts) { packed, blocked, count in
+      (target + blocked).update(from: source + packed, count: count)
     }
   }
 
@@ -92,14 +83,24 @@ extension Tensor {
     _ source: UnsafePointer<Float>, into target: UnsafeMutablePointer<Float>, _ samples: Int, _ length: Int,
     _ width: Int, _ heads: Int, parts: Int
   ) {
+    forEachHeadRow(samples, length, width, heads, parts) { packed, blocked, count in
+      (target + packed).update(from: source + blocked, count: count)
+    }
+  }
+
+  /// Calls `body` with the offsets of one head's row in the packed layout `[b, s, parts·d]`
+  /// and in the blocked layout `[parts, b, h, s, d/h]`, and the row's length, for every row.
+  @inline(__always)
+  static func forEachHeadRow(
+    _ samples: Int, _ length: Int, _ width: Int, _ heads: Int, _ parts: Int, _ body: (Int, Int, Int) -> Void
+  ) {
     let headWidth = width / heads
     for part in 0..<parts {
       for sample in 0..<samples {
         for head in 0..<heads {
-          let from = source + ((part * samples + sample) * heads + head) * length * headWidth
+          let blocked = ((part * samples + sample) * heads + head) * length * headWidth
           for t in 0..<length {
-            let to = target + (sample * length + t) * parts * width + part * width + head * headWidth
-            to.update(from: from + t * headWidth, count: headWidth)
+            body((sample * length + t) * parts * width + part * width + head * headWidth, blocked + t * headWidth, headWidth)
           }
         }
       }
