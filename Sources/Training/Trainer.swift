@@ -370,6 +370,14 @@ public final class Trainer {
         }
         // Rule 3: the whole window's item count, before the first backward.
         let windowItems = loss.itemCount(targets: dataset.targets(at: windowIndices))
+        guard windowItems > 0 else {
+          // Nothing to predict (every label ignored): no gradient, no step; reported.
+          warn(
+            "step \(stepper.stepCount + 1) (epoch \(progress.epoch + 1)): the window's \(windowSamples) samples have no label to predict; the window changes nothing"
+          )
+          progress.skipWindow()
+          continue
+        }
         while progress.microIndex < progress.windowSizes.count {
           let offset = progress.windowSizes[..<progress.microIndex].reduce(0, +)
           let size = progress.windowSizes[progress.microIndex]

@@ -53,6 +53,25 @@ struct SequenceTrainingTests {
     expectSameParameters(try train(microBatch: 2, accumulationCount: 2).map(\.1), whole, relative: 1e-4)
   }
 
+  /// A window whose labels are all ignored changes nothing and is reported (rather than
+  /// dividing by zero predicted tokens).
+  @Test func aWindowWithNothingToPredictChangesNothing() throws {
+    let data = Self.dataset()
+    var labels = data.targets.values
+    for position in 0..<12 { labels[position] = -100 }  // the first window of 2 samples
+    let masked = TensorDataset(inputs: data.inputs, targets: Tensor(labels, shape: [8, 6]))
+    let model = try ModelSpecification(parsing: Self.spec).build(seed: 1)
+    let trainer = try Trainer(
+      model: model, optimizer: try SGD(learningRate: 0.1), loss: .tokenCrossEntropy, microBatch: 2,
+      options: TrainerOptions(shuffle: false, inputShape: [6]))
+    var warnings: [String] = []
+    trainer.onEvent = { if case .warning(let text) = $0 { warnings.append(text) } }
+    let report = try trainer.fit(masked, epochs: 1)
+    #expect(report.steps == 3 && report.skippedSteps == 1)
+    #expect(report.epochLosses.allSatisfy { $0.isFinite })
+    #expect(warnings.contains { $0.contains("no label to predict") })
+  }
+
   /// The planner predicts a transformer's step to the byte.
   @Test(.measuresMemory) func aTransformerStepIsPredictedExactly() throws {
     let shapeModel = ShapeTracing.run(AllocationTrace()) { try! ModelSpecification(parsing: Self.spec).build(seed: 0) }
