@@ -113,7 +113,7 @@ public struct TrainingReport: Sendable, Equatable {
   public var budgetViolations: Int
   /// Whether the run stopped early on request (after a checkpoint, if one was asked for).
   public var interrupted: Bool = false
-  /// Windows skipped because their loss or gradient was not finite.
+  /// Windows skipped: their loss or gradient was not finite, or they had no label to predict.
   public var skippedSteps: Int = 0
 
   public init(
