@@ -109,7 +109,7 @@ public enum MemoryStatistics {
     return (result, Int(allocation_peak_end(&scope)))
   }
 
-  static let hooksInstalled = allocation_hooks_install() == 0
+  static let hooksInstalled = (try? installAllocationHooks()) != nil
 
   /// Inside ``measurePeak(_:)``: the bytes the calling thread holds now (from an arbitrary
   /// origin) and the most it held at any moment since the previous reading.

@@ -33,9 +33,7 @@ struct AutomaticTrainingTests {
       Self.common + ["--epochs", "1", "--target-batch", "64", "--budget", "\(minimum)", "--log", log])
     #expect(result.status == 0, "\(result.error)")
     #expect(result.output.contains("largest micro-batch  1 "), "\(result.output)")
-    let summary = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").last.map {
-      try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
-    }
+    let summary = try CommandRunner.logRecords(at: log).last
     #expect((summary?["budget_violations"] as? Int ?? 99) == 0, "\(String(describing: summary))")
   }
 
@@ -116,9 +114,7 @@ struct AutomaticTrainingTests {
       ["train", "--data", data.path, "--model", "linear(64,32) relu linear(32,10)", "--loss", "cross-entropy",
        "--epochs", "1", "--drop-last", "--quiet", "--log", log] + mode)
     #expect(result.status == 0, "\(result.error)")
-    let steps = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").compactMap {
-      try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
-    }.filter { $0["step"] != nil }
+    let steps = try CommandRunner.logRecords(at: log).filter { $0["step"] != nil }
     #expect(steps.count == 9)
     #expect(steps.allSatisfy { ($0["samples"] as? Int) == 64 })
   }
@@ -139,9 +135,7 @@ struct AutomaticTrainingTests {
     let trained = try CommandRunner.run(
       Self.common + ["--epochs", "1", "--target-batch", "64", "--budget", budget, "--quiet", "--log", log])
     #expect(trained.status == 0, "\(trained.error)")
-    let first = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").first.map {
-      try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
-    }
+    let first = try CommandRunner.logRecords(at: log).first
     #expect(first?["micro_batches"] as? [Int] == plan["window_sizes"] as? [Int], "\(budget)")
   }
 
@@ -154,9 +148,7 @@ struct AutomaticTrainingTests {
       Self.common + ["--epochs", "2", "--batch", "64", "--validation-split", "0.2", "--log", log])
     #expect(result.status == 0, "\(result.error)")
     #expect(result.output.components(separatedBy: "validation loss").count == 3, "\(result.output)")
-    let lines = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").map {
-      try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
-    }
+    let lines = try CommandRunner.logRecords(at: log)
     let validations = lines.filter { $0["event"] as? String == "validation" }
     #expect(validations.count == 2)
     #expect(validations.allSatisfy { $0["samples"] as? Int == 359 && ($0["accuracy"] as? Double ?? 0) > 0.5 })

@@ -62,6 +62,13 @@ public enum CommandRunner {
     }
   }
 
+  /// The records of a JSON Lines training log (`--log`), one object a line, in order.
+  public static func logRecords(at path: String) throws -> [[String: Any]] {
+    try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map {
+      try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
+    }
+  }
+
   /// A new empty directory for one test's files.
   public static func temporaryDirectory() throws -> URL {
     let url = FileManager.default.temporaryDirectory.appendingPathComponent("gradaccum-test-\(UUID().uuidString)")
