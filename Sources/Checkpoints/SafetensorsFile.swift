@@ -52,7 +52,7 @@ public struct SafetensorsFile: Sendable {
   /// Reads and validates the file at `path`.
   /// - Throws: ``CheckpointError`` for a missing, truncated or malformed file.
   public static func read(path: String) throws(CheckpointError) -> SafetensorsFile {
-    if let problem = MachineMemory.wholeFileProblem(path: path, copies: 3) {
+    if let problem = MachineMemory.wholeFileProblem(path: path, copies: 8) {
       throw .fileNotReadable(path: path, reason: problem)
     }
     guard let handle = FileHandle(forReadingAtPath: path) else {

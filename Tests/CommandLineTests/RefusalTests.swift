@@ -109,6 +109,34 @@ struct RefusalTests {
       mentioning: ["/dev/zero", "not a regular file"])
   }
 
+  /// Files larger than the process can read into memory are refused, not read until an
+  /// allocation fails: a 100 MB (sparse) file under a 512 MiB data limit.
+  @Test func filesTooLargeForTheProcessAreNotRead() throws {
+    let big = Self.directory.appendingPathComponent("big.bin").path
+    FileManager.default.createFile(atPath: big, contents: nil)
+    let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: big))
+    try handle.truncate(atOffset: 100 << 20)
+    try handle.close()
+    let small = try Self.data(named: "fits.csv")
+    for arguments in [
+      ["train", "--data", big, "--model", "linear(4,6)", "--batch", "2", "--epochs", "1"],
+      ["evaluate", "--data", small, "--model", "linear(4,6)", "--init", big],
+    ] {
+      let quoted = arguments.map { "'\($0)'" }.joined(separator: " ")
+      let process = Process()
+      process.executableURL = URL(fileURLWithPath: "/bin/sh")
+      process.arguments = ["-c", "ulimit -d 524288; exec '\(CommandRunner.executable.path)' \(quoted)"]
+      let error = Pipe()
+      process.standardError = error
+      process.standardOutput = Pipe()
+      try process.run()
+      let message = String(decoding: CommandRunner.readAll(error.fileHandleForReading.fileDescriptor), as: UTF8.self)
+      process.waitUntilExit()
+      #expect(process.terminationReason == .exit && process.terminationStatus == 1, "\(arguments): \(message.prefix(300))")
+      #expect(message.contains("more than this process can read into memory"), "\(message.prefix(300))")
+    }
+  }
+
   @Test func negativeNumbersGetARealMessage() throws {
     let path = try Self.data(named: "negative.csv")
     let train = ["train", "--data", path, "--model", "linear(4,6)", "--loss", "cross-entropy", "--epochs", "1"]
@@ -120,6 +148,8 @@ struct RefusalTests {
   @Test func malformedInputsAreRefused() throws {
     let plan = ["plan", "--input-shape", "2", "--target-batch", "8", "--budget", "1MB", "--loss", "mse"]
     try expectRefused(plan + ["--model", "linear(2,3,bias=false,bias=true)"], mentioning: ["bias", "twice"])
+    try expectRefused(
+      ["plan", "--model", "linear(2,3)", "--input-shape", "2", "--target-batch", "8"], mentioning: ["--budget is required"])
     let nul = try Self.data(named: "nul.csv", cell: "1\u{0}5")
     try expectRefused(
       ["train", "--data", nul, "--model", "linear(4,6)", "--loss", "cross-entropy", "--epochs", "1", "--batch", "4"],

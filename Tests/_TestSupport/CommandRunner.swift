@@ -49,7 +49,7 @@ public enum CommandRunner {
 
   /// Everything until end of file from `descriptor`, retrying reads a signal interrupted
   /// (the test process runs many children, and FileHandle traps on `EINTR`).
-  static func readAll(_ descriptor: Int32) -> Data {
+  public static func readAll(_ descriptor: Int32) -> Data {
     var data = Data()
     var buffer = [UInt8](repeating: 0, count: 65536)
     while true {
