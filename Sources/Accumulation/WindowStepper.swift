@@ -25,6 +25,10 @@ public struct StepRecord: Sendable, Equatable {
   /// Set when the window's loss or gradient was not finite and the stepper checks for it
   /// (``WindowStepper/checksFiniteness``): then no optimizer step was taken.
   public var nonFinite: NonFiniteValue?
+  /// For sequence data: the window's predicted tokens (what its loss is divided by).
+  public var tokens: Int?
+  /// For sequence data: the length each micro-batch was padded to, in order.
+  public var paddedLengths: [Int]?
 
   public init(
     step: Int, epoch: Int, samples: Int, loss: Float, learningRate: Float, microBatches: [Int], peakBytes: Int,

@@ -19,6 +19,12 @@ public enum DataError: Error, Equatable, Sendable, CustomStringConvertible {
   case invalidLabel(path: String, line: Int, value: String, expected: String)
   case noFeatures(path: String)
   case inputShapeMismatch(path: String, features: Int, inputShape: [Int])
+  /// A line of a sequence file that cannot be read as a sample (1-based line).
+  case malformedSample(path: String, line: Int, problem: String)
+  /// A file with no sample in it.
+  case noSamples(path: String, expected: String)
+  /// A sequence that the model cannot take, with the flag-free advice of what to change.
+  case sequenceRejected(path: String, line: Int, problem: String)
 
   public var description: String {
     switch self {
@@ -44,6 +50,10 @@ public enum DataError: Error, Equatable, Sendable, CustomStringConvertible {
       "\(path) line \(line): label \(abbreviated(value)) is invalid, expected \(expected)"
     case .noFeatures(let path):
       "\(path): no feature columns besides the label column"
+    case .malformedSample(let path, let line, let problem), .sequenceRejected(let path, let line, let problem):
+      "\(path) line \(line): \(problem)"
+    case .noSamples(let path, let expected):
+      "data file \(path) has no samples; expected \(expected)"
     case .inputShapeMismatch(let path, let features, let inputShape):
       "\(path): \(features) feature columns do not fill input shape \(inputShape.map(String.init).joined(separator: "x"))\(checkedElementCount(inputShape).map { " (\($0) values)" } ?? "")"
     }

@@ -43,6 +43,23 @@ public struct DataLoader: Sendable {
     return order
   }
 
+  /// The indices of `count` samples split by a seeded draw: a `validationFraction` of them
+  /// (rounded, at least one) for validation, the rest for training, each in ascending order.
+  /// - Throws: ``DataError/invalidSplit(fraction:samples:)`` unless `0 < validationFraction
+  ///   < 1` leaves at least one sample on each side.
+  public static func split(count: Int, validationFraction: Double, seed: UInt64) throws(DataError) -> (
+    training: [Int], validation: [Int]
+  ) {
+    guard validationFraction > 0, validationFraction < 1 else {
+      throw .invalidSplit(fraction: validationFraction, samples: count)
+    }
+    let held = Int((validationFraction * Double(count)).rounded())
+    guard held >= 1, held < count else { throw .invalidSplit(fraction: validationFraction, samples: count) }
+    // Epoch -1 of the loader's shuffle: an order no training epoch uses.
+    let order = sampleOrder(count: count, epoch: -1, shuffle: true, seed: seed)
+    return (order[held...].sorted(), order[..<held].sorted())
+  }
+
   /// The sample indices of each batch of epoch `epoch`.
   public func batchIndices(count: Int, epoch: Int) -> [[Int]] {
     let order = sampleOrder(count: count, epoch: epoch)

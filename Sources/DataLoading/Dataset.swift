@@ -10,10 +10,15 @@ public protocol Dataset {
   func batch(at indices: [Int]) -> Batch
   /// The targets of the samples at `indices` (without their inputs).
   func targets(at indices: [Int]) -> Tensor
+  /// Each sample's length in tokens when samples are sequences of different lengths
+  /// (a batch is then padded to its longest sample, and `sampleShape` is the longest);
+  /// `nil` when every sample has `sampleShape`.
+  var sequenceLengths: [Int]? { get }
 }
 
 extension Dataset {
   public func targets(at indices: [Int]) -> Tensor { batch(at: indices).targets }
+  public var sequenceLengths: [Int]? { nil }
 }
 
 /// Inputs and targets of several samples.
@@ -74,14 +79,8 @@ public struct TensorDataset: Dataset {
   public func splitting(validationFraction: Double, seed: UInt64) throws(DataError) -> (
     training: TensorDataset, validation: TensorDataset
   ) {
-    guard validationFraction > 0, validationFraction < 1 else {
-      throw .invalidSplit(fraction: validationFraction, samples: count)
-    }
-    let held = Int((validationFraction * Double(count)).rounded())
-    guard held >= 1, held < count else { throw .invalidSplit(fraction: validationFraction, samples: count) }
-    // Epoch -1 of the loader's shuffle: an order no training epoch uses.
-    let order = DataLoader.sampleOrder(count: count, epoch: -1, shuffle: true, seed: seed)
-    let validation = order[..<held].sorted(), training = order[held...].sorted()
+    let (training, validation) = try DataLoader.split(
+      count: count, validationFraction: validationFraction, seed: seed)
     return (
       TensorDataset(inputs: Self.rows(of: inputs, at: training), targets: Self.rows(of: targets, at: training)),
       TensorDataset(inputs: Self.rows(of: inputs, at: validation), targets: Self.rows(of: targets, at: validation))

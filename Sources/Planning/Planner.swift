@@ -38,14 +38,45 @@ public enum Planner {
       return plan
     } catch {
       guard case .budgetTooSmall(_, let minimum, let breakdown, _) = error else { throw error }
-      // The smallest budget B with B − margin(B) ≥ minimum (B − B/100 grows with B).
-      func fits(_ budget: Int) -> Bool { budget - marginBytes(budgetBytes: budget, fixed: fixedMargin) >= minimum }
-      var required = minimum + marginBytes(budgetBytes: minimum, fixed: fixedMargin)
-      while !fits(required) { required += 1 }
-      while required > minimum && fits(required - 1) { required -= 1 }
+      let required = smallestBudget(peakBytes: minimum, fixedMargin: fixedMargin)
       throw .budgetTooSmall(
         budgetBytes: budget.bytes, minimumBytes: minimum, breakdown: breakdown, marginBytes: required - minimum)
     }
+  }
+
+  /// The smallest budget `B` that holds a step of `peakBytes` with the margin kept free:
+  /// `B − margin(B) ≥ peakBytes` (`B − B/100` grows with `B`).
+  public static func smallestBudget(peakBytes minimum: Int, fixedMargin: Int?) -> Int {
+    func fits(_ budget: Int) -> Bool { budget - marginBytes(budgetBytes: budget, fixed: fixedMargin) >= minimum }
+    var required = minimum + marginBytes(budgetBytes: minimum, fixed: fixedMargin)
+    while !fits(required) { required += 1 }
+    while required > minimum && fits(required - 1) { required -= 1 }
+    return required
+  }
+
+  /// The largest micro-batch up to `limit` whose predicted peak is at most `bytes`, or
+  /// `nil` when one sample does not fit. `A(m)` grows with `m`, so the search doubles `m`
+  /// until it no longer fits (or passes the limit) and then bisects.
+  public static func largestMicroBatch(estimator: MemoryEstimator, upTo limit: Int, bytes: Int) -> Int? {
+    let persistentBytes = estimator.persistent.totalBytes
+    // Sizes past this cannot fit; they are not traced.
+    let largest = estimator.largestFittingMicroBatch(bytes: bytes)
+    func fits(_ m: Int) -> Bool {
+      m <= largest && persistentBytes + estimator.transientBytes(microBatch: m) <= bytes
+    }
+    guard fits(1) else { return nil }
+    var low = 1  // fits
+    var high = 2
+    while high <= limit && fits(high) {
+      low = high
+      high *= 2
+    }
+    high = min(high, limit == Int.max ? Int.max : limit + 1)  // does not fit, or past the limit
+    while high - low > 1 {
+      let middle = low + (high - low) / 2
+      if fits(middle) { low = middle } else { high = middle }
+    }
+    return low
   }
 
   /// The plan with the largest micro-batch whose peak is at most `budget`.
@@ -54,13 +85,7 @@ public enum Planner {
   ) throws(PlanningError) -> Plan {
     guard targetBatch >= 1 else { throw .invalidTargetBatch(targetBatch) }
     if let datasetSize, datasetSize < 1 { throw .invalidDatasetSize(datasetSize) }
-    let persistentBytes = estimator.persistent.totalBytes
-    // Sizes past this cannot fit; they are not traced.
-    let largest = estimator.largestFittingMicroBatch(bytes: budget.bytes)
-    func fits(_ m: Int) -> Bool {
-      m <= largest && persistentBytes + estimator.transientBytes(microBatch: m) <= budget.bytes
-    }
-    guard fits(1) else {
+    guard let low = largestMicroBatch(estimator: estimator, upTo: targetBatch, bytes: budget.bytes) else {
       let one = estimator.estimate(microBatch: 1)
       let p = estimator.persistent
       throw .budgetTooSmall(
@@ -69,17 +94,6 @@ public enum Planner {
           "parameters \(p.parameterBytes), gradients \(p.gradientBytes), optimizer state \(p.optimizerStateBytes)"
           + (p.bufferBytes > 0 ? ", buffers \(p.bufferBytes)" : "") + ", transient \(one.transientBytes) at 1 sample",
         marginBytes: 0)
-    }
-    var low = 1  // fits
-    var high = 2
-    while high <= targetBatch && fits(high) {
-      low = high
-      high *= 2
-    }
-    high = min(high, targetBatch == Int.max ? Int.max : targetBatch + 1)  // does not fit, or past the target
-    while high - low > 1 {
-      let middle = low + (high - low) / 2
-      if fits(middle) { low = middle } else { high = middle }
     }
     return makePlan(
       estimator: estimator, targetBatch: targetBatch, budget: budget, datasetSize: datasetSize, layerNames: layerNames,

@@ -114,6 +114,16 @@ public final class Trainer {
   /// The micro-step that went over the budget, if one did (after it only sizes in
   /// ``measuredWithinBudget`` run).
   var overshoot: (microBatch: Int, peakBytes: Int)?
+  /// For sequence data: per padded length, the most samples a micro-step of that length was
+  /// measured with within the budget; and the padded length of the micro-step that went
+  /// over it, if one did.
+  var measuredSequenceShapes: [Int: Int] = [:]
+  var overshootLength: Int?
+  /// Whether the run trains on sequences of different lengths (set by ``fit(_:epochs:)``
+  /// or a resumed checkpoint).
+  var trainsSequences = false
+  /// Plans micro-batches by length, made on the first ``fit(_:epochs:)`` with sequence data.
+  var sequencePlanner: SequencePlanner?
   /// The budget every micro-step is checked against (`nil` for a fixed schedule).
   public var memoryBudget: MemoryBudget? {
     if case .planned(let budget) = schedule { budget } else { nil }
@@ -246,12 +256,16 @@ public final class Trainer {
     }
   }
 
-  /// The input shape a model's first layer declares (a `Linear` layer's input size).
+  /// The input shape a model's first layer declares: a `Linear` layer's input size, or one
+  /// token for a token model (whose first layer is an embedding).
   static func inputShape(of model: any Layer) -> [Int]? {
-    if let sequential = model as? Sequential, let first = sequential.layers.first {
+    if let sequential = model as? Sequential, let first = sequential.layers.first, !(first is Embedding) {
       return inputShape(of: first)
     }
     if let linear = model as? Linear { return [linear.inputSize] }
+    // Token models: one token (the plan made at initialization checks that the parameters
+    // and the shortest sample fit; each window is then planned by its samples' lengths).
+    if let sequential = model as? Sequential, sequential.layers.first is Embedding { return [1] }
     return nil
   }
 
@@ -271,6 +285,119 @@ public final class Trainer {
   /// Asks a running ``fit(_:epochs:)`` to stop after the current micro-step (safe to call
   /// from a signal handler's queue). The run then writes a checkpoint if one is configured.
   public func requestStop() { stopFlag.set() }
+
+  /// Sequence data: checks that every sample fits alone under the budget (before any step)
+  /// and makes the planner that composes windows by length.
+  /// - Throws: ``TrainingError/sequenceDoesNotFit(sample:length:budgetBytes:smallestBudgetBytes:longestFittingLength:)``
+  func prepareSequences(lengths: [Int]) throws(TrainingError) {
+    trainsSequences = true
+    guard case .planned(let budget) = schedule else { return }
+    if sequencePlanner == nil {
+      do {
+        let planner = try SequencePlanner(
+          model: model, loss: loss, optimizer: optimizer, targetBatch: targetBatch, budget: budget,
+          marginBytes: options.safetyMarginBytes)
+        planner.transientScale = options.transientEstimateScale
+        sequencePlanner = planner
+      } catch {
+        throw .invalidSetting(name: "the sequence plan", value: "\(error)", expected: "a plan")
+      }
+    }
+    guard let planner = sequencePlanner, let longest = lengths.indices.max(by: { lengths[$0] < lengths[$1] }) else {
+      return
+    }
+    do {
+      if try planner.capacity(paddedLength: lengths[longest]) == 0 {
+        throw TrainingError.sequenceDoesNotFit(
+          sample: longest, length: lengths[longest], budgetBytes: budget.bytes,
+          smallestBudgetBytes: try planner.smallestBudget(paddedLength: lengths[longest]),
+          longestFittingLength: try planner.longestFittingLength(upTo: lengths[longest]))
+      }
+    } catch let error as TrainingError {
+      throw error
+    } catch {
+      throw .invalidSetting(name: "the sequence plan", value: "\(error)", expected: "a plan")
+    }
+  }
+
+  /// How sequence data will train under this trainer's budget: the windows of the next
+  /// epoch's sample order composed by length, the padding saved, and the heaviest
+  /// micro-batches' predicted peaks (`nil` for data of fixed-size samples or a fixed
+  /// schedule).
+  /// - Throws: ``TrainingError/sequenceDoesNotFit(sample:length:budgetBytes:smallestBudgetBytes:longestFittingLength:)``
+  ///   when a sample does not fit alone.
+  public func sequencePlan(for dataset: some Dataset) throws(TrainingError) -> SequencePlan? {
+    guard let lengths = dataset.sequenceLengths, !lengths.isEmpty else { return nil }
+    try prepareSequences(lengths: lengths)
+    guard let sequencePlanner else { return nil }
+    let order = DataLoader.sampleOrder(
+      count: lengths.count, epoch: progress.epoch, shuffle: options.shuffle, seed: options.seed)
+    let windowCount = plan.windowCount(sampleCount: lengths.count, dropLast: options.dropLast)
+    let windows = (0..<windowCount).map { window in
+      order[(window * targetBatch)..<min(lengths.count, (window + 1) * targetBatch)].map { lengths[$0] }
+    }
+    do {
+      return try sequencePlanner.plan(windowLengths: windows)
+    } catch {
+      throw .invalidSetting(name: "the sequence plan", value: "\(error)", expected: "a plan")
+    }
+  }
+
+  /// After an overshoot on sequences: the most samples of padded length `length` a
+  /// micro-step may hold, from shapes measured within the budget (a micro-batch of at most
+  /// as many samples, padded to at most as many tokens, as one measured within it).
+  func measuredSequenceCapacity(_ length: Int) -> Int {
+    var capacity = 0
+    for (measuredLength, samples) in measuredSequenceShapes where measuredLength >= length {
+      capacity = max(capacity, samples)
+    }
+    if let overshoot, let overshootLength, length <= overshootLength {
+      capacity = min(capacity, overshoot.microBatch - 1)
+    }
+    return capacity
+  }
+
+  /// Whether micro-batches of `sizes` over `indices` (in length order) fit this run's plan.
+  func fitsSequencePlan(_ sizes: ArraySlice<Int>, indices: [Int], lengths: [Int]) throws(TrainingError) -> Bool {
+    guard sizes.reduce(0, +) == indices.count else { return false }
+    guard case .planned = schedule, let planner = sequencePlanner else { return true }
+    var start = 0
+    for size in sizes {
+      let length = lengths[indices[start]]
+      let capacity: Int
+      if overshoot != nil {
+        capacity = measuredSequenceCapacity(length)
+      } else {
+        do { capacity = try planner.capacity(paddedLength: length) } catch { return false }
+      }
+      if size > capacity { return false }
+      start += size
+    }
+    return true
+  }
+
+  /// The micro-batch sizes of a window whose samples are `indices` (for sequences, in
+  /// length order): for fixed-size samples as ``windowSizes(samples:dataset:)``; for
+  /// sequences composed by length under the budget (after an overshoot, from shapes
+  /// measured within it), or fixed micro-batches.
+  func windowSizes(indices: [Int], lengths: [Int]?, dataset: some Dataset) throws(TrainingError) -> [Int] {
+    guard let lengths else { return try windowSizes(samples: indices.count, dataset: dataset) }
+    let sorted = indices.map { lengths[$0] }
+    guard case .planned = schedule, let planner = sequencePlanner else {
+      return Self.windowSizes(samples: indices.count, schedule: schedule, microBatch: plan.microBatch)
+    }
+    if let overshoot {
+      if let sizes = SequencePlanner.compose(sortedLengths: sorted, capacity: measuredSequenceCapacity) { return sizes }
+      try stop(dataset: dataset)
+      throw .budgetExceeded(
+        microBatch: overshoot.microBatch, peakBytes: overshoot.peakBytes, budgetBytes: memoryBudget?.bytes ?? 0)
+    }
+    do {
+      return try planner.compose(sortedLengths: sorted)
+    } catch {
+      throw .invalidSetting(name: "the window's composition", value: "\(error)", expected: "samples that fit")
+    }
+  }
 
   /// The micro-batch sizes of a window of `samples`: balanced by the plan, or micro-batches
   /// of the fixed size (the last one smaller), or after a micro-step went over the budget,
@@ -328,9 +455,19 @@ public final class Trainer {
   @discardableResult
   public func fit(_ dataset: some Dataset, epochs: Int) throws(TrainingError) -> TrainingReport {
     guard epochs >= 1 else { throw .invalidSetting(name: "epochs", value: "\(epochs)", expected: "an integer ≥ 1") }
-    guard dataset.sampleShape == inputShape else {
-      throw .invalidSetting(
-        name: "dataset sample shape", value: "\(dataset.sampleShape)", expected: "\(inputShape), the model's input")
+    let lengths = dataset.sequenceLengths
+    if lengths != nil {
+      // Sequences: each micro-batch is planned for its own padded length.
+      guard inputShape.count == 1, dataset.sampleShape.count == 1 else {
+        throw .invalidSetting(
+          name: "dataset sample shape", value: "\(dataset.sampleShape)",
+          expected: "sequences for a model whose input is a sequence of ids, not \(inputShape)")
+      }
+    } else {
+      guard dataset.sampleShape == inputShape else {
+        throw .invalidSetting(
+          name: "dataset sample shape", value: "\(dataset.sampleShape)", expected: "\(inputShape), the model's input")
+      }
     }
     guard dataset.count >= 1 else {
       throw .invalidSetting(name: "dataset size", value: "0", expected: "at least 1 sample")
@@ -338,7 +475,7 @@ public final class Trainer {
     // Every target, before the first step: a bad label is an error here, not a trap later.
     let outputShape: [Int]
     do {
-      outputShape = try model.outputShape(forInput: inputShape)
+      outputShape = try model.outputShape(forInput: dataset.sampleShape)
     } catch {
       throw .targets(.shape(error))
     }
@@ -347,6 +484,7 @@ public final class Trainer {
     } catch {
       throw .targets(error)
     }
+    if let lengths { try prepareSequences(lengths: lengths) }
     model.setTraining(true)
     let start = Date()
     let secondsBefore = progress.seconds
@@ -362,11 +500,24 @@ public final class Trainer {
       while progress.window < windowCount {
         let windowStart = progress.window * targetBatch
         let windowSamples = min(targetBatch, dataset.count - windowStart)
-        let windowIndices = Array(order[windowStart..<(windowStart + windowSamples)])
+        var windowIndices = Array(order[windowStart..<(windowStart + windowSamples)])
+        if let lengths {
+          // Longest first: each micro-batch is padded to its first sample's length.
+          windowIndices = SequencePlanner.lengthOrder(windowIndices, lengths: lengths)
+        }
         if progress.windowSizes.isEmpty {
-          progress.windowSizes = try windowSizes(samples: windowSamples, dataset: dataset)
+          progress.windowSizes = try windowSizes(indices: windowIndices, lengths: lengths, dataset: dataset)
           progress.windowLoss = 0
           progress.windowPeak = 0
+        } else if let lengths, progress.microIndex < progress.windowSizes.count {
+          // A resumed window: the rest is composed again unless it fits this run's budget.
+          let done = progress.windowSizes[..<progress.microIndex].reduce(0, +)
+          let rest = Array(windowIndices[done...])
+          if try !fitsSequencePlan(progress.windowSizes[progress.microIndex...], indices: rest, lengths: lengths) {
+            progress.windowSizes =
+              Array(progress.windowSizes[..<progress.microIndex])
+              + (try windowSizes(indices: rest, lengths: lengths, dataset: dataset))
+          }
         }
         // Rule 3: the whole window's item count, before the first backward.
         let windowItems = loss.itemCount(targets: dataset.targets(at: windowIndices))
@@ -390,7 +541,33 @@ public final class Trainer {
           progress.windowPeak = max(progress.windowPeak, peak)
           progress.microIndex += 1
           onEvent?(.microStep(samples: size, peakBytes: peak))
-          if let budget = memoryBudget?.bytes, peak > budget {
+          if let lengths, let budget = memoryBudget?.bytes {
+            // Sequences: the guard keeps measured (samples, padded length) shapes.
+            let paddedLength = lengths[indices[0]]
+            if peak > budget {
+              progress.violations += 1
+              overshoot = (size, peak)
+              overshootLength = paddedLength
+              let rest = windowIndices[(offset + size)...].map { lengths[$0] }
+              let restSizes = SequencePlanner.compose(sortedLengths: rest, capacity: measuredSequenceCapacity)
+              guard let restSizes else {
+                log?.writeGuardEvent(
+                  epoch: progress.epoch + 1, step: stepper.stepCount + 1, microBatch: size, measuredPeakBytes: peak,
+                  newMicroBatch: 0)
+                onEvent?(.overBudget(microBatch: size, peakBytes: peak, budgetBytes: budget, nextMicroBatch: nil))
+                try stop(dataset: dataset)
+                throw .budgetExceeded(microBatch: size, peakBytes: peak, budgetBytes: budget)
+              }
+              let next = restSizes.first ?? measuredSequenceCapacity(paddedLength)
+              onEvent?(.overBudget(microBatch: size, peakBytes: peak, budgetBytes: budget, nextMicroBatch: next))
+              log?.writeGuardEvent(
+                epoch: progress.epoch + 1, step: stepper.stepCount + 1, microBatch: size, measuredPeakBytes: peak,
+                newMicroBatch: next)
+              progress.windowSizes = Array(progress.windowSizes[..<progress.microIndex]) + restSizes
+            } else {
+              measuredSequenceShapes[paddedLength] = max(measuredSequenceShapes[paddedLength] ?? 0, size)
+            }
+          } else if let budget = memoryBudget?.bytes, peak > budget {
             progress.violations += 1
             // At most one micro-step goes over: from here on only sizes measured within
             // the budget run; when the rest cannot be made of them, the run stops.
@@ -443,10 +620,18 @@ public final class Trainer {
         }
         let (learningRate, updatePeak) = TransientPeak.measure { stepper.finishWindow() }
         progress.windowPeak = max(progress.windowPeak, estimator.persistent.totalBytes + updatePeak)
-        let record = StepRecord(
+        var record = StepRecord(
           step: stepper.stepCount, epoch: progress.epoch + 1, samples: windowSamples, loss: Float(progress.windowLoss),
           learningRate: learningRate, microBatches: progress.windowSizes, peakBytes: progress.windowPeak,
           transientPeakBytes: progress.windowPeak - estimator.persistent.totalBytes)
+        if let lengths {
+          record.tokens = windowItems
+          var start = 0
+          record.paddedLengths = progress.windowSizes.map { size in
+            defer { start += size }
+            return lengths[windowIndices[start]]
+          }
+        }
         progress.finishWindow(record)
         log?.write(record)
         onEvent?(.step(record))

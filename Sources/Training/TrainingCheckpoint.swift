@@ -35,6 +35,10 @@ extension Trainer {
     /// a run resumed under the same budget keeps to the measured sizes after an overshoot.
     var measuredWithinBudget: [Int]
     var overshoot: [Int]?
+    /// Sequence runs only: `[padded length, samples]` shapes measured within the budget, and
+    /// the padded length of the micro-step that went over it.
+    var measuredSequenceShapes: [[Int]]?
+    var overshootLength: Int?
   }
 
   /// The metadata key of the checkpoint's checksum.
@@ -52,7 +56,9 @@ extension Trainer {
       progress: progress, stepCount: stepper.stepCount, parameterSteps: optimizer.parameterStates.map { $0?.step },
       randomStates: model.randomStates, microBatch: plan.microBatch, targetBatch: targetBatch, seed: options.seed,
       model: modelDescription, optimizer: optimizerDescription, budgetBytes: memoryBudget?.bytes,
-      measuredWithinBudget: measuredWithinBudget.sorted(), overshoot: overshoot.map { [$0.microBatch, $0.peakBytes] })
+      measuredWithinBudget: measuredWithinBudget.sorted(), overshoot: overshoot.map { [$0.microBatch, $0.peakBytes] },
+      measuredSequenceShapes: trainsSequences ? measuredSequenceShapes.sorted { $0.key < $1.key }.map { [$0.key, $0.value] } : nil,
+      overshootLength: overshootLength)
     let encoder = JSONEncoder()
     encoder.nonConformingFloatEncodingStrategy = .convertToString(
       positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
@@ -166,6 +172,15 @@ extension Trainer {
     progress.interrupted = false
     measuredWithinBudget = restored.measured
     overshoot = restored.overshoot
+    trainsSequences = state.measuredSequenceShapes != nil
+    measuredSequenceShapes = [:]
+    overshootLength = nil
+    if state.budgetBytes == memoryBudget?.bytes {
+      for pair in state.measuredSequenceShapes ?? [] where pair.count == 2 && pair[0] >= 1 && pair[1] >= 1 {
+        measuredSequenceShapes[pair[0]] = pair[1]
+      }
+      overshootLength = state.overshootLength
+    }
     progress.windowSizes = restored.windowSizes
     if let budget = memoryBudget?.bytes, state.budgetBytes != budget {
       warn(
@@ -191,6 +206,8 @@ extension Trainer {
       if let saved = state.overshoot, saved.count == 2 { overshoot = (saved[0], saved[1]) }
     }
     let sizes = state.progress.windowSizes, index = state.progress.microIndex
+    // Sequence windows are checked against this budget's plan by length when training goes on.
+    if state.measuredSequenceShapes != nil { return (measured, overshoot, sizes) }
     let done = Array(sizes[..<index]), remaining = Array(sizes[index...])
     let samples = remaining.reduce(0, +)
     if let overshoot {

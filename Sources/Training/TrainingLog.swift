@@ -4,7 +4,8 @@ import Foundation
 /// Writes a JSON Lines log: one object per optimizer step, then a summary object.
 ///
 /// Step records have the keys `epoch`, `step`, `samples`, `loss` (the window mean), `lr`,
-/// `micro_batches`, `peak_bytes` and `budget_bytes` (null without a budget); the summary has
+/// `micro_batches`, `peak_bytes` and `budget_bytes` (null without a budget), and for sequence
+/// data `tokens` (the window's predicted tokens) and `padded_lengths`; the summary has
 /// `epoch_losses`, `max_peak_bytes`, `budget_violations`, `samples_per_second` and `steps`.
 public final class TrainingLog {
   let handle: FileHandle
@@ -32,6 +33,9 @@ public final class TrainingLog {
     var microBatches: [Int]
     var peakBytes: Int
     @NullWhenAbsent var budgetBytes: Int?
+    /// Sequence data only (absent otherwise).
+    var tokens: Int?
+    var paddedLengths: [Int]?
   }
 
   /// A memory-guard event (`"event": "memory_guard"`, no `loss`, so step readers skip it).
@@ -71,7 +75,7 @@ public final class TrainingLog {
         StepLine(
           epoch: record.epoch, step: record.step, samples: record.samples, loss: record.loss.jsonNumber,
           lr: record.learningRate.jsonNumber, microBatches: record.microBatches, peakBytes: record.peakBytes,
-          budgetBytes: budgetBytes)))
+          budgetBytes: budgetBytes, tokens: record.tokens, paddedLengths: record.paddedLengths)))
   }
 
   /// Appends a memory-guard event: a micro-step of `microBatch` samples measured

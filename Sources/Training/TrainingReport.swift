@@ -61,6 +61,11 @@ public enum TrainingError: Error, Equatable, Sendable, CustomStringConvertible {
   /// of the run cannot be made of micro-batch sizes measured within it; training stopped
   /// (with a checkpoint, if one is configured) rather than risk going over again.
   case budgetExceeded(microBatch: Int, peakBytes: Int, budgetBytes: Int)
+  /// Sample `sample` (0-based) of `length` tokens does not fit the budget even alone:
+  /// training it needs at least `smallestBudgetBytes`, or samples truncated to
+  /// `longestFittingLength` tokens (0 when not even one token fits).
+  case sequenceDoesNotFit(
+    sample: Int, length: Int, budgetBytes: Int, smallestBudgetBytes: Int, longestFittingLength: Int)
 
   public var description: String {
     switch self {
@@ -71,6 +76,10 @@ public enum TrainingError: Error, Equatable, Sendable, CustomStringConvertible {
         + "; a budget of at least \(peak + max(peak / 100, 64)) bytes trains, resumed from the checkpoint if one was written"
     case .notACheckpoint:
       problemDescription + "; to start from weights alone, load them into the model (loadState)"
+    case .sequenceDoesNotFit(_, _, _, let smallest, let longest):
+      problemDescription
+        + "; give a budget of at least \(smallest) bytes"
+        + (longest > 0 ? ", or truncate samples to at most \(longest) tokens" : "")
     default:
       problemDescription
     }
@@ -87,6 +96,8 @@ public enum TrainingError: Error, Equatable, Sendable, CustomStringConvertible {
     case .nonFinite(let value): "non-finite values at \(value)"
     case .invalidSetting(let name, let value, let expected): "\(name) is \(value), expected \(expected)"
     case .targets(let error): "the dataset's targets: \(error)"
+    case .sequenceDoesNotFit(let sample, let length, let budget, let smallest, _):
+      "sample \(sample) has \(length) tokens, and one sample of that length needs a budget of \(smallest) bytes (\(MemoryBudget.format(bytes: smallest))), more than \(budget) bytes"
     case .budgetExceeded(let microBatch, let peak, let budget):
       "a micro-step of \(microBatch) sample\(microBatch == 1 ? "" : "s") measured \(peak) bytes, over the budget of \(budget) bytes, and no smaller micro-batch has been measured within the budget, so training stopped rather than go over it again"
     }
