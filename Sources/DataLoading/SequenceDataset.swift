@@ -176,10 +176,12 @@ public struct SequenceDataset: Dataset, Sendable {
     return (subset(training), subset(validation))
   }
 
-  /// Fails on the first sample the model cannot take: an id or label outside a vocabulary
-  /// of `vocabularySize`, or more than `maxLength` tokens (a positional table's length).
+  /// Fails on the first sample the model cannot take: an id outside a vocabulary of
+  /// `vocabularySize`, a label outside `outputWidth` classes (default: the vocabulary), or
+  /// more than `maxLength` tokens (a positional table's length).
   /// - Throws: ``DataError/sequenceRejected(path:line:problem:)`` naming the sample's line.
-  public func check(vocabularySize: Int?, maxLength: Int?) throws(DataError) {
+  public func check(vocabularySize: Int?, outputWidth: Int? = nil, maxLength: Int?) throws(DataError) {
+    let classes = outputWidth ?? vocabularySize
     for index in 0..<count {
       func fail(_ problem: String) -> DataError {
         .sequenceRejected(path: path ?? "samples", line: lines[index], problem: problem)
@@ -189,16 +191,15 @@ public struct SequenceDataset: Dataset, Sendable {
           "the sample has \(length(of: index)) tokens, more than the \(maxLength) positions the model has; expected at most \(maxLength) (truncate longer samples)"
         )
       }
-      guard let vocabularySize else { continue }
       for position in starts[index]..<starts[index + 1] {
-        if ids[position] >= vocabularySize {
+        if let vocabularySize, ids[position] >= vocabularySize {
           throw fail(
             "input_ids[\(position - starts[index])] is \(ids[position]), outside the embedding's vocabulary of \(vocabularySize); expected an id from 0 to \(vocabularySize - 1)"
           )
         }
-        if labels[position] >= vocabularySize {
+        if let classes, labels[position] >= classes {
           throw fail(
-            "labels[\(position - starts[index])] is \(labels[position]), outside the model's \(vocabularySize) outputs; expected an id from 0 to \(vocabularySize - 1) or -100"
+            "labels[\(position - starts[index])] is \(labels[position]), outside the model's \(classes) outputs; expected an id from 0 to \(classes - 1) or -100"
           )
         }
       }

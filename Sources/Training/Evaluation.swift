@@ -1,4 +1,5 @@
 import DataLoading
+import Foundation
 import NeuralNetwork
 import Tensors
 
@@ -10,6 +11,10 @@ public struct Evaluation: Sendable, Equatable, Codable {
   public var accuracy: Float?
   /// How many samples were evaluated.
   public var sampleCount: Int
+  /// For token cross-entropy: the predicted tokens the loss is the mean over; else nil.
+  public var tokenCount: Int?
+  /// For token cross-entropy: `exp(loss)`, the perplexity per predicted token; else nil.
+  public var perplexity: Float?
 }
 
 extension Layer {
@@ -35,7 +40,13 @@ extension Layer {
       }
       let accuracy: Float? =
         if case .crossEntropy = loss.kind { Float(correct) / Float(max(dataset.count, 1)) } else { nil }
-      return Evaluation(loss: Float(total / Double(max(items, 1))), accuracy: accuracy, sampleCount: dataset.count)
+      let mean = Float(total / Double(max(items, 1)))
+      var evaluation = Evaluation(loss: mean, accuracy: accuracy, sampleCount: dataset.count)
+      if case .tokenCrossEntropy = loss.kind {
+        evaluation.tokenCount = items
+        evaluation.perplexity = Float(exp(Double(mean)))
+      }
+      return evaluation
     }
   }
 

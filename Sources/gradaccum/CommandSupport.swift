@@ -76,10 +76,18 @@ enum OptimizerChoice: String, ExpressibleByArgument, CaseIterable {
   case sgd, adam, adamw
 }
 
-/// The CSV file a command reads samples from.
+/// The data file a command reads samples from: CSV, or sequences (JSON Lines, or text
+/// with a separator).
 struct DataOptions: ParsableArguments {
-  @Option(help: "CSV file with a header row; features are all columns but the label.")
+  @Option(
+    help:
+      "CSV file with a header row (features are all columns but the label); or sequences: a .jsonl file with input_ids (and labels) per line, or text with --separator.")
   var data: String
+
+  @OptionGroup var sequenceOptions: SequenceOptions
+
+  /// Whether the file holds sequences.
+  var isSequenceData: Bool { sequenceOptions.isSequenceData(path: data) }
 
   @Option(help: "The label column, by header name or 0-based index (default: the last).")
   var labelColumn: String?
@@ -90,6 +98,7 @@ struct DataOptions: ParsableArguments {
   var featureScale: Float = 1
 
   func validate() throws {
+    try sequenceOptions.check(path: data)
     guard featureScale.isFinite && featureScale != 0 else {
       throw UsageError("--feature-scale must be a finite, non-zero number, got \(featureScale)")
     }
@@ -259,4 +268,115 @@ func checkWritable(_ path: String) throws {
 /// measured training step needs (called once a command's inputs have been checked).
 func requireMemoryMeasurement() throws {
   try userFacing { try MemoryStatistics.verifyJemallocIsTheAllocator() }
+}
+
+/// How sequence data files are read: JSON Lines (`.jsonl`, `input_ids` and optional
+/// `labels`) or text with a separator line (tokens are bytes).
+struct SequenceOptions: ParsableArguments {
+  @Option(
+    help:
+      "Text data: samples are separated by lines equal to this, such as %; tokens are bytes (a vocabulary of 256).")
+  var separator: String?
+
+  @Option(parsing: .unconditional, help: "Sequence data: keep each sample's first N tokens.")
+  var maxLength: Int?
+
+  /// Whether `path` is read as sequences: a `.jsonl` file, or any file with --separator.
+  func isSequenceData(path: String) -> Bool { separator != nil || path.lowercased().hasSuffix(".jsonl") }
+
+  func check(path: String) throws {
+    if let maxLength, maxLength < 1 { throw UsageError("--max-length is \(maxLength), expected an integer ≥ 1") }
+    if path.lowercased().hasSuffix(".txt") && separator == nil {
+      throw UsageError(
+        "\(path) is text: give --separator LINE, the line that separates its samples (such as %); tokens are bytes")
+    }
+    if !isSequenceData(path: path) && maxLength != nil {
+      throw UsageError("--max-length applies to sequence data (.jsonl, or text with --separator), not \(path)")
+    }
+  }
+
+  /// The samples of `path`, cut to --max-length.
+  func load(path: String) throws -> SequenceDataset {
+    try check(path: path)
+    let data = try userFacing {
+      if let separator { try SequenceReader.loadText(path: path, separator: separator) }
+      else { try SequenceReader.loadJSONLines(path: path) }
+    }
+    return maxLength.map { data.truncated(to: $0) } ?? data
+  }
+
+  /// The loss of sequence data: next-token cross-entropy (what `--loss cross-entropy` means
+  /// on sequences).
+  static func loss(_ choice: LossChoice) throws -> Loss {
+    guard choice == .crossEntropy else {
+      throw UsageError("sequence data trains with cross-entropy over next tokens, not --loss \(choice.rawValue)")
+    }
+    return .tokenCrossEntropy
+  }
+
+  /// Checks that a token model takes every sample: it starts with an embedding, every id is
+  /// in its vocabulary, every label among its outputs, and no sample is longer than its
+  /// positional table (naming --max-length).
+  func check(_ data: SequenceDataset, model: Sequential, path: String) throws {
+    guard let embedding = model.layers.first as? Embedding else {
+      throw UsageError(
+        "\(path) holds token sequences: the model must start with embedding(V,d), not \(model.layers.first.map { "\($0)" } ?? "nothing")"
+      )
+    }
+    let positions = model.layers.lazy.compactMap { $0 as? PositionalEmbedding }.first
+    if let positions, let index = data.lengths.firstIndex(where: { $0 > positions.maxLength }) {
+      throw UsageError(
+        "\(path) line \(data.lines[index]): the sample has \(data.length(of: index)) tokens, more than the \(positions.maxLength) positions of \(positions); give --max-length \(positions.maxLength) to truncate"
+      )
+    }
+    let outputShape = try userFacing { try model.outputShape(forInput: data.sampleShape) }
+    try userFacing {
+      try data.check(vocabularySize: embedding.vocabularySize, outputWidth: outputShape.last, maxLength: nil)
+    }
+  }
+
+  /// Fails, before training, when a sample does not fit the budget alone: names its line
+  /// and length, the smallest budget that fits it and the --max-length that fits this one.
+  func checkFit(_ data: SequenceDataset, planner: SequencePlanner, path: String) throws {
+    let lengths = data.lengths
+    guard let longest = lengths.indices.max(by: { lengths[$0] < lengths[$1] }) else { return }
+    let fits = try userFacing { try planner.capacity(paddedLength: lengths[longest]) > 0 }
+    guard !fits else { return }
+    let (smallest, fitting) = try userFacing {
+      (
+        try planner.smallestBudget(paddedLength: lengths[longest]),
+        try planner.longestFittingLength(upTo: lengths[longest])
+      )
+    }
+    throw UsageError(
+      "\(path) line \(data.lines[longest]): the sample has \(lengths[longest]) tokens, and one sample of that length needs a budget of \(formatBytes(smallest)), more than --budget \(planner.budgetBytes); give at least --budget \(smallest)"
+        + (fitting > 0 ? ", or --max-length \(fitting) to truncate samples to what fits" : ""))
+  }
+}
+
+extension SequencePlan {
+  /// The plan as lines for a person: windows, micro-batches per window, padding saved, the
+  /// largest predicted peak and the smallest budget.
+  var summary: String {
+    let counts = microBatchCounts
+    let mean = Double(counts.reduce(0, +)) / Double(max(counts.count, 1))
+    var lines = [
+      "budget            \(formatBytes(budgetBytes)), safety margin \(formatBytes(marginBytes)) kept free",
+      "persistent        \(formatBytes(persistent.totalBytes))",
+      "windows           \(windows) of up to \(targetBatch) samples (\(tokens) tokens, longest sample \(longestLength))",
+      String(
+        format: "micro-batches     %d to %d per window, mean %.2f, composed by length", counts.min() ?? 0,
+        counts.max() ?? 0, mean),
+      String(
+        format: "padding           %.1f%% of padded tokens (padding each window to its longest: %.1f%%)",
+        100 * paddingFraction, 100 * windowPaddingFraction),
+      "largest peak      \(formatBytes(largestPredictedPeakBytes)) predicted",
+      "smallest budget   \(formatBytes(smallestBudgetBytes)) (the longest sample alone)",
+    ]
+    if let heaviest = heaviest.first {
+      lines.append(
+        "heaviest          \(heaviest.shape.samples) sample\(heaviest.shape.samples == 1 ? "" : "s") × \(heaviest.shape.paddedLength) tokens")
+    }
+    return lines.joined(separator: "\n")
+  }
 }

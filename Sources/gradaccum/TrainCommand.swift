@@ -112,20 +112,46 @@ struct TrainCommand: ParsableCommand {
 
   func run() throws {
     let specification = try modelOptions.parsedModel()
-    let loss = lossOptions.loss.loss
     let optimizer = try optimizerOptions.makeOptimizer()
-    let inputShape = try modelOptions.parsedInputShape()
     let budget = try budgetOptions.parsedBudget()
-    var dataset = try dataOptions.load(loss: loss, inputShape: inputShape)
-    var validation: TensorDataset?
-    if let validationSplit {
-      (dataset, validation) = try userFacing { try dataset.splitting(validationFraction: validationSplit, seed: seed) }
-    }
     // Shapes, the budget and the plan are checked on a shape-only model, before any
     // parameter is allocated.
     let shapeModel = try shapeOnlyModel(specification, seed: seed)
-    try checkCompatible(model: shapeModel, loss: loss, dataset: dataset, path: dataOptions.data)
-    let options = trainerOptions(inputShape: dataset.sampleShape)
+    let loss: Loss
+    let dataset: any Dataset
+    var validation: (any Dataset)?
+    let options: TrainerOptions
+    if dataOptions.isSequenceData {
+      let sequences = dataOptions.sequenceOptions
+      loss = try SequenceOptions.loss(lossOptions.loss)
+      var data = try sequences.load(path: dataOptions.data)
+      try sequences.check(data, model: shapeModel, path: dataOptions.data)
+      if let validationSplit {
+        let split = try userFacing { try data.splitting(validationFraction: validationSplit, seed: seed) }
+        data = split.training
+        validation = split.validation
+      }
+      options = trainerOptions(inputShape: nil)
+      if let targetBatch, let budget {
+        let planner = try userFacing {
+          try SequencePlanner(
+            model: shapeModel, loss: loss, optimizer: optimizer, targetBatch: targetBatch, budget: budget)
+        }
+        try sequences.checkFit(data, planner: planner, path: dataOptions.data)
+      }
+      dataset = data
+    } else {
+      loss = lossOptions.loss.loss
+      var data = try dataOptions.load(loss: loss, inputShape: try modelOptions.parsedInputShape())
+      if let validationSplit {
+        let split = try userFacing { try data.splitting(validationFraction: validationSplit, seed: seed) }
+        data = split.training
+        validation = split.validation
+      }
+      try checkCompatible(model: shapeModel, loss: loss, dataset: data, path: dataOptions.data)
+      options = trainerOptions(inputShape: data.sampleShape)
+      dataset = data
+    }
     if let targetBatch, let budget {
       _ = try userFacing {
         try Trainer.plan(
@@ -166,7 +192,9 @@ struct TrainCommand: ParsableCommand {
       print(
         "training \(specification) on \(dataset.count) samples from \(dataOptions.data): \(epochs) epochs, \(optimizer.name)"
       )
-      if budget != nil {
+      if budget != nil, let sequencePlan = try userFacing({ try trainer.sequencePlan(for: dataset) }) {
+        print(sequencePlan.summary)
+      } else if budget != nil {
         print(trainer.plan)
       } else {
         print("micro-batch \(batch!), \(accumulate ?? 1) per step (windows of \(trainer.targetBatch))")
@@ -186,7 +214,7 @@ struct TrainCommand: ParsableCommand {
   }
 
   /// The trainer's options from the flags.
-  func trainerOptions(inputShape: [Int]) -> TrainerOptions {
+  func trainerOptions(inputShape: [Int]?) -> TrainerOptions {
     var options = TrainerOptions()
     options.shuffle = !noShuffle
     options.seed = seed
@@ -201,7 +229,7 @@ struct TrainCommand: ParsableCommand {
 
   /// Runs the trainer's epochs with progress on standard output; Ctrl-C finishes the
   /// current micro-step, writes the checkpoint and exits cleanly.
-  func train(_ trainer: Trainer, dataset: TensorDataset, validation: TensorDataset?) throws -> TrainingReport {
+  func train(_ trainer: Trainer, dataset: any Dataset, validation: (any Dataset)?) throws -> TrainingReport {
     let stepsPerEpoch = trainer.plan.windowCount(sampleCount: dataset.count, dropLast: dropLast)
     let progress = ProgressDisplay(
       quiet: quiet, epochs: epochs, stepsPerEpoch: stepsPerEpoch, budgetBytes: trainer.memoryBudget?.bytes)
