@@ -5,7 +5,7 @@ SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PACKAGES := libjemalloc-dev libopenblas-dev pkg-config librsvg2-bin
 
-.PHONY: deps demo test build release bench bench-suites compare-pytorch compare-throughput sanitize docs format clean
+.PHONY: deps demo test build release bench bench-suites compare-pytorch compare-sequences compare-throughput sanitize docs format clean
 
 ## Install jemalloc and OpenBLAS (Debian packages) when pkg-config does not find them, and
 ## rsvg-convert (the chart test renders SVG to PNG with it).
@@ -38,6 +38,11 @@ bench: deps
 ## Compare final weights with PyTorch (needs `pip install torch safetensors`).
 compare-pytorch: release
 	python3 scripts/pytorch_reference.py .build/release/gradaccum
+
+## Sequence models against PyTorch's reference definitions, under many budgets, and greedy
+## generation (needs `pip install torch safetensors`).
+compare-sequences: release
+	cd scripts && python3 sequence_reference.py ../.build/release/gradaccum
 
 ## GradAccum against PyTorch CPU eager, side by side (needs `pip install torch`).
 compare-throughput: release

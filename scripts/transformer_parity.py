@@ -3,9 +3,10 @@
 `build()` of a two-block model (random biases), the logits, summed next-token loss and
 parameter gradients for two right-padded samples with masked labels.
 
-Usage: python3 scripts/transformer_parity.py DIR [PATH/TO/shared/reference]
+Usage: python3 scripts/transformer_parity.py DIR
 then:  GRADACCUM_PARITY_DIR=DIR swift test --filter TransformerParityTests
-(needs `pip install torch safetensors`; the reference is ../shared/reference by default).
+(needs `pip install torch safetensors`; the reference definition is
+scripts/transformer_reference.py).
 """
 import json
 import os
@@ -15,10 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 directory = sys.argv[1]
-reference = sys.argv[2] if len(sys.argv) > 2 else os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "reference")
-sys.path.insert(0, reference)
-from transformer import build  # noqa: E402
+from transformer_reference import build  # noqa: E402
 
 os.makedirs(directory, exist_ok=True)
 torch.manual_seed(0)

@@ -189,6 +189,11 @@ public struct SequencePlan: Sendable, Equatable {
   public struct MicroBatchShape: Hashable, Sendable {
     public var samples: Int
     public var paddedLength: Int
+
+    public init(samples: Int, paddedLength: Int) {
+      self.samples = samples
+      self.paddedLength = paddedLength
+    }
   }
   /// A micro-batch shape with its predicted peak.
   public struct PredictedShape: Sendable, Equatable {

@@ -37,10 +37,20 @@ struct BenchCommand: ParsableCommand {
   @Option(parsing: .unconditional, help: "Timed runs per size (their median is reported).")
   var `repeat`: Int = 5
 
+  @Option(
+    parsing: .unconditional,
+    help: "Token models: every sample is a sequence of this many tokens (trained with next-token cross-entropy); reports tokens/s too.")
+  var sequenceLength: Int?
+
   var loss: LossChoice { lossOptions.loss }
 
   func validate() throws {
-    guard modelOptions.inputShape != nil else {
+    if let sequenceLength {
+      guard sequenceLength >= 1 else { throw UsageError("--sequence-length is \(sequenceLength), expected an integer ≥ 1") }
+      guard modelOptions.inputShape == nil else {
+        throw UsageError("--sequence-length and --input-shape cannot be mixed: a sequence's shape is its length")
+      }
+    } else if modelOptions.inputShape == nil {
       throw UsageError("--input-shape is required for bench: the shape of one sample, such as 784 or 1x28x28")
     }
     guard `repeat` >= 1 else { throw UsageError("--repeat is \(`repeat`), expected an integer ≥ 1") }
@@ -52,14 +62,18 @@ struct BenchCommand: ParsableCommand {
 
   func run() throws {
     let specification = try modelOptions.parsedModel()
-    let inputShape = try modelOptions.parsedInputShape()!
+    let inputShape = try sequenceLength.map { [$0] } ?? modelOptions.parsedInputShape()!
+    let lossFunction = try sequenceLength == nil ? loss.loss : SequenceOptions.loss(loss)
     let budget = try budgetOptions.parsedBudget()
     let shapeModel = try shapeOnlyModel(specification)
+    if sequenceLength != nil, !(shapeModel.layers.first is Embedding) {
+      throw UsageError("--sequence-length needs a token model, one that starts with embedding(V,d)")
+    }
     let outputShape = try userFacing { try shapeModel.outputShape(forInput: inputShape) }
     let estimator = try userFacing {
       try MemoryEstimator(
-        model: shapeModel, sampleShape: inputShape, targetShape: loss.loss.targetShape(outputShape: outputShape),
-        loss: loss.loss, optimizer: try optimizerOptions.makeOptimizer())
+        model: shapeModel, sampleShape: inputShape, targetShape: lossFunction.targetShape(outputShape: outputShape),
+        loss: lossFunction, optimizer: try optimizerOptions.makeOptimizer())
     }
     var chosen: Int?
     if let budget, let targetBatch {
@@ -83,17 +97,18 @@ struct BenchCommand: ParsableCommand {
     try requireMemoryMeasurement()
     let measurement = try userFacing {
       try MemoryMeasurement(
-        model: try buildModel(specification, seed: 0), optimizer: try optimizerOptions.makeOptimizer(), loss: loss.loss,
+        model: try buildModel(specification, seed: 0), optimizer: try optimizerOptions.makeOptimizer(), loss: lossFunction,
         sampleShape: inputShape)
     }
     let sweep = Sweep(estimator: estimator, measurement: measurement)
     let optimizerName = try optimizerOptions.makeOptimizer().name
+    let lossName = sequenceLength == nil ? loss.rawValue : "token cross-entropy"
     print(
-      "model   \(specification)  (input \(inputShape.map(String.init).joined(separator: "x")), \(loss.rawValue), \(optimizerName))"
+      "model   \(specification)  (\(sequenceLength.map { "sequences of \($0) tokens" } ?? "input \(inputShape.map(String.init).joined(separator: "x"))"), \(lossName), \(optimizerName))"
     )
     if let budget { print("budget  \(budget) (\(budget.bytes) bytes)") }
     print("")
-    print("micro-batch   predicted peak   measured peak    samples/s   step seconds   note")
+    print("micro-batch   predicted peak   measured peak    samples/s\(sequenceLength == nil ? "" : "     tokens/s")   step seconds   note")
     var points: [Sweep.Point] = []
     for size in sizes {
       let point = sweep.point(microBatch: size, targetBatch: targetBatch, repeat: `repeat`)
@@ -101,24 +116,28 @@ struct BenchCommand: ParsableCommand {
       var notes: [String] = []
       if let budget { notes.append(point.measuredPeakBytes <= budget.bytes ? "fits" : "over budget") }
       if size == chosen { notes.append("planned") }
+      let tokens = sequenceLength.map { String(format: "   %10.0f", point.samplesPerSecond * Double($0)) } ?? ""
       print(
         String(
-          format: "%11d   %14d   %13d   %10.0f   %12@   %@", size, point.predictedPeakBytes, point.measuredPeakBytes,
-          point.samplesPerSecond, point.stepSeconds.map { String(format: "%.5f", $0) } ?? "-",
+          format: "%11d   %14d   %13d   %10.0f%@   %12@   %@", size, point.predictedPeakBytes, point.measuredPeakBytes,
+          point.samplesPerSecond, tokens, point.stepSeconds.map { String(format: "%.5f", $0) } ?? "-",
           notes.joined(separator: ", ")))
     }
     if let csv {
-      var lines = ["micro_batch,predicted_peak_bytes,measured_peak_bytes,samples_per_second,step_seconds"]
+      var lines = [
+        "micro_batch,predicted_peak_bytes,measured_peak_bytes,samples_per_second,step_seconds"
+          + (sequenceLength == nil ? "" : ",tokens_per_second")
+      ]
       for point in points {
         lines.append(
           "\(point.microBatch),\(point.predictedPeakBytes),\(point.measuredPeakBytes),\(String(format: "%.3f", point.samplesPerSecond)),\(point.stepSeconds.map { String(format: "%.6f", $0) } ?? "")"
-        )
+            + (sequenceLength.map { String(format: ",%.1f", point.samplesPerSecond * Double($0)) } ?? ""))
       }
       try write(lines.joined(separator: "\n") + "\n", to: csv)
     }
     if let svg {
       let chart = SweepChart(
-        title: "\(specification), \(loss.rawValue), \(optimizerName)", points: points, budgetBytes: budget?.bytes, chosenMicroBatch: chosen)
+        title: "\(specification), \(lossName), \(optimizerName)", points: points, budgetBytes: budget?.bytes, chosenMicroBatch: chosen)
       try write(chart.svg(), to: svg)
     }
   }

@@ -5,7 +5,7 @@ import GradAccum
 struct EvaluateCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "evaluate",
-    abstract: "Report a trained model's loss and accuracy on a CSV file.",
+    abstract: "Report a trained model's loss and accuracy on a CSV file, or token loss and perplexity on sequences.",
     discussion: """
       The model runs in evaluation mode (dropout off, batch normalization on its running \
       statistics) without an autograd graph, --batch samples at a time. The loss is the \
@@ -33,15 +33,28 @@ struct EvaluateCommand: ParsableCommand {
 
   func run() throws {
     let specification = try modelOptions.parsedModel()
-    let loss = lossOptions.loss.loss
-    let inputShape = try modelOptions.parsedInputShape()
-    let dataset = try dataOptions.load(loss: loss, inputShape: inputShape)
     let network = try buildModel(specification, seed: 0)
-    try checkCompatible(model: network, loss: loss, dataset: dataset, path: dataOptions.data)
+    let loss: Loss
+    let dataset: any Dataset
+    if dataOptions.isSequenceData {
+      loss = try SequenceOptions.loss(lossOptions.loss)
+      let data = try dataOptions.sequenceOptions.load(path: dataOptions.data)
+      try dataOptions.sequenceOptions.check(data, model: network, path: dataOptions.data)
+      dataset = data
+    } else {
+      loss = lossOptions.loss.loss
+      let data = try dataOptions.load(loss: loss, inputShape: try modelOptions.parsedInputShape())
+      try checkCompatible(model: network, loss: loss, dataset: data, path: dataOptions.data)
+      dataset = data
+    }
     try userFacing { try network.loadState(path: initial) }
     let evaluation = network.evaluate(dataset, loss: loss, batchSize: batch)
     if json {
       print(JSONOutput.line(evaluation))
+    } else if let tokens = evaluation.tokenCount, let perplexity = evaluation.perplexity {
+      print(
+        "\(evaluation.sampleCount) sequences, \(tokens) predicted tokens: token loss \(String(format: "%.6g", evaluation.loss)), perplexity \(String(format: "%.4g", perplexity))"
+      )
     } else {
       var line =
         "\(evaluation.sampleCount) samples: \(lossOptions.loss.rawValue) loss \(String(format: "%.6g", evaluation.loss))"

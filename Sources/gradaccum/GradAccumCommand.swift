@@ -6,7 +6,7 @@ struct GradAccumCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "gradaccum",
     abstract: "Train neural networks under a memory budget with exact gradient accumulation.",
-    subcommands: [PlanCommand.self, TrainCommand.self, EvaluateCommand.self, BenchCommand.self, DemoCommand.self])
+    subcommands: [PlanCommand.self, TrainCommand.self, EvaluateCommand.self, GenerateCommand.self, BenchCommand.self, DemoCommand.self])
 
   /// Runs the command line. Help goes to standard output; any error is one line on
   /// standard error with a non-zero exit status.

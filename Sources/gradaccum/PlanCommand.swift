@@ -28,6 +28,19 @@ struct PlanCommand: ParsableCommand {
   @Option(parsing: .unconditional, help: "Dataset size, to plan the epoch's last window.")
   var datasetSize: Int?
 
+  @Option(
+    help:
+      "Sequence data (.jsonl, or text with --separator): plan every window of the first epoch by its samples' lengths.")
+  var data: String?
+
+  @OptionGroup var sequenceOptions: SequenceOptions
+
+  @Option(parsing: .unconditional, help: "With sequence --data: the shuffle's seed, as train's --seed.")
+  var seed: UInt64 = 0
+
+  @Flag(help: "With sequence --data: windows in file order, as train's --no-shuffle.")
+  var noShuffle = false
+
   enum Objective: String, ExpressibleByArgument, CaseIterable {
     case memory, throughput
   }
@@ -62,12 +75,23 @@ struct PlanCommand: ParsableCommand {
       guard measure else { throw UsageError("--measure-at needs --measure") }
       _ = try parseSizeList(measureAt, option: "--measure-at")
     }
+    if let data {
+      try sequenceOptions.check(path: data)
+      guard sequenceOptions.isSequenceData(path: data) else {
+        throw UsageError(
+          "plan --data reads sequence data (.jsonl, or text with --separator), not \(data); for a CSV file give --input-shape and --dataset-size")
+      }
+      if objective == .throughput { throw UsageError("--objective throughput applies to samples of one shape, not sequence --data") }
+      if datasetSize != nil { throw UsageError("--dataset-size and --data cannot be mixed: the data set gives the size") }
+      return
+    }
     guard modelOptions.inputShape != nil else {
       throw UsageError("--input-shape is required for plan: the shape of one sample, such as 784 or 1x28x28")
     }
   }
 
   func run() throws {
+    if let data { return try planSequences(path: data) }
     // Predictions need only jemalloc's size classes; measurements need jemalloc to be the
     // allocator.
     if measure || objective == .throughput {
@@ -213,5 +237,113 @@ struct PlanCommand: ParsableCommand {
         measurements: measure
           ? measurements.map { .init(microBatch: $0.microBatch, predictedPeakBytes: $0.predicted, measuredPeakBytes: $0.measured) }
           : nil))
+  }
+}
+
+extension PlanCommand {
+  /// `plan --data FILE`: every window of the first epoch composed by length, with the
+  /// padding saved, the heaviest micro-batches and (with --measure) their measured peaks.
+  func planSequences(path: String) throws {
+    if measure { try requireMemoryMeasurement() }
+    let budget = try budgetOptions.parsedBudget()!
+    let specification = try modelOptions.parsedModel()
+    let optimizer = try optimizerOptions.makeOptimizer()
+    let loss = try SequenceOptions.loss(self.loss)
+    let model = try shapeOnlyModel(specification)
+    let data = try sequenceOptions.load(path: path)
+    try sequenceOptions.check(data, model: model, path: path)
+    let planner = try userFacing {
+      try SequencePlanner(model: model, loss: loss, optimizer: optimizer, targetBatch: targetBatch, budget: budget)
+    }
+    try sequenceOptions.checkFit(data, planner: planner, path: path)
+    let lengths = data.lengths
+    let order = DataLoader.sampleOrder(count: data.count, epoch: 0, shuffle: !noShuffle, seed: seed)
+    let windows = stride(from: 0, to: data.count, by: targetBatch).map { start in
+      order[start..<min(data.count, start + targetBatch)].map { lengths[$0] }
+    }
+    let plan = try userFacing { try planner.plan(windowLengths: windows) }
+    var measurements: [(shape: SequencePlan.MicroBatchShape, predicted: Int, measured: Int)] = []
+    if measure {
+      // The heaviest micro-batches, and one sample of the longest length.
+      var shapes = plan.heaviest.prefix(3).map(\.shape)
+      let longestAlone = SequencePlan.MicroBatchShape(samples: 1, paddedLength: plan.longestLength)
+      if !shapes.contains(longestAlone) { shapes.append(longestAlone) }
+      let real = try buildModel(specification, seed: 0)
+      for shape in shapes {
+        let measurement = try userFacing {
+          try MemoryMeasurement(
+            model: real, optimizer: try optimizerOptions.makeOptimizer(), loss: loss, sampleShape: [shape.paddedLength])
+        }
+        let predicted = try userFacing { try planner.estimate(samples: shape.samples, paddedLength: shape.paddedLength) }
+        measurements.append((shape, predicted.peakBytes, measurement.peakBytes(microBatch: shape.samples)))
+      }
+    }
+    if json {
+      print(JSONOutput.line(SequencePlanOutput(plan: plan, measurements: measure ? measurements : nil)))
+      return
+    }
+    print("model   \(specification)  (\(data.count) sequences from \(path), token cross-entropy, \(optimizer.name))")
+    print(plan.summary)
+    if !measurements.isEmpty {
+      print("")
+      print("samples × padded length   predicted peak   measured peak   difference   within budget")
+      for (shape, predicted, measured) in measurements {
+        let difference = Double(predicted - measured) / Double(measured) * 100
+        print(
+          String(
+            format: "%7d × %-14d   %14d   %13d   %+9.3f%%   %@", shape.samples, shape.paddedLength, predicted, measured,
+            difference, measured <= plan.budgetBytes ? "yes" : "no"))
+      }
+    }
+  }
+
+  /// `plan --data FILE --json`.
+  struct SequencePlanOutput: Encodable {
+    struct Range: Encodable { var min: Int, mean: Double, max: Int }
+    struct Shape: Encodable { var samples: Int, paddedLength: Int, predictedPeakBytes: Int }
+    struct Measurement: Encodable { var samples: Int, paddedLength: Int, predictedPeakBytes: Int, measuredPeakBytes: Int }
+    var targetBatch: Int
+    var budgetBytes: Int
+    var marginBytes: Int
+    var persistentBytes: Int
+    var windows: Int
+    var microBatchesPerWindow: Range
+    var tokens: Int
+    var paddedTokens: Int
+    var windowPaddedTokens: Int
+    var paddingFraction: Double
+    var windowPaddingFraction: Double
+    var longestLength: Int
+    var largestPredictedPeakBytes: Int
+    var smallestBudgetBytes: Int
+    var heaviest: [Shape]
+    var measurements: [Measurement]?
+
+    init(plan: SequencePlan, measurements: [(shape: SequencePlan.MicroBatchShape, predicted: Int, measured: Int)]?) {
+      let counts = plan.microBatchCounts
+      targetBatch = plan.targetBatch
+      budgetBytes = plan.budgetBytes
+      marginBytes = plan.marginBytes
+      persistentBytes = plan.persistent.totalBytes
+      windows = plan.windows
+      microBatchesPerWindow = Range(
+        min: counts.min() ?? 0, mean: Double(counts.reduce(0, +)) / Double(max(counts.count, 1)), max: counts.max() ?? 0)
+      tokens = plan.tokens
+      paddedTokens = plan.paddedTokens
+      windowPaddedTokens = plan.windowPaddedTokens
+      paddingFraction = plan.paddingFraction
+      windowPaddingFraction = plan.windowPaddingFraction
+      longestLength = plan.longestLength
+      largestPredictedPeakBytes = plan.largestPredictedPeakBytes
+      smallestBudgetBytes = plan.smallestBudgetBytes
+      heaviest = plan.heaviest.prefix(8).map {
+        Shape(samples: $0.shape.samples, paddedLength: $0.shape.paddedLength, predictedPeakBytes: $0.predictedPeakBytes)
+      }
+      self.measurements = measurements?.map {
+        Measurement(
+          samples: $0.shape.samples, paddedLength: $0.shape.paddedLength, predictedPeakBytes: $0.predicted,
+          measuredPeakBytes: $0.measured)
+      }
+    }
   }
 }
