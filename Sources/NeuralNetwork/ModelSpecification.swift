@@ -166,11 +166,20 @@ public struct ModelSpecification: Sendable, Equatable, CustomStringConvertible {
       let width = try arguments.size(0, "dim"), heads = try arguments.size(1, "heads")
       guard width % heads == 0 else { throw arguments.fail("dim \(width) must be a multiple of heads \(heads)") }
       let feedForward = try arguments.size(keyword: "ff", default: 4 * width)
-      if let text = arguments.layer.keywords["dropout"], Float(text.trimmingWhitespace) != 0 {
-        throw arguments.fail("dropout inside transformerblock is not supported yet, got \"\(abbreviated(text))\"; use 0")
+      var dropout: Float = 0
+      if let text = arguments.layer.keywords["dropout"] {
+        guard let value = Float(text.trimmingWhitespace), value >= 0, value < 1 else {
+          throw arguments.fail("dropout must be a probability in [0, 1), got \"\(abbreviated(text))\"")
+        }
+        dropout = value
       }
       try arguments.checkParameterCount(4 * width + 2 * feedForward + 8, width)
-      return { TransformerBlock(width: width, heads: heads, feedForward: feedForward, generator: &$0) }
+      return { generator in
+        let block = TransformerBlock(
+          width: width, heads: heads, feedForward: feedForward, dropout: dropout, generator: &generator)
+        if dropout > 0 { block.generator = RandomGenerator(seed: generator.next()) }
+        return block
+      }
     },
     LayerEntry(name: "conv2d") { arguments throws(ModelSpecificationError) in
       try arguments.expect(3...3, keywords: ["stride", "padding", "dilation", "bias"])

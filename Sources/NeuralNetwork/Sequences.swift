@@ -76,8 +76,9 @@ public final class PositionalEmbedding: Layer, CustomStringConvertible {
 /// `mlp.0.{weight [ff, width], bias}`, `mlp.2.{weight [width, ff], bias}`. Heads split
 /// `width` into `heads` slices; scores are scaled by `1/√(width/heads)`; the MLP's GELU is
 /// the exact (erf) one. Initialization follows `nn.MultiheadAttention` (Xavier-uniform input
-/// projection, zero projection biases) and `nn.Linear`. Dropout inside the block is not
-/// supported yet (`dropout=0`, the reference's default).
+/// projection, zero projection biases) and `nn.Linear`. With dropout `p` (training only), as
+/// the reference: on the attention weights, on the attention output and on the MLP output,
+/// masks drawn in that order from the block's own generator.
 public final class TransformerBlock: Layer, CustomStringConvertible {
   public let firstNorm: LayerNorm
   /// `[3·width, width]`.
@@ -90,6 +91,12 @@ public final class TransformerBlock: Layer, CustomStringConvertible {
   public let contraction: Linear
   /// Attention heads.
   public let heads: Int
+  /// The dropout probability, in `[0, 1)` (0: none).
+  public let dropout: Float
+  /// Whether dropout is applied (training) or not (evaluation).
+  public private(set) var isTraining = true
+  /// The stream dropout masks are drawn from; saving it makes a run resumable exactly.
+  public var generator: RandomGenerator
 
   /// Features per token.
   public var width: Int { outputProjection.outputSize }
@@ -98,8 +105,15 @@ public final class TransformerBlock: Layer, CustomStringConvertible {
 
   /// - Parameters: the width, the number of heads (dividing the width) and the MLP's width
   ///   (`4·width` in the reference by default); weights drawn from `generator`.
-  public init(width: Int, heads: Int, feedForward: Int, generator: inout RandomGenerator) {
+  ///   `dropout` in `[0, 1)` with masks drawn from a generator seeded by `dropoutSeed`.
+  public init(
+    width: Int, heads: Int, feedForward: Int, dropout: Float = 0, dropoutSeed: UInt64 = 0,
+    generator: inout RandomGenerator
+  ) {
     precondition(width >= 1 && heads >= 1 && width % heads == 0 && feedForward >= 1, "bad transformer block sizes")
+    precondition(dropout >= 0 && dropout < 1, "dropout probability must be in [0, 1), got \(dropout)")
+    self.dropout = dropout
+    self.generator = RandomGenerator(seed: dropoutSeed)
     firstNorm = LayerNorm(size: width)
     // Xavier-uniform over the whole [3·width, width] matrix, as nn.MultiheadAttention.
     let bound = (6 / Float(4 * width)).squareRoot()
@@ -119,9 +133,33 @@ public final class TransformerBlock: Layer, CustomStringConvertible {
     let (samples, length) = (input.shape[0], input.shape[1])
     let normalized = firstNorm(input).reshaped(to: [samples * length, width])
     let projected = Tensor.linear(normalized, weight: inputProjectionWeight, bias: inputProjectionBias)
-    let attended = Tensor.causalSelfAttention(projected.reshaped(to: [samples, length, 3 * width]), heads: heads)
-    let x = input + outputProjection(attended)
-    return x + contraction(expansion(secondNorm(x)).gelu())
+    let drops = isTraining && dropout > 0
+    let attended = Tensor.causalSelfAttention(
+      projected.reshaped(to: [samples, length, 3 * width]), heads: heads,
+      dropoutMask: drops ? dropoutMask([samples, heads, length, length]) : nil)
+    var attention = outputProjection(attended)
+    if drops { attention = attention * dropoutMask(attention.shape) }
+    let x = input + attention
+    var mlp = contraction(expansion(secondNorm(x)).gelu())
+    if drops { mlp = mlp * dropoutMask(mlp.shape) }
+    return x + mlp
+  }
+
+  /// A mask of `shape`: 0 with probability ``dropout``, else `1/(1−dropout)` (drawn only
+  /// when the tensor has elements, so tracing a step draws nothing).
+  func dropoutMask(_ shape: [Int]) -> Tensor {
+    let mask = Tensor(uninitializedShape: shape)
+    guard mask.hasElements else { return mask }
+    let scale = 1 / (1 - dropout), values = mask.mutableBuffer
+    for index in 0..<values.count { values[index] = generator.uniform(0, 1) < dropout ? 0 : scale }
+    return mask
+  }
+
+  public func setTraining(_ training: Bool) { isTraining = training }
+
+  public var randomStates: [UInt64] {
+    get { dropout > 0 ? [generator.state] : [] }
+    set { if dropout > 0, let state = newValue.first { generator.state = state } }
   }
 
   /// A sample `[s, width]`.
@@ -143,6 +181,6 @@ public final class TransformerBlock: Layer, CustomStringConvertible {
   }
 
   public var description: String {
-    "transformerblock(\(width),\(heads)\(feedForward == 4 * width ? "" : ",ff=\(feedForward)"))"
+    "transformerblock(\(width),\(heads)\(feedForward == 4 * width ? "" : ",ff=\(feedForward)")\(dropout > 0 ? ",dropout=\(dropout)" : ""))"
   }
 }

@@ -13,8 +13,13 @@ extension Tensor {
   /// Each (sample, head) is three matrix products through BLAS; the heads are first copied
   /// into contiguous blocks `[3, b, heads, s, d/heads]`. The softmax probabilities
   /// `[b, heads, s, s]` are kept for backward, as are the blocks.
-  /// - Precondition: `qkv` is `[b, s, 3d]` with `d` a multiple of `heads`.
-  public static func causalSelfAttention(_ qkv: Tensor, heads: Int) -> Tensor {
+  ///
+  /// `dropoutMask` `[b, heads, s, s]` (0, or `1/(1−p)` for a kept weight) applies dropout to
+  /// the attention weights, as `nn.MultiheadAttention(dropout: p)` does in training: the
+  /// values are weighted by `P ⊙ mask`, and backward goes through the same mask.
+  /// - Precondition: `qkv` is `[b, s, 3d]` with `d` a multiple of `heads`; the mask, when
+  ///   given, is `[b, heads, s, s]`.
+  public static func causalSelfAttention(_ qkv: Tensor, heads: Int, dropoutMask: Tensor? = nil) -> Tensor {
     precondition(qkv.rank == 3 && qkv.shape[2] % 3 == 0, "attention needs [b, s, 3d], got \(qkv.shape)")
     let (samples, length, width) = (qkv.shape[0], qkv.shape[1], qkv.shape[2] / 3)
     precondition(heads >= 1 && width % heads == 0, "\(width) features do not split into \(heads) heads")
@@ -26,17 +31,24 @@ extension Tensor {
     if computes { splitHeads(qkv.storage.base, into: blocks.storage.base, samples, length, width, heads, parts: 3) }
     let probabilities = Tensor(uninitializedShape: [samples, heads, length, length])
     let headOutputs = Tensor(uninitializedShape: [samples, heads, length, headWidth])
+    precondition(
+      dropoutMask.map { $0.shape == [samples, heads, length, length] } ?? true,
+      "the attention dropout mask must be \([samples, heads, length, length])")
     let block = length * headWidth, square = length * length, part = samples * heads * block
+    // With dropout, one head's dropped weights P ⊙ mask, made when needed.
+    let dropped = dropoutMask.map { _ in Tensor(uninitializedShape: [length, length]) }
     for pair in 0..<(samples * heads) {
       let q = blocks.storage.base + pair * block, k = q + part, v = k + part
       let p = probabilities.storage.base + pair * square, o = headOutputs.storage.base + pair * block
       // S = Q·Kᵀ, then the causal softmax of S·scale, row by row.
       gemm(q, k, p, m: length, n: length, k: headWidth, transposeA: false, transposeB: true, accumulate: false, computes: computes)
       if computes { causalSoftmaxRows(p, length: length, scale: scale) }
-      // O = P·V
-      gemm(p, v, o, m: length, n: headWidth, k: length, transposeA: false, transposeB: false, accumulate: false, computes: computes)
+      // O = P·V (or (P ⊙ mask)·V)
+      let weights = droppedWeights(p, dropoutMask, dropped, pair: pair, square: square, computes: computes)
+      gemm(weights, v, o, m: length, n: headWidth, k: length, transposeA: false, transposeB: false, accumulate: false, computes: computes)
       if !computes { break }
     }
+    _ = dropped
     let result = Tensor(uninitializedShape: [samples, length, width])
     if computes { mergeHeads(headOutputs.storage.base, into: result.storage.base, samples, length, width, heads, parts: 1) }
     return record(result, inputs: [qkv]) { g in
@@ -45,14 +57,20 @@ extension Tensor {
       if computes { splitHeads(g.storage.base, into: gradientHeads.storage.base, samples, length, width, heads, parts: 1) }
       let gradientBlocks = Tensor(uninitializedShape: [3, samples, heads, length, headWidth])
       let gradientScores = Tensor(uninitializedShape: [length, length])
+      let droppedGradient = dropoutMask.map { _ in Tensor(uninitializedShape: [length, length]) }
       for pair in 0..<(samples * heads) {
         let q = blocks.storage.base + pair * block, k = q + part, v = k + part
         let p = probabilities.storage.base + pair * square, dO = gradientHeads.storage.base + pair * block
         let dQ = gradientBlocks.storage.base + pair * block, dK = dQ + part, dV = dK + part
         let dS = gradientScores.storage.base
-        // dV = Pᵀ·dO, dP = dO·Vᵀ
-        gemm(p, dO, dV, m: length, n: headWidth, k: length, transposeA: true, transposeB: false, accumulate: false, computes: computes)
+        // dV = Pᵀ·dO, dP = dO·Vᵀ (with dropout: (P ⊙ mask)ᵀ·dO, and dP ⊙ mask)
+        let weights = droppedWeights(p, dropoutMask, droppedGradient, pair: pair, square: square, computes: computes)
+        gemm(weights, dO, dV, m: length, n: headWidth, k: length, transposeA: true, transposeB: false, accumulate: false, computes: computes)
         gemm(dO, v, dS, m: length, n: length, k: headWidth, transposeA: false, transposeB: true, accumulate: false, computes: computes)
+        if computes, let dropoutMask {
+          let mask = dropoutMask.storage.base + pair * square
+          for index in 0..<square { dS[index] *= mask[index] }
+        }
         // dS = P ⊙ (dP − Σ_row dP ⊙ P) · scale (masked entries have P = 0).
         if computes { softmaxBackwardRows(dS, probabilities: p, length: length, scale: scale) }
         // dQ = dS·K, dK = dSᵀ·Q
@@ -60,12 +78,28 @@ extension Tensor {
         gemm(dS, q, dK, m: length, n: headWidth, k: length, transposeA: true, transposeB: false, accumulate: false, computes: computes)
         if !computes { break }
       }
+      _ = droppedGradient
       let gradient = Tensor(uninitializedShape: qkv.shape)
       if computes {
         mergeHeads(gradientBlocks.storage.base, into: gradient.storage.base, samples, length, width, heads, parts: 3)
       }
       return [gradient]
     }
+  }
+
+  /// The weights head `pair` multiplies the values by: its probabilities `p`, or with a
+  /// dropout mask `p ⊙ mask` written into `scratch`.
+  @inline(__always)
+  static func droppedWeights(
+    _ p: UnsafeMutablePointer<Float>, _ mask: Tensor?, _ scratch: Tensor?, pair: Int, square: Int, computes: Bool
+  ) -> UnsafeMutablePointer<Float> {
+    guard let mask, let scratch else { return p }
+    let target = scratch.storage.base
+    if computes {
+      let m = mask.storage.base + pair * square
+      for index in 0..<square { target[index] = p[index] * m[index] }
+    }
+    return target
   }
 
   /// Copies `[b, s, parts·d]` into `[parts, b, h, s, d/h]`.

@@ -351,7 +351,7 @@ struct SequenceLayerTests {
     let ids = Tensor([3, 1, 4, 1, 5, 9, 2, 6, 5, 3], shape: [2, 5])
     #expect(model(ids).shape == [2, 5, 20])
     #expect(throws: ModelSpecificationError.self) { try ModelSpecification(parsing: "transformerblock(8,3)") }
-    #expect(throws: ModelSpecificationError.self) { try ModelSpecification(parsing: "transformerblock(8,2,dropout=0.1)") }
+    #expect(throws: ModelSpecificationError.self) { try ModelSpecification(parsing: "transformerblock(8,2,dropout=-0.1)") }
   }
 
   @Test func aTransformerBlocksGradientsMatchFiniteDifferences() throws {

@@ -18,6 +18,11 @@ struct EveryLayerPredictionTests {
     ("conv2d(3,6,2) maxpool2d(3,2) flatten linear(24,2)", [3, 7, 7], "cross-entropy", "adamw"),
     // The global average's backward broadcasts at the step's peak.
     ("conv2d(1,5,3,padding=1) adaptiveavgpool2d(1) flatten linear(5,2)", [1, 8, 8], "cross-entropy", "sgd"),
+    // Token models, with dropout inside the block (three masks kept for backward).
+    ("embedding(12,8) positionalembedding(9,8) transformerblock(8,2,ff=12,dropout=0.1) layernorm(8) gelu dropout(0.2) linear(8,12)",
+      [9], "token-cross-entropy", "adamw"),
+    ("embedding(12,8) positionalembedding(9,8) transformerblock(8,4) transformerblock(8,1,ff=4) linear(8,12,bias=false)",
+      [7], "token-cross-entropy", "sgd-momentum"),
   ]
 
   @Test(.measuresMemory, arguments: cases)
@@ -26,6 +31,7 @@ struct EveryLayerPredictionTests {
       switch lossName {
       case "mse": .meanSquaredError
       case "bce": .binaryCrossEntropy
+      case "token-cross-entropy": .tokenCrossEntropy
       default: .crossEntropy
       }
     let shapeModel = try shapeOnlyModel(text)

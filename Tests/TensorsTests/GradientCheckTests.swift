@@ -252,6 +252,19 @@ struct AttentionTests {
     checkGradients(of: [qkv], step: 1e-2, tolerance: 3e-2) { Tensor.causalSelfAttention($0[0], heads: h) }
   }
 
+  /// Dropout on the attention weights: with a mask of ones it is the plain op; with a
+  /// mask of zeros and 1/(1−p) its gradients match finite differences.
+  @Test func dropoutMaskIsDifferentiated() {
+    let (b, s, d, h) = (2, 4, 6, 2)
+    let qkv = randomTensor([b, s, 3 * d], seed: 10)
+    let ones = Tensor(Array(repeating: 1, count: b * h * s * s), shape: [b, h, s, s])
+    #expect(Tensor.causalSelfAttention(qkv, heads: h, dropoutMask: ones).values == Tensor.causalSelfAttention(qkv, heads: h).values)
+    var generator = RandomGenerator(seed: 3)
+    let mask = Tensor((0..<(b * h * s * s)).map { _ in generator.uniform(0, 1) < 0.3 ? 0 : 1 / 0.7 }, shape: [b, h, s, s])
+    #expect(Tensor.causalSelfAttention(qkv, heads: h, dropoutMask: mask).values != Tensor.causalSelfAttention(qkv, heads: h).values)
+    checkGradients(of: [qkv], step: 1e-2, tolerance: 3e-2) { Tensor.causalSelfAttention($0[0], heads: h, dropoutMask: mask) }
+  }
+
   /// Causality: a later token never changes an earlier position's output.
   @Test func laterTokensDoNotReachBack() {
     let qkv = randomTensor([1, 5, 12], seed: 9)

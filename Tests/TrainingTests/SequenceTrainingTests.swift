@@ -84,4 +84,23 @@ struct SequenceTrainingTests {
       #expect(estimator.estimate(microBatch: m).peakBytes == measurement.peakBytes(microBatch: m), "m=\(m)")
     }
   }
+
+  /// Dropout inside the block: off in evaluation mode (equal to the same weights without
+  /// dropout), on in training, and the same masks again from the same random state.
+  @Test func dropoutInsideTheBlock() throws {
+    let withDropout = try ModelSpecification(parsing: "embedding(12,8) positionalembedding(6,8) transformerblock(8,2,ff=16,dropout=0.3) linear(8,12)").build(seed: 1)
+    let plain = try ModelSpecification(parsing: "embedding(12,8) positionalembedding(6,8) transformerblock(8,2,ff=16) linear(8,12)").build(seed: 1)
+    for ((_, a), (_, b)) in zip(withDropout.namedParameters, plain.namedParameters) { b.assign(from: a) }
+    let ids = Tensor([1, 2, 3, 4, 5, 6, 7, 8], shape: [2, 4])
+    let state = withDropout.randomStates
+    #expect(state.count == 1)
+    let first = withDropout(ids).values
+    #expect(first != plain(ids).values)
+    withDropout.randomStates = state
+    #expect(withDropout(ids).values == first)
+    withDropout.setTraining(false)
+    #expect(withDropout(ids).values == plain(ids).values)
+    #expect(throws: ModelSpecificationError.self) { try ModelSpecification(parsing: "transformerblock(8,2,dropout=1)") }
+    #expect("\(withDropout.layers[2])" == "transformerblock(8,2,ff=16,dropout=0.3)")
+  }
 }
