@@ -27,7 +27,7 @@ let package = Package(
         "GradAccum", .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ],
       exclude: ["Resources/README.md"],
-      resources: [.copy("Resources/digits.csv")]),
+      resources: [.copy("Resources/digits.csv"), .copy("Resources/fortunes-computers.txt")]),
 
     // MARK: - Modules
     .target(name: "Tensors", dependencies: ["CBLAS"]),

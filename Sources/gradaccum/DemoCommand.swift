@@ -5,7 +5,8 @@ import GradAccum
 struct DemoCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "demo",
-    abstract: "Show that accumulation reproduces big-batch training: batch 40 against 10 × 4.",
+    abstract:
+      "Show that accumulation reproduces big-batch training (batch 40 against 10 × 4), then train digits classifiers and a byte-level language model under budgets.",
     discussion: """
       The linear-regression experiment of the gradient-accumulation article: 1000 samples \
       with two N(0,1) features, y = -2·x1 + 3.4·x2 + 4.2 + N(0, 0.01), a zero-initialised \
@@ -44,6 +45,58 @@ struct DemoCommand: ParsableCommand {
     print(String(format: "largest relative difference of the final weights: %.2e", difference))
     print("(target: -2, 3.4 and 4.2; both runs take the same 75 optimizer steps of 40 samples each)")
     try digits()
+    try languageModel()
+  }
+
+  /// A byte-level language model on the BSD fortunes about computers (1,051 texts of 9 to
+  /// 1,778 bytes, cut to 128): target batch 32 under a budget where windows are composed by
+  /// length; prints the plan, the falling loss and a generated sample.
+  func languageModel() throws {
+    guard let url = Bundle.module.url(forResource: "fortunes-computers", withExtension: "txt") else {
+      throw UsageError("the fortunes text is missing from the installation (fortunes-computers.txt resource)")
+    }
+    let data = try userFacing { try SequenceReader.loadText(path: url.path, separator: "%") }.truncated(to: 128)
+    let text = "embedding(256,64) positionalembedding(128,64) transformerblock(64,4) layernorm(64) linear(64,256)"
+    let budget = MemoryBudget.mb(6)
+    let epochs = 12
+    print("")
+    print(
+      "Byte-level language model on \(data.count) fortunes about computers (BSD fortune data, cut to 128 bytes): \(text), AdamW, target batch 32, budget \(MemoryBudget.format(bytes: budget.bytes))"
+    )
+    let model = try userFacing { try ModelSpecification(parsing: text) }.build(seed: 1)
+    var options = TrainerOptions()
+    options.seed = 3
+    let trainer = try userFacing {
+      try Trainer(
+        model: model, optimizer: try AdamW(learningRate: 5e-3), loss: .tokenCrossEntropy, targetBatch: 32,
+        memoryBudget: budget, options: options)
+    }
+    if let plan = try userFacing({ try trainer.sequencePlan(for: data) }) { print(plan.summary) }
+    var tokens = 0
+    let start = Date()
+    trainer.onEvent = { event in
+      switch event {
+      case .step(let record): tokens += record.tokens ?? 0
+      case .epoch(let number, let loss) where number == 1 || number % 3 == 0:
+        print(
+          String(
+            format: "epoch %2d/%d  token loss %.4f  (%.0f tokens/s)", number, epochs, loss,
+            Double(tokens) / Date().timeIntervalSince(start)))
+      case .warning(let message): print("note: \(message)")
+      default: break
+      }
+    }
+    print("")
+    let report = try userFacing { try trainer.fit(data, epochs: epochs) }
+    print(
+      "max measured peak \(report.maxPeakBytes) of \(budget.bytes) bytes, \(report.budgetViolations) budget violations"
+    )
+    let prompt = Array("The computer ".utf8).map(Int.init)
+    let sample = model.generate(
+      prompt: prompt, count: 100, sampling: TokenSampling(temperature: 0.7, topK: 8, seed: 1), contextLength: 128)
+    print("")
+    print("generated (temperature 0.7, top-k 8):")
+    print(String(decoding: sample.map(UInt8.init), as: UTF8.self))
   }
 
   /// Digits classifiers (an MLP, then a CNN with batch normalization) trained with a target
