@@ -18,6 +18,50 @@ import torch.nn as nn
 from pytorch_models import build
 
 MLP = "linear(784,512) relu linear(512,512) relu linear(512,10)"
+TRANSFORMER = ("embedding(256,128) positionalembedding(128,128) transformerblock(128,4) transformerblock(128,4) "
+               "layernorm(128) linear(128,256)")
+
+
+class SequenceStep:
+    """A token model (the reference definitions) on random sequences of `length` ids, with
+    next-token cross-entropy (mean over predicted tokens), ready to time micro-steps."""
+
+    def __init__(self, spec, length, optimizer="sgd"):
+        from transformer_reference import build as build_sequences
+        torch.set_num_threads(2)
+        self.length = length
+        self.model = build_sequences(spec)
+        self.vocabulary = self.model[0].num_embeddings
+        params = self.model.parameters()
+        self.optimizer = torch.optim.SGD(params, lr=0.01) if optimizer == "sgd" else torch.optim.Adam(params, lr=1e-3)
+
+    def samples_per_second(self, m, repeats=7, seconds=0.2):
+        ids = torch.randint(0, self.vocabulary, (m, self.length))
+
+        def step():
+            self.optimizer.zero_grad()
+            logits = self.model(ids)
+            loss = nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
+            loss.backward()
+            self.optimizer.step()
+
+        return timed(step, m, repeats, seconds)
+
+
+def timed(step, m, repeats, seconds):
+    """Samples/s of `step` (m samples each): median over `repeats` runs of about `seconds`."""
+    for _ in range(3):
+        step()
+    start = time.perf_counter()
+    step()
+    steps = max(1, min(1000, int(seconds / max(time.perf_counter() - start, 1e-6))))
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        rates.append(steps * m / (time.perf_counter() - start))
+    return statistics.median(rates)
 
 
 class Step:
@@ -46,18 +90,7 @@ class Step:
             criterion(self.model(x), y).backward()
             self.optimizer.step()
 
-        for _ in range(3):
-            step()
-        start = time.perf_counter()
-        step()
-        steps = max(1, min(1000, int(seconds / max(time.perf_counter() - start, 1e-6))))
-        rates = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for _ in range(steps):
-                step()
-            rates.append(steps * m / (time.perf_counter() - start))
-        return statistics.median(rates)
+        return timed(step, m, repeats, seconds)
 
 
 if __name__ == "__main__":

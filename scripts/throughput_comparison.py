@@ -6,7 +6,7 @@ median of its repeats) and the same step in PyTorch (2 threads) for several roun
 prints a markdown table of the medians over rounds and their ratio. Needs
 `pip install torch` (only this script does).
 
-Usage: python3 scripts/throughput_comparison.py [--rounds N] [--gradaccum PATH] [mlp|cnn ...]
+Usage: python3 scripts/throughput_comparison.py [--rounds N] [--gradaccum PATH] [mlp|cnn|transformer ...]
 """
 import argparse
 import csv
@@ -17,17 +17,21 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pytorch_throughput import MLP, Step  # noqa: E402
+from pytorch_throughput import MLP, TRANSFORMER, SequenceStep, Step  # noqa: E402
 
 CASES = {
     "mlp": (MLP, "784", "cross-entropy", [1, 4, 16, 64, 256]),
     "cnn": ("conv2d(3,32,3,padding=1) flatten", "3x32x32", "mse", [64]),
+    # Sequences of 128 tokens ("seq128"), next-token cross-entropy.
+    "transformer": (TRANSFORMER, "seq128", "cross-entropy", [16]),
 }
 
 
 def gradaccum_rate(binary, spec, shape, loss, m):
     with tempfile.NamedTemporaryFile(suffix=".csv") as table:
-        subprocess.run([binary, "bench", "--model", spec, "--input-shape", shape, "--loss", loss, "--optimizer", "sgd",
+        sample = (["--sequence-length", shape[3:]] if shape.startswith("seq")
+                  else ["--input-shape", shape, "--loss", loss])
+        subprocess.run([binary, "bench", "--model", spec] + sample + ["--optimizer", "sgd",
                         "--micro-batches", str(m), "--repeat", "7", "--csv", table.name],
                        check=True, capture_output=True)
         with open(table.name) as f:
@@ -38,14 +42,15 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--gradaccum", default=".build/release/gradaccum")
-    parser.add_argument("cases", nargs="*", default=[], help="mlp, cnn (default: both)")
+    parser.add_argument("cases", nargs="*", default=[], help="mlp, cnn, transformer (default: mlp and cnn)")
     args = parser.parse_args()
     for name in args.cases or ["mlp", "cnn"]:
         if name not in CASES:
             parser.error(f"unknown case {name!r}; expected one of {', '.join(sorted(CASES))}")
     for name in args.cases or ["mlp", "cnn"]:
         spec, shape, loss, sizes = CASES[name]
-        torch_step = Step(spec, [int(s) for s in shape.split("x")], loss)
+        torch_step = (SequenceStep(spec, int(shape[3:])) if shape.startswith("seq")
+                      else Step(spec, [int(s) for s in shape.split("x")], loss))
         print(f"\n`{spec}`, input {shape}, {loss}, SGD; medians of {args.rounds} interleaved rounds\n")
         print("| micro-batch | GradAccum samples/s | PyTorch samples/s | ratio | ratios per round |")
         print("|---:|---:|---:|---:|---|")

@@ -314,7 +314,7 @@ final class ScratchMatrix {
 /// products of at most `65536 × 4` multiply-adds on one thread.
 public enum BLASThreading {
   /// OpenBLAS's own threshold: products with more multiply-adds than this may use threads.
-  public static let multiplyAddThreshold = 65536 * 4
+  public static let multiplyAddThreshold = 1 << 21
   /// The smallest extent (rows, columns or inner) of a product that uses threads.
   public static let minimumExtent = 16
   /// OpenBLAS's thread count when the process started (`OPENBLAS_NUM_THREADS` or the cores).
@@ -323,5 +323,51 @@ public enum BLASThreading {
   /// Whether `[m, k] · [k, n]` runs on OpenBLAS's threads (and allocates their job table).
   public static func usesThreads(m: Int, n: Int, k: Int) -> Bool {
     defaultThreads > 1 && Swift.min(m, n, k) >= minimumExtent && m * n * k > multiplyAddThreshold
+  }
+}
+
+/// Which OpenBLAS kernels this process runs, and which ones suit the CPU.
+///
+/// OpenBLAS picks its kernels once, when it is loaded, from the CPU's model number. A CPU
+/// newer than the OpenBLAS build (such as a recent Xeon under Debian's OpenBLAS 0.3.21) gets
+/// the generic `Prescott` (SSE3) kernels even when it has AVX-512, and runs `sgemm` at a
+/// fraction of its speed. Newer OpenBLAS releases choose by the CPU's features for such
+/// models; ``recommendedCoreType(coreName:flags:)`` makes the same choice, for a program
+/// to set `OPENBLAS_CORETYPE` before OpenBLAS loads (the `gradaccum` command does, by
+/// starting itself again). Every kernel family is planned exactly (``BLASCall`` probes the
+/// kernels that run).
+public enum BLASKernels {
+  /// The kernel family OpenBLAS chose (`Prescott`, `Haswell`, `SkylakeX`, …).
+  public static var coreName: String { String(cString: openblas_get_corename()) }
+
+  /// The kernel family to ask for, or `nil` to keep OpenBLAS's choice: only when OpenBLAS
+  /// fell back to generic kernels (`Prescott`, `Core2`, `Nehalem` and older names) on a
+  /// CPU whose `flags` (as `/proc/cpuinfo` lists them) have AVX-512 (`Cooperlake` with
+  /// bfloat16, else `SkylakeX`) or AVX2 with FMA (`Haswell`).
+  public static func recommendedCoreType(coreName: String, flags: Set<String>) -> String? {
+    let generic: Set<String> = ["prescott", "core2", "nehalem", "penryn", "dunnington", "atom", "banias", "katmai"]
+    guard generic.contains(coreName.lowercased()) else { return nil }
+    if flags.isSuperset(of: ["avx512f", "avx512vl", "avx512bw", "avx512dq", "avx512cd"]) {
+      return flags.contains("avx512_bf16") ? "Cooperlake" : "SkylakeX"
+    }
+    if flags.isSuperset(of: ["avx2", "fma"]) { return "Haswell" }
+    return nil
+  }
+
+  /// The CPU's feature flags from `/proc/cpuinfo` (empty where it cannot be read).
+  public static func cpuFlags() -> Set<String> {
+    guard let file = fopen("/proc/cpuinfo", "r") else { return [] }
+    defer { fclose(file) }
+    var line: UnsafeMutablePointer<CChar>?
+    var capacity = 0
+    defer { free(line) }
+    while getline(&line, &capacity, file) > 0, let line {
+      let text = String(cString: line)
+      if text.hasPrefix("flags") {
+        let list = text.split(separator: ":", maxSplits: 1).last ?? ""
+        return Set(list.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" }).map(String.init))
+      }
+    }
+    return []
   }
 }

@@ -107,6 +107,7 @@ struct BenchCommand: ParsableCommand {
       "model   \(specification)  (\(sequenceLength.map { "sequences of \($0) tokens" } ?? "input \(inputShape.map(String.init).joined(separator: "x"))"), \(lossName), \(optimizerName))"
     )
     if let budget { print("budget  \(budget) (\(budget.bytes) bytes)") }
+    print("kernels OpenBLAS \(BLASKernels.coreName), \(BLASThreading.defaultThreads) thread\(BLASThreading.defaultThreads == 1 ? "" : "s")")
     print("")
     print("micro-batch   predicted peak   measured peak    samples/s\(sequenceLength == nil ? "" : "     tokens/s")   step seconds   note")
     var points: [Sweep.Point] = []

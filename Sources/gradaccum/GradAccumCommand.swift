@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import GradAccum
 
 @main
 struct GradAccumCommand: ParsableCommand {
@@ -11,6 +12,7 @@ struct GradAccumCommand: ParsableCommand {
   /// Runs the command line. Help goes to standard output; any error is one line on
   /// standard error with a non-zero exit status.
   static func main() {
+    useSuitableKernels()
     do {
       var command = try parseAsRoot()
       try command.run()
@@ -25,5 +27,18 @@ struct GradAccumCommand: ParsableCommand {
       }
       Self.exit(withError: status == .success ? nil : ExitCode(status.rawValue))
     }
+  }
+
+  /// When OpenBLAS fell back to generic kernels on a CPU it does not know (see
+  /// `BLASKernels`), starts the command again with `OPENBLAS_CORETYPE` set to the family the
+  /// CPU's features call for. A `OPENBLAS_CORETYPE` the user set is kept as it is.
+  static func useSuitableKernels() {
+    guard getenv("OPENBLAS_CORETYPE") == nil,
+      let core = BLASKernels.recommendedCoreType(coreName: BLASKernels.coreName, flags: BLASKernels.cpuFlags())
+    else { return }
+    setenv("OPENBLAS_CORETYPE", core, 1)
+    execv("/proc/self/exe", CommandLine.unsafeArgv)
+    // The new image could not start: go on with OpenBLAS's own choice.
+    unsetenv("OPENBLAS_CORETYPE")
   }
 }
