@@ -22,9 +22,7 @@ public final class LayerNorm: Layer, CustomStringConvertible {
   }
 
   public func callAsFunction(_ input: Tensor) -> Tensor {
-    let centred = input - input.mean(alongAxes: [-1], keepingDimensions: true)
-    let variance = centred.raised(to: 2).mean(alongAxes: [-1], keepingDimensions: true)
-    return centred / (variance + epsilon).squareRoot() * weight + bias
+    Tensor.layerNormalization(input, weight: weight, bias: bias, epsilon: epsilon)
   }
 
   public func outputShape(forInput shape: [Int]) throws(ShapeError) -> [Int] {

@@ -152,11 +152,13 @@ extension Tensor {
   /// The Gaussian error linear unit `x · Φ(x)` in its exact erf form (PyTorch's default,
   /// `approximate='none'`).
   public func gelu() -> Tensor {
+    // Straight-line erf and exp (VectorMath) that vectorize: the C library's scalar erff
+    // and expf would be most of a transformer MLP's elementwise time.
     let inverseSquareRootTwo: Float = 0.70710678118654752440
     let result = mapped { input, output, n in
       for i in 0..<n {
         let x = input[i]
-        output[i] = 0.5 * x * (1 + erff(x * inverseSquareRootTwo))
+        output[i] = 0.5 * x * (1 + VectorMath.erf(x * inverseSquareRootTwo))
       }
     }
     let x = detached()
@@ -166,12 +168,14 @@ extension Tensor {
           let inverseSquareRootTwoPi: Float = 0.39894228040143267794
           for i in 0..<n {
             let v = x[i]
-            let cdf = 0.5 * (1 + erff(v * inverseSquareRootTwo))
-            let pdf = inverseSquareRootTwoPi * expf(-0.5 * v * v)
+            let cdf = 0.5 * (1 + VectorMath.erf(v * inverseSquareRootTwo))
+            let pdf = inverseSquareRootTwoPi * VectorMath.expNonPositive(-0.5 * v * v)
             out[i] = g[i] * (cdf + v * pdf)
           }
         }
       ]
     }
   }
+
+
 }

@@ -249,6 +249,8 @@ struct LayerNormTests {
     layer.bias.assign(from: randomTensor([5], seed: 5))
     // The layer's own parameters are among the checked inputs (perturbed in place).
     checkGradients(of: [randomTensor([3, 5], seed: 3), layer.weight, layer.bias]) { inputs in layer(inputs[0]) }
+    // Tokens [b, s, features].
+    checkGradients(of: [randomTensor([2, 3, 5], seed: 6), layer.weight, layer.bias]) { inputs in layer(inputs[0]) }
   }
 }
 

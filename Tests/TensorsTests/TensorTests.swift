@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import _TestSupport
 
@@ -46,6 +47,33 @@ struct TensorTests {
   @Test func geluUsesTheErfForm() {
     // torch.nn.functional.gelu(tensor([-1., 0.5, 2.])) with approximate='none'.
     expectClose(Tensor([-1, 0.5, 2], shape: [3]).gelu().values, [-0.15865526, 0.34573123, 1.9544997], relative: 1e-6)
+  }
+
+  /// The vector erf and exp behind GELU, against the C library in Double on a dense grid
+  /// (and GELU and its derivative with them).
+  @Test func vectorErfAndExpAreAccurate() {
+    let grid = (0..<200_003).map { Float(-10 + 20 * Double($0) / 200_002) }
+    var worstErf: Double = 0, worstExp: Double = 0
+    for v in grid {
+      worstErf = max(worstErf, abs(Double(VectorMath.erf(v)) - Foundation.erf(Double(v))))
+      let reference = Foundation.exp(Double(-0.5 * v * v))
+      if reference > 1e-37 {
+        worstExp = max(worstExp, abs(Double(VectorMath.expNonPositive(-0.5 * v * v)) - reference) / reference)
+      }
+    }
+    #expect(worstErf < 5e-7, "erf error \(worstErf)")
+    #expect(worstExp < 3e-7, "exp relative error \(worstExp)")
+    let x = Tensor(grid, shape: [grid.count], requiresGradient: true)
+    let y = x.gelu()
+    y.backward(seed: Tensor(repeating: 1, shape: [grid.count]))
+    let values = y.values, slopes = x.gradient!.values
+    for (index, v) in grid.enumerated() {
+      let d = Double(v), cdf = 0.5 * (1 + Foundation.erf(d / 2.squareRoot()))
+      let pdf = Foundation.exp(-0.5 * d * d) / (2 * Double.pi).squareRoot()
+      #expect(abs(Double(values[index]) - d * cdf) <= 1e-6 * max(1, abs(d)), "gelu(\(v))")
+      #expect(abs(Double(slopes[index]) - (cdf + d * pdf)) <= 2e-6, "gelu'(\(v))")
+      if abs(Double(values[index]) - d * cdf) > 1e-6 * max(1, abs(d)) { break }
+    }
   }
 
   @Test func gradientsAccumulateAcrossBackwardCallsUntilCleared() {
