@@ -59,15 +59,20 @@ struct ReadmeTests {
     let directory = try CommandRunner.temporaryDirectory()
     let resources = directory.appendingPathComponent("Sources/gradaccum/Resources")
     try FileManager.default.createDirectory(at: resources, withIntermediateDirectories: true)
-    try FileManager.default.createSymbolicLink(
-      at: resources.appendingPathComponent("digits.csv"),
-      withDestinationURL: Self.root.appendingPathComponent("Sources/gradaccum/Resources/digits.csv"))
+    for file in ["digits.csv", "fortunes-computers.txt"] {
+      try FileManager.default.createSymbolicLink(
+        at: resources.appendingPathComponent(file),
+        withDestinationURL: Self.root.appendingPathComponent("Sources/gradaccum/Resources/\(file)"))
+    }
     for command in commands {
       #expect(!command.contains { $0.hasPrefix("[") }, "an optional part in \(command)")
       let result = try CommandRunner.run(Array(command.dropFirst()), directory: directory)
       #expect(result.status == 0, "\(command.joined(separator: " ")): \(result.error)")
     }
-    for output in ["run.ckpt", "digits.safetensors", "run.jsonl", "sweep.csv", "sweep.svg", "final.safetensors"] {
+    for output in [
+      "run.ckpt", "digits.safetensors", "run.jsonl", "sweep.csv", "sweep.svg", "final.safetensors", "bytes.safetensors",
+      "bytes.jsonl",
+    ] {
       #expect(FileManager.default.fileExists(atPath: directory.appendingPathComponent(output).path), "\(output)")
     }
   }
