@@ -37,16 +37,23 @@ extension Tensor {
     let block = length * headWidth, square = length * length, part = samples * heads * block
     // With dropout, one head's dropped weights P ⊙ mask, made when needed.
     let dropped = dropoutMask.map { _ in Tensor(uninitializedShape: [length, length]) }
-    for pair in 0..<(samples * heads) {
-      let q = blocks.storage.base + pair * block, k = q + part, v = k + part
-      let p = probabilities.storage.base + pair * square, o = headOutputs.storage.base + pair * block
-      // S = Q·Kᵀ, then the causal softmax of S·scale, row by row.
-      gemm(q, k, p, m: length, n: length, k: headWidth, transposeA: false, transposeB: true, accumulate: false, computes: computes)
-      if computes { causalSoftmaxRows(p, length: length, scale: scale) }
-      // O = P·V (or (P ⊙ mask)·V)
-      let weights = droppedWeights(p, dropoutMask, dropped, pair: pair, square: square, computes: computes)
-      gemm(weights, v, o, m: length, n: headWidth, k: length, transposeA: false, transposeB: false, accumulate: false, computes: computes)
-      if !computes { break }
+    let oneThread = computes && runsOnOneThread(length: length, headWidth: headWidth)
+    withOneThread(oneThread) {
+      for pair in 0..<(samples * heads) {
+        let q = blocks.storage.base + pair * block, k = q + part, v = k + part
+        let p = probabilities.storage.base + pair * square, o = headOutputs.storage.base + pair * block
+        // S = Q·Kᵀ, then the causal softmax of S·scale, row by row.
+        gemm(
+          q, k, p, m: length, n: length, k: headWidth, transposeA: false, transposeB: true, accumulate: false,
+          computes: computes, oneThreadHeld: oneThread)
+        if computes { causalSoftmaxRows(p, length: length, scale: scale) }
+        // O = P·V (or (P ⊙ mask)·V)
+        let weights = droppedWeights(p, dropoutMask, dropped, pair: pair, square: square, computes: computes)
+        gemm(
+          weights, v, o, m: length, n: headWidth, k: length, transposeA: false, transposeB: false, accumulate: false,
+          computes: computes, oneThreadHeld: oneThread)
+        if !computes { break }
+      }
     }
     _ = dropped
     let result = Tensor(uninitializedShape: [samples, length, width])
@@ -58,25 +65,36 @@ extension Tensor {
       let gradientBlocks = Tensor(uninitializedShape: [3, samples, heads, length, headWidth])
       let gradientScores = Tensor(uninitializedShape: [length, length])
       let droppedGradient = dropoutMask.map { _ in Tensor(uninitializedShape: [length, length]) }
-      for pair in 0..<(samples * heads) {
-        let q = blocks.storage.base + pair * block, k = q + part, v = k + part
-        let p = probabilities.storage.base + pair * square, dO = gradientHeads.storage.base + pair * block
-        let dQ = gradientBlocks.storage.base + pair * block, dK = dQ + part, dV = dK + part
-        let dS = gradientScores.storage.base
-        // dV = Pᵀ·dO, dP = dO·Vᵀ (with dropout: (P ⊙ mask)ᵀ·dO, and dP ⊙ mask)
-        let weights = droppedWeights(p, dropoutMask, droppedGradient, pair: pair, square: square, computes: computes)
-        gemm(weights, dO, dV, m: length, n: headWidth, k: length, transposeA: true, transposeB: false, accumulate: false, computes: computes)
-        gemm(dO, v, dS, m: length, n: length, k: headWidth, transposeA: false, transposeB: true, accumulate: false, computes: computes)
-        if computes, let dropoutMask {
-          let mask = dropoutMask.storage.base + pair * square
-          for index in 0..<square { dS[index] *= mask[index] }
+      let oneThread = computes && runsOnOneThread(length: length, headWidth: headWidth)
+      withOneThread(oneThread) {
+        for pair in 0..<(samples * heads) {
+          let q = blocks.storage.base + pair * block, k = q + part, v = k + part
+          let p = probabilities.storage.base + pair * square, dO = gradientHeads.storage.base + pair * block
+          let dQ = gradientBlocks.storage.base + pair * block, dK = dQ + part, dV = dK + part
+          let dS = gradientScores.storage.base
+          // dV = Pᵀ·dO, dP = dO·Vᵀ (with dropout: (P ⊙ mask)ᵀ·dO, and dP ⊙ mask)
+          let weights = droppedWeights(p, dropoutMask, droppedGradient, pair: pair, square: square, computes: computes)
+          gemm(
+            weights, dO, dV, m: length, n: headWidth, k: length, transposeA: true, transposeB: false,
+            accumulate: false, computes: computes, oneThreadHeld: oneThread)
+          gemm(
+            dO, v, dS, m: length, n: length, k: headWidth, transposeA: false, transposeB: true, accumulate: false,
+            computes: computes, oneThreadHeld: oneThread)
+          if computes, let dropoutMask {
+            let mask = dropoutMask.storage.base + pair * square
+            for index in 0..<square { dS[index] *= mask[index] }
+          }
+          // dS = P ⊙ (dP − Σ_row dP ⊙ P) · scale (masked entries have P = 0).
+          if computes { softmaxBackwardRows(dS, probabilities: p, length: length, scale: scale) }
+          // dQ = dS·K, dK = dSᵀ·Q
+          gemm(
+            dS, k, dQ, m: length, n: headWidth, k: length, transposeA: false, transposeB: false, accumulate: false,
+            computes: computes, oneThreadHeld: oneThread)
+          gemm(
+            dS, q, dK, m: length, n: headWidth, k: length, transposeA: true, transposeB: false, accumulate: false,
+            computes: computes, oneThreadHeld: oneThread)
+          if !computes { break }
         }
-        // dS = P ⊙ (dP − Σ_row dP ⊙ P) · scale (masked entries have P = 0).
-        if computes { softmaxBackwardRows(dS, probabilities: p, length: length, scale: scale) }
-        // dQ = dS·K, dK = dSᵀ·Q
-        gemm(dS, k, dQ, m: length, n: headWidth, k: length, transposeA: false, transposeB: false, accumulate: false, computes: computes)
-        gemm(dS, q, dK, m: length, n: headWidth, k: length, transposeA: true, transposeB: false, accumulate: false, computes: computes)
-        if !computes { break }
       }
       _ = droppedGradient
       let gradient = Tensor(uninitializedShape: qkv.shape)
@@ -85,6 +103,18 @@ extension Tensor {
       }
       return [gradient]
     }
+  }
+
+  /// Whether every product of one (sample, head) runs on one OpenBLAS thread by rule, so
+  /// that the whole loop can run inside one ``BLASCall/onOneThread(_:)`` region.
+  static func runsOnOneThread(length: Int, headWidth: Int) -> Bool {
+    !BLASThreading.usesThreads(m: length, n: length, k: headWidth)
+      && !BLASThreading.usesThreads(m: length, n: headWidth, k: length)
+  }
+
+  /// Runs `body` inside a one-thread region when `oneThread`, else as it is.
+  static func withOneThread(_ oneThread: Bool, _ body: () -> Void) {
+    if oneThread { BLASCall.onOneThread(body) } else { body() }
   }
 
   /// The weights head `pair` multiplies the values by: its probabilities `p`, or with a

@@ -121,9 +121,11 @@ extension Tensor {
 
   /// `C[m, n] (+)= op(A) · op(B)` on contiguous row-major matrices through ``BLASCall``.
   /// Under shape tracing only the product is recorded (for what BLAS allocates inside it).
+  /// `oneThreadHeld`: the caller runs inside ``BLASCall/onOneThread(_:)`` (OpenBLAS on one
+  /// thread, the lock held) and the product is one that runs on one thread by rule.
   static func gemm(
     _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int,
-    transposeA: Bool, transposeB: Bool, accumulate: Bool, computes: Bool
+    transposeA: Bool, transposeB: Bool, accumulate: Bool, computes: Bool, oneThreadHeld: Bool = false
   ) {
     if m == 0 || n == 0 { return }
     guard computes else {
@@ -136,7 +138,12 @@ extension Tensor {
     // slower extra pass, and vector kernels would otherwise read whatever fresh memory holds.
     if !accumulate { c.update(repeating: 0, count: m * n) }
     if k == 0 { return }
-    BLASCall.run(a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: 1)
+    if oneThreadHeld {
+      precondition(!BLASThreading.usesThreads(m: m, n: n, k: k), "a threaded product inside a one-thread region")
+      BLASCall.call(a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: 1)
+    } else {
+      BLASCall.run(a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: 1)
+    }
   }
 }
 
@@ -173,6 +180,19 @@ public enum BLASCall {
       threadCountLock.shared {
         call(a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: alpha)
       }
+    }
+  }
+
+  /// Runs `body` with OpenBLAS on one thread and ``threadCountLock`` held: for a run of
+  /// products that each use one thread by rule (``BLASThreading/usesThreads(m:n:k:)``), so
+  /// that the thread count is switched twice rather than around every product (switching
+  /// puts OpenBLAS's threads to sleep, and the next threaded product must wake them).
+  static func onOneThread(_ body: () -> Void) {
+    guard BLASThreading.defaultThreads > 1 else { return body() }
+    threadCountLock.exclusively {
+      openblas_set_num_threads(1)
+      body()
+      openblas_set_num_threads(Int32(BLASThreading.defaultThreads))
     }
   }
 
@@ -310,10 +330,12 @@ final class ScratchMatrix {
 ///
 /// Measured on 2 cores with products of the sizes of an MLP's layers: with fewer than 16
 /// rows, columns or inner indices, OpenBLAS's threaded `sgemm` is slower than one thread
-/// (about 1.5–2× at 4 rows), and from 16 on two threads win. OpenBLAS itself also keeps
-/// products of at most `65536 × 4` multiply-adds on one thread.
+/// (about 1.5–2× at 4 rows), and from 16 on two threads win. OpenBLAS itself keeps products
+/// of at most `65536 × 4` multiply-adds on one thread; GradAccum keeps those of at most
+/// 2²¹, such as one attention head's `128 × 128 × 32` scores: the thread switch and the
+/// wake-up of OpenBLAS's sleeping threads cost more than the second core saves there.
 public enum BLASThreading {
-  /// OpenBLAS's own threshold: products with more multiply-adds than this may use threads.
+  /// Products with more multiply-adds than this may use threads.
   public static let multiplyAddThreshold = 1 << 21
   /// The smallest extent (rows, columns or inner) of a product that uses threads.
   public static let minimumExtent = 16
