@@ -24,6 +24,9 @@ let package = Package(
     .executableTarget(
       name: "FuzzCommandLine", dependencies: [.product(name: "GradAccum", package: "GradAccum"), "CFuzzerDriver"],
       swiftSettings: fuzzSettings),
+    .executableTarget(
+      name: "FuzzSequences", dependencies: [.product(name: "GradAccum", package: "GradAccum"), "CFuzzerDriver"],
+      swiftSettings: fuzzSettings),
     .target(name: "CFuzzerDriver"),
   ]
 )

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Fuzzes GradAccum's parsers with libFuzzer (and AddressSanitizer), each for a bounded time.
 # Usage: scripts/fuzz.sh [seconds per target, default 600] [target ...]
-# Targets: Safetensors CSV ModelSpecification Budget CommandLine. Findings go to Fuzz/Findings/<target>/.
+# Targets: Safetensors CSV ModelSpecification Budget CommandLine Sequences. Findings go to Fuzz/Findings/<target>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET=${1:-600}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(Safetensors CSV ModelSpecification Budget CommandLine)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(Safetensors CSV ModelSpecification Budget CommandLine Sequences)
 swift build --package-path Fuzz --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address
 for target in "${TARGETS[@]}"; do
   work=".build-fuzz/corpus/$target"

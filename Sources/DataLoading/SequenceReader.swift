@@ -11,7 +11,12 @@ public enum SequenceReader {
   ///   line that is not a JSON object, `input_ids` missing, empty or not a list of
   ///   non-negative integers, `labels` of another length, no samples at all.
   public static func loadJSONLines(path: String) throws(DataError) -> SequenceDataset {
-    let data = try contents(of: path)
+    try parseJSONLines(try contents(of: path), path: path)
+  }
+
+  /// ``loadJSONLines(path:)`` on bytes already read (`path` names them in messages).
+  public static func parseJSONLines(_ data: Data, path: String) throws(DataError) -> SequenceDataset {
+    guard !data.isEmpty else { throw .noSamples(path: path, expected: "one JSON object per line with \"input_ids\"") }
     var builder = SequenceDataset.Builder(path: path)
     var lineNumber = 0
     var lineStart = data.startIndex
@@ -43,7 +48,14 @@ public enum SequenceReader {
     guard !separator.isEmpty, !separator.contains("\n") else {
       throw .malformedSample(path: path, line: 1, problem: "the separator must be one non-empty line")
     }
-    let data = try contents(of: path)
+    return try parseText(try contents(of: path), path: path, separator: separator)
+  }
+
+  /// ``loadText(path:separator:)`` on bytes already read (`path` names them in messages).
+  public static func parseText(_ data: Data, path: String, separator: String) throws(DataError) -> SequenceDataset {
+    guard !separator.isEmpty, !separator.contains("\n") else {
+      throw .malformedSample(path: path, line: 1, problem: "the separator must be one non-empty line")
+    }
     let separatorBytes = Array(separator.utf8)
     var builder = SequenceDataset.Builder(path: path)
     var sample: [Int] = []
@@ -82,11 +94,7 @@ public enum SequenceReader {
       throw .fileTooLarge(path: path, reason: problem)
     }
     do {
-      let data = try Data(contentsOf: URL(fileURLWithPath: path))
-      guard !data.isEmpty else { throw DataError.noSamples(path: path, expected: "samples") }
-      return data
-    } catch let error as DataError {
-      throw error
+      return try Data(contentsOf: URL(fileURLWithPath: path))
     } catch {
       throw .fileNotReadable(path: path, reason: (error as NSError).localizedDescription)
     }
