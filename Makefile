@@ -3,14 +3,14 @@
 
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-PACKAGES := libjemalloc-dev libopenblas-dev pkg-config librsvg2-bin
+PACKAGES := libjemalloc-dev libopenblas-dev pkg-config librsvg2-bin libopenmpi-dev openmpi-bin
 
 .PHONY: deps demo test build release bench bench-suites compare-pytorch compare-sequences compare-throughput sanitize docs format clean
 
-## Install jemalloc and OpenBLAS (Debian packages) when pkg-config does not find them, and
-## rsvg-convert (the chart test renders SVG to PNG with it).
+## Install jemalloc, OpenBLAS and Open MPI (Debian packages) when pkg-config does not find
+## them, and rsvg-convert (the chart test renders SVG to PNG with it).
 deps:
-	@if ! pkg-config --exists jemalloc openblas 2>/dev/null || ! command -v rsvg-convert >/dev/null; then \
+	@if ! pkg-config --exists jemalloc openblas ompi-c 2>/dev/null || ! command -v rsvg-convert >/dev/null || ! command -v mpirun >/dev/null; then \
 	  echo "Installing $(PACKAGES)"; \
 	  $(SUDO) apt-get update -qq && $(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PACKAGES); \
 	fi

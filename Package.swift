@@ -19,7 +19,7 @@ let package = Package(
       name: "GradAccum",
       dependencies: [
         "Tensors", "NeuralNetwork", "Optimizers", "DataLoading", "Memory", "Checkpoints",
-        "Accumulation", "Planning", "Training",
+        "Accumulation", "Planning", "Training", "DataParallel",
       ]),
     .executableTarget(
       name: "gradaccum",
@@ -35,6 +35,7 @@ let package = Package(
     .target(name: "Optimizers", dependencies: ["Tensors", "NeuralNetwork"]),
     .target(name: "DataLoading", dependencies: ["Tensors", "Memory"]),
     .target(name: "Memory", dependencies: ["CJemalloc", "AllocationHooks", "JemallocConfiguration", "SanitizerDefaults"]),
+    .target(name: "DataParallel", dependencies: ["CMPI", "Tensors", "Memory"]),
     .target(name: "Checkpoints", dependencies: ["Tensors", "NeuralNetwork", "Memory"]),
     .target(
       name: "Accumulation",
@@ -46,6 +47,7 @@ let package = Package(
       name: "Training",
       dependencies: [
         "Tensors", "NeuralNetwork", "Optimizers", "DataLoading", "Memory", "Checkpoints", "Accumulation", "Planning",
+        "DataParallel",
       ]),
 
     // MARK: - Implementation details
@@ -58,6 +60,9 @@ let package = Package(
     .systemLibrary(
       name: "CBLAS", pkgConfig: "openblas",
       providers: [.apt(["libopenblas-dev"])]),
+    .systemLibrary(
+      name: "CMPI", pkgConfig: "ompi-c",
+      providers: [.apt(["libopenmpi-dev", "openmpi-bin"])]),
     .target(name: "_TestSupport", dependencies: ["Tensors", "Memory"], path: "Tests/_TestSupport"),
 
     // MARK: - Tests

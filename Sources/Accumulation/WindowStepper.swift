@@ -16,8 +16,10 @@ public struct StepRecord: Sendable, Equatable {
   public var loss: Float
   /// The learning rate this step used.
   public var learningRate: Float
-  /// Samples in each micro-batch, in order.
+  /// Samples in each micro-batch, in order (this process's, when several train together).
   public var microBatches: [Int]
+  /// Data parallel: the samples each process took of the window (`nil` for one process).
+  public var shares: [Int]?
   /// Persistent bytes plus the largest measured transient peak of the step's micro-steps.
   public var peakBytes: Int
   /// The largest transient peak (jemalloc thread peak) of the step's micro-steps.
@@ -72,6 +74,9 @@ public final class WindowStepper {
   /// Whether ``step(window:of:)`` checks the window's loss and gradients before stepping;
   /// a non-finite value then discards the window (see ``StepRecord/nonFinite``).
   public var checksFiniteness = false
+  /// The processes training together (1: this one alone); with more, ``persistentBytes()``
+  /// counts the reduction buffer.
+  public var processes = 1
 
   public init(
     model: any Layer, optimizer: Optimizer, loss: Loss,
@@ -190,7 +195,7 @@ public final class WindowStepper {
   /// Bytes alive for the whole run, as jemalloc reserves them: parameters, their
   /// gradients, buffers and optimizer state.
   public func persistentBytes() -> Int {
-    PersistentMemory(model: model, optimizer: optimizer).totalBytes
+    PersistentMemory(model: model, optimizer: optimizer, processes: processes).totalBytes
   }
 }
 
@@ -205,23 +210,37 @@ public struct PersistentMemory: Sendable, Equatable {
   public var optimizerStateBytes: Int
   /// Non-trainable buffers such as running statistics.
   public var bufferBytes: Int
+  /// Data parallel only: the flat buffer every gradient (and the window's loss) is packed
+  /// into for one reduction per window.
+  public var communicationBytes: Int
 
   /// All of it.
-  public var totalBytes: Int { parameterBytes + gradientBytes + optimizerStateBytes + bufferBytes }
+  public var totalBytes: Int {
+    parameterBytes + gradientBytes + optimizerStateBytes + bufferBytes + communicationBytes
+  }
 
   /// The persistent bytes of `model` trained by `optimizer`: its parameters, a gradient
-  /// per parameter, its buffers and the optimizer's state for every parameter.
-  public init(model: any Layer, optimizer: Optimizer) {
+  /// per parameter, its buffers and the optimizer's state for every parameter, and with
+  /// more than one process (`processes`) the reduction buffer.
+  public init(model: any Layer, optimizer: Optimizer, processes: Int = 1) {
     let parameters = model.parameters
     func rounded(_ count: Int) -> Int {
       MemoryStatistics.sizeClassBytes(forRequest: TensorStorage.requestBytes(forCount: count))
     }
+    communicationBytes = processes > 1 ? rounded(Self.communicationElements(parameters)) : 0
     parameterBytes = parameters.reduce(0) { $0 + rounded($1.count) }
     gradientBytes = parameterBytes
     bufferBytes = model.namedBuffers.reduce(0) { $0 + rounded($1.tensor.count) }
     optimizerStateBytes = parameters.reduce(0) {
       $0 + optimizer.makeStateTensorCounts(elementCount: $1.count).reduce(0) { $0 + rounded($1) }
     }
+  }
+}
+
+extension PersistentMemory {
+  /// The reduction buffer's elements: every parameter's gradient, then the window's loss.
+  public static func communicationElements(_ parameters: [Tensor]) -> Int {
+    parameters.reduce(1) { $0 + $1.count }
   }
 }
 

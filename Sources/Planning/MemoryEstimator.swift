@@ -34,8 +34,10 @@ public final class MemoryEstimator {
   ///   - targetShape: one sample's target shape; `[]` for class labels and scalars.
   ///   - loss, optimizer: what training will use (the optimizer is only read).
   /// - Throws: ``PlanningError/shape(_:)`` when the model cannot take the samples.
+  ///   - processes: processes training together (data parallel), for the reduction buffer.
   public init(
-    model: any Layer, sampleShape: [Int], targetShape: [Int] = [], loss: Loss, optimizer: Optimizer
+    model: any Layer, sampleShape: [Int], targetShape: [Int] = [], loss: Loss, optimizer: Optimizer,
+    processes: Int = 1
   ) throws(PlanningError) {
     do {
       let outputShape = try model.outputShape(forInput: sampleShape)
@@ -48,7 +50,7 @@ public final class MemoryEstimator {
     self.sampleShape = sampleShape
     self.targetShape = targetShape
     self.loss = loss
-    persistent = PersistentMemory(model: model, optimizer: optimizer)
+    persistent = PersistentMemory(model: model, optimizer: optimizer, processes: processes)
     sizeClasses = try? SizeClasses()
     // One trace to warm up: the first run of any code makes one-time allocations (type
     // metadata, caches) that later steps do not repeat and must not be counted.

@@ -40,8 +40,15 @@ public struct Plan: Sendable, Equatable, CustomStringConvertible {
     public var bytes: Int
   }
 
-  /// `P + A(M)`.
-  public var predictedPeakBytes: Int { persistent.totalBytes + transientBytes }
+  /// Data parallel: the bytes MPI allocates inside the window's gradient reduction (0 for
+  /// one process); processes are `processes`.
+  public var reductionWorkspaceBytes = 0
+  /// The processes sharing each window (data parallel); `targetBatch` is then one
+  /// process's largest share.
+  public var processes = 1
+
+  /// `P + max(A(M), reduction)`: the micro-steps' peak, or the gradient reduction's.
+  public var predictedPeakBytes: Int { persistent.totalBytes + max(transientBytes, reductionWorkspaceBytes) }
   /// `B − (P + A(M))`.
   public var headroomBytes: Int { budgetBytes - predictedPeakBytes }
 
@@ -74,7 +81,9 @@ public struct Plan: Sendable, Equatable, CustomStringConvertible {
       "\(sizes.count) micro-batch\(sizes.count == 1 ? "" : "es"): \(sizes.summary)"
     }
     var lines = [
-      "target batch         \(targetBatch)",
+      processes > 1
+        ? "target batch         \(targetBatch) per process (the largest share of a window among \(processes) processes; the budget is per process)"
+        : "target batch         \(targetBatch)",
       budgetBytes >= MemoryBudget.maximumBytes
         ? "micro-batch          \(microBatch) (fixed)"
         : "largest micro-batch  \(microBatch) (the largest that fits the budget)",
@@ -91,8 +100,14 @@ public struct Plan: Sendable, Equatable, CustomStringConvertible {
       "  optimizer state   \(bytes(persistent.optimizerStateBytes))",
     ]
     if persistent.bufferBytes > 0 { lines.append("  buffers           \(bytes(persistent.bufferBytes))") }
+    if persistent.communicationBytes > 0 {
+      lines.append("  reduction buffer  \(bytes(persistent.communicationBytes))")
+    }
+    lines += ["  transient A(\(microBatch))".padding(20) + bytes(transientBytes)]
+    if processes > 1 {
+      lines.append("  in the reduction  \(bytes(reductionWorkspaceBytes))")
+    }
     lines += [
-      "  transient A(\(microBatch))".padding(20) + bytes(transientBytes),
       "  peak              \(bytes(predictedPeakBytes))",
       "  budget            \(bytes(budgetBytes))",
     ]

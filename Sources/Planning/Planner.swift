@@ -24,24 +24,52 @@ public enum Planner {
   ///   that does not take the samples, or a budget below what one sample needs with the
   ///   margin (the error states the smallest budget that trains, margin included, and where
   ///   the bytes go).
+  ///   - reductionWorkspaceBytes: data parallel, what the gradient reduction allocates
+  ///     (``reductionWorkspaceEstimate(elements:)``, or measured); it must fit as well.
+  ///   - processes: the processes sharing each window (`targetBatch` is one's share).
   public static func plan(
     estimator: MemoryEstimator, targetBatch: Int, budget: MemoryBudget, datasetSize: Int? = nil,
-    layerNames: [String] = [], marginBytes fixedMargin: Int? = nil
+    layerNames: [String] = [], marginBytes fixedMargin: Int? = nil, reductionWorkspaceBytes: Int = 0,
+    processes: Int = 1
   ) throws(PlanningError) -> Plan {
     let margin = marginBytes(budgetBytes: budget.bytes, fixed: fixedMargin)
-    do {
+    do throws(PlanningError) {
       var plan = try largestFitting(
         estimator: estimator, targetBatch: targetBatch, budget: .bytes(max(1, budget.bytes - margin)),
         datasetSize: datasetSize, layerNames: layerNames)
+      let persistent = estimator.persistent
+      // The gradient reduction (data parallel) must fit as well as the micro-steps.
+      if reductionWorkspaceBytes > 0 && persistent.totalBytes + reductionWorkspaceBytes > max(1, budget.bytes - margin) {
+        throw PlanningError.budgetTooSmall(
+          budgetBytes: budget.bytes, minimumBytes: persistent.totalBytes + reductionWorkspaceBytes,
+          breakdown:
+            "persistent \(persistent.totalBytes) (reduction buffer \(persistent.communicationBytes) included), and \(reductionWorkspaceBytes) inside the gradient reduction",
+          marginBytes: 0)
+      }
       plan.budgetBytes = budget.bytes
       plan.marginBytes = margin
+      plan.reductionWorkspaceBytes = reductionWorkspaceBytes
+      plan.processes = processes
       return plan
     } catch {
-      guard case .budgetTooSmall(_, let minimum, let breakdown, _) = error else { throw error }
+      guard case .budgetTooSmall(_, let stepMinimum, let breakdown, _) = error else { throw error }
+      // A budget must hold the reduction too (with several processes).
+      let minimum =
+        reductionWorkspaceBytes > 0
+        ? max(stepMinimum, estimator.persistent.totalBytes + reductionWorkspaceBytes) : stepMinimum
       let required = smallestBudget(peakBytes: minimum, fixedMargin: fixedMargin)
       throw .budgetTooSmall(
         budgetBytes: budget.bytes, minimumBytes: minimum, breakdown: breakdown, marginBytes: required - minimum)
     }
+  }
+
+  /// What Open MPI allocates inside an in-place sum of `elements` floats among several
+  /// processes, for planning without running MPI: a block of the message's size (its
+  /// reduction algorithms receive a peer's data next to the buffer) and a 256-byte
+  /// request, as measured with Open MPI 4.1 on shared memory. Under MPI the trainer
+  /// measures the real reduction instead.
+  public static func reductionWorkspaceEstimate(elements: Int) -> Int {
+    MemoryStatistics.sizeClassBytes(forRequest: elements * MemoryLayout<Float>.stride) + 256
   }
 
   /// The smallest budget `B` that holds a step of `peakBytes` with the margin kept free:

@@ -25,6 +25,8 @@ public final class SequencePlanner {
   public let marginBytes: Int
   /// The margin as given (`nil`: 1% of whichever budget), for the smallest budgets.
   let fixedMargin: Int?
+  /// Processes training together (data parallel), for the reduction buffer.
+  public let processes: Int
   /// Multiplies predicted transient bytes (tests of the memory guard only).
   package var transientScale: Double = 1
   var estimators: [Int: MemoryEstimator] = [:]
@@ -34,16 +36,18 @@ public final class SequencePlanner {
   ///   - model: the model (shape-only is enough), whose input is a sequence of ids.
   ///   - targetBatch: samples per window, ≥ 1.
   ///   - budget: the budget; `marginBytes` kept free below it (`nil`: 1%).
+  ///   - processes: processes training together; `targetBatch` is then one process's share.
   /// - Throws: ``PlanningError/invalidTargetBatch(_:)``.
   public init(
     model: any Layer, loss: Loss, optimizer: Optimizer, targetBatch: Int, budget: MemoryBudget,
-    marginBytes: Int? = nil
+    marginBytes: Int? = nil, processes: Int = 1
   ) throws(PlanningError) {
     guard targetBatch >= 1 else { throw .invalidTargetBatch(targetBatch) }
     self.model = model
     self.loss = loss
     self.optimizer = optimizer
     self.targetBatch = targetBatch
+    self.processes = processes
     budgetBytes = budget.bytes
     fixedMargin = marginBytes
     self.marginBytes = Planner.marginBytes(budgetBytes: budget.bytes, fixed: marginBytes)
@@ -57,7 +61,8 @@ public final class SequencePlanner {
   public func estimator(paddedLength length: Int) throws(PlanningError) -> MemoryEstimator {
     if let estimator = estimators[length] { return estimator }
     let estimator = try MemoryEstimator(
-      model: model, sampleShape: [length], targetShape: [length], loss: loss, optimizer: optimizer)
+      model: model, sampleShape: [length], targetShape: [length], loss: loss, optimizer: optimizer,
+      processes: processes)
     estimator.transientScale = transientScale
     estimators[length] = estimator
     return estimator

@@ -1,5 +1,6 @@
 import Accumulation
 import DataLoading
+import DataParallel
 import Foundation
 import Memory
 import NeuralNetwork
@@ -36,6 +37,11 @@ public struct TrainerOptions {
   /// What to do when a window's loss or gradient is NaN or infinite: stop (the default)
   /// or skip the window. Either way no parameter changes for that window.
   public var onNonFinite: NonFinitePolicy = .stop
+  /// The processes training together (data parallel): ``SingleProcess`` by default, or an
+  /// ``MPIWorld``. Every process runs the same trainer on the same data; each window's
+  /// samples are shared among them, and its gradient reduced across them (see
+  /// "Data parallel" in the training guide).
+  public var communicator: any Communicator = SingleProcess()
 
   /// Options with PyTorch-like defaults: constant learning rate, no clipping, a seeded
   /// shuffle every epoch, the last partial window kept, a 1% safety margin, the input
@@ -109,6 +115,12 @@ public final class Trainer {
 
   let stepper: WindowStepper
   let estimator: MemoryEstimator
+  /// Data parallel: every gradient, then the window's loss, packed for one reduction per
+  /// window (persistent, and counted as such).
+  var reductionBuffer: Tensor?
+  /// Data parallel: the bytes MPI allocates on the training thread inside one reduction
+  /// of ``reductionBuffer``, measured once at initialization (0 for one process).
+  public private(set) var reductionWorkspaceBytes = 0
   /// Micro-batch sizes whose micro-step was measured within the budget in this run.
   var measuredWithinBudget: Set<Int> = []
   /// The micro-step that went over the budget, if one did (after it only sizes in
@@ -172,8 +184,22 @@ public final class Trainer {
     stepper = WindowStepper(
       model: model, optimizer: optimizer, loss: loss, learningRateSchedule: options.learningRateSchedule,
       gradientClipNorm: options.gradientClipNorm)
+    stepper.processes = options.communicator.size
+    var buffer: Tensor?
+    var reduction = 0
+    if options.communicator.size > 1, model.parameters.allSatisfy(\.hasElements) {
+      let flat = Tensor(zeros: [PersistentMemory.communicationElements(model.parameters)])
+      // What the reduction allocates inside MPI, on this thread (every process probes
+      // together, as every reduction is collective).
+      reduction = MemoryStatistics.measurePeak { options.communicator.sumInPlace(flat.mutableBuffer) }.peakBytes
+      flat.mutableBuffer.update(repeating: 0)
+      buffer = flat
+    }
     let (inputShape, estimator, plan) = try Self.planned(
-      model: model, optimizer: optimizer, loss: loss, targetBatch: targetBatch, schedule: schedule, options: options)
+      model: model, optimizer: optimizer, loss: loss, targetBatch: targetBatch, schedule: schedule, options: options,
+      reductionWorkspaceBytes: buffer == nil ? nil : reduction)
+    reductionBuffer = buffer
+    reductionWorkspaceBytes = reduction
     self.model = model
     self.optimizer = optimizer
     self.loss = loss
@@ -222,13 +248,15 @@ public final class Trainer {
   ) throws(PlanningError) -> Plan {
     try planned(
       model: model, optimizer: optimizer, loss: loss, targetBatch: targetBatch, schedule: .planned(memoryBudget),
-      options: options
+      options: options, reductionWorkspaceBytes: nil
     ).plan
   }
 
+  /// - Parameter reductionWorkspaceBytes: what MPI allocates in the gradient reduction, as
+  ///   measured (`nil`: estimated, for several processes).
   static func planned(
     model: any Layer, optimizer: Optimizer, loss: Loss, targetBatch: Int, schedule: TrainingSchedule,
-    options: TrainerOptions
+    options: TrainerOptions, reductionWorkspaceBytes measuredReduction: Int?
   ) throws(PlanningError) -> (inputShape: [Int], estimator: MemoryEstimator, plan: Plan) {
     guard targetBatch >= 1 else { throw .invalidTargetBatch(targetBatch) }
     guard let inputShape = options.inputShape ?? Self.inputShape(of: model) else { throw .unknownInputShape }
@@ -238,14 +266,22 @@ public final class Trainer {
     } catch {
       throw .shape(error)
     }
+    let processes = options.communicator.size
     let estimator = try MemoryEstimator(
       model: model, sampleShape: inputShape, targetShape: loss.targetShape(outputShape: outputShape), loss: loss,
-      optimizer: optimizer)
+      optimizer: optimizer, processes: processes)
     estimator.transientScale = options.transientEstimateScale
     switch schedule {
     case .planned(let budget):
+      // Each process plans for its share of a window: at most ⌈T / N⌉ samples.
+      let reduction =
+        processes == 1
+        ? 0
+        : measuredReduction
+          ?? Planner.reductionWorkspaceEstimate(elements: PersistentMemory.communicationElements(model.parameters))
       let plan = try Planner.plan(
-        estimator: estimator, targetBatch: targetBatch, budget: budget, marginBytes: options.safetyMarginBytes)
+        estimator: estimator, targetBatch: Self.largestShare(samples: targetBatch, processes: processes), budget: budget,
+        marginBytes: options.safetyMarginBytes, reductionWorkspaceBytes: reduction, processes: processes)
       return (inputShape, estimator, plan)
     case .fixed(let microBatch, _):
       // No budget: the plan shows the predicted memory against the largest budget there is.
@@ -254,6 +290,22 @@ public final class Trainer {
         microBatch: microBatch)
       return (inputShape, estimator, plan)
     }
+  }
+
+  /// The samples each of `processes` takes of a window of `samples`: shares that differ
+  /// by at most one, larger first (a process may get none).
+  public static func shares(samples: Int, processes: Int) -> [Int] {
+    (0..<processes).map { samples / processes + ($0 < samples % processes ? 1 : 0) }
+  }
+
+  /// The largest share of a window of `samples` among `processes`: `⌈samples / processes⌉`.
+  public static func largestShare(samples: Int, processes: Int) -> Int {
+    samples / processes + (samples % processes > 0 ? 1 : 0)
+  }
+
+  /// Optimizer steps in an epoch of `sampleCount` samples (windows of the target batch).
+  public func windowCount(sampleCount: Int) -> Int {
+    sampleCount / targetBatch + (sampleCount % targetBatch > 0 && !options.dropLast ? 1 : 0)
   }
 
   /// The input shape a model's first layer declares: a `Linear` layer's input size, or one
@@ -294,9 +346,11 @@ public final class Trainer {
     guard case .planned(let budget) = schedule else { return }
     if sequencePlanner == nil {
       do {
+        let processes = options.communicator.size
         let planner = try SequencePlanner(
-          model: model, loss: loss, optimizer: optimizer, targetBatch: targetBatch, budget: budget,
-          marginBytes: options.safetyMarginBytes)
+          model: model, loss: loss, optimizer: optimizer,
+          targetBatch: Self.largestShare(samples: targetBatch, processes: processes), budget: budget,
+          marginBytes: options.safetyMarginBytes, processes: processes)
         planner.transientScale = options.transientEstimateScale
         sequencePlanner = planner
       } catch {
@@ -332,10 +386,14 @@ public final class Trainer {
     guard let sequencePlanner else { return nil }
     let order = DataLoader.sampleOrder(
       count: lengths.count, epoch: progress.epoch, shuffle: options.shuffle, seed: options.seed)
-    let windowCount = plan.windowCount(sampleCount: lengths.count, dropLast: options.dropLast)
-    let windows = (0..<windowCount).map { window in
-      order[(window * targetBatch)..<min(lengths.count, (window + 1) * targetBatch)].map { lengths[$0] }
-    }
+    let world = options.communicator
+    let windows = (0..<windowCount(sampleCount: lengths.count)).map { window in
+      // This process's share of each window.
+      let start = window * targetBatch, samples = min(targetBatch, lengths.count - start)
+      let shares = Self.shares(samples: samples, processes: world.size)
+      let shareStart = start + shares[..<world.rank].reduce(0, +)
+      return order[shareStart..<(shareStart + shares[world.rank])].map { lengths[$0] }
+    }.filter { !$0.isEmpty }
     do {
       return try sequencePlanner.plan(windowLengths: windows)
     } catch {
@@ -381,6 +439,8 @@ public final class Trainer {
   /// sequences composed by length under the budget (after an overshoot, from shapes
   /// measured within it), or fixed micro-batches.
   func windowSizes(indices: [Int], lengths: [Int]?, dataset: some Dataset) throws(TrainingError) -> [Int] {
+    // A process may take no sample of a small last window.
+    guard !indices.isEmpty else { return [] }
     guard let lengths else { return try windowSizes(samples: indices.count, dataset: dataset) }
     let sorted = indices.map { lengths[$0] }
     guard case .planned = schedule, let planner = sequencePlanner else {
@@ -485,22 +545,36 @@ public final class Trainer {
       throw .targets(error)
     }
     if let lengths { try prepareSequences(lengths: lengths) }
+    let world = options.communicator
+    if world.size > 1 && progress.microIndex > 0 {
+      // A window left unfinished (by a run of one process) is trained again from its start:
+      // its partial gradient cannot be shared among processes.
+      stepper.discardWindow()
+      progress.windowSizes = []
+      progress.microIndex = 0
+      progress.windowLoss = 0
+      progress.windowPeak = 0
+    }
     model.setTraining(true)
     let start = Date()
     let secondsBefore = progress.seconds
     /// The report so far, with the time of this call counted.
     func report() -> TrainingReport {
       progress.seconds = secondsBefore + Date().timeIntervalSince(start)
-      return progress.report(epochs: epochs)
+      return worldReport(epochs: epochs)
     }
     while progress.epoch < epochs {
       let order = DataLoader.sampleOrder(
         count: dataset.count, epoch: progress.epoch, shuffle: options.shuffle, seed: options.seed)
-      let windowCount = plan.windowCount(sampleCount: dataset.count, dropLast: options.dropLast)
+      let windowCount = windowCount(sampleCount: dataset.count)
       while progress.window < windowCount {
         let windowStart = progress.window * targetBatch
         let windowSamples = min(targetBatch, dataset.count - windowStart)
-        var windowIndices = Array(order[windowStart..<(windowStart + windowSamples)])
+        // This process's share of the window (all of it when training alone): the window
+        // is the same whatever the number of processes.
+        let shares = Self.shares(samples: windowSamples, processes: world.size)
+        let shareStart = windowStart + shares[..<world.rank].reduce(0, +)
+        var windowIndices = Array(order[shareStart..<(shareStart + shares[world.rank])])
         if let lengths {
           // Longest first: each micro-batch is padded to its first sample's length.
           windowIndices = SequencePlanner.lengthOrder(windowIndices, lengths: lengths)
@@ -519,8 +593,10 @@ public final class Trainer {
               + (try windowSizes(indices: rest, lengths: lengths, dataset: dataset))
           }
         }
-        // Rule 3: the whole window's item count, before the first backward.
-        let windowItems = loss.itemCount(targets: dataset.targets(at: windowIndices))
+        // Rule 3: the whole window's item count, before the first backward (summed over
+        // the processes' shares).
+        let localItems = windowIndices.isEmpty ? 0 : loss.itemCount(targets: dataset.targets(at: windowIndices))
+        let windowItems = world.size > 1 ? Int(world.sum([Double(localItems)])[0]) : localItems
         guard windowItems > 0 else {
           // Nothing to predict (every label ignored): no gradient, no step; reported.
           warn(
@@ -551,7 +627,7 @@ public final class Trainer {
               let rest = windowIndices[(offset + size)...].map { lengths[$0] }
               let restSizes = SequencePlanner.compose(sortedLengths: rest, capacity: measuredSequenceCapacity)
               guard let restSizes else {
-                log?.writeGuardEvent(
+                leaderLog?.writeGuardEvent(
                   epoch: progress.epoch + 1, step: stepper.stepCount + 1, microBatch: size, measuredPeakBytes: peak,
                   newMicroBatch: 0)
                 onEvent?(.overBudget(microBatch: size, peakBytes: peak, budgetBytes: budget, nextMicroBatch: nil))
@@ -560,7 +636,7 @@ public final class Trainer {
               }
               let next = restSizes.first ?? measuredSequenceCapacity(paddedLength)
               onEvent?(.overBudget(microBatch: size, peakBytes: peak, budgetBytes: budget, nextMicroBatch: next))
-              log?.writeGuardEvent(
+              leaderLog?.writeGuardEvent(
                 epoch: progress.epoch + 1, step: stepper.stepCount + 1, microBatch: size, measuredPeakBytes: peak,
                 newMicroBatch: next)
               progress.windowSizes = Array(progress.windowSizes[..<progress.microIndex]) + restSizes
@@ -574,11 +650,11 @@ public final class Trainer {
             // (A checkpoint keeps the overshoot, so a run resumed under the same budget
             // keeps to this too.)
             overshoot = (size, peak)
-            let rest = windowSamples - (offset + size)
+            let rest = windowIndices.count - (offset + size)
             let smaller = measuredWithinBudget.filter { $0 < size }
             let restSizes = rest > 0 ? Self.compose(samples: rest, from: smaller) : []
             guard let nextMicroBatch = smaller.max(), let restSizes else {
-              log?.writeGuardEvent(
+              leaderLog?.writeGuardEvent(
                 epoch: progress.epoch + 1, step: stepper.stepCount + 1, microBatch: size, measuredPeakBytes: peak,
                 newMicroBatch: 0)
               onEvent?(.overBudget(microBatch: size, peakBytes: peak, budgetBytes: budget, nextMicroBatch: nil))
@@ -587,18 +663,29 @@ public final class Trainer {
             }
             plan.microBatch = nextMicroBatch
             onEvent?(.overBudget(microBatch: size, peakBytes: peak, budgetBytes: budget, nextMicroBatch: nextMicroBatch))
-            log?.writeGuardEvent(
+            leaderLog?.writeGuardEvent(
               epoch: progress.epoch + 1, step: stepper.stepCount + 1, microBatch: size, measuredPeakBytes: peak,
               newMicroBatch: nextMicroBatch)
             progress.windowSizes = Array(progress.windowSizes[..<progress.microIndex]) + restSizes
           } else {
             measuredWithinBudget.insert(size)
           }
-          if stopFlag.isSet && progress.microIndex < progress.windowSizes.count {
+          // Together with other processes a run stops only between windows, all at once.
+          if world.size == 1 && stopFlag.isSet && progress.microIndex < progress.windowSizes.count {
             _ = report()  // counts this call's time into what the checkpoint saves
             try stop(dataset: dataset)
-            return progress.report(epochs: epochs)
+            return worldReport(epochs: epochs)
           }
+        }
+        // One reduction of every gradient and the loss: every process then holds the
+        // window's gradient, and the checks and the step below agree everywhere.
+        let stopAgreed: Bool
+        if world.size > 1 {
+          let (agreed, reductionPeak) = TransientPeak.measure { reduceWindow(world) }
+          progress.windowPeak = max(progress.windowPeak, estimator.persistent.totalBytes + reductionPeak)
+          stopAgreed = agreed
+        } else {
+          stopAgreed = stopFlag.isSet
         }
         if let problem = stepper.nonFiniteValue(windowLoss: progress.windowLoss, epoch: progress.epoch + 1) {
           stepper.discardWindow()
@@ -613,17 +700,24 @@ public final class Trainer {
             throw .nonFinite(problem)
           case .skip:
             warn("skipped \(problem)")
-            log?.writeSkipEvent(problem)
+            leaderLog?.writeSkipEvent(problem)
             progress.skipWindow()
             continue
           }
         }
         let (learningRate, updatePeak) = TransientPeak.measure { stepper.finishWindow() }
         progress.windowPeak = max(progress.windowPeak, estimator.persistent.totalBytes + updatePeak)
+        if world.size > 1 {
+          // Rank 0's batch statistics, as DDP broadcasts its buffers; the step's peak is the
+          // largest of any process's.
+          broadcastBuffers(world)
+          progress.windowPeak = Int(world.maximum([Int64(progress.windowPeak)])[0])
+        }
         var record = StepRecord(
           step: stepper.stepCount, epoch: progress.epoch + 1, samples: windowSamples, loss: Float(progress.windowLoss),
           learningRate: learningRate, microBatches: progress.windowSizes, peakBytes: progress.windowPeak,
           transientPeakBytes: progress.windowPeak - estimator.persistent.totalBytes)
+        if world.size > 1 { record.shares = shares }
         if let lengths {
           record.tokens = windowItems
           var start = 0
@@ -633,15 +727,15 @@ public final class Trainer {
           }
         }
         progress.finishWindow(record)
-        log?.write(record)
+        leaderLog?.write(record)
         onEvent?(.step(record))
         if let path = options.checkpointPath, stepper.stepCount % max(1, options.checkpointEvery) == 0 {
           try writeCheckpoint(path: path)
         }
-        if stopFlag.isSet {
+        if stopAgreed {
           _ = report()  // counts this call's time into what the checkpoint saves
           try stop(dataset: dataset)
-          return progress.report(epochs: epochs)
+          return worldReport(epochs: epochs)
         }
       }
       let epochLoss = progress.finishEpoch()
@@ -649,8 +743,58 @@ public final class Trainer {
     }
     let final = report()
     if let path = options.checkpointPath { try writeCheckpoint(path: path) }
-    log?.write(final)
+    leaderLog?.write(final)
     return final
+  }
+
+  /// The report so far, with the world's size.
+  func worldReport(epochs: Int) -> TrainingReport {
+    var report = progress.report(epochs: epochs)
+    report.worldSize = options.communicator.size
+    return report
+  }
+
+  /// The log, on the process that writes it (rank 0).
+  var leaderLog: TrainingLog? { options.communicator.isLeader ? log : nil }
+
+  /// Sums every gradient and the window's loss over the processes, in one reduction over
+  /// ``reductionBuffer``, and agrees on whether to stop after this window (any process
+  /// asked) and on the budget violations. Returns whether to stop.
+  func reduceWindow(_ world: any Communicator) -> Bool {
+    let parameters = model.parameters
+    guard let buffer = reductionBuffer else { return stopFlag.isSet }
+    let flat = buffer.mutableBuffer
+    var offset = 0
+    for parameter in parameters {
+      if let gradient = parameter.gradient, gradient.hasElements {
+        (flat.baseAddress! + offset).update(from: gradient.buffer.baseAddress!, count: parameter.count)
+      } else {
+        (flat.baseAddress! + offset).update(repeating: 0, count: parameter.count)
+      }
+      offset += parameter.count
+    }
+    flat[offset] = Float(progress.windowLoss)
+    world.sumInPlace(flat)
+    offset = 0
+    for parameter in parameters {
+      if let gradient = parameter.gradient, gradient.hasElements {
+        gradient.mutableBuffer.baseAddress!.update(from: flat.baseAddress! + offset, count: parameter.count)
+      }
+      offset += parameter.count
+    }
+    progress.windowLoss = Double(flat[offset])
+    let agreed = world.sum([stopFlag.isSet ? 1 : 0, Double(progress.violations)])
+    progress.violations = Int(agreed[1])
+    return agreed[0] > 0
+  }
+
+  /// Copies rank 0's buffers (running statistics) and counters to every process.
+  func broadcastBuffers(_ world: any Communicator) {
+    for (_, tensor) in model.namedBuffers where tensor.hasElements { world.broadcast(tensor.mutableBuffer, root: 0) }
+    let counters = model.namedCounters
+    guard !counters.isEmpty else { return }
+    let values = world.broadcast(counters.map { $0.counter.value }, root: 0)
+    for (index, (_, counter)) in counters.enumerated() { counter.value = values[index] }
   }
 
   func stop(dataset: some Dataset) throws(TrainingError) {

@@ -50,8 +50,10 @@ extension Trainer {
   /// How a checkpoint names the optimizer: its type.
   var optimizerDescription: String { String(describing: type(of: optimizer)).lowercased() }
 
-  /// Writes the run's state to `path`, atomically.
+  /// Writes the run's state to `path`, atomically (on rank 0 only, when several processes
+  /// train together: their state is the same between windows).
   public func writeCheckpoint(path: String) throws(TrainingError) {
+    guard options.communicator.isLeader else { return }
     let state = CheckpointState(
       progress: progress, stepCount: stepper.stepCount, parameterSteps: optimizer.parameterStates.map { $0?.step },
       randomStates: model.randomStates, microBatch: plan.microBatch, targetBatch: targetBatch, seed: options.seed,

@@ -5,7 +5,8 @@ import Foundation
 ///
 /// Step records have the keys `epoch`, `step`, `samples`, `loss` (the window mean), `lr`,
 /// `micro_batches`, `peak_bytes` and `budget_bytes` (null without a budget), and for sequence
-/// data `tokens` (the window's predicted tokens) and `padded_lengths`; the summary has
+/// data `tokens` (the window's predicted tokens) and `padded_lengths`, and with several
+/// processes `shares` (each one's samples of the window); the summary has `world_size` and
 /// `epoch_losses`, `max_peak_bytes`, `budget_violations`, `samples_per_second` and `steps`.
 public final class TrainingLog {
   let handle: FileHandle
@@ -36,6 +37,8 @@ public final class TrainingLog {
     /// Sequence data only (absent otherwise).
     var tokens: Int?
     var paddedLengths: [Int]?
+    /// Data parallel only: the samples of the window each process took.
+    var shares: [Int]?
   }
 
   /// A memory-guard event (`"event": "memory_guard"`, no `loss`, so step readers skip it).
@@ -66,6 +69,7 @@ public final class TrainingLog {
     var budgetViolations: Int
     @NullWhenAbsent var samplesPerSecond: Float?
     var steps: Int
+    var worldSize: Int
   }
 
   /// Appends one step record.
@@ -75,7 +79,7 @@ public final class TrainingLog {
         StepLine(
           epoch: record.epoch, step: record.step, samples: record.samples, loss: record.loss.jsonNumber,
           lr: record.learningRate.jsonNumber, microBatches: record.microBatches, peakBytes: record.peakBytes,
-          budgetBytes: budgetBytes, tokens: record.tokens, paddedLengths: record.paddedLengths)))
+          budgetBytes: budgetBytes, tokens: record.tokens, paddedLengths: record.paddedLengths, shares: record.shares)))
   }
 
   /// Appends a memory-guard event: a micro-step of `microBatch` samples measured
@@ -121,7 +125,8 @@ public final class TrainingLog {
         SummaryLine(
           epochLosses: report.epochLosses.map { NullWhenAbsent(wrappedValue: $0.jsonNumber) },
           maxPeakBytes: report.maxPeakBytes, budgetViolations: report.budgetViolations,
-          samplesPerSecond: Float(report.samplesPerSecond).jsonNumber, steps: report.steps)))
+          samplesPerSecond: Float(report.samplesPerSecond).jsonNumber, steps: report.steps,
+          worldSize: report.worldSize)))
   }
 
   func line(_ text: String) {

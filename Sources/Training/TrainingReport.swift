@@ -126,6 +126,8 @@ public struct TrainingReport: Sendable, Equatable {
   public var interrupted: Bool = false
   /// Windows skipped: their loss or gradient was not finite, or they had no label to predict.
   public var skippedSteps: Int = 0
+  /// The processes that trained together.
+  public var worldSize: Int = 1
 
   public init(
     epochLosses: [Float], steps: Int, samplesPerSecond: Double, maxPeakBytes: Int, budgetViolations: Int,

@@ -380,3 +380,14 @@ extension SequencePlan {
     return lines.joined(separator: "\n")
   }
 }
+
+/// The processes this command runs with: MPI's world when `mpirun` started it (joined once,
+/// at start-up), else this process alone, which makes no MPI call.
+enum CommandWorld {
+  nonisolated(unsafe) static var current: any Communicator = SingleProcess()
+
+  /// Joins `MPI_COMM_WORLD` when launched by `mpirun`.
+  static func join() {
+    if let world = MPIWorld.joinIfLaunched() { current = world }
+  }
+}

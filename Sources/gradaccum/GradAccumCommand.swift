@@ -13,17 +13,28 @@ struct GradAccumCommand: ParsableCommand {
   /// standard error with a non-zero exit status.
   static func main() {
     useSuitableKernels()
+    CommandWorld.join()
+    let world = CommandWorld.current
     do {
       var command = try parseAsRoot()
       try command.run()
     } catch {
       let status = exitCode(for: error)
       if status == .success {
-        print(fullMessage(for: error))
+        if world.isLeader { print(fullMessage(for: error)) }
       } else {
         var message = message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
         if !(error is UsageError) { message += " (see 'gradaccum help')" }
-        FileHandle.standardError.write(Data("Error: \(message)\n".utf8))
+        // With several processes: rank 0 reports what every process finds (the same input),
+        // any rank what only it found, and the whole world ends (no process waits forever).
+        if world.size == 1 {
+          FileHandle.standardError.write(Data("Error: \(message)\n".utf8))
+        } else {
+          if world.isLeader || !(error is UsageError) {
+            FileHandle.standardError.write(Data("Error: \(world.isLeader ? "" : "rank \(world.rank): ")\(message)\n".utf8))
+          }
+          world.abort(status: status.rawValue == 0 ? 1 : status.rawValue)
+        }
       }
       Self.exit(withError: status == .success ? nil : ExitCode(status.rawValue))
     }

@@ -81,6 +81,10 @@ struct TrainCommand: ParsableCommand {
   var quiet = false
 
   var budget: String? { budgetOptions.budget }
+  /// The processes training together: MPI's world under `mpirun`, else this one alone.
+  var world: any Communicator { CommandWorld.current }
+  /// Only rank 0 prints (and with --quiet, nobody).
+  var silent: Bool { quiet || !world.isLeader }
   var isAutomatic: Bool { targetBatch != nil || budget != nil }
 
   func validate() throws {
@@ -179,19 +183,28 @@ struct TrainCommand: ParsableCommand {
       try userFacing { try trainer.resume(from: resume) }
       if trainer.completedEpochs >= epochs {
         // Nothing to train: say so, and how to go on (--epochs counts the total).
-        print(
+        if !silent {
+          print(
           "\(resume) already finished \(trainer.completedEpochs) epoch\(trainer.completedEpochs == 1 ? "" : "s"), and --epochs \(epochs) counts the total: nothing to train; give --epochs \(trainer.completedEpochs + 1) or more to continue"
-        )
-        if let save { try userFacing { try model.saveState(path: save) } }
+          )
+        }
+        if let save, world.isLeader { try userFacing { try model.saveState(path: save) } }
         return
       }
     }
     try requireMemoryMeasurement()
-    trainer.log = try log.map { path in try userFacing { try TrainingLog(path: path, budgetBytes: budget?.bytes) } }
-    if !quiet {
+    if world.isLeader {
+      trainer.log = try log.map { path in try userFacing { try TrainingLog(path: path, budgetBytes: budget?.bytes) } }
+    }
+    if !silent {
       print(
         "training \(specification) on \(dataset.count) samples from \(dataOptions.data): \(epochs) epochs, \(optimizer.name)"
       )
+      if world.size > 1 {
+        print(
+          "data parallel: \(world.size) processes, each with its own budget and its share of every window; one reduction of \(formatBytes(4 * PersistentMemory.communicationElements(model.parameters))) per window (MPI allocates \(trainer.reductionWorkspaceBytes) bytes inside it)"
+        )
+      }
       if budget != nil, let sequencePlan = try userFacing({ try trainer.sequencePlan(for: dataset) }) {
         print(sequencePlan.summary)
       } else if budget != nil {
@@ -202,14 +215,14 @@ struct TrainCommand: ParsableCommand {
       print("")
     }
     let report = try train(trainer, dataset: dataset, validation: validation)
-    if !quiet {
+    if !silent {
       print(
         "\(report.steps) optimizer steps, \(String(format: "%.0f", report.samplesPerSecond)) samples/s, max measured peak \(formatBytes(report.maxPeakBytes))\(budget.map { " of \(formatBytes($0.bytes))" } ?? ""), \(report.budgetViolations) budget violations"
       )
     }
-    if let save {
+    if let save, world.isLeader {
       try userFacing { try model.saveState(path: save) }
-      if !quiet { print("saved weights to \(save)") }
+      if !silent { print("saved weights to \(save)") }
     }
   }
 
@@ -224,15 +237,16 @@ struct TrainCommand: ParsableCommand {
     options.checkpointPath = checkpoint
     options.checkpointEvery = checkpointEvery
     options.onNonFinite = onNonfinite
+    options.communicator = world
     return options
   }
 
   /// Runs the trainer's epochs with progress on standard output; Ctrl-C finishes the
   /// current micro-step, writes the checkpoint and exits cleanly.
   func train(_ trainer: Trainer, dataset: any Dataset, validation: (any Dataset)?) throws -> TrainingReport {
-    let stepsPerEpoch = trainer.plan.windowCount(sampleCount: dataset.count, dropLast: dropLast)
+    let stepsPerEpoch = trainer.windowCount(sampleCount: dataset.count)
     let progress = ProgressDisplay(
-      quiet: quiet, epochs: epochs, stepsPerEpoch: stepsPerEpoch, budgetBytes: trainer.memoryBudget?.bytes)
+      quiet: silent, epochs: epochs, stepsPerEpoch: stepsPerEpoch, budgetBytes: trainer.memoryBudget?.bytes)
     trainer.onEvent = { event in
       switch event {
       case .step(let record): progress.step(record)
@@ -242,7 +256,7 @@ struct TrainCommand: ParsableCommand {
         if let evaluation { trainer.log?.writeValidation(epoch: number, evaluation) }
         progress.epoch(number, loss, validation: evaluation)
       default:
-        if let message = event.message { FileHandle.standardError.write(Data("warning: \(message)\n".utf8)) }
+        if world.isLeader, let message = event.message { FileHandle.standardError.write(Data("warning: \(message)\n".utf8)) }
       }
     }
     signal(SIGINT, SIG_IGN)

@@ -27,6 +27,24 @@ public enum CommandRunner {
   public static func run(
     _ arguments: [String], environment: [String: String] = [:], directory: URL? = nil
   ) throws -> Result {
+    try run(executable: executable, arguments, environment: environment, directory: directory)
+  }
+
+  /// Runs `gradaccum` with `arguments` in `processes` processes started by Open MPI's
+  /// `mpirun` (oversubscribed: more processes than cores are fine; as root, allowed).
+  public static func runParallel(
+    processes: Int, _ arguments: [String], environment: [String: String] = [:], directory: URL? = nil
+  ) throws -> Result {
+    let launcher = ["--oversubscribe", "-np", "\(processes)"] + (getuid() == 0 ? ["--allow-run-as-root"] : [])
+    return try run(
+      executable: URL(fileURLWithPath: "/usr/bin/mpirun"), launcher + [executable.path] + arguments,
+      environment: environment, directory: directory)
+  }
+
+  /// Runs `executable` with `arguments` and waits for it.
+  public static func run(
+    executable: URL, _ arguments: [String], environment: [String: String] = [:], directory: URL? = nil
+  ) throws -> Result {
     let process = Process()
     process.executableURL = executable
     process.arguments = arguments
