@@ -681,7 +681,9 @@ public final class Trainer {
         // window's gradient, and the checks and the step below agree everywhere.
         let stopAgreed: Bool
         if world.size > 1 {
+          let reductionStart = Date()
           let (agreed, reductionPeak) = TransientPeak.measure { reduceWindow(world) }
+          progress.reductionSeconds += Date().timeIntervalSince(reductionStart)
           progress.windowPeak = max(progress.windowPeak, estimator.persistent.totalBytes + reductionPeak)
           stopAgreed = agreed
         } else {

@@ -27,6 +27,8 @@ struct TrainingProgress: Codable, Equatable {
   var skippedSteps = 0
   /// Wall-clock seconds of training so far.
   var seconds: Double = 0
+  /// Data parallel: seconds spent in the gradient reductions, in total.
+  var reductionSeconds: Double = 0
   var interrupted = false
 
   mutating func finishWindow(_ record: StepRecord) {
@@ -62,6 +64,7 @@ struct TrainingProgress: Codable, Equatable {
   func report(epochs: Int) -> TrainingReport {
     TrainingReport(
       epochLosses: epochLosses, steps: steps, samplesPerSecond: seconds > 0 ? Double(samplesSeen) / seconds : 0,
-      maxPeakBytes: maxPeakBytes, budgetViolations: violations, interrupted: interrupted, skippedSteps: skippedSteps)
+      maxPeakBytes: maxPeakBytes, budgetViolations: violations, interrupted: interrupted, skippedSteps: skippedSteps,
+      reductionSeconds: reductionSeconds)
   }
 }

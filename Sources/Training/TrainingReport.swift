@@ -128,12 +128,15 @@ public struct TrainingReport: Sendable, Equatable {
   public var skippedSteps: Int = 0
   /// The processes that trained together.
   public var worldSize: Int = 1
+  /// Data parallel: seconds this process spent in the gradient reductions, in total.
+  public var reductionSeconds: Double = 0
 
   public init(
     epochLosses: [Float], steps: Int, samplesPerSecond: Double, maxPeakBytes: Int, budgetViolations: Int,
-    interrupted: Bool = false, skippedSteps: Int = 0
+    interrupted: Bool = false, skippedSteps: Int = 0, reductionSeconds: Double = 0
   ) {
     self.skippedSteps = skippedSteps
+    self.reductionSeconds = reductionSeconds
     self.epochLosses = epochLosses
     self.steps = steps
     self.samplesPerSecond = samplesPerSecond

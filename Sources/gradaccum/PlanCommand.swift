@@ -41,6 +41,11 @@ struct PlanCommand: ParsableCommand {
   @Flag(help: "With sequence --data: windows in file order, as train's --no-shuffle.")
   var noShuffle = false
 
+  @Option(
+    parsing: .unconditional,
+    help: "Plan one process of N training together (mpirun -np N): its share of each window, under its own --budget.")
+  var worldSize: Int = 1
+
   enum Objective: String, ExpressibleByArgument, CaseIterable {
     case memory, throughput
   }
@@ -71,6 +76,7 @@ struct PlanCommand: ParsableCommand {
     if let datasetSize, datasetSize < 1 {
       throw UsageError("--dataset-size is \(datasetSize), expected an integer ≥ 1")
     }
+    guard worldSize >= 1 else { throw UsageError("--world-size is \(worldSize), expected an integer ≥ 1") }
     if let measureAt {
       guard measure else { throw UsageError("--measure-at needs --measure") }
       _ = try parseSizeList(measureAt, option: "--measure-at")
@@ -107,12 +113,19 @@ struct PlanCommand: ParsableCommand {
     let targetShape = loss.loss.targetShape(outputShape: outputShape)
     let estimator = try userFacing {
       try MemoryEstimator(
-        model: model, sampleShape: inputShape, targetShape: targetShape, loss: loss.loss, optimizer: optimizer)
+        model: model, sampleShape: inputShape, targetShape: targetShape, loss: loss.loss, optimizer: optimizer,
+        processes: worldSize)
     }
+    // With several processes, one process's plan: the largest share of a window, and the
+    // gradient reduction.
+    let share = Trainer.largestShare(samples: targetBatch, processes: worldSize)
+    let reduction =
+      worldSize > 1 ? Planner.reductionWorkspaceEstimate(elements: PersistentMemory.communicationElements(model.parameters)) : 0
     var plan = try userFacing {
       try Planner.plan(
-        estimator: estimator, targetBatch: targetBatch, budget: budget, datasetSize: datasetSize,
-        layerNames: specification.layers.map(\.text))
+        estimator: estimator, targetBatch: share, budget: budget,
+        datasetSize: datasetSize.map { Self.largestShare(datasetSize: $0, targetBatch: targetBatch, processes: worldSize) },
+        layerNames: specification.layers.map(\.text), reductionWorkspaceBytes: reduction, processes: worldSize)
     }
     var candidates: [(microBatch: Int, stepSeconds: Double)] = []
     if objective == .throughput {
@@ -175,6 +188,14 @@ struct PlanCommand: ParsableCommand {
             measured <= plan.budgetBytes ? "yes" : "no"))
       }
     }
+  }
+
+  /// The samples the busiest process holds of a data set of `datasetSize` (its shares of
+  /// every window), for the last window of a per-process plan.
+  static func largestShare(datasetSize: Int, targetBatch: Int, processes: Int) -> Int {
+    let full = datasetSize / targetBatch, rest = datasetSize % targetBatch
+    return full * Trainer.largestShare(samples: targetBatch, processes: processes)
+      + Trainer.largestShare(samples: rest, processes: processes)
   }
 
   /// `M`, `M + 1` (when below the target batch), and a few smaller sizes, or --measure-at.
@@ -253,14 +274,23 @@ extension PlanCommand {
     let data = try sequenceOptions.load(path: path)
     try sequenceOptions.check(data, model: model, path: path)
     let planner = try userFacing {
-      try SequencePlanner(model: model, loss: loss, optimizer: optimizer, targetBatch: targetBatch, budget: budget)
+      try SequencePlanner(
+        model: model, loss: loss, optimizer: optimizer,
+        targetBatch: Trainer.largestShare(samples: targetBatch, processes: worldSize), budget: budget,
+        processes: worldSize)
     }
     try sequenceOptions.checkFit(data, planner: planner, path: path)
     let lengths = data.lengths
     let order = DataLoader.sampleOrder(count: data.count, epoch: 0, shuffle: !noShuffle, seed: seed)
-    let windows = stride(from: 0, to: data.count, by: targetBatch).map { start in
-      order[start..<min(data.count, start + targetBatch)].map { lengths[$0] }
-    }
+    // Every process's share of every window (one share per window alone).
+    let windows = stride(from: 0, to: data.count, by: targetBatch).flatMap { start in
+      let samples = min(targetBatch, data.count - start)
+      var offset = start
+      return Trainer.shares(samples: samples, processes: worldSize).map { share in
+        defer { offset += share }
+        return order[offset..<(offset + share)].map { lengths[$0] }
+      }
+    }.filter { !$0.isEmpty }
     let plan = try userFacing { try planner.plan(windowLengths: windows) }
     var measurements: [(shape: SequencePlan.MicroBatchShape, predicted: Int, measured: Int)] = []
     if measure {

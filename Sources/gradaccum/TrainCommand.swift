@@ -215,6 +215,12 @@ struct TrainCommand: ParsableCommand {
       print("")
     }
     let report = try train(trainer, dataset: dataset, validation: validation)
+    if !silent && report.worldSize > 1 && report.steps > 0 {
+      print(
+        String(
+          format: "gradient reduction: %.3f ms per optimizer step (rank 0), %d processes", 1000 * report.reductionSeconds / Double(report.steps),
+          report.worldSize))
+    }
     if !silent {
       print(
         "\(report.steps) optimizer steps, \(String(format: "%.0f", report.samplesPerSecond)) samples/s, max measured peak \(formatBytes(report.maxPeakBytes))\(budget.map { " of \(formatBytes($0.bytes))" } ?? ""), \(report.budgetViolations) budget violations"
