@@ -32,6 +32,10 @@ struct GradAccumCommand: ParsableCommand {
         } else {
           if world.isLeader || !(error is UsageError) {
             FileHandle.standardError.write(Data("Error: \(world.isLeader ? "" : "rank \(world.rank): ")\(message)\n".utf8))
+          } else {
+            // Rank 0 meets the same input error and reports it: let it, before ending the
+            // world (an abort from here could end rank 0 before it writes).
+            sleep(2)
           }
           world.abort(status: status.rawValue == 0 ? 1 : status.rawValue)
         }

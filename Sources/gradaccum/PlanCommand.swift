@@ -229,6 +229,9 @@ struct PlanCommand: ParsableCommand {
     var optimizerStateBytes: Int
     var bufferBytes: Int
     var transientBytes: Int
+    var worldSize: Int
+    var reductionBufferBytes: Int
+    var reductionWorkspaceBytes: Int
     var predictedPeakBytes: Int
     var headroomBytes: Int
     var layers: [Layer]
@@ -250,7 +253,8 @@ struct PlanCommand: ParsableCommand {
         datasetSize: plan.datasetSize, budgetBytes: plan.budgetBytes, marginBytes: plan.marginBytes,
         persistentBytes: plan.persistent.totalBytes, parameterBytes: plan.persistent.parameterBytes,
         gradientBytes: plan.persistent.gradientBytes, optimizerStateBytes: plan.persistent.optimizerStateBytes,
-        bufferBytes: plan.persistent.bufferBytes, transientBytes: plan.transientBytes,
+        bufferBytes: plan.persistent.bufferBytes, transientBytes: plan.transientBytes, worldSize: plan.processes,
+        reductionBufferBytes: plan.persistent.communicationBytes, reductionWorkspaceBytes: plan.reductionWorkspaceBytes,
         predictedPeakBytes: plan.predictedPeakBytes, headroomBytes: plan.headroomBytes,
         layers: plan.layerActivations.map { .init(position: $0.position, name: $0.name, activationBytes: $0.bytes) },
         objective: objective.rawValue,

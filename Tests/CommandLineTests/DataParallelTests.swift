@@ -136,6 +136,28 @@ struct DataParallelTests {
     #expect(Date().timeIntervalSince(start) < 30)
   }
 
+  /// `plan --world-size N`: one process's plan, its share of the window and the reduction.
+  @Test func planShowsOneProcessOfSeveral() throws {
+    let arguments = [
+      "plan", "--model", "linear(64,2048) relu linear(2048,10)", "--input-shape", "64", "--target-batch", "64",
+      "--budget", "3MB", "--json",
+    ]
+    let alone = try CommandRunner.run(arguments)
+    let two = try CommandRunner.run(arguments + ["--world-size", "2"])
+    #expect(alone.status == 0 && two.status == 0, "\(two.error)")
+    let a = try #require(try JSONSerialization.jsonObject(with: Data(alone.output.utf8)) as? [String: Any])
+    let b = try #require(try JSONSerialization.jsonObject(with: Data(two.output.utf8)) as? [String: Any])
+    #expect(a["world_size"] as? Int == 1 && a["reduction_buffer_bytes"] as? Int == 0)
+    #expect(b["world_size"] as? Int == 2 && b["target_batch"] as? Int == 32)
+    // The reduction buffer holds every gradient and the loss, rounded to a size class.
+    #expect((b["reduction_buffer_bytes"] as? Int ?? 0) >= 4 * (64 * 2048 + 2048 + 2048 * 10 + 10 + 1))
+    #expect((b["reduction_workspace_bytes"] as? Int ?? 0) > 0)
+    let text = try CommandRunner.run(Array(arguments.dropLast()) + ["--world-size", "2"])
+    #expect(text.output.contains("per process") && text.output.contains("reduction buffer"), "\(text.output)")
+    let bad = try CommandRunner.run(Array(arguments.dropLast()) + ["--world-size", "0"])
+    #expect(bad.status != 0 && bad.error.contains("--world-size is 0"))
+  }
+
   /// Alone, the command makes no MPI call: a world of one.
   @Test func aloneIsAWorldOfOne() {
     #expect(!MPIWorld.isLaunched)
