@@ -2,7 +2,10 @@
 """Trains the same models with PyTorch and with `gradaccum train` and compares final weights.
 
 Needs `pip install torch safetensors` (only this script does; the tests do not).
-Usage: python3 scripts/pytorch_reference.py [path/to/gradaccum]
+Usage: python3 scripts/pytorch_reference.py [path/to/gradaccum] [processes]
+With a number of processes, `gradaccum train` runs under `mpirun -np N` (data parallel; the
+automatic cases' budgets then force k micro-batches per process) and must still end where
+PyTorch's single batches end.
 """
 import os
 import subprocess
@@ -17,6 +20,9 @@ from safetensors.torch import load_file, save_file
 from pytorch_models import build
 
 GRADACCUM = sys.argv[1] if len(sys.argv) > 1 else ".build/release/gradaccum"
+PROCESSES = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+LAUNCH = ([] if PROCESSES == 1 else
+          ["mpirun", "--oversubscribe", "-np", str(PROCESSES)] + (["--allow-run-as-root"] if os.getuid() == 0 else []))
 
 
 def optimizer(name, params, lr, momentum, weight_decay):
@@ -28,13 +34,20 @@ def optimizer(name, params, lr, momentum, weight_decay):
 
 
 def budget_forcing(spec, shape, loss, opt, target, k):
-    """A budget whose plan has k micro-batches per window (after the trainer's 1% margin)."""
-    micro = -(-target // k)
+    """A budget whose plan has k micro-batches per window (per process's share with several
+    processes; after the trainer's 1% margin)."""
+    share = -(-target // PROCESSES)
+    micro = -(-share // k)
     out = subprocess.run([GRADACCUM, "plan", "--model", spec, "--input-shape", shape, "--loss", loss,
                           "--optimizer", opt, "--target-batch", str(target), "--budget", "4GB", "--measure",
-                          "--measure-at", str(micro), "--json"], check=True, capture_output=True, text=True).stdout
+                          "--measure-at", str(micro), "--json", "--world-size", str(PROCESSES)],
+                         check=True, capture_output=True, text=True).stdout
     import json
-    predicted = json.loads(out)["measurements"][0]["predicted_peak_bytes"]
+    plan = json.loads(out)
+    # With several processes the gradient reduction must fit too (for small models it can
+    # need more than the micro-steps, and the plan then takes larger micro-batches).
+    predicted = max(plan["measurements"][0]["predicted_peak_bytes"],
+                    plan["persistent_bytes"] + plan["reduction_workspace_bytes"])
     return int((predicted + 64) / 0.99) + 1
 
 
@@ -76,7 +89,7 @@ def case(name, spec, features, rows, loss, opt, lr, epochs, batch, accumulate, m
             optim.step()
 
     out_path = os.path.join(work, "out.safetensors")
-    command = [GRADACCUM, "train", "--data", csv, "--model", spec, "--loss", loss, "--optimizer", opt,
+    command = LAUNCH + [GRADACCUM, "train", "--data", csv, "--model", spec, "--loss", loss, "--optimizer", opt,
                "--lr", str(lr), "--epochs", str(epochs), "--no-shuffle", "--init", init, "--save", out_path, "--quiet"]
     if input_shape:
         command += ["--input-shape", "x".join(map(str, input_shape))]

@@ -9,7 +9,9 @@ under the budget. The attention's key bias (`in_proj_bias[d:2d]`) is left out un
 its true gradient is zero, so Adam's normalized steps there follow rounding noise.
 
 Needs `pip install torch safetensors`. Usage:
-  python3 scripts/sequence_reference.py [path/to/gradaccum]
+  python3 scripts/sequence_reference.py [path/to/gradaccum] [processes]
+With a number of processes, `gradaccum train` runs under `mpirun -np N` (data parallel,
+each process under the budget) and must still end where PyTorch's single batches end.
 """
 import json
 import os
@@ -25,6 +27,9 @@ from safetensors.torch import load_file, save_file
 from transformer_reference import build, pad, predicted_tokens
 
 GRADACCUM = sys.argv[1] if len(sys.argv) > 1 else ".build/release/gradaccum"
+PROCESSES = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+LAUNCH = ([] if PROCESSES == 1 else
+          ["mpirun", "--oversubscribe", "-np", str(PROCESSES)] + (["--allow-run-as-root"] if os.getuid() == 0 else []))
 
 
 def heavy_tailed_samples(rng, count, vocabulary, longest, masked_every=3):
@@ -99,7 +104,8 @@ def case(name, spec, width, vocabulary, longest, count, target, optimizer, lr, e
 
     momentum = ["--momentum", "0.9"] if optimizer == "sgd" else []
     plan = json.loads(run([GRADACCUM, "plan", "--data", data, "--model", spec, "--optimizer", optimizer]
-                          + momentum + ["--target-batch", str(target), "--budget", "4GB", "--no-shuffle", "--json"]))
+                          + momentum + ["--target-batch", str(target), "--budget", "4GB", "--no-shuffle", "--json",
+                                        "--world-size", str(PROCESSES)]))
     smallest = plan["smallest_budget_bytes"]
     worst = 0.0
     uneven = 0
@@ -107,7 +113,7 @@ def case(name, spec, width, vocabulary, longest, count, target, optimizer, lr, e
         budget = int(smallest * factor)
         out = os.path.join(work, "out.safetensors")
         log = os.path.join(work, "log.jsonl")
-        run([GRADACCUM, "train", "--data", data, "--model", spec, "--optimizer", optimizer, "--lr", str(lr)]
+        run(LAUNCH + [GRADACCUM, "train", "--data", data, "--model", spec, "--optimizer", optimizer, "--lr", str(lr)]
             + momentum
             + ["--epochs", str(epochs), "--no-shuffle", "--init", init, "--save", out, "--log", log,
                "--target-batch", str(target), "--budget", str(budget), "--quiet"])

@@ -30,13 +30,11 @@ struct GradAccumCommand: ParsableCommand {
         if world.size == 1 {
           FileHandle.standardError.write(Data("Error: \(message)\n".utf8))
         } else {
-          if world.isLeader || !(error is UsageError) {
-            FileHandle.standardError.write(Data("Error: \(world.isLeader ? "" : "rank \(world.rank): ")\(message)\n".utf8))
-          } else {
-            // Rank 0 meets the same input error and reports it: let it, before ending the
-            // world (an abort from here could end rank 0 before it writes).
-            sleep(2)
-          }
+          // When every rank meets the error (the same input), rank 0 reports it and ends the
+          // world at once; another rank waits a moment first, so that it reports only an
+          // error of its own.
+          if !world.isLeader { sleep(2) }
+          FileHandle.standardError.write(Data("Error: \(world.isLeader ? "" : "rank \(world.rank): ")\(message)\n".utf8))
           world.abort(status: status.rawValue == 0 ? 1 : status.rawValue)
         }
       }

@@ -157,10 +157,14 @@ struct TrainCommand: ParsableCommand {
       dataset = data
     }
     if let targetBatch, let budget {
+      // Refused before any parameter exists, from shapes alone: the micro-steps' memory (with
+      // several processes, the trainer then measures and checks its reduction as well).
+      var alone = options
+      alone.communicator = SingleProcess()
       _ = try userFacing {
         try Trainer.plan(
           model: shapeModel, optimizer: optimizer, loss: loss, targetBatch: targetBatch, memoryBudget: budget,
-          options: options)
+          options: alone)
       }
     }
     // Where the outputs go is checked now rather than after hours of training; the log is
@@ -193,6 +197,9 @@ struct TrainCommand: ParsableCommand {
       }
     }
     try requireMemoryMeasurement()
+    if world.size > 1, ProcessInfo.processInfo.environment["GRADACCUM_SHOW_REDUCTION"] != nil {
+      FileHandle.standardError.write(Data("rank \(world.rank): \(trainer.reductionWorkspaceBytes) bytes inside the reduction\n".utf8))
+    }
     if world.isLeader {
       trainer.log = try log.map { path in try userFacing { try TrainingLog(path: path, budgetBytes: budget?.bytes) } }
     }
