@@ -15,6 +15,11 @@ struct GradAccumCommand: ParsableCommand {
     useSuitableKernels()
     CommandWorld.join()
     let world = CommandWorld.current
+    // Under mpirun every process runs the command; rank 0 speaks for them on standard output.
+    if !world.isLeader {
+      let null = open("/dev/null", O_WRONLY)
+      if null >= 0 { dup2(null, STDOUT_FILENO) }
+    }
     do {
       var command = try parseAsRoot()
       try command.run()
