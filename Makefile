@@ -5,7 +5,7 @@ SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PACKAGES := libjemalloc-dev libopenblas-dev pkg-config librsvg2-bin libopenmpi-dev openmpi-bin
 
-.PHONY: deps demo test build release bench bench-suites compare-pytorch compare-sequences compare-throughput sanitize docs format clean
+.PHONY: deps demo test build release bench bench-instructions bench-suites compare-pytorch compare-sequences compare-throughput sanitize docs format clean
 
 ## Install jemalloc, OpenBLAS and Open MPI (Debian packages) when pkg-config does not find
 ## them, and rsvg-convert (the chart test renders SVG to PNG with it).
@@ -34,6 +34,11 @@ release: deps
 ## Training throughput and matmul against OpenBLAS (figures in docs/benchmarks.md).
 bench: deps
 	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark --format markdown
+
+## Instructions of one training step per benchmark model (callgrind; needs valgrind): a
+## regression guard independent of the machine's noise, kept in docs/benchmarks.md.
+bench-instructions: release
+	scripts/instruction_counts.sh .build/release/gradaccum
 
 ## Compare final weights with PyTorch (needs `pip install torch safetensors`).
 compare-pytorch: release

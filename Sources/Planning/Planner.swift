@@ -65,14 +65,12 @@ public enum Planner {
 
   /// What Open MPI allocates inside an in-place sum of `elements` floats among several
   /// processes, for planning without running MPI (the trainer measures the real reduction
-  /// on every process). Measured with Open MPI 4.1 on shared memory, 2 to 4 processes: a
-  /// block of the message's size and up to 448 bytes more for messages from 600 KB up
-  /// (its ring), and for small messages up to 3.5 times the message on some ranks (its
-  /// recursive doubling with non-power-of-two counts). The estimate takes the larger of a
-  /// size-class block plus 512 bytes and 4 times the message.
+  /// on every process). Measured with Open MPI 4.1 on shared memory, 2 to 4 processes and
+  /// messages of 2.3 KB to 17.9 MB: a block of the message's size class and at most 5.8 KB
+  /// more, depending on the rank and the algorithm (largest, relative to the message, for
+  /// small messages). The estimate is that block and 8 KiB.
   public static func reductionWorkspaceEstimate(elements: Int) -> Int {
-    let bytes = elements * MemoryLayout<Float>.stride
-    return max(MemoryStatistics.sizeClassBytes(forRequest: bytes) + 512, 4 * bytes)
+    MemoryStatistics.sizeClassBytes(forRequest: elements * MemoryLayout<Float>.stride) + 8192
   }
 
   /// The smallest budget `B` that holds a step of `peakBytes` with the margin kept free:

@@ -83,6 +83,22 @@ public struct Sweep {
       measuredPeakBytes: measured, samplesPerSecond: Double(microBatch) / Self.median(times), stepSeconds: stepSeconds)
   }
 
+  /// Runs one warm-up step of `microBatch` random samples, then exactly `count` more in
+  /// ``countedSteps(_:window:dataset:)``: untimed and unmeasured, for an instruction
+  /// counter (callgrind's `--toggle-collect='*countedSteps*'` counts just those steps).
+  public func runSteps(microBatch: Int, count: Int) {
+    let dataset = measurement.randomDataset(samples: microBatch)
+    let window = [Array(0..<microBatch)]
+    _ = measurement.stepper.step(window: window, of: dataset)
+    countedSteps(count, window: window, dataset: dataset)
+  }
+
+  /// `count` training steps of `window`: the only code an instruction count collects.
+  @inline(never)
+  func countedSteps(_ count: Int, window: [[Int]], dataset: TensorDataset) {
+    for _ in 0..<count { _ = measurement.stepper.step(window: window, of: dataset) }
+  }
+
   static func median(_ values: [Double]) -> Double {
     let sorted = values.sorted()
     return sorted.count % 2 == 1

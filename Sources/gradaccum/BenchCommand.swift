@@ -42,6 +42,11 @@ struct BenchCommand: ParsableCommand {
     help: "Token models: every sample is a sequence of this many tokens (trained with next-token cross-entropy); reports tokens/s too.")
   var sequenceLength: Int?
 
+  @Option(
+    parsing: .unconditional,
+    help: "Run exactly N untimed training steps per size and report nothing else (for instruction counters: callgrind --toggle-collect='*countedSteps*').")
+  var steps: Int?
+
   var loss: LossChoice { lossOptions.loss }
 
   func validate() throws {
@@ -53,6 +58,7 @@ struct BenchCommand: ParsableCommand {
     } else if modelOptions.inputShape == nil {
       throw UsageError("--input-shape is required for bench: the shape of one sample, such as 784 or 1x28x28")
     }
+    if let steps, steps < 1 { throw UsageError("--steps is \(steps), expected an integer ≥ 1") }
     guard `repeat` >= 1 else { throw UsageError("--repeat is \(`repeat`), expected an integer ≥ 1") }
     if let targetBatch, targetBatch < 1 {
       throw UsageError("--target-batch is \(targetBatch), expected an integer ≥ 1")
@@ -101,6 +107,13 @@ struct BenchCommand: ParsableCommand {
         sampleShape: inputShape)
     }
     let sweep = Sweep(estimator: estimator, measurement: measurement)
+    if let steps {
+      for size in sizes {
+        sweep.runSteps(microBatch: size, count: steps)
+        print("micro-batch \(size): \(steps) training step\(steps == 1 ? "" : "s") (kernels OpenBLAS \(BLASKernels.coreName))")
+      }
+      return
+    }
     let optimizerName = try optimizerOptions.makeOptimizer().name
     let lossName = sequenceLength == nil ? loss.rawValue : "token cross-entropy"
     print(
