@@ -28,7 +28,8 @@ count() {  # name, samples per step, bench arguments...
     --toggle-collect='*countedSteps*' --callgrind-out-file="$OUT" "$COUNTED" bench "$@" --steps $STEPS >/dev/null 2>&1
   local total
   total=$(awk '/^totals:/ {print $2}' "$OUT")
-  printf '| %s | %s | %s |\n' "$name" "$(printf "%'d" $((total / STEPS)))" "$(printf "%'d" $((total / STEPS / samples)))"
+  printf '| %s | %s | %s |\n' "$name" "$(LC_ALL=en_US.UTF-8 printf "%'d" $((total / STEPS)) 2>/dev/null || echo $((total / STEPS)))" \
+    "$((total / STEPS / samples))"
 }
 echo "| case (SGD, Haswell kernels, 1 thread) | instructions per step | per sample |"
 echo "|---|---:|---:|"
