@@ -20,8 +20,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from pytorch_throughput import MLP, TRANSFORMER, SequenceStep, Step  # noqa: E402
 
 CASES = {
-    "mlp": (MLP, "784", "cross-entropy", [1, 4, 16, 64, 256]),
+    "mlp": (MLP, "784", "cross-entropy", [1, 4, 16, 64, 256, 512, 1024]),
     "cnn": ("conv2d(3,32,3,padding=1) flatten", "3x32x32", "mse", [64]),
+    # Two conv blocks and a classifier.
+    "cnn2": ("conv2d(3,32,3,padding=1) relu maxpool2d(2) conv2d(32,64,3,padding=1) relu maxpool2d(2) flatten "
+             "linear(4096,10)", "3x32x32", "cross-entropy", [64]),
     # Sequences of 128 tokens ("seq128"), next-token cross-entropy.
     "transformer": (TRANSFORMER, "seq128", "cross-entropy", [16]),
 }
@@ -42,7 +45,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--gradaccum", default=".build/release/gradaccum")
-    parser.add_argument("cases", nargs="*", default=[], help="mlp, cnn, transformer (default: mlp and cnn)")
+    parser.add_argument("cases", nargs="*", default=[], help="mlp, cnn, cnn2, transformer (default: mlp and cnn)")
     args = parser.parse_args()
     for name in args.cases or ["mlp", "cnn"]:
         if name not in CASES:
