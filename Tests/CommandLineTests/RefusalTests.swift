@@ -111,7 +111,7 @@ struct RefusalTests {
 
   /// Files larger than the process can read into memory are refused, not read until an
   /// allocation fails: a 100 MB (sparse) file under a 512 MiB data limit.
-  @Test func filesTooLargeForTheProcessAreNotRead() throws {
+  @Test(.limitsProcessMemory) func filesTooLargeForTheProcessAreNotRead() throws {
     let big = Self.directory.appendingPathComponent("big.bin").path
     FileManager.default.createFile(atPath: big, contents: nil)
     let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: big))

@@ -56,17 +56,21 @@ struct SequenceCommandTests {
       #expect(result.error.contains(path) && result.error.contains(message), "\(result.error)")
       #expect(result.error.split(separator: "\n").count == 1, "\(result.error)")
     }
-    // Truncation makes the long sample train.
+    // Text needs its separator.
+    let text = try Self.write("a\n%\nb\n", "text.txt", in: directory)
+    let noSeparator = try CommandRunner.run(["train", "--data", text, "--model", Self.byteModel, "--batch", "1", "--epochs", "1"])
+    #expect(noSeparator.status != 0 && noSeparator.error.contains("--separator"), "\(noSeparator.error)")
+  }
+
+  /// `--max-length` makes a sample longer than the positional table train.
+  @Test(.measuresMemory) func truncationMakesALongSampleTrain() throws {
+    let directory = try CommandRunner.temporaryDirectory()
     let long = try Self.write(
       "{\"input_ids\": \(Array(repeating: 1, count: 30))}\n", "long.jsonl", in: directory)
     let truncated = try CommandRunner.run([
       "train", "--data", long, "--model", Self.model, "--batch", "1", "--epochs", "1", "--max-length", "24", "--quiet",
     ])
     #expect(truncated.status == 0, "\(truncated.error)")
-    // Text needs its separator.
-    let text = try Self.write("a\n%\nb\n", "text.txt", in: directory)
-    let noSeparator = try CommandRunner.run(["train", "--data", text, "--model", Self.byteModel, "--batch", "1", "--epochs", "1"])
-    #expect(noSeparator.status != 0 && noSeparator.error.contains("--separator"), "\(noSeparator.error)")
   }
 
   /// A sample that does not fit the budget alone: refused before training, naming its line,

@@ -12,4 +12,10 @@ extension Trait where Self == ConditionTrait {
   public static var measuresMemory: Self {
     .enabled(if: jemallocMeasuresAllocations, "measures memory with jemalloc, which is not the allocator here")
   }
+
+  /// For tests that run the tool under a `ulimit` on its memory: AddressSanitizer reserves
+  /// terabytes of shadow address space at start and cannot run there.
+  public static var limitsProcessMemory: Self {
+    .enabled(if: jemallocMeasuresAllocations, "AddressSanitizer cannot start under a memory limit")
+  }
 }
