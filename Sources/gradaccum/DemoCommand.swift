@@ -16,6 +16,15 @@ struct DemoCommand: ParsableCommand {
   @Option(parsing: .unconditional, help: "Seed of the generated data.")
   var seed: UInt64 = 2024
 
+  @Option(parsing: .unconditional, help: "Epochs of the language model (fewer for a quick look).")
+  var languageModelEpochs = 30
+
+  func validate() throws {
+    guard languageModelEpochs >= 1 else {
+      throw UsageError("--language-model-epochs is \(languageModelEpochs), expected an integer ≥ 1")
+    }
+  }
+
   func run() throws {
     try requireMemoryMeasurement()
     let dataset = ArticleExperiment.dataset(seed: seed)
@@ -58,7 +67,7 @@ struct DemoCommand: ParsableCommand {
     let data = try userFacing { try SequenceReader.loadText(path: url.path, separator: "%") }.truncated(to: 128)
     let text = "embedding(256,64) positionalembedding(128,64) transformerblock(64,4) layernorm(64) linear(64,256)"
     let budget = MemoryBudget.mb(6)
-    let epochs = 12
+    let epochs = languageModelEpochs
     print("")
     print(
       "Byte-level language model on \(data.count) fortunes about computers (BSD fortune data, cut to 128 bytes): \(text), AdamW, target batch 32, budget \(MemoryBudget.format(bytes: budget.bytes))"
@@ -68,7 +77,7 @@ struct DemoCommand: ParsableCommand {
     options.seed = 3
     let trainer = try userFacing {
       try Trainer(
-        model: model, optimizer: try AdamW(learningRate: 5e-3), loss: .tokenCrossEntropy, targetBatch: 32,
+        model: model, optimizer: try AdamW(learningRate: 1e-2), loss: .tokenCrossEntropy, targetBatch: 32,
         memoryBudget: budget, options: options)
     }
     if let plan = try userFacing({ try trainer.sequencePlan(for: data) }) { print(plan.summary) }
@@ -77,7 +86,7 @@ struct DemoCommand: ParsableCommand {
     trainer.onEvent = { event in
       switch event {
       case .step(let record): tokens += record.tokens ?? 0
-      case .epoch(let number, let loss) where number == 1 || number % 3 == 0:
+      case .epoch(let number, let loss) where number == 1 || number % 5 == 0 || number == epochs:
         print(
           String(
             format: "epoch %2d/%d  token loss %.4f  (%.0f tokens/s)", number, epochs, loss,

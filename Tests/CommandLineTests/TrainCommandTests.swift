@@ -226,7 +226,8 @@ struct BadInputTests {
 @Suite("gradaccum demo")
 struct DemoCommandTests {
   @Test(.measuresMemory) func demoShowsAccumulationAgreeingWithTheBigBatch() throws {
-    let result = try CommandRunner.run(["demo"])
+    // The language model for 2 epochs (the test runs a debug build).
+    let result = try CommandRunner.run(["demo", "--language-model-epochs", "2"])
     #expect(result.status == 0, "\(result.error)")
     #expect(result.output.contains("batch 40"))
     #expect(result.output.contains("10 × 4"))
@@ -246,6 +247,13 @@ struct DemoCommandTests {
       #expect(line.hasSuffix(" 0 budget violations"), "\(line)")
     }
     #expect(result.output.contains("each window          5 micro-batches"), "the CNN's plan should accumulate")
+    // The language model: windows composed by length, a falling loss within the budget, a sample.
+    #expect(result.output.contains("composed by length"), "\(result.output)")
+    let losses = result.output.split(separator: "\n").filter { $0.hasPrefix("epoch ") && $0.contains("token loss") }
+      .compactMap { line in line.split(separator: " ").firstIndex(of: "loss").map { Double(line.split(separator: " ")[$0 + 1]) ?? .nan } }
+    #expect(losses.count == 2 && losses[1] < losses[0], "\(losses)")
+    #expect(result.output.contains("max measured peak") && result.output.contains(" 0 budget violations"))
+    #expect(result.output.contains("generated (temperature 0.7, top-k 8):\nThe computer "), "\(result.output)")
   }
 }
 
