@@ -627,18 +627,11 @@ public final class Trainer {
               let rest = windowIndices[(offset + size)...].map { lengths[$0] }
               let restSizes = SequencePlanner.compose(sortedLengths: rest, capacity: measuredSequenceCapacity)
               guard let restSizes else {
-                leaderLog?.writeGuardEvent(
-                  epoch: progress.epoch + 1, step: stepper.stepCount + 1, microBatch: size, measuredPeakBytes: peak,
-                  newMicroBatch: 0)
-                onEvent?(.overBudget(microBatch: size, peakBytes: peak, budgetBytes: budget, nextMicroBatch: nil))
-                try stop(dataset: dataset)
-                throw .budgetExceeded(microBatch: size, peakBytes: peak, budgetBytes: budget)
+                try stopAfterOvershoot(microBatch: size, peakBytes: peak, budgetBytes: budget, dataset: dataset)
               }
-              let next = restSizes.first ?? measuredSequenceCapacity(paddedLength)
-              onEvent?(.overBudget(microBatch: size, peakBytes: peak, budgetBytes: budget, nextMicroBatch: next))
-              leaderLog?.writeGuardEvent(
-                epoch: progress.epoch + 1, step: stepper.stepCount + 1, microBatch: size, measuredPeakBytes: peak,
-                newMicroBatch: next)
+              reportOvershoot(
+                microBatch: size, peakBytes: peak, budgetBytes: budget,
+                next: restSizes.first ?? measuredSequenceCapacity(paddedLength))
               progress.windowSizes = Array(progress.windowSizes[..<progress.microIndex]) + restSizes
             } else {
               measuredSequenceShapes[paddedLength] = max(measuredSequenceShapes[paddedLength] ?? 0, size)
@@ -654,18 +647,10 @@ public final class Trainer {
             let smaller = measuredWithinBudget.filter { $0 < size }
             let restSizes = rest > 0 ? Self.compose(samples: rest, from: smaller) : []
             guard let nextMicroBatch = smaller.max(), let restSizes else {
-              leaderLog?.writeGuardEvent(
-                epoch: progress.epoch + 1, step: stepper.stepCount + 1, microBatch: size, measuredPeakBytes: peak,
-                newMicroBatch: 0)
-              onEvent?(.overBudget(microBatch: size, peakBytes: peak, budgetBytes: budget, nextMicroBatch: nil))
-              try stop(dataset: dataset)
-              throw .budgetExceeded(microBatch: size, peakBytes: peak, budgetBytes: budget)
+              try stopAfterOvershoot(microBatch: size, peakBytes: peak, budgetBytes: budget, dataset: dataset)
             }
             plan.microBatch = nextMicroBatch
-            onEvent?(.overBudget(microBatch: size, peakBytes: peak, budgetBytes: budget, nextMicroBatch: nextMicroBatch))
-            leaderLog?.writeGuardEvent(
-              epoch: progress.epoch + 1, step: stepper.stepCount + 1, microBatch: size, measuredPeakBytes: peak,
-              newMicroBatch: nextMicroBatch)
+            reportOvershoot(microBatch: size, peakBytes: peak, budgetBytes: budget, next: nextMicroBatch)
             progress.windowSizes = Array(progress.windowSizes[..<progress.microIndex]) + restSizes
           } else {
             measuredWithinBudget.insert(size)
@@ -747,6 +732,28 @@ public final class Trainer {
     if let path = options.checkpointPath { try writeCheckpoint(path: path) }
     leaderLog?.write(final)
     return final
+  }
+
+  /// The memory guard's report of a micro-step over the budget after which training goes
+  /// on with micro-batches of at most `next` samples.
+  func reportOvershoot(microBatch: Int, peakBytes: Int, budgetBytes: Int, next: Int) {
+    onEvent?(.overBudget(microBatch: microBatch, peakBytes: peakBytes, budgetBytes: budgetBytes, nextMicroBatch: next))
+    leaderLog?.writeGuardEvent(
+      epoch: progress.epoch + 1, step: stepper.stepCount + 1, microBatch: microBatch, measuredPeakBytes: peakBytes,
+      newMicroBatch: next)
+  }
+
+  /// The memory guard's stop: nothing measured within the budget can make the rest, so the
+  /// run writes its checkpoint and ends with the error.
+  func stopAfterOvershoot(
+    microBatch: Int, peakBytes: Int, budgetBytes: Int, dataset: some Dataset
+  ) throws(TrainingError) -> Never {
+    leaderLog?.writeGuardEvent(
+      epoch: progress.epoch + 1, step: stepper.stepCount + 1, microBatch: microBatch, measuredPeakBytes: peakBytes,
+      newMicroBatch: 0)
+    onEvent?(.overBudget(microBatch: microBatch, peakBytes: peakBytes, budgetBytes: budgetBytes, nextMicroBatch: nil))
+    try stop(dataset: dataset)
+    throw .budgetExceeded(microBatch: microBatch, peakBytes: peakBytes, budgetBytes: budgetBytes)
   }
 
   /// The report so far, with the world's size.

@@ -1,3 +1,4 @@
+import Foundation
 import GradAccum
 import Testing
 import _TestSupport
@@ -162,6 +163,54 @@ struct VariableLengthTrainingTests {
         model: try ModelSpecification(parsing: Self.spec).build(seed: 0), optimizer: try AdamW(),
         loss: .tokenCrossEntropy, sampleShape: [heavy.shape.paddedLength])
       #expect(measurement.peakBytes(microBatch: heavy.shape.samples) == heavy.predictedPeakBytes, "\(heavy.shape)")
+    }
+  }
+
+  /// The memory guard on sequences: with an estimate four times too small, one micro-step
+  /// goes over; after it only shapes measured within the budget run (the rest of the window
+  /// composed again from them): the run goes on, with one violation, to the result of one
+  /// padded batch per window; when no measured shape can make a later window, it stops with
+  /// one error.
+  @Test(.measuresMemory) func theGuardKeepsSequencesToMeasuredShapes() throws {
+    let data = try Self.dataset(count: 16)
+    let shapeModel = ShapeTracing.run(AllocationTrace()) { try! ModelSpecification(parsing: Self.spec).build(seed: 0) }
+    let planner = try SequencePlanner(
+      model: shapeModel, loss: .tokenCrossEntropy, optimizer: try SGD(learningRate: 0.1), targetBatch: 8,
+      budget: .bytes(1 << 30))
+    let budget = try planner.smallestBudget(paddedLength: data.sampleShape[0]) * 2
+    var options = TrainerOptions(shuffle: false)
+    options.transientEstimateScale = 0.25
+    let model = try ModelSpecification(parsing: Self.spec).build(seed: 1)
+    let wrong = try Trainer(
+      model: model, optimizer: try SGD(learningRate: 0.1), loss: .tokenCrossEntropy, targetBatch: 8,
+      memoryBudget: .bytes(budget), options: options)
+    var overBudget = 0
+    var steps: [StepRecord] = []
+    wrong.onEvent = { event in
+      if case .overBudget = event { overBudget += 1 }
+      if case .step(let record) = event { steps.append(record) }
+    }
+    do {
+      // Training goes on after the overshoot when measured shapes can make the rest.
+      let report = try wrong.fit(data, epochs: 1)
+      #expect(overBudget == 1 && report.budgetViolations == 1, "\(overBudget) \(report)")
+      let whole = try ModelSpecification(parsing: Self.spec).build(seed: 1)
+      let reference = try Trainer(
+        model: whole, optimizer: try SGD(learningRate: 0.1), loss: .tokenCrossEntropy, microBatch: 8,
+        options: TrainerOptions(shuffle: false))
+      try reference.fit(data, epochs: 1)
+      expectSameParameters(model.parameters.map(\.values), whole.parameters.map(\.values), relative: 1e-4)
+      // In the next epoch nothing measured holds a window of short samples: one error, no
+      // second micro-step over the budget.
+      do {
+        try wrong.fit(data, epochs: 2)
+      } catch {
+        guard case .budgetExceeded = error else {
+          Issue.record("\(error)")
+          return
+        }
+      }
+      #expect(overBudget <= 2 && steps.filter { $0.peakBytes > budget }.count <= 1)
     }
   }
 }
