@@ -51,6 +51,8 @@ struct EvaluateCommand: ParsableCommand {
     let evaluation = network.evaluate(dataset, loss: loss, batchSize: batch)
     if json {
       print(JSONOutput.line(evaluation))
+    } else if evaluation.tokenCount == 0 {
+      print("\(evaluation.sampleCount) sequences, no predicted token (every label after the first position is -100, or every sample has one token): no token loss")
     } else if let tokens = evaluation.tokenCount, let perplexity = evaluation.perplexity {
       print(
         "\(evaluation.sampleCount) sequences, \(tokens) predicted tokens: token loss \(String(format: "%.6g", evaluation.loss)), perplexity \(String(format: "%.4g", perplexity))"

@@ -337,7 +337,9 @@ final class ProgressDisplay {
     if liveLine { print("") }
     liveLine = false
     var line = "epoch \(epoch)/\(epochs)  loss \(loss)"
-    if let validation {
+    if let validation, validation.tokenCount == 0 {
+      line += "  validation: no predicted token"
+    } else if let validation {
       line += "  validation loss \(validation.loss)"
       if let accuracy = validation.accuracy { line += String(format: ", accuracy %.1f%%", 100 * accuracy) }
     }
