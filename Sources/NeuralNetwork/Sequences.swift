@@ -129,7 +129,15 @@ public final class TransformerBlock: Layer, CustomStringConvertible {
     self.heads = heads
   }
 
+  /// Whether the block keeps only its input for backward and recomputes the rest there
+  /// (``Layer/recomputing(_:)``): less memory, one more forward of the block.
+  public var recomputes = false
+
   public func callAsFunction(_ input: Tensor) -> Tensor {
+    recomputes ? recomputing(input, through: forward) : forward(input)
+  }
+
+  func forward(_ input: Tensor) -> Tensor {
     let (samples, length) = (input.shape[0], input.shape[1])
     let normalized = firstNorm(input).reshaped(to: [samples * length, width])
     let projected = Tensor.linear(normalized, weight: inputProjectionWeight, bias: inputProjectionBias)

@@ -28,6 +28,18 @@ extension Tensor {
     return result
   }
 
+  /// Records `output` as computed from `input` and `parameters` by a segment that kept
+  /// nothing else for backward: its `backward` (given the output's gradient) recomputes the
+  /// segment, accumulates the parameters' gradients itself and returns the input's
+  /// gradient (see `Layer.recomputing(_:)`).
+  public static func recordRecomputation(
+    _ output: Tensor, input: Tensor, parameters: [Tensor], backward: @escaping (Tensor) -> Tensor?
+  ) -> Tensor {
+    record(output, inputs: [input] + parameters) { gradient in
+      [backward(gradient)] + Array(repeating: nil, count: parameters.count)
+    }
+  }
+
   /// Back-propagates from this scalar: adds d(self)/d(leaf) into the ``gradient`` of every
   /// leaf that requires gradients, then releases the graph (intermediate results become
   /// constants, as after PyTorch's `backward()`).

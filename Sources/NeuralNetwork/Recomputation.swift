@@ -1,0 +1,42 @@
+import Tensors
+
+extension Layer {
+  /// Runs the layer on `input` keeping only `input` for backward (activation
+  /// checkpointing): the forward pass records nothing, and the backward pass runs the layer
+  /// again from `input` and back-propagates through that recomputed graph.
+  ///
+  /// The result is the plain forward's, bit for bit: the recomputed forward starts from
+  /// the random state the first one started from (the same dropout masks), and running
+  /// statistics and counters are put back afterwards (not updated twice). The layer's
+  /// parameter gradients accumulate during the recomputed backward.
+  /// - Parameter forward: the layer's plain forward pass (by default, calling the layer).
+  public func recomputing(_ input: Tensor, through forward: ((Tensor) -> Tensor)? = nil) -> Tensor {
+    let forward = forward ?? { self($0) }
+    let randomBefore = randomStates
+    let output = GradientRecording.withoutRecording { forward(input) }
+    let parameters = self.parameters
+    guard !GradientRecording.isPaused, input.isDifferentiable || parameters.contains(where: \.isDifferentiable) else {
+      return output
+    }
+    return Tensor.recordRecomputation(output, input: input, parameters: parameters) { gradient in
+      // The same random draws as the first forward; after it, the state that forward left.
+      let randomAfter = self.randomStates
+      let buffers = self.namedBuffers.map { ($0.tensor, $0.tensor.hasElements ? $0.tensor.values : []) }
+      let counters = self.namedCounters.map { ($0.counter, $0.counter.value) }
+      self.randomStates = randomBefore
+      defer {
+        self.randomStates = randomAfter
+        for (tensor, values) in buffers where !values.isEmpty { tensor.mutableBuffer.update(fromContentsOf: values) }
+        for (counter, value) in counters { counter.value = value }
+      }
+      let replayed = input.detached()
+      replayed.requiresGradient = input.isDifferentiable
+      // Allocated before backward so that the input's gradient exists under shape tracing
+      // too (where backward writes no leaf), and is the same buffer in both.
+      if replayed.requiresGradient { replayed.gradient = Tensor(zeros: input.shape) }
+      let recomputed = forward(replayed)
+      recomputed.backward(seed: gradient)
+      return replayed.gradient
+    }
+  }
+}
