@@ -103,6 +103,17 @@ public final class MemoryEstimator {
     return max(1, bytes / MemoryLayout<Float>.stride / max(growth, 1))
   }
 
+  /// The multiply-adds of the matrix products of a micro-step of `microBatch` samples
+  /// (forward, backward and any recomputation), from its trace: the planner's measure of
+  /// the step's arithmetic.
+  public func multiplyAdds(microBatch: Int) -> Int {
+    var total = 0
+    for event in trace(microBatch: microBatch).events {
+      if case .matrixProduct(let m, let n, let k, _, _) = event { total &+= m &* n &* k }
+    }
+    return total
+  }
+
   /// The transient bytes `A(m)` of a micro-step of `microBatch` samples: the most bytes
   /// alive at once beyond the persistent ones.
   public func transientBytes(microBatch: Int) -> Int {

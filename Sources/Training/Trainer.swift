@@ -42,6 +42,10 @@ public struct TrainerOptions {
   /// samples are shared among them, and its gradient reduced across them (see
   /// "Data parallel" in the training guide).
   public var communicator: any Communicator = SingleProcess()
+  /// Whether transformer blocks recompute their activations in backward: `nil` leaves the
+  /// layers as they are; `.auto` lets the planner choose what it predicts to train faster
+  /// within the budget (for sequences, at the longest sample).
+  public var recompute: RecomputePolicy?
 
   /// Options with PyTorch-like defaults: constant learning rate, no clipping, a seeded
   /// shuffle every epoch, the last partial window kept, a 1% safety margin, the input
@@ -267,12 +271,21 @@ public final class Trainer {
       throw .shape(error)
     }
     let processes = options.communicator.size
+    if let policy = options.recompute { RecomputePolicy.apply(policy == .all, to: model) }
     let estimator = try MemoryEstimator(
       model: model, sampleShape: inputShape, targetShape: loss.targetShape(outputShape: outputShape), loss: loss,
       optimizer: optimizer, processes: processes)
     estimator.transientScale = options.transientEstimateScale
     switch schedule {
     case .planned(let budget):
+      // Samples of one shape choose here; sequences when their lengths are known.
+      if options.recompute == .auto && !Self.takesSequences(model) {
+        let usable = budget.bytes - Planner.marginBytes(budgetBytes: budget.bytes, fixed: options.safetyMarginBytes)
+        let choice = RecomputeChoice.best(
+          of: RecomputeChoice.options(
+            estimator: estimator, upTo: Self.largestShare(samples: targetBatch, processes: processes), bytes: usable))
+        RecomputePolicy.apply(choice?.recomputes ?? false, to: model)
+      }
       // Each process plans for its share of a window: at most ⌈T / N⌉ samples.
       let reduction =
         processes == 1
@@ -291,6 +304,14 @@ public final class Trainer {
       return (inputShape, estimator, plan)
     }
   }
+
+  /// Whether the model's input is a sequence of ids (its first layer is an embedding).
+  static func takesSequences(_ model: any Layer) -> Bool {
+    (model as? Sequential)?.layers.first is Embedding || model is Embedding
+  }
+
+  /// Whether the model's transformer blocks recompute their activations in backward.
+  public var recomputes: Bool { RecomputePolicy.segments(of: model).contains { $0.recomputes } }
 
   /// The samples each of `processes` takes of a window of `samples`: shares that differ
   /// by at most one, larger first (a process may get none).
@@ -347,6 +368,17 @@ public final class Trainer {
     if sequencePlanner == nil {
       do {
         let processes = options.communicator.size
+        if options.recompute == .auto, let longest = lengths.max() {
+          // Choose at the longest sample, whose micro-batches the budget limits most.
+          let estimator = try MemoryEstimator(
+            model: model, sampleShape: [longest], targetShape: [longest], loss: loss, optimizer: optimizer,
+            processes: processes)
+          let usable = budget.bytes - Planner.marginBytes(budgetBytes: budget.bytes, fixed: options.safetyMarginBytes)
+          let choice = RecomputeChoice.best(
+            of: RecomputeChoice.options(
+              estimator: estimator, upTo: Self.largestShare(samples: targetBatch, processes: processes), bytes: usable))
+          RecomputePolicy.apply(choice?.recomputes ?? false, to: model)
+        }
         let planner = try SequencePlanner(
           model: model, loss: loss, optimizer: optimizer,
           targetBatch: Self.largestShare(samples: targetBatch, processes: processes), budget: budget,

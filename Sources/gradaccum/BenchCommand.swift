@@ -42,6 +42,9 @@ struct BenchCommand: ParsableCommand {
     help: "Token models: every sample is a sequence of this many tokens (trained with next-token cross-entropy); reports tokens/s too.")
   var sequenceLength: Int?
 
+  @Option(help: "Transformer blocks recompute their activations in backward: none or all.")
+  var recompute: RecomputePolicy = .none
+
   @Option(
     parsing: .unconditional,
     help: "Run exactly N untimed training steps per size and report nothing else (for instruction counters: callgrind --toggle-collect='*countedSteps*').")
@@ -58,6 +61,9 @@ struct BenchCommand: ParsableCommand {
     } else if modelOptions.inputShape == nil {
       throw UsageError("--input-shape is required for bench: the shape of one sample, such as 784 or 1x28x28")
     }
+    if recompute == .auto {
+      throw UsageError("bench --recompute takes none or all (bench measures each micro-batch as asked; auto is for plan and train)")
+    }
     if let steps, steps < 1 { throw UsageError("--steps is \(steps), expected an integer ≥ 1") }
     guard `repeat` >= 1 else { throw UsageError("--repeat is \(`repeat`), expected an integer ≥ 1") }
     if let targetBatch, targetBatch < 1 {
@@ -72,6 +78,7 @@ struct BenchCommand: ParsableCommand {
     let lossFunction = try sequenceLength == nil ? loss.loss : SequenceOptions.loss(loss)
     let budget = try budgetOptions.parsedBudget()
     let shapeModel = try shapeOnlyModel(specification)
+    RecomputePolicy.apply(recompute == .all, to: shapeModel)
     if sequenceLength != nil, !(shapeModel.layers.first is Embedding) {
       throw UsageError("--sequence-length needs a token model, one that starts with embedding(V,d)")
     }
@@ -103,8 +110,8 @@ struct BenchCommand: ParsableCommand {
     try requireMemoryMeasurement()
     let measurement = try userFacing {
       try MemoryMeasurement(
-        model: try buildModel(specification, seed: 0), optimizer: try optimizerOptions.makeOptimizer(), loss: lossFunction,
-        sampleShape: inputShape)
+        model: try recomputing(buildModel(specification, seed: 0)), optimizer: try optimizerOptions.makeOptimizer(),
+        loss: lossFunction, sampleShape: inputShape)
     }
     let sweep = Sweep(estimator: estimator, measurement: measurement)
     if let steps {
@@ -120,7 +127,7 @@ struct BenchCommand: ParsableCommand {
       "model   \(specification)  (\(sequenceLength.map { "sequences of \($0) tokens" } ?? "input \(inputShape.map(String.init).joined(separator: "x"))"), \(lossName), \(optimizerName))"
     )
     if let budget { print("budget  \(budget) (\(budget.bytes) bytes)") }
-    print("kernels OpenBLAS \(BLASKernels.coreName), \(BLASThreading.defaultThreads) thread\(BLASThreading.defaultThreads == 1 ? "" : "s")")
+    print("kernels OpenBLAS \(BLASKernels.coreName), \(BLASThreading.defaultThreads) thread\(BLASThreading.defaultThreads == 1 ? "" : "s")\(recompute == .all ? "; transformer blocks recompute their activations" : "")")
     print("")
     print("micro-batch   predicted peak   measured peak    samples/s\(sequenceLength == nil ? "" : "     tokens/s")   step seconds   note")
     var points: [Sweep.Point] = []
@@ -154,6 +161,12 @@ struct BenchCommand: ParsableCommand {
         title: "\(specification), \(lossName), \(optimizerName)", points: points, budgetBytes: budget?.bytes, chosenMicroBatch: chosen)
       try write(chart.svg(), to: svg)
     }
+  }
+
+  /// `model` with its transformer blocks set to --recompute.
+  func recomputing(_ model: Sequential) -> Sequential {
+    RecomputePolicy.apply(recompute == .all, to: model)
+    return model
   }
 
   func write(_ text: String, to path: String) throws {

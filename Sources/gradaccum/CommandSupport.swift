@@ -70,6 +70,49 @@ enum LossChoice: String, ExpressibleByArgument, CaseIterable {
 }
 
 extension NonFinitePolicy: ExpressibleByArgument {}
+extension RecomputePolicy: ExpressibleByArgument {}
+
+/// What recomputation costs and saves for a model, for `plan`: the smallest budget with
+/// activations kept and with every segment recomputed, and the choice made.
+struct RecomputeReport {
+  var segments: Int
+  var smallestKeeping: Int
+  var smallestRecomputing: Int
+  var recomputes: Bool
+
+  /// Measures both options on `estimator` (the model's segments are set to the choice
+  /// `policy` makes after), or `nil` for a model without recomputable segments.
+  static func make(
+    estimator: MemoryEstimator, policy: RecomputePolicy, upTo limit: Int, usableBytes: Int
+  ) -> RecomputeReport? {
+    let segments = RecomputePolicy.segments(of: estimator.model)
+    guard !segments.isEmpty else { return nil }
+    func smallest(_ recomputes: Bool) -> Int {
+      RecomputePolicy.apply(recomputes, to: estimator.model)
+      return Planner.smallestBudget(peakBytes: estimator.estimate(microBatch: 1).peakBytes, fixedMargin: nil)
+    }
+    let keeping = smallest(false), recomputing = smallest(true)
+    let choice: Bool
+    switch policy {
+    case .none: choice = false
+    case .all: choice = true
+    case .auto:
+      choice =
+        RecomputeChoice.best(of: RecomputeChoice.options(estimator: estimator, upTo: limit, bytes: usableBytes))?
+        .recomputes ?? false
+    }
+    RecomputePolicy.apply(choice, to: estimator.model)
+    return RecomputeReport(
+      segments: segments.count, smallestKeeping: keeping, smallestRecomputing: recomputing, recomputes: choice)
+  }
+
+  var lines: [String] {
+    [
+      "recompute         \(recomputes ? "all \(segments) transformer block\(segments == 1 ? "" : "s") (activations recomputed in backward)" : "none (activations kept)")",
+      "smallest budget   \(formatBytes(smallestKeeping)) keeping activations, \(formatBytes(smallestRecomputing)) recomputing",
+    ]
+  }
+}
 
 /// The optimizer named on the command line.
 enum OptimizerChoice: String, ExpressibleByArgument, CaseIterable {

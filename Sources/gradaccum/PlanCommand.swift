@@ -46,6 +46,11 @@ struct PlanCommand: ParsableCommand {
     help: "Plan one process of N training together (mpirun -np N): its share of each window, under its own --budget.")
   var worldSize: Int = 1
 
+  @Option(
+    help:
+      "Transformer blocks recompute their activations in backward: none, all, or auto (what the planner predicts to train faster within the budget).")
+  var recompute: RecomputePolicy = .none
+
   enum Objective: String, ExpressibleByArgument, CaseIterable {
     case memory, throughput
   }
@@ -119,6 +124,9 @@ struct PlanCommand: ParsableCommand {
     // With several processes, one process's plan: the largest share of a window, and the
     // gradient reduction.
     let share = Trainer.largestShare(samples: targetBatch, processes: worldSize)
+    let recomputeReport = RecomputeReport.make(
+      estimator: estimator, policy: recompute, upTo: share,
+      usableBytes: budget.bytes - Planner.marginBytes(budgetBytes: budget.bytes, fixed: nil))
     let reduction =
       worldSize > 1 ? Planner.reductionWorkspaceEstimate(elements: PersistentMemory.communicationElements(model.parameters)) : 0
     var plan = try userFacing {
@@ -162,13 +170,17 @@ struct PlanCommand: ParsableCommand {
       }
     }
     if json {
-      print(jsonObject(plan: plan, measurements: measurements, candidates: candidates))
+      print(jsonObject(plan: plan, measurements: measurements, candidates: candidates, recompute: recomputeReport))
       return
     }
     print(
       "model   \(specification)  (input \(inputShape.map(String.init).joined(separator: "x")), \(loss.rawValue), \(optimizer.name))"
     )
     print(plan)
+    if let recomputeReport {
+      print("")
+      for line in recomputeReport.lines { print(line) }
+    }
     if !candidates.isEmpty {
       print("")
       print("objective: throughput (median optimizer-step time of \(targetBatch) samples, 3 runs)")
@@ -238,11 +250,15 @@ struct PlanCommand: ParsableCommand {
     var objective: String
     var candidates: [Candidate]?
     var measurements: [Measurement]?
+    /// Models with transformer blocks: whether they recompute, and the smallest budgets.
+    var recompute: Bool?
+    var smallestBudgetBytesKeepingActivations: Int?
+    var smallestBudgetBytesRecomputing: Int?
   }
 
   func jsonObject(
     plan: Plan, measurements: [(microBatch: Int, predicted: Int, measured: Int)],
-    candidates: [(microBatch: Int, stepSeconds: Double)]
+    candidates: [(microBatch: Int, stepSeconds: Double)], recompute: RecomputeReport?
   ) -> String {
     JSONOutput.line(
       PlanOutput(
@@ -261,7 +277,8 @@ struct PlanCommand: ParsableCommand {
         candidates: candidates.isEmpty ? nil : candidates.map { .init(microBatch: $0.microBatch, stepSeconds: $0.stepSeconds) },
         measurements: measure
           ? measurements.map { .init(microBatch: $0.microBatch, predictedPeakBytes: $0.predicted, measuredPeakBytes: $0.measured) }
-          : nil))
+          : nil, recompute: recompute?.recomputes, smallestBudgetBytesKeepingActivations: recompute?.smallestKeeping,
+        smallestBudgetBytesRecomputing: recompute?.smallestRecomputing))
   }
 }
 
@@ -277,6 +294,17 @@ extension PlanCommand {
     let model = try shapeOnlyModel(specification)
     let data = try sequenceOptions.load(path: path)
     try sequenceOptions.check(data, model: model, path: path)
+    // The choice of recomputation at the longest sample, as the trainer makes it.
+    let longest = data.lengths.max() ?? 1
+    let longestEstimator = try userFacing {
+      try MemoryEstimator(
+        model: model, sampleShape: [longest], targetShape: [longest], loss: loss, optimizer: optimizer,
+        processes: worldSize)
+    }
+    let recomputeReport = RecomputeReport.make(
+      estimator: longestEstimator, policy: recompute,
+      upTo: Trainer.largestShare(samples: targetBatch, processes: worldSize),
+      usableBytes: budget.bytes - Planner.marginBytes(budgetBytes: budget.bytes, fixed: nil))
     let planner = try userFacing {
       try SequencePlanner(
         model: model, loss: loss, optimizer: optimizer,
@@ -313,11 +341,16 @@ extension PlanCommand {
       }
     }
     if json {
-      print(JSONOutput.line(SequencePlanOutput(plan: plan, measurements: measure ? measurements : nil)))
+      var output = SequencePlanOutput(plan: plan, measurements: measure ? measurements : nil)
+      output.recompute = recomputeReport?.recomputes
+      output.smallestBudgetBytesKeepingActivations = recomputeReport?.smallestKeeping
+      output.smallestBudgetBytesRecomputing = recomputeReport?.smallestRecomputing
+      print(JSONOutput.line(output))
       return
     }
     print("model   \(specification)  (\(data.count) sequences from \(path), token cross-entropy, \(optimizer.name))")
     print(plan.summary)
+    if let recomputeReport { for line in recomputeReport.lines { print(line) } }
     if !measurements.isEmpty {
       print("")
       print("samples × padded length   predicted peak   measured peak   difference   within budget")
@@ -352,6 +385,9 @@ extension PlanCommand {
     var smallestBudgetBytes: Int
     var heaviest: [Shape]
     var measurements: [Measurement]?
+    var recompute: Bool?
+    var smallestBudgetBytesKeepingActivations: Int?
+    var smallestBudgetBytesRecomputing: Int?
 
     init(plan: SequencePlan, measurements: [(shape: SequencePlan.MicroBatchShape, predicted: Int, measured: Int)]?) {
       let counts = plan.microBatchCounts

@@ -77,6 +77,11 @@ struct TrainCommand: ParsableCommand {
     help: "On a NaN or infinite loss or gradient: stop (with a checkpoint, in automatic mode) or skip the window.")
   var onNonfinite: NonFinitePolicy = .stop
 
+  @Option(
+    help:
+      "Transformer blocks recompute their activations in backward: none, all, or auto (what the planner predicts to train faster within the budget; for sequences, at the longest sample).")
+  var recompute: RecomputePolicy = .none
+
   @Flag(help: "Print nothing but errors.")
   var quiet = false
 
@@ -214,8 +219,10 @@ struct TrainCommand: ParsableCommand {
       }
       if budget != nil, let sequencePlan = try userFacing({ try trainer.sequencePlan(for: dataset) }) {
         print(sequencePlan.summary)
+        if trainer.recomputes { print("recompute         transformer blocks recompute their activations in backward") }
       } else if budget != nil {
         print(trainer.plan)
+        if trainer.recomputes { print("recompute            transformer blocks recompute their activations in backward") }
       } else {
         print("micro-batch \(batch!), \(accumulate ?? 1) per step (windows of \(trainer.targetBatch))")
       }
@@ -251,6 +258,7 @@ struct TrainCommand: ParsableCommand {
     options.checkpointEvery = checkpointEvery
     options.onNonFinite = onNonfinite
     options.communicator = world
+    options.recompute = recompute
     return options
   }
 

@@ -61,3 +61,44 @@ struct RecomputationTests {
     #expect(peaks[true]! < peaks[false]!, "\(peaks)")
   }
 }
+
+@Suite("Recomputation on the command line")
+struct RecomputeCommandTests {
+  /// `plan --recompute`: the smallest budget with and without, and the choice; `train
+  /// --recompute all` ends at the same weights as without.
+  @Test(.measuresMemory) func planReportsBothBudgetsAndTrainingIsTheSame() throws {
+    let directory = try CommandRunner.temporaryDirectory()
+    var generator = RandomGenerator(seed: 3)
+    let lines = (0..<8).map { _ in "{\"input_ids\": \((0..<40).map { _ in Int(generator.next() % 16) })}" }
+    let data = directory.appendingPathComponent("d.jsonl").path
+    try (lines.joined(separator: "\n") + "\n").write(toFile: data, atomically: true, encoding: .utf8)
+    let model = "embedding(16,16) positionalembedding(40,16) transformerblock(16,2) transformerblock(16,2) linear(16,16)"
+    func plan(_ policy: String) throws -> [String: Any] {
+      let result = try CommandRunner.run([
+        "plan", "--data", data, "--model", model, "--target-batch", "4", "--budget", "8MB", "--recompute", policy,
+        "--json",
+      ])
+      #expect(result.status == 0, "\(result.error)")
+      return try #require(try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any])
+    }
+    let none = try plan("none"), all = try plan("all"), auto = try plan("auto")
+    #expect(none["recompute"] as? Bool == false && all["recompute"] as? Bool == true && auto["recompute"] is Bool)
+    let keeping = try #require(none["smallest_budget_bytes_keeping_activations"] as? Int)
+    let recomputing = try #require(none["smallest_budget_bytes_recomputing"] as? Int)
+    #expect(recomputing < keeping)
+    #expect(all["smallest_budget_bytes"] as? Int == recomputing && none["smallest_budget_bytes"] as? Int == keeping)
+    // Training with recomputation ends where training without it ends.
+    var saved: [String] = []
+    for policy in ["none", "all"] {
+      let path = directory.appendingPathComponent("\(policy).safetensors").path
+      let result = try CommandRunner.run([
+        "train", "--data", data, "--model", model, "--target-batch", "4", "--budget", "8MB", "--epochs", "2",
+        "--optimizer", "adamw", "--recompute", policy, "--save", path, "--quiet",
+      ])
+      #expect(result.status == 0, "\(result.error)")
+      saved.append(path)
+    }
+    let a = try SafetensorsFile.read(path: saved[0]), b = try SafetensorsFile.read(path: saved[1])
+    for name in a.entries.keys { #expect(try a.floatTensor(name).values == b.floatTensor(name).values, "\(name)") }
+  }
+}
