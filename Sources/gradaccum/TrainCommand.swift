@@ -202,9 +202,6 @@ struct TrainCommand: ParsableCommand {
       }
     }
     try requireMemoryMeasurement()
-    if world.size > 1, ProcessInfo.processInfo.environment["GRADACCUM_SHOW_REDUCTION"] != nil {
-      FileHandle.standardError.write(Data("rank \(world.rank): \(trainer.reductionWorkspaceBytes) bytes inside the reduction\n".utf8))
-    }
     if world.isLeader {
       trainer.log = try log.map { path in try userFacing { try TrainingLog(path: path, budgetBytes: budget?.bytes) } }
     }
