@@ -319,6 +319,40 @@ public final class Trainer {
     (0..<processes).map { samples / processes + ($0 < samples % processes ? 1 : 0) }
   }
 
+  /// The samples each of `processes` takes of a window of sequences of `lengths` (in the
+  /// window's order): contiguous shares whose token counts are as even as whole samples
+  /// allow (each boundary placed nearest its fraction of the window's tokens), so a share
+  /// of long samples holds fewer of them. A process may get none.
+  public static func shares(lengths: [Int], processes: Int) -> [Int] {
+    let total = Double(lengths.reduce(0, +))
+    var shares: [Int] = []
+    var start = 0, tokens = 0
+    for rank in 0..<(processes - 1) {
+      let target = total * Double(rank + 1) / Double(processes)
+      var end = start
+      while end < lengths.count && Double(tokens + lengths[end]) <= target {
+        tokens += lengths[end]
+        end += 1
+      }
+      // The next sample too, when that puts the boundary nearer its target.
+      if end < lengths.count && abs(Double(tokens + lengths[end]) - target) < abs(Double(tokens) - target) {
+        tokens += lengths[end]
+        end += 1
+      }
+      shares.append(end - start)
+      start = end
+    }
+    shares.append(lengths.count - start)
+    return shares
+  }
+
+  /// The shares of a window whose samples are `indices` in the window's order: balanced by
+  /// tokens for sequences (`lengths`), by count otherwise.
+  static func shares(of indices: ArraySlice<Int>, lengths: [Int]?, processes: Int) -> [Int] {
+    if let lengths, processes > 1 { return shares(lengths: indices.map { lengths[$0] }, processes: processes) }
+    return shares(samples: indices.count, processes: processes)
+  }
+
   /// The largest share of a window of `samples` among `processes`: `⌈samples / processes⌉`.
   public static func largestShare(samples: Int, processes: Int) -> Int {
     samples / processes + (samples % processes > 0 ? 1 : 0)
@@ -422,7 +456,7 @@ public final class Trainer {
     let windows = (0..<windowCount(sampleCount: lengths.count)).map { window in
       // This process's share of each window.
       let start = window * targetBatch, samples = min(targetBatch, lengths.count - start)
-      let shares = Self.shares(samples: samples, processes: world.size)
+      let shares = Self.shares(of: order[start..<(start + samples)], lengths: lengths, processes: world.size)
       let shareStart = start + shares[..<world.rank].reduce(0, +)
       return order[shareStart..<(shareStart + shares[world.rank])].map { lengths[$0] }
     }.filter { !$0.isEmpty }
@@ -604,7 +638,8 @@ public final class Trainer {
         let windowSamples = min(targetBatch, dataset.count - windowStart)
         // This process's share of the window (all of it when training alone): the window
         // is the same whatever the number of processes.
-        let shares = Self.shares(samples: windowSamples, processes: world.size)
+        let shares = Self.shares(
+          of: order[windowStart..<(windowStart + windowSamples)], lengths: lengths, processes: world.size)
         let shareStart = windowStart + shares[..<world.rank].reduce(0, +)
         var windowIndices = Array(order[shareStart..<(shareStart + shares[world.rank])])
         if let lengths {

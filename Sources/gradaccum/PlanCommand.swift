@@ -318,7 +318,8 @@ extension PlanCommand {
     let windows = stride(from: 0, to: data.count, by: targetBatch).flatMap { start in
       let samples = min(targetBatch, data.count - start)
       var offset = start
-      return Trainer.shares(samples: samples, processes: worldSize).map { share in
+      return Trainer.shares(lengths: order[start..<(start + samples)].map { lengths[$0] }, processes: worldSize).map {
+        share in
         defer { offset += share }
         return order[offset..<(offset + share)].map { lengths[$0] }
       }

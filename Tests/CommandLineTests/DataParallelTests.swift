@@ -166,5 +166,10 @@ struct DataParallelTests {
     #expect(Trainer.shares(samples: 5, processes: 3) == [2, 2, 1])
     #expect(Trainer.shares(samples: 1, processes: 3) == [1, 0, 0])
     #expect(Trainer.largestShare(samples: 64, processes: 3) == 22)
+    // Sequences: balanced by tokens, contiguous, every sample once.
+    #expect(Trainer.shares(lengths: [40, 2, 2, 2, 2, 2, 30, 4], processes: 2) == [2, 6])
+    #expect(Trainer.shares(lengths: [10, 10, 10, 10], processes: 2) == [2, 2])
+    #expect(Trainer.shares(lengths: [5], processes: 3) == [0, 1, 0])
+    #expect(Trainer.shares(lengths: [3, 3, 3, 3, 3, 3], processes: 3) == [2, 2, 2])
   }
 }
