@@ -45,6 +45,11 @@ struct BenchCommand: ParsableCommand {
   @Option(help: "Transformer blocks recompute their activations in backward: none or all.")
   var recompute: RecomputePolicy = .none
 
+  @Flag(
+    help:
+      "Also sweep with every transformer block recomputing its activations, and show both (table, CSV column recompute, chart).")
+  var compareRecompute = false
+
   @Option(
     parsing: .unconditional,
     help: "Run exactly N untimed training steps per size and report nothing else (for instruction counters: callgrind --toggle-collect='*countedSteps*').")
@@ -60,6 +65,9 @@ struct BenchCommand: ParsableCommand {
       }
     } else if modelOptions.inputShape == nil {
       throw UsageError("--input-shape is required for bench: the shape of one sample, such as 784 or 1x28x28")
+    }
+    if compareRecompute && recompute != .none {
+      throw UsageError("--compare-recompute sweeps with and without recomputation; leave --recompute at none")
     }
     if recompute == .auto {
       throw UsageError("bench --recompute takes none or all (bench measures each micro-batch as asked; auto is for plan and train)")
@@ -129,6 +137,56 @@ struct BenchCommand: ParsableCommand {
     if let budget { print("budget  \(budget) (\(budget.bytes) bytes)") }
     print("kernels OpenBLAS \(BLASKernels.coreName), \(BLASThreading.defaultThreads) thread\(BLASThreading.defaultThreads == 1 ? "" : "s")\(recompute == .all ? "; transformer blocks recompute their activations" : "")")
     print("")
+    let points = table(sweep, sizes: sizes, chosen: chosen, budget: budget)
+    var comparison: [Sweep.Point] = []
+    if compareRecompute {
+      guard !RecomputePolicy.segments(of: shapeModel).isEmpty else {
+        throw UsageError("--compare-recompute needs a model with transformer blocks, which are what recomputes")
+      }
+      RecomputePolicy.apply(true, to: shapeModel)
+      let recomputingEstimator = try userFacing {
+        try MemoryEstimator(
+          model: shapeModel, sampleShape: inputShape, targetShape: lossFunction.targetShape(outputShape: outputShape),
+          loss: lossFunction, optimizer: try optimizerOptions.makeOptimizer())
+      }
+      let model = try buildModel(specification, seed: 0)
+      RecomputePolicy.apply(true, to: model)
+      let recomputingMeasurement = try userFacing {
+        try MemoryMeasurement(
+          model: model, optimizer: try optimizerOptions.makeOptimizer(), loss: lossFunction, sampleShape: inputShape)
+      }
+      print("")
+      print("with every transformer block recomputing its activations in backward:")
+      print("")
+      comparison = table(
+        Sweep(estimator: recomputingEstimator, measurement: recomputingMeasurement), sizes: sizes, chosen: nil,
+        budget: budget)
+    }
+    if let csv {
+      var lines = [
+        "micro_batch,predicted_peak_bytes,measured_peak_bytes,samples_per_second,step_seconds"
+          + (sequenceLength == nil ? "" : ",tokens_per_second") + (compareRecompute ? ",recompute" : "")
+      ]
+      for (recomputes, series) in [(false, points), (true, comparison)] {
+        for point in series {
+          lines.append(
+            "\(point.microBatch),\(point.predictedPeakBytes),\(point.measuredPeakBytes),\(String(format: "%.3f", point.samplesPerSecond)),\(point.stepSeconds.map { String(format: "%.6f", $0) } ?? "")"
+              + (sequenceLength.map { String(format: ",%.1f", point.samplesPerSecond * Double($0)) } ?? "")
+              + (compareRecompute ? (recomputes ? ",1" : ",0") : ""))
+        }
+      }
+      try write(lines.joined(separator: "\n") + "\n", to: csv)
+    }
+    if let svg {
+      var chart = SweepChart(
+        title: "\(specification), \(lossName), \(optimizerName)", points: points, budgetBytes: budget?.bytes, chosenMicroBatch: chosen)
+      if !comparison.isEmpty { chart.comparison = (label: "recomputing", points: comparison) }
+      try write(chart.svg(), to: svg)
+    }
+  }
+
+  /// Measures every size of `sizes` on `sweep` and prints them as a table.
+  func table(_ sweep: Sweep, sizes: [Int], chosen: Int?, budget: MemoryBudget?) -> [Sweep.Point] {
     print("micro-batch   predicted peak   measured peak    samples/s\(sequenceLength == nil ? "" : "     tokens/s")   step seconds   note")
     var points: [Sweep.Point] = []
     for size in sizes {
@@ -144,23 +202,7 @@ struct BenchCommand: ParsableCommand {
           point.samplesPerSecond, tokens, point.stepSeconds.map { String(format: "%.5f", $0) } ?? "-",
           notes.joined(separator: ", ")))
     }
-    if let csv {
-      var lines = [
-        "micro_batch,predicted_peak_bytes,measured_peak_bytes,samples_per_second,step_seconds"
-          + (sequenceLength == nil ? "" : ",tokens_per_second")
-      ]
-      for point in points {
-        lines.append(
-          "\(point.microBatch),\(point.predictedPeakBytes),\(point.measuredPeakBytes),\(String(format: "%.3f", point.samplesPerSecond)),\(point.stepSeconds.map { String(format: "%.6f", $0) } ?? "")"
-            + (sequenceLength.map { String(format: ",%.1f", point.samplesPerSecond * Double($0)) } ?? ""))
-      }
-      try write(lines.joined(separator: "\n") + "\n", to: csv)
-    }
-    if let svg {
-      let chart = SweepChart(
-        title: "\(specification), \(lossName), \(optimizerName)", points: points, budgetBytes: budget?.bytes, chosenMicroBatch: chosen)
-      try write(chart.svg(), to: svg)
-    }
+    return points
   }
 
   /// `model` with its transformer blocks set to --recompute.

@@ -9,6 +9,9 @@ struct SweepChart {
   let points: [Sweep.Point]
   let budgetBytes: Int?
   let chosenMicroBatch: Int?
+  /// A second sweep of the same sizes drawn beside the first (such as with recomputation),
+  /// and its name in the legend.
+  var comparison: (label: String, points: [Sweep.Point])?
 
   let width = 860.0, height = 500.0
   let left = 90.0, right = 100.0, top = 50.0, bottom = 70.0
@@ -18,9 +21,10 @@ struct SweepChart {
     let sizes = points.map { Double($0.microBatch) }
     let low = log2(sizes.min() ?? 1), high = max(log2(sizes.max() ?? 2), low + 1)
     func x(_ m: Double) -> Double { left + (log2(m) - low) / (high - low) * plotWidth }
-    let maximumRate = niceCeiling(points.map(\.samplesPerSecond).max() ?? 1)
+    let allPoints = points + (comparison?.points ?? [])
+    let maximumRate = niceCeiling(allPoints.map(\.samplesPerSecond).max() ?? 1)
     let mebibytes =
-      points.flatMap { [Double($0.measuredPeakBytes), Double($0.predictedPeakBytes)] } + [Double(budgetBytes ?? 0)]
+      allPoints.flatMap { [Double($0.measuredPeakBytes), Double($0.predictedPeakBytes)] } + [Double(budgetBytes ?? 0)]
     let maximumMemory = niceCeiling((mebibytes.max() ?? 1) / 1_048_576)
     func yRate(_ value: Double) -> Double { top + plotHeight * (1 - value / maximumRate) }
     func yMemory(_ bytes: Double) -> Double { top + plotHeight * (1 - bytes / 1_048_576 / maximumMemory) }
@@ -80,12 +84,34 @@ struct SweepChart {
     for point in points {
       elements.append(circle(x(Double(point.microBatch)), yRate(point.samplesPerSecond), fill: "#1f5fbf"))
     }
+    if let comparison {
+      let series = comparison.points
+      elements.append(
+        polyline(series.map { (x(Double($0.microBatch)), yRate($0.samplesPerSecond)) }, stroke: "#6a3d9a", width: 2))
+      elements.append(
+        polyline(
+          series.map { (x(Double($0.microBatch)), yMemory(Double($0.measuredPeakBytes))) }, stroke: "#cab2d6",
+          width: 6))
+      elements.append(
+        polyline(
+          series.map { (x(Double($0.microBatch)), yMemory(Double($0.predictedPeakBytes))) }, stroke: "#3f007d",
+          dash: "5 3", width: 1.5))
+      for point in series {
+        elements.append(circle(x(Double(point.microBatch)), yRate(point.samplesPerSecond), fill: "#6a3d9a"))
+      }
+    }
     // Legend, on a white panel so that no line runs through its labels.
     var entries: [(sample: (Double, Double) -> String, label: String)] = [
       ({ self.line($0, $1, $0 + 24, $1, stroke: "#1f5fbf", width: 2) }, "throughput"),
       ({ self.line($0, $1, $0 + 24, $1, stroke: "#f4a582", width: 6) }, "measured peak"),
       ({ self.line($0, $1, $0 + 24, $1, stroke: "#8c2d04", dash: "5 3", width: 1.5) }, "predicted peak"),
     ]
+    if let comparison {
+      entries += [
+        ({ self.line($0, $1, $0 + 24, $1, stroke: "#6a3d9a", width: 2) }, "throughput, \(comparison.label)"),
+        ({ self.line($0, $1, $0 + 24, $1, stroke: "#cab2d6", width: 6) }, "measured peak, \(comparison.label)"),
+      ]
+    }
     if let budgetBytes {
       entries.append(
         ({ self.line($0, $1, $0 + 24, $1, stroke: "#d62728", dash: "6 4", width: 1.5) },
@@ -98,7 +124,7 @@ struct SweepChart {
     }
     let legendX = left + 12, legendY = top + 14
     elements.append(
-      "<rect x=\"\(legendX - 8)\" y=\"\(legendY - 12)\" width=\"190\" height=\"\(Double(entries.count) * 18 + 8)\" fill=\"white\" fill-opacity=\"0.92\" stroke=\"#ccc\"/>"
+      "<rect x=\"\(legendX - 8)\" y=\"\(legendY - 12)\" width=\"\(comparison == nil ? 190 : 240)\" height=\"\(Double(entries.count) * 18 + 8)\" fill=\"white\" fill-opacity=\"0.92\" stroke=\"#ccc\"/>"
     )
     for (index, entry) in entries.enumerated() {
       let y = legendY + Double(index) * 18

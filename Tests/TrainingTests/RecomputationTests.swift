@@ -101,4 +101,32 @@ struct RecomputeCommandTests {
     let a = try SafetensorsFile.read(path: saved[0]), b = try SafetensorsFile.read(path: saved[1])
     for name in a.entries.keys { #expect(try a.floatTensor(name).values == b.floatTensor(name).values, "\(name)") }
   }
+
+  /// `bench --compare-recompute`: both sweeps, predicted = measured in each, recomputation
+  /// lighter where activations dominate; a model without transformer blocks is refused.
+  @Test(.measuresMemory) func benchComparesWithAndWithoutRecomputation() throws {
+    let directory = try CommandRunner.temporaryDirectory()
+    let csv = directory.appendingPathComponent("sweep.csv").path, svg = directory.appendingPathComponent("sweep.svg").path
+    let result = try CommandRunner.run([
+      "bench", "--model",
+      "embedding(16,16) positionalembedding(64,16) transformerblock(16,2) transformerblock(16,2) transformerblock(16,2) linear(16,16)",
+      "--sequence-length", "64", "--micro-batches", "1,4", "--repeat", "1", "--compare-recompute", "--csv", csv,
+      "--svg", svg,
+    ])
+    #expect(result.status == 0, "\(result.error)")
+    #expect(result.output.contains("recomputing its activations"))
+    let rows = try String(contentsOfFile: csv, encoding: .utf8).split(separator: "\n").dropFirst().map {
+      $0.split(separator: ",").map(String.init)
+    }
+    #expect(rows.count == 4)
+    for row in rows { #expect(row[1] == row[2], "predicted = measured: \(row)") }
+    let keeping = rows.filter { $0.last == "0" }, recomputing = rows.filter { $0.last == "1" }
+    // Three blocks at 64 tokens: recomputing holds less at 4 samples.
+    #expect(Int(recomputing[1][2])! < Int(keeping[1][2])!, "\(keeping) \(recomputing)")
+    #expect(try String(contentsOfFile: svg, encoding: .utf8).contains("throughput, recomputing"))
+    let refused = try CommandRunner.run([
+      "bench", "--model", "linear(4,2)", "--input-shape", "4", "--micro-batches", "1", "--compare-recompute",
+    ])
+    #expect(refused.status != 0 && refused.error.contains("transformer blocks"), "\(refused.error)")
+  }
 }
