@@ -61,6 +61,11 @@ public struct Plan: Sendable, Equatable, CustomStringConvertible {
 
   /// The number of windows (optimizer steps) in an epoch of `sampleCount` samples.
   public func windowCount(sampleCount: Int, dropLast: Bool = false) -> Int {
+    Self.windowCount(sampleCount: sampleCount, targetBatch: targetBatch, dropLast: dropLast)
+  }
+
+  /// The number of windows of `targetBatch` samples in an epoch of `sampleCount`.
+  public static func windowCount(sampleCount: Int, targetBatch: Int, dropLast: Bool = false) -> Int {
     sampleCount / targetBatch + (sampleCount % targetBatch > 0 && !dropLast ? 1 : 0)
   }
 

@@ -1,3 +1,4 @@
+import Memory
 import NeuralNetwork
 
 /// Which segments recompute their activations in backward instead of keeping them
@@ -62,5 +63,18 @@ public enum RecomputeChoice {
       let work = m > 0 ? Double(estimator.multiplyAdds(microBatch: m)) / Double(m) : 0
       return Option(recomputes: recomputes, microBatch: m, multiplyAddsPerSample: work)
     }
+  }
+
+  /// Sets `estimator`'s model to the option ``best(of:)`` picks within `budget` less the
+  /// margin (`marginBytes`, `nil` for 1%), for micro-batches of up to `limit` samples; keeps
+  /// activations when neither fits. Returns whether the segments recompute.
+  @discardableResult
+  public static func applyBest(
+    estimator: MemoryEstimator, upTo limit: Int, budget: MemoryBudget, marginBytes: Int?
+  ) -> Bool {
+    let usable = budget.bytes - Planner.marginBytes(budgetBytes: budget.bytes, fixed: marginBytes)
+    let recomputes = best(of: options(estimator: estimator, upTo: limit, bytes: usable))?.recomputes ?? false
+    RecomputePolicy.apply(recomputes, to: estimator.model)
+    return recomputes
   }
 }

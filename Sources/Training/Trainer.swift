@@ -280,11 +280,9 @@ public final class Trainer {
     case .planned(let budget):
       // Samples of one shape choose here; sequences when their lengths are known.
       if options.recompute == .auto && !Self.takesSequences(model) {
-        let usable = budget.bytes - Planner.marginBytes(budgetBytes: budget.bytes, fixed: options.safetyMarginBytes)
-        let choice = RecomputeChoice.best(
-          of: RecomputeChoice.options(
-            estimator: estimator, upTo: Self.largestShare(samples: targetBatch, processes: processes), bytes: usable))
-        RecomputePolicy.apply(choice?.recomputes ?? false, to: model)
+        RecomputeChoice.applyBest(
+          estimator: estimator, upTo: Self.largestShare(samples: targetBatch, processes: processes), budget: budget,
+          marginBytes: options.safetyMarginBytes)
       }
       // Each process plans for its share of a window: at most ⌈T / N⌉ samples.
       let reduction =
@@ -353,6 +351,19 @@ public final class Trainer {
     return shares(samples: indices.count, processes: processes)
   }
 
+  /// Window `window` of an epoch visiting samples in `order`: its size, every process's
+  /// share of it, and this process's samples (all of them when training alone). The window
+  /// is the same whatever the number of processes.
+  func share(ofWindow window: Int, order: [Int], lengths: [Int]?) -> (
+    samples: Int, shares: [Int], indices: ArraySlice<Int>
+  ) {
+    let world = options.communicator
+    let start = window * targetBatch, samples = min(targetBatch, order.count - start)
+    let shares = Self.shares(of: order[start..<(start + samples)], lengths: lengths, processes: world.size)
+    let shareStart = start + shares[..<world.rank].reduce(0, +)
+    return (samples, shares, order[shareStart..<(shareStart + shares[world.rank])])
+  }
+
   /// The largest share of a window of `samples` among `processes`: `⌈samples / processes⌉`.
   public static func largestShare(samples: Int, processes: Int) -> Int {
     samples / processes + (samples % processes > 0 ? 1 : 0)
@@ -360,7 +371,7 @@ public final class Trainer {
 
   /// Optimizer steps in an epoch of `sampleCount` samples (windows of the target batch).
   public func windowCount(sampleCount: Int) -> Int {
-    sampleCount / targetBatch + (sampleCount % targetBatch > 0 && !options.dropLast ? 1 : 0)
+    Plan.windowCount(sampleCount: sampleCount, targetBatch: targetBatch, dropLast: options.dropLast)
   }
 
   /// The input shape a model's first layer declares: a `Linear` layer's input size, or one
@@ -407,11 +418,9 @@ public final class Trainer {
           let estimator = try MemoryEstimator(
             model: model, sampleShape: [longest], targetShape: [longest], loss: loss, optimizer: optimizer,
             processes: processes)
-          let usable = budget.bytes - Planner.marginBytes(budgetBytes: budget.bytes, fixed: options.safetyMarginBytes)
-          let choice = RecomputeChoice.best(
-            of: RecomputeChoice.options(
-              estimator: estimator, upTo: Self.largestShare(samples: targetBatch, processes: processes), bytes: usable))
-          RecomputePolicy.apply(choice?.recomputes ?? false, to: model)
+          RecomputeChoice.applyBest(
+            estimator: estimator, upTo: Self.largestShare(samples: targetBatch, processes: processes), budget: budget,
+            marginBytes: options.safetyMarginBytes)
         }
         let planner = try SequencePlanner(
           model: model, loss: loss, optimizer: optimizer,
@@ -452,13 +461,8 @@ public final class Trainer {
     guard let sequencePlanner else { return nil }
     let order = DataLoader.sampleOrder(
       count: lengths.count, epoch: progress.epoch, shuffle: options.shuffle, seed: options.seed)
-    let world = options.communicator
     let windows = (0..<windowCount(sampleCount: lengths.count)).map { window in
-      // This process's share of each window.
-      let start = window * targetBatch, samples = min(targetBatch, lengths.count - start)
-      let shares = Self.shares(of: order[start..<(start + samples)], lengths: lengths, processes: world.size)
-      let shareStart = start + shares[..<world.rank].reduce(0, +)
-      return order[shareStart..<(shareStart + shares[world.rank])].map { lengths[$0] }
+      share(ofWindow: window, order: order, lengths: lengths).indices.map { lengths[$0] }
     }.filter { !$0.isEmpty }
     do {
       return try sequencePlanner.plan(windowLengths: windows)
@@ -482,7 +486,7 @@ public final class Trainer {
   }
 
   /// Whether micro-batches of `sizes` over `indices` (in length order) fit this run's plan.
-  func fitsSequencePlan(_ sizes: ArraySlice<Int>, indices: [Int], lengths: [Int]) throws(TrainingError) -> Bool {
+  func fitsSequencePlan(_ sizes: ArraySlice<Int>, indices: [Int], lengths: [Int]) -> Bool {
     guard sizes.reduce(0, +) == indices.count else { return false }
     guard case .planned = schedule, let planner = sequencePlanner else { return true }
     var start = 0
@@ -512,11 +516,9 @@ public final class Trainer {
     guard case .planned = schedule, let planner = sequencePlanner else {
       return Self.windowSizes(samples: indices.count, schedule: schedule, microBatch: plan.microBatch)
     }
-    if let overshoot {
+    if overshoot != nil {
       if let sizes = SequencePlanner.compose(sortedLengths: sorted, capacity: measuredSequenceCapacity) { return sizes }
-      try stop(dataset: dataset)
-      throw .budgetExceeded(
-        microBatch: overshoot.microBatch, peakBytes: overshoot.peakBytes, budgetBytes: memoryBudget?.bytes ?? 0)
+      try stopBeforeWindow(dataset: dataset)
     }
     do {
       return try planner.compose(sortedLengths: sorted)
@@ -529,13 +531,19 @@ public final class Trainer {
   /// of the fixed size (the last one smaller), or after a micro-step went over the budget,
   /// made only of sizes measured within it.
   func windowSizes(samples: Int, dataset: some Dataset) throws(TrainingError) -> [Int] {
-    if let overshoot {
+    if overshoot != nil {
       if let sizes = Self.compose(samples: samples, from: measuredWithinBudget) { return sizes }
-      try stop(dataset: dataset)
-      throw .budgetExceeded(
-        microBatch: overshoot.microBatch, peakBytes: overshoot.peakBytes, budgetBytes: memoryBudget?.bytes ?? 0)
+      try stopBeforeWindow(dataset: dataset)
     }
     return Self.windowSizes(samples: samples, schedule: schedule, microBatch: plan.microBatch)
+  }
+
+  /// After an overshoot, when the sizes measured within the budget cannot make a window:
+  /// the run stops before it, with its checkpoint and the overshoot's error.
+  func stopBeforeWindow(dataset: some Dataset) throws(TrainingError) -> Never {
+    let (microBatch, peak) = overshoot ?? (0, 0)
+    try stop(dataset: dataset)
+    throw .budgetExceeded(microBatch: microBatch, peakBytes: peak, budgetBytes: memoryBudget?.bytes ?? 0)
   }
 
   /// The sizes of a window of `samples` under `schedule` (with `microBatch`, the plan's).
@@ -634,14 +642,8 @@ public final class Trainer {
         count: dataset.count, epoch: progress.epoch, shuffle: options.shuffle, seed: options.seed)
       let windowCount = windowCount(sampleCount: dataset.count)
       while progress.window < windowCount {
-        let windowStart = progress.window * targetBatch
-        let windowSamples = min(targetBatch, dataset.count - windowStart)
-        // This process's share of the window (all of it when training alone): the window
-        // is the same whatever the number of processes.
-        let shares = Self.shares(
-          of: order[windowStart..<(windowStart + windowSamples)], lengths: lengths, processes: world.size)
-        let shareStart = windowStart + shares[..<world.rank].reduce(0, +)
-        var windowIndices = Array(order[shareStart..<(shareStart + shares[world.rank])])
+        let (windowSamples, shares, share) = share(ofWindow: progress.window, order: order, lengths: lengths)
+        var windowIndices = Array(share)
         if let lengths {
           // Longest first: each micro-batch is padded to its first sample's length.
           windowIndices = SequencePlanner.lengthOrder(windowIndices, lengths: lengths)
@@ -654,7 +656,7 @@ public final class Trainer {
           // A resumed window: the rest is composed again unless it fits this run's budget.
           let done = progress.windowSizes[..<progress.microIndex].reduce(0, +)
           let rest = Array(windowIndices[done...])
-          if try !fitsSequencePlan(progress.windowSizes[progress.microIndex...], indices: rest, lengths: lengths) {
+          if !fitsSequencePlan(progress.windowSizes[progress.microIndex...], indices: rest, lengths: lengths) {
             progress.windowSizes =
               Array(progress.windowSizes[..<progress.microIndex])
               + (try windowSizes(indices: rest, lengths: lengths, dataset: dataset))

@@ -83,7 +83,7 @@ struct RecomputeReport {
   /// Measures both options on `estimator` (the model's segments are set to the choice
   /// `policy` makes after), or `nil` for a model without recomputable segments.
   static func make(
-    estimator: MemoryEstimator, policy: RecomputePolicy, upTo limit: Int, usableBytes: Int
+    estimator: MemoryEstimator, policy: RecomputePolicy, upTo limit: Int, budget: MemoryBudget
   ) -> RecomputeReport? {
     let segments = RecomputePolicy.segments(of: estimator.model)
     guard !segments.isEmpty else { return nil }
@@ -94,14 +94,12 @@ struct RecomputeReport {
     let keeping = smallest(false), recomputing = smallest(true)
     let choice: Bool
     switch policy {
-    case .none: choice = false
-    case .all: choice = true
+    case .none, .all:
+      choice = policy == .all
+      RecomputePolicy.apply(choice, to: estimator.model)
     case .auto:
-      choice =
-        RecomputeChoice.best(of: RecomputeChoice.options(estimator: estimator, upTo: limit, bytes: usableBytes))?
-        .recomputes ?? false
+      choice = RecomputeChoice.applyBest(estimator: estimator, upTo: limit, budget: budget, marginBytes: nil)
     }
-    RecomputePolicy.apply(choice, to: estimator.model)
     return RecomputeReport(
       segments: segments.count, smallestKeeping: keeping, smallestRecomputing: recomputing, recomputes: choice)
   }

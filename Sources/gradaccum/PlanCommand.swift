@@ -124,9 +124,7 @@ struct PlanCommand: ParsableCommand {
     // With several processes, one process's plan: the largest share of a window, and the
     // gradient reduction.
     let share = Trainer.largestShare(samples: targetBatch, processes: worldSize)
-    let recomputeReport = RecomputeReport.make(
-      estimator: estimator, policy: recompute, upTo: share,
-      usableBytes: budget.bytes - Planner.marginBytes(budgetBytes: budget.bytes, fixed: nil))
+    let recomputeReport = RecomputeReport.make(estimator: estimator, policy: recompute, upTo: share, budget: budget)
     let reduction =
       worldSize > 1 ? Planner.reductionWorkspaceEstimate(elements: PersistentMemory.communicationElements(model.parameters)) : 0
     var plan = try userFacing {
@@ -303,8 +301,7 @@ extension PlanCommand {
     }
     let recomputeReport = RecomputeReport.make(
       estimator: longestEstimator, policy: recompute,
-      upTo: Trainer.largestShare(samples: targetBatch, processes: worldSize),
-      usableBytes: budget.bytes - Planner.marginBytes(budgetBytes: budget.bytes, fixed: nil))
+      upTo: Trainer.largestShare(samples: targetBatch, processes: worldSize), budget: budget)
     let planner = try userFacing {
       try SequencePlanner(
         model: model, loss: loss, optimizer: optimizer,
