@@ -71,35 +71,23 @@ struct SweepChart {
     }
     // Series. The measured peak is a wide light line and the predicted one a thin dark dashed
     // line on top of it, so both show where they coincide (they usually do, to the byte).
-    elements.append(
-      polyline(points.map { (x(Double($0.microBatch)), yRate($0.samplesPerSecond)) }, stroke: "#1f5fbf", width: 2))
-    elements.append(
-      polyline(
-        points.map { (x(Double($0.microBatch)), yMemory(Double($0.measuredPeakBytes))) }, stroke: "#f4a582",
-        width: 6))
-    elements.append(
-      polyline(
-        points.map { (x(Double($0.microBatch)), yMemory(Double($0.predictedPeakBytes))) }, stroke: "#8c2d04",
-        dash: "5 3", width: 1.5))
-    for point in points {
-      elements.append(circle(x(Double(point.microBatch)), yRate(point.samplesPerSecond), fill: "#1f5fbf"))
-    }
-    if let comparison {
-      let series = comparison.points
+    func draw(_ series: [Sweep.Point], rate: String, measured: String, predicted: String) {
       elements.append(
-        polyline(series.map { (x(Double($0.microBatch)), yRate($0.samplesPerSecond)) }, stroke: "#6a3d9a", width: 2))
+        polyline(series.map { (x(Double($0.microBatch)), yRate($0.samplesPerSecond)) }, stroke: rate, width: 2))
       elements.append(
         polyline(
-          series.map { (x(Double($0.microBatch)), yMemory(Double($0.measuredPeakBytes))) }, stroke: "#cab2d6",
+          series.map { (x(Double($0.microBatch)), yMemory(Double($0.measuredPeakBytes))) }, stroke: measured,
           width: 6))
       elements.append(
         polyline(
-          series.map { (x(Double($0.microBatch)), yMemory(Double($0.predictedPeakBytes))) }, stroke: "#3f007d",
+          series.map { (x(Double($0.microBatch)), yMemory(Double($0.predictedPeakBytes))) }, stroke: predicted,
           dash: "5 3", width: 1.5))
       for point in series {
-        elements.append(circle(x(Double(point.microBatch)), yRate(point.samplesPerSecond), fill: "#6a3d9a"))
+        elements.append(circle(x(Double(point.microBatch)), yRate(point.samplesPerSecond), fill: rate))
       }
     }
+    draw(points, rate: "#1f5fbf", measured: "#f4a582", predicted: "#8c2d04")
+    if let comparison { draw(comparison.points, rate: "#6a3d9a", measured: "#cab2d6", predicted: "#3f007d") }
     // Legend, on a white panel so that no line runs through its labels.
     var entries: [(sample: (Double, Double) -> String, label: String)] = [
       ({ self.line($0, $1, $0 + 24, $1, stroke: "#1f5fbf", width: 2) }, "throughput"),
