@@ -205,13 +205,15 @@ struct TrainCommand: ParsableCommand {
     if world.isLeader {
       trainer.log = try log.map { path in try userFacing { try TrainingLog(path: path, budgetBytes: budget?.bytes) } }
     }
+    // What MPI allocates in the reduction differs by rank: the largest (every rank asks).
+    let reductionWorkspace = world.size > 1 ? Int(world.maximum([Int64(trainer.reductionWorkspaceBytes)])[0]) : 0
     if !silent {
       print(
         "training \(specification) on \(dataset.count) samples from \(dataOptions.data): \(epochs) epochs, \(optimizer.name)"
       )
       if world.size > 1 {
         print(
-          "data parallel: \(world.size) processes, each with its own budget and its share of every window; one reduction of \(formatBytes(4 * PersistentMemory.communicationElements(model.parameters))) per window (MPI allocates \(trainer.reductionWorkspaceBytes) bytes inside it)"
+          "data parallel: \(world.size) processes, each with its own budget and its share of every window; one reduction of \(formatBytes(4 * PersistentMemory.communicationElements(model.parameters))) per window (MPI allocates up to \(reductionWorkspace) bytes inside it, the most of any process)"
         )
       }
       if budget != nil, let sequencePlan = try userFacing({ try trainer.sequencePlan(for: dataset) }) {
