@@ -223,3 +223,42 @@ struct SequenceCommandTests {
     #expect(result.output.contains("tokens/s") && result.output.contains("sequences of 12 tokens"), "\(result.output)")
   }
 }
+
+/// Every option check added with sequences, data parallel and recomputation: one line, a
+/// non-zero status, the value named.
+@Suite("Sequence and recompute option errors")
+struct SequenceOptionErrorTests {
+  static let token = "embedding(16,8) positionalembedding(8,8) transformerblock(8,2) linear(8,16)"
+
+  @Test(arguments: [
+    (["generate", "--model", token, "--init", "w.safetensors", "--tokens", "1"], "give one of --prompt TEXT and --prompt-ids"),
+    (["generate", "--model", token, "--init", "w.safetensors", "--prompt-ids", "1", "--tokens", "-1"], "--tokens is -1"),
+    (["generate", "--model", token, "--init", "w.safetensors", "--prompt-ids", "1", "--tokens", "1", "--temperature", "-1"], "--temperature is -1.0"),
+    (["generate", "--model", token, "--init", "w.safetensors", "--prompt-ids", "1", "--tokens", "1", "--top-k", "0"], "--top-k is 0"),
+    (["generate", "--model", "linear(4,2)", "--init", "w.safetensors", "--prompt-ids", "1", "--tokens", "1"], "generate needs a token model"),
+    (["bench", "--model", token, "--sequence-length", "0"], "--sequence-length is 0"),
+    (["bench", "--model", token, "--sequence-length", "4", "--input-shape", "4"], "cannot be mixed"),
+    (["bench", "--model", "linear(4,2)", "--sequence-length", "4"], "--sequence-length needs a token model"),
+    (["bench", "--model", token, "--sequence-length", "4", "--steps", "0"], "--steps is 0"),
+    (["bench", "--model", token, "--sequence-length", "4", "--recompute", "auto"], "bench --recompute takes none or all"),
+    (["bench", "--model", token, "--sequence-length", "4", "--recompute", "all", "--compare-recompute"], "leave --recompute at none"),
+    (["plan", "--model", token, "--target-batch", "2", "--budget", "1MB", "--data", "x.csv"], "plan --data reads sequence data"),
+    (["plan", "--model", token, "--target-batch", "2", "--budget", "1MB", "--data", "x.jsonl", "--dataset-size", "3"], "--dataset-size and --data cannot be mixed"),
+    (["plan", "--model", token, "--target-batch", "2", "--budget", "1MB", "--data", "x.jsonl", "--objective", "throughput"], "--objective throughput applies to samples of one shape"),
+    (["train", "--data", "x.csv", "--model", "linear(4,2)", "--batch", "1", "--epochs", "1", "--max-length", "3"], "--max-length applies to sequence data"),
+    (["train", "--data", "x.jsonl", "--model", token, "--batch", "1", "--epochs", "1", "--max-length", "0"], "--max-length is 0"),
+    (["train", "--data", "x.jsonl", "--model", token, "--batch", "1", "--epochs", "1", "--loss", "mse"], "sequence data trains with cross-entropy"),
+    (["demo", "--language-model-epochs", "0"], "--language-model-epochs is 0"),
+  ])
+  func refusedWithOneLine(arguments: [String], message: String) throws {
+    let directory = try CommandRunner.temporaryDirectory()
+    try "a,b\n1,0\n".write(to: directory.appendingPathComponent("x.csv"), atomically: true, encoding: .utf8)
+    try "{\"input_ids\": [1, 2, 3, 4]}\n".write(
+      to: directory.appendingPathComponent("x.jsonl"), atomically: true, encoding: .utf8)
+    try Data(SafetensorsFile.encode(floats: [], integers: [])).write(to: directory.appendingPathComponent("w.safetensors"))
+    let result = try CommandRunner.run(arguments, directory: directory)
+    #expect(result.status != 0 && !result.crashed, "\(arguments)")
+    #expect(result.error.contains(message), "\(result.error)")
+    #expect(result.error.split(separator: "\n").count == 1, "\(result.error)")
+  }
+}
