@@ -106,8 +106,8 @@ public final class WindowStepper {
   /// planner traces exactly this code.
   @discardableResult
   public static func microStep(model: any Layer, loss: Loss, batch: Batch, windowItems: Int) -> Float {
-    let output = model(batch.inputs)
-    let scaled = loss(output, batch.targets, reduction: .sum) / Float(windowItems)
+    // The model's output is not held here: the loss keeps what its backward needs.
+    let scaled = loss(model(batch.inputs), batch.targets, reduction: .sum) / Float(windowItems)
     let value = scaled.scalarValue
     ShapeTracing.current?.mark("backward")
     scaled.backward()

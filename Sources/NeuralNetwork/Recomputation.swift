@@ -21,22 +21,23 @@ extension Layer {
     return Tensor.recordRecomputation(output, input: input, parameters: parameters) { gradient in
       // The same random draws as the first forward; after it, the state that forward left.
       let randomAfter = self.randomStates
-      let buffers = self.namedBuffers.map { ($0.tensor, $0.tensor.hasElements ? $0.tensor.values : []) }
+      // Under shape tracing, zeros of the same count: the same bytes as the real copies.
+      let buffers = self.namedBuffers.map {
+        ($0.tensor, $0.tensor.hasElements ? $0.tensor.values : [Float](repeating: 0, count: $0.tensor.count))
+      }
       let counters = self.namedCounters.map { ($0.counter, $0.counter.value) }
       self.randomStates = randomBefore
       defer {
         self.randomStates = randomAfter
-        for (tensor, values) in buffers where !values.isEmpty { tensor.mutableBuffer.update(fromContentsOf: values) }
+        for (tensor, values) in buffers where tensor.hasElements { tensor.mutableBuffer.update(fromContentsOf: values) }
         for (counter, value) in counters { counter.value = value }
       }
-      let replayed = input.detached()
-      replayed.requiresGradient = input.isDifferentiable
-      // Allocated before backward so that the input's gradient exists under shape tracing
-      // too (where backward writes no leaf), and is the same buffer in both.
-      if replayed.requiresGradient { replayed.gradient = Tensor(zeros: input.shape) }
-      let recomputed = forward(replayed)
-      recomputed.backward(seed: gradient)
-      return replayed.gradient
+      // The input's gradient is whatever tensor backward brings to the replayed input
+      // (no buffer of its own); the recomputed output is not kept through backward.
+      var inputGradient: Tensor?
+      let replayed = input.isDifferentiable ? input.capturingGradient { inputGradient = $0 } : input.detached()
+      forward(replayed).backward(seed: gradient)
+      return inputGradient
     }
   }
 }

@@ -130,26 +130,47 @@ public final class TransformerBlock: Layer, CustomStringConvertible {
   }
 
   /// Whether the block keeps only its input for backward and recomputes the rest there
-  /// (``Layer/recomputing(_:)``): less memory, one more forward of the block.
+  /// (``Layer/recomputing(_:through:)``), as two segments: the attention half (its output,
+  /// the residual sum, is the one more tensor kept) and the MLP half. Inside them the
+  /// softmax weights are not kept either but computed again per head
+  /// (`Tensor.causalSelfAttention(_:heads:dropoutMask:keepsWeights:)`), nor the GELU's
+  /// output (`Tensor.linearOfGELU(_:weight:bias:)`). Less memory for one more forward of
+  /// the block, one more `Q·Kᵀ` per head and one more GELU; the same results bit for bit.
   public var recomputes = false
 
   public func callAsFunction(_ input: Tensor) -> Tensor {
-    recomputes ? recomputing(input, through: forward) : forward(input)
+    guard recomputes else { return feedForwardHalf(attentionHalf(input)) }
+    let x = recomputing(input) { self.attentionHalf($0, keepsWeights: false) }
+    return recomputing(x) { self.feedForwardHalf($0, keepsActivation: false) }
   }
 
-  func forward(_ input: Tensor) -> Tensor {
+  /// `input + attention(ln_1(input))`, dropout included.
+  func attentionHalf(_ input: Tensor, keepsWeights: Bool = true) -> Tensor {
     let (samples, length) = (input.shape[0], input.shape[1])
     let normalized = firstNorm(input).reshaped(to: [samples * length, width])
     let projected = Tensor.linear(normalized, weight: inputProjectionWeight, bias: inputProjectionBias)
     let drops = isTraining && dropout > 0
     let attended = Tensor.causalSelfAttention(
       projected.reshaped(to: [samples, length, 3 * width]), heads: heads,
-      dropoutMask: drops ? dropoutMask([samples, heads, length, length]) : nil)
+      dropoutMask: drops ? dropoutMask([samples, heads, length, length]) : nil, keepsWeights: keepsWeights)
     var attention = outputProjection(attended)
     if drops { attention = attention * dropoutMask(attention.shape) }
-    let x = input + attention
-    var mlp = contraction(expansion(secondNorm(x)).gelu())
-    if drops { mlp = mlp * dropoutMask(mlp.shape) }
+    return input + attention
+  }
+
+  /// `x + mlp(ln_2(x))`, dropout included. `keepsActivation: false` keeps the GELU's input
+  /// only, not also its output (`Tensor.linearOfGELU`).
+  func feedForwardHalf(_ x: Tensor, keepsActivation: Bool = true) -> Tensor {
+    let expanded = expansion(secondNorm(x))
+    var mlp: Tensor
+    if keepsActivation {
+      mlp = contraction(expanded.gelu())
+    } else {
+      let rows = expanded.reshaped(to: [-1, feedForward])
+      mlp = Tensor.linearOfGELU(rows, weight: contraction.weight, bias: contraction.bias)
+        .reshaped(to: expanded.shape.dropLast() + [width])
+    }
+    if isTraining && dropout > 0 { mlp = mlp * dropoutMask(mlp.shape) }
     return x + mlp
   }
 

@@ -31,17 +31,96 @@ public final class Sequential: Layer {
   /// A model from statements, one layer each.
   public convenience init(@LayerBuilder _ build: () -> [any Layer]) { self.init(build()) }
 
+  /// Stages (runs of layers, by position) that keep only their input in the forward pass
+  /// and run again in backward (``Layer/recomputing(_:through:)``). Set through
+  /// ``recomputedSegments``.
+  public private(set) var recomputedStages: [Range<Int>] = []
+  /// One layer per recomputed stage, made when the stages are set: its parameters, buffers
+  /// and random states are the stage's.
+  var stageLayers: [Int: (range: Range<Int>, layer: Sequential)] = [:]
+
   public func callAsFunction(_ input: Tensor) -> Tensor {
-    guard let trace = ShapeTracing.current else { return layers.reduce(input) { $1($0) } }
-    // Under memory tracing, tag each buffer with the layer that made it.
+    if ShapeTracing.current == nil && stageLayers.isEmpty { return layers.reduce(input) { $1($0) } }
+    var output = input
+    var index = 0
+    while index < layers.count {
+      if let stage = stageLayers[index] {
+        output = stage.layer.recomputing(output) { self.run(stage.range, $0) }
+        index = stage.range.upperBound
+      } else {
+        output = run(index..<(index + 1), output)
+        index += 1
+      }
+    }
+    return output
+  }
+
+  /// Runs the layers at `positions`; under memory tracing each buffer is tagged with the
+  /// layer that made it.
+  func run(_ positions: Range<Int>, _ input: Tensor) -> Tensor {
+    guard let trace = ShapeTracing.current else { return layers[positions].reduce(input) { $1($0) } }
     let outer = trace.currentLayer
     defer { trace.currentLayer = outer }
     var output = input
-    for (index, layer) in layers.enumerated() {
+    for index in positions {
       trace.currentLayer = index
-      output = layer(output)
+      output = layers[index](output)
     }
     return output
+  }
+
+  /// The parts of the model that can recompute their activations in backward, by layer
+  /// position: each transformer block (which recomputes itself, see
+  /// ``TransformerBlock/recomputes``), and each convolution stage, a `conv2d` with the
+  /// batch normalization, activations, pooling and dropout after it.
+  public var recomputableSegments: [Range<Int>] {
+    var segments: [Range<Int>] = []
+    var index = 0
+    while index < layers.count {
+      if layers[index] is TransformerBlock {
+        segments.append(index..<(index + 1))
+      } else if layers[index] is Conv2d {
+        var end = index + 1
+        while end < layers.count, Self.continuesStage(layers[end]) { end += 1 }
+        segments.append(index..<end)
+        index = end
+        continue
+      }
+      index += 1
+    }
+    return segments
+  }
+
+  /// Whether `layer` belongs to the convolution stage before it.
+  static func continuesStage(_ layer: any Layer) -> Bool {
+    layer is BatchNorm || layer is Pool2d || layer is ReLU || layer is Tanh || layer is Sigmoid || layer is GELU
+      || layer is Dropout || layer is GlobalAveragePool2d || layer is AdaptiveAvgPool2d
+  }
+
+  /// The segments (of ``recomputableSegments``) that recompute. Setting it turns the listed
+  /// segments to recompute and every other one to keep its activations.
+  /// - Precondition: every range set is one of ``recomputableSegments``.
+  public var recomputedSegments: [Range<Int>] {
+    get {
+      recomputableSegments.filter { segment in
+        (layers[segment.lowerBound] as? TransformerBlock)?.recomputes ?? recomputedStages.contains(segment)
+      }
+    }
+    set {
+      let candidates = recomputableSegments
+      precondition(newValue.allSatisfy(candidates.contains), "\(newValue) are not all segments of \(candidates)")
+      recomputedStages = []
+      stageLayers = [:]
+      for segment in candidates {
+        let recomputes = newValue.contains(segment)
+        if let block = layers[segment.lowerBound] as? TransformerBlock {
+          block.recomputes = recomputes
+        } else if recomputes {
+          recomputedStages.append(segment)
+          stageLayers[segment.lowerBound] = (segment, Sequential(Array(layers[segment])))
+        }
+      }
+    }
   }
 
   public func outputShape(forInput shape: [Int]) throws(ShapeError) -> [Int] {

@@ -52,8 +52,13 @@ public final class MemoryEstimator {
     self.loss = loss
     persistent = PersistentMemory(model: model, optimizer: optimizer, processes: processes)
     sizeClasses = try? SizeClasses()
-    // One trace to warm up: the first run of any code makes one-time allocations (type
-    // metadata, caches) that later steps do not repeat and must not be counted.
+    warmUp()
+  }
+
+  /// Traces one step and forgets it: the first run of any code makes one-time allocations
+  /// (type metadata, caches) that later steps do not repeat and must not be counted. Called
+  /// again after the model changes how it runs (segments set to recompute).
+  public func warmUp() {
     _ = replay(trace(microBatch: 1))
   }
 

@@ -2,79 +2,121 @@ import Memory
 import NeuralNetwork
 
 /// Which segments recompute their activations in backward instead of keeping them
-/// (`Layer.recomputing(_:through:)`): today the model's transformer blocks.
+/// (`Layer.recomputing(_:through:)`): transformer blocks and convolution stages
+/// (``NeuralNetwork/Sequential/recomputableSegments``).
 public enum RecomputePolicy: String, Sendable, CaseIterable {
   /// Keep every activation.
   case none
-  /// Recompute every transformer block.
+  /// Recompute every segment.
   case all
-  /// Whichever of the two the planner predicts to train faster within the budget.
+  /// The segments and micro-batch the planner predicts to train fastest within the budget.
   case auto
 
-  /// The model's segments that can recompute.
-  public static func segments(of model: any Layer) -> [TransformerBlock] {
-    guard let sequential = model as? Sequential else { return (model as? TransformerBlock).map { [$0] } ?? [] }
-    return sequential.layers.compactMap { $0 as? TransformerBlock }
+  /// The model's segments that can recompute, by layer position (none for a model that is
+  /// not a `Sequential`).
+  public static func segments(of model: any Layer) -> [Range<Int>] {
+    (model as? Sequential)?.recomputableSegments ?? []
+  }
+
+  /// The model's segments that recompute now.
+  public static func recomputed(in model: any Layer) -> [Range<Int>] {
+    (model as? Sequential)?.recomputedSegments ?? []
   }
 
   /// Sets every segment of `model` to recompute (`true`) or not.
   public static func apply(_ recomputes: Bool, to model: any Layer) {
-    for block in segments(of: model) { block.recomputes = recomputes }
+    apply(recomputes ? segments(of: model) : [], to: model)
+  }
+
+  /// Sets `segments` of `model` to recompute and every other one not.
+  public static func apply(_ segments: [Range<Int>], to model: any Layer) {
+    (model as? Sequential)?.recomputedSegments = segments
+  }
+
+  /// `layers 2, 3` or `layers 0–2, 4–6`: segments by layer position.
+  public static func describe(_ segments: [Range<Int>]) -> String {
+    let parts = segments.map { $0.count == 1 ? "\($0.lowerBound)" : "\($0.lowerBound)–\($0.upperBound - 1)" }
+    return (segments.count == 1 && segments[0].count == 1 ? "layer " : "layers ") + parts.joined(separator: ", ")
   }
 }
 
-/// The planner's choice between keeping activations and recomputing them.
+/// The planner's choice of recomputed segments and micro-batch.
 public enum RecomputeChoice {
-  /// One option: whether segments recompute, the largest micro-batch that fits (0: none),
+  /// One option: the segments that recompute, the largest micro-batch that fits (0: none),
   /// and the step's multiply-adds per sample at that micro-batch.
   public struct Option: Sendable, Equatable {
-    public var recomputes: Bool
+    public var segments: [Range<Int>]
     public var microBatch: Int
     public var multiplyAddsPerSample: Double
 
-    /// Predicted samples per second, up to a constant: the arithmetic per sample, and a
-    /// micro-batch of `m` running at `m / (m + 4)` of a large one's efficiency (small
-    /// products pack and dispatch as much as large ones for less work).
+    /// Whether any segment recomputes.
+    public var recomputes: Bool { !segments.isEmpty }
+
+    /// Predicted samples per second, up to a constant: the arithmetic per sample (each
+    /// recomputed segment's forward included, as traced), and a micro-batch of `m` running at
+    /// `m / (m + 4)` of a large one's efficiency (small products pack and dispatch as much
+    /// as large ones for less work).
     public var relativeThroughput: Double {
       guard microBatch > 0, multiplyAddsPerSample > 0 else { return 0 }
       return Double(microBatch) / Double(microBatch + 4) / multiplyAddsPerSample
     }
   }
 
-  /// The option with the higher predicted throughput among those that fit (`none` on a tie
-  /// or when neither fits).
+  /// The option with the highest predicted throughput among those that fit; on a tie the
+  /// one recomputing fewer segments (earlier in `options`). `nil` when none fits.
   public static func best(of options: [Option]) -> Option? {
-    let fitting = options.filter { $0.microBatch > 0 }
-    return fitting.max { a, b in
-      a.relativeThroughput != b.relativeThroughput ? a.relativeThroughput < b.relativeThroughput : a.recomputes && !b.recomputes
+    var best: Option?
+    for option in options where option.microBatch > 0 {
+      if best.map({ option.relativeThroughput > $0.relativeThroughput }) ?? true { best = option }
     }
+    return best
   }
 
-  /// The options for `estimator`'s model with segments kept and recomputed: each one's
+  /// The sets of segments worth comparing: every subset of up to four segments, fewest
+  /// first; beyond four, the first `j` in the order of the activation bytes they keep at one
+  /// sample (most first), for every `j`.
+  static func candidates(estimator: MemoryEstimator) -> [[Range<Int>]] {
+    let segments = RecomputePolicy.segments(of: estimator.model)
+    if segments.count <= 4 {
+      let subsets = (0..<(1 << segments.count)).map { mask in
+        segments.indices.filter { mask & (1 << $0) != 0 }.map { segments[$0] }
+      }
+      return subsets.sorted { $0.count < $1.count }
+    }
+    RecomputePolicy.apply([], to: estimator.model)
+    let kept = estimator.estimate(microBatch: 1).layerActivationBytes
+    let ordered = segments.sorted { a, b in
+      a.reduce(0) { $0 + kept[$1, default: 0] } > b.reduce(0) { $0 + kept[$1, default: 0] }
+    }
+    return (0...ordered.count).map { Array(ordered.prefix($0)).sorted { $0.lowerBound < $1.lowerBound } }
+  }
+
+  /// The options for `estimator`'s model (see ``candidates(estimator:)``): each one's
   /// largest micro-batch up to `limit` within `bytes`, and its arithmetic. The model's
   /// segments are left as they were.
   public static func options(estimator: MemoryEstimator, upTo limit: Int, bytes: Int) -> [Option] {
-    let segments = RecomputePolicy.segments(of: estimator.model)
-    let before = segments.map(\.recomputes)
-    defer { for (block, value) in zip(segments, before) { block.recomputes = value } }
-    return [false, true].map { recomputes in
-      for block in segments { block.recomputes = recomputes }
+    let before = RecomputePolicy.recomputed(in: estimator.model)
+    defer { RecomputePolicy.apply(before, to: estimator.model) }
+    return candidates(estimator: estimator).map { segments in
+      RecomputePolicy.apply(segments, to: estimator.model)
+      estimator.warmUp()
       let m = Planner.largestMicroBatch(estimator: estimator, upTo: limit, bytes: bytes) ?? 0
       let work = m > 0 ? Double(estimator.multiplyAdds(microBatch: m)) / Double(m) : 0
-      return Option(recomputes: recomputes, microBatch: m, multiplyAddsPerSample: work)
+      return Option(segments: segments, microBatch: m, multiplyAddsPerSample: work)
     }
   }
 
   /// Sets `estimator`'s model to the option ``best(of:)`` picks within `budget` less the
   /// margin (`marginBytes`, `nil` for 1%), for micro-batches of up to `limit` samples; keeps
-  /// activations when neither fits. Returns whether the segments recompute.
+  /// activations when none fits. Returns the segments that recompute.
   @discardableResult
   public static func applyBest(
     estimator: MemoryEstimator, upTo limit: Int, budget: MemoryBudget, marginBytes: Int?
-  ) -> Bool {
+  ) -> [Range<Int>] {
     let usable = budget.bytes - Planner.marginBytes(budgetBytes: budget.bytes, fixed: marginBytes)
-    let recomputes = best(of: options(estimator: estimator, upTo: limit, bytes: usable))?.recomputes ?? false
-    RecomputePolicy.apply(recomputes, to: estimator.model)
-    return recomputes
+    let segments = best(of: options(estimator: estimator, upTo: limit, bytes: usable))?.segments ?? []
+    RecomputePolicy.apply(segments, to: estimator.model)
+    estimator.warmUp()
+    return segments
   }
 }

@@ -10,98 +10,131 @@ extension Tensor {
   /// `0…t`, with scores scaled by `1/√(d/heads)`. The result is the heads' outputs side by
   /// side, `[b, s, d]` (before the output projection).
   ///
-  /// Each (sample, head) is three matrix products through BLAS; the heads are first copied
-  /// into contiguous blocks `[3, b, heads, s, d/heads]`. The softmax probabilities
-  /// `[b, heads, s, s]` are kept for backward, as are the blocks.
+  /// Each (sample, head) is three matrix products through BLAS, straight on its slices of
+  /// `qkv` and of the result (leading dimensions `3d` and `d`: no copies of the heads);
+  /// `qkv` is kept for backward. With `keepsWeights` the softmax probabilities
+  /// `[b, heads, s, s]` are kept too; without, the forward pass holds one head's `[s, s]` at
+  /// a time and backward computes each head's probabilities again, by the same product and
+  /// softmax (so bit for bit the same values), for one more product per head:
+  /// `b · heads · s²` floats fewer kept.
   ///
   /// `dropoutMask` `[b, heads, s, s]` (0, or `1/(1−p)` for a kept weight) applies dropout to
   /// the attention weights, as `nn.MultiheadAttention(dropout: p)` does in training: the
   /// values are weighted by `P ⊙ mask`, and backward goes through the same mask.
   /// - Precondition: `qkv` is `[b, s, 3d]` with `d` a multiple of `heads`; the mask, when
   ///   given, is `[b, heads, s, s]`.
-  public static func causalSelfAttention(_ qkv: Tensor, heads: Int, dropoutMask: Tensor? = nil) -> Tensor {
+  public static func causalSelfAttention(
+    _ qkv: Tensor, heads: Int, dropoutMask: Tensor? = nil, keepsWeights: Bool = true
+  ) -> Tensor {
     precondition(qkv.rank == 3 && qkv.shape[2] % 3 == 0, "attention needs [b, s, 3d], got \(qkv.shape)")
     let (samples, length, width) = (qkv.shape[0], qkv.shape[1], qkv.shape[2] / 3)
     precondition(heads >= 1 && width % heads == 0, "\(width) features do not split into \(heads) heads")
-    let headWidth = width / heads
-    let scale = 1 / Float(headWidth).squareRoot()
-    let computes = qkv.hasElements
-    // [3, b, h, s, dh]: q, k, v of each (sample, head) contiguous.
-    let blocks = Tensor(uninitializedShape: [3, samples, heads, length, headWidth])
-    if computes { splitHeads(qkv.storage.base, into: blocks.storage.base, samples, length, width, heads, parts: 3) }
-    let probabilities = Tensor(uninitializedShape: [samples, heads, length, length])
-    let headOutputs = Tensor(uninitializedShape: [samples, heads, length, headWidth])
     precondition(
       dropoutMask.map { $0.shape == [samples, heads, length, length] } ?? true,
       "the attention dropout mask must be \([samples, heads, length, length])")
-    let block = length * headWidth, square = length * length, part = samples * heads * block
+    let layout = HeadLayout(samples: samples, length: length, width: width, heads: heads)
+    let computes = qkv.hasElements
+    let probabilities = Tensor(uninitializedShape: keepsWeights ? [samples, heads, length, length] : [length, length])
+    let result = Tensor(uninitializedShape: [samples, length, width])
     // With dropout, one head's dropped weights P ⊙ mask, made when needed.
     let dropped = dropoutMask.map { _ in Tensor(uninitializedShape: [length, length]) }
-    let oneThread = computes && runsOnOneThread(length: length, headWidth: headWidth)
+    let oneThread = computes && runsOnOneThread(length: length, headWidth: layout.headWidth)
     withOneThread(oneThread) {
       for pair in 0..<(samples * heads) {
-        let q = blocks.storage.base + pair * block, k = q + part, v = k + part
-        let p = probabilities.storage.base + pair * square, o = headOutputs.storage.base + pair * block
-        // S = Q·Kᵀ, then the causal softmax of S·scale, row by row.
+        let q = qkv.storage.base + layout.packed(pair), k = q + width, v = k + width
+        let p = probabilities.storage.base + (keepsWeights ? pair * layout.square : 0)
+        layout.weights(q, k, into: p, computes: computes, oneThread: oneThread)
+        // O = P·V (or (P ⊙ mask)·V), into the head's columns of the result.
+        let weights = droppedWeights(p, dropoutMask, dropped, pair: pair, square: layout.square, computes: computes)
         gemm(
-          q, k, p, m: length, n: length, k: headWidth, transposeA: false, transposeB: true, accumulate: false,
-          computes: computes, oneThreadHeld: oneThread)
-        if computes { causalSoftmaxRows(p, length: length, scale: scale) }
-        // O = P·V (or (P ⊙ mask)·V)
-        let weights = droppedWeights(p, dropoutMask, dropped, pair: pair, square: square, computes: computes)
-        gemm(
-          weights, v, o, m: length, n: headWidth, k: length, transposeA: false, transposeB: false, accumulate: false,
-          computes: computes, oneThreadHeld: oneThread)
+          weights, v, result.storage.base + layout.merged(pair), m: length, n: layout.headWidth, k: length,
+          transposeA: false, transposeB: false, accumulate: false, computes: computes, oneThreadHeld: oneThread,
+          ldb: 3 * width, ldc: width)
         if !computes { break }
       }
     }
     _ = dropped
-    let result = Tensor(uninitializedShape: [samples, length, width])
-    if computes { mergeHeads(headOutputs.storage.base, into: result.storage.base, samples, length, width, heads, parts: 1) }
+    let kept = keepsWeights ? probabilities : nil
     return record(result, inputs: [qkv]) { g in
       let computes = g.hasElements
-      let gradientHeads = Tensor(uninitializedShape: [samples, heads, length, headWidth])
-      if computes { splitHeads(g.storage.base, into: gradientHeads.storage.base, samples, length, width, heads, parts: 1) }
-      let gradientBlocks = Tensor(uninitializedShape: [3, samples, heads, length, headWidth])
+      let gradient = Tensor(uninitializedShape: qkv.shape)
+      // One head's dP, then dS in place; without kept weights, its probabilities again.
       let gradientScores = Tensor(uninitializedShape: [length, length])
+      let recomputed = kept == nil ? Tensor(uninitializedShape: [length, length]) : nil
       let droppedGradient = dropoutMask.map { _ in Tensor(uninitializedShape: [length, length]) }
-      let oneThread = computes && runsOnOneThread(length: length, headWidth: headWidth)
+      let oneThread = computes && runsOnOneThread(length: length, headWidth: layout.headWidth)
+      let (n, dh) = (length, layout.headWidth)
       withOneThread(oneThread) {
         for pair in 0..<(samples * heads) {
-          let q = blocks.storage.base + pair * block, k = q + part, v = k + part
-          let p = probabilities.storage.base + pair * square, dO = gradientHeads.storage.base + pair * block
-          let dQ = gradientBlocks.storage.base + pair * block, dK = dQ + part, dV = dK + part
-          let dS = gradientScores.storage.base
+          let q = qkv.storage.base + layout.packed(pair), k = q + width, v = k + width
+          let dQ = gradient.storage.base + layout.packed(pair), dK = dQ + width, dV = dK + width
+          let dO = g.storage.base + layout.merged(pair), dS = gradientScores.storage.base
+          let p: UnsafeMutablePointer<Float>
+          if let kept {
+            p = kept.storage.base + pair * layout.square
+          } else {
+            p = recomputed!.storage.base
+            layout.weights(q, k, into: p, computes: computes, oneThread: oneThread)
+          }
           // dV = Pᵀ·dO, dP = dO·Vᵀ (with dropout: (P ⊙ mask)ᵀ·dO, and dP ⊙ mask)
-          let weights = droppedWeights(p, dropoutMask, droppedGradient, pair: pair, square: square, computes: computes)
+          let weights = droppedWeights(
+            p, dropoutMask, droppedGradient, pair: pair, square: layout.square, computes: computes)
           gemm(
-            weights, dO, dV, m: length, n: headWidth, k: length, transposeA: true, transposeB: false,
-            accumulate: false, computes: computes, oneThreadHeld: oneThread)
+            weights, dO, dV, m: n, n: dh, k: n, transposeA: true, transposeB: false, accumulate: false,
+            computes: computes, oneThreadHeld: oneThread, ldb: width, ldc: 3 * width)
           gemm(
-            dO, v, dS, m: length, n: length, k: headWidth, transposeA: false, transposeB: true, accumulate: false,
-            computes: computes, oneThreadHeld: oneThread)
+            dO, v, dS, m: n, n: n, k: dh, transposeA: false, transposeB: true, accumulate: false,
+            computes: computes, oneThreadHeld: oneThread, lda: width, ldb: 3 * width)
           if computes, let dropoutMask {
-            let mask = dropoutMask.storage.base + pair * square
-            for index in 0..<square { dS[index] *= mask[index] }
+            let mask = dropoutMask.storage.base + pair * layout.square
+            for index in 0..<layout.square { dS[index] *= mask[index] }
           }
           // dS = P ⊙ (dP − Σ_row dP ⊙ P) · scale (masked entries have P = 0).
-          if computes { softmaxBackwardRows(dS, probabilities: p, length: length, scale: scale) }
+          if computes { softmaxBackwardRows(dS, probabilities: p, length: n, scale: layout.scale) }
           // dQ = dS·K, dK = dSᵀ·Q
           gemm(
-            dS, k, dQ, m: length, n: headWidth, k: length, transposeA: false, transposeB: false, accumulate: false,
-            computes: computes, oneThreadHeld: oneThread)
+            dS, k, dQ, m: n, n: dh, k: n, transposeA: false, transposeB: false, accumulate: false,
+            computes: computes, oneThreadHeld: oneThread, ldb: 3 * width, ldc: 3 * width)
           gemm(
-            dS, q, dK, m: length, n: headWidth, k: length, transposeA: true, transposeB: false, accumulate: false,
-            computes: computes, oneThreadHeld: oneThread)
+            dS, q, dK, m: n, n: dh, k: n, transposeA: true, transposeB: false, accumulate: false,
+            computes: computes, oneThreadHeld: oneThread, ldb: 3 * width, ldc: 3 * width)
           if !computes { break }
         }
       }
-      _ = droppedGradient
-      let gradient = Tensor(uninitializedShape: qkv.shape)
-      if computes {
-        mergeHeads(gradientBlocks.storage.base, into: gradient.storage.base, samples, length, width, heads, parts: 3)
-      }
+      _ = (droppedGradient, recomputed, gradientScores)
       return [gradient]
+    }
+  }
+
+  /// Where each (sample, head) of causal self-attention lives in the packed layouts: its
+  /// queries in `[b, s, 3d]` (keys `d` and values `2d` further along each row) and its
+  /// output columns in `[b, s, d]`.
+  struct HeadLayout {
+    let length: Int, width: Int, heads: Int
+    var headWidth: Int { width / heads }
+    var square: Int { length * length }
+    var scale: Float { 1 / Float(headWidth).squareRoot() }
+
+    init(samples: Int, length: Int, width: Int, heads: Int) {
+      (self.length, self.width, self.heads) = (length, width, heads)
+    }
+
+    /// Offset of head `pair % heads` of sample `pair / heads` in `[b, s, 3d]`.
+    func packed(_ pair: Int) -> Int { (pair / heads) * length * 3 * width + (pair % heads) * headWidth }
+    /// Offset of the same head in `[b, s, d]`.
+    func merged(_ pair: Int) -> Int { (pair / heads) * length * width + (pair % heads) * headWidth }
+
+    /// One head's attention weights: `S = Q·Kᵀ` into `p` (`[s, s]`), then the causal
+    /// softmax of `S · scale`, row by row.
+    @inline(__always)
+    func weights(
+      _ q: UnsafeMutablePointer<Float>, _ k: UnsafeMutablePointer<Float>, into p: UnsafeMutablePointer<Float>,
+      computes: Bool, oneThread: Bool
+    ) {
+      Tensor.gemm(
+        q, k, p, m: length, n: length, k: headWidth, transposeA: false, transposeB: true, accumulate: false,
+        computes: computes, oneThreadHeld: oneThread, lda: 3 * width, ldb: 3 * width)
+      if computes { Tensor.causalSoftmaxRows(p, length: length, scale: scale) }
     }
   }
 
@@ -130,45 +163,6 @@ extension Tensor {
       for index in 0..<square { target[index] = p[index] * m[index] }
     }
     return target
-  }
-
-  /// Copies `[b, s, parts·d]` into `[parts, b, h, s, d/h]`.
-  static func splitHeads(
-    _ source: UnsafePointer<Float>, into target: UnsafeMutablePointer<Float>, _ samples: Int, _ length: Int,
-    _ width: Int, _ heads: Int, parts: Int
-  ) {
-    forEachHeadRow(samples, length, width, heads, parts) { packed, blocked, count in
-      (target + blocked).update(from: source + packed, count: count)
-    }
-  }
-
-  /// Copies `[parts, b, h, s, d/h]` back into `[b, s, parts·d]`.
-  static func mergeHeads(
-    _ source: UnsafePointer<Float>, into target: UnsafeMutablePointer<Float>, _ samples: Int, _ length: Int,
-    _ width: Int, _ heads: Int, parts: Int
-  ) {
-    forEachHeadRow(samples, length, width, heads, parts) { packed, blocked, count in
-      (target + packed).update(from: source + blocked, count: count)
-    }
-  }
-
-  /// Calls `body` with the offsets of one head's row in the packed layout `[b, s, parts·d]`
-  /// and in the blocked layout `[parts, b, h, s, d/h]`, and the row's length, for every row.
-  @inline(__always)
-  static func forEachHeadRow(
-    _ samples: Int, _ length: Int, _ width: Int, _ heads: Int, _ parts: Int, _ body: (Int, Int, Int) -> Void
-  ) {
-    let headWidth = width / heads
-    for part in 0..<parts {
-      for sample in 0..<samples {
-        for head in 0..<heads {
-          let blocked = ((part * samples + sample) * heads + head) * length * headWidth
-          for t in 0..<length {
-            body((sample * length + t) * parts * width + part * width + head * headWidth, blocked + t * headWidth, headWidth)
-          }
-        }
-      }
-    }
   }
 
   /// Row `t` of the `[s, s]` scores becomes the softmax of `scale · scores[t, 0…t]`, and 0

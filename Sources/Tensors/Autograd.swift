@@ -1,13 +1,42 @@
-/// One recorded operation: its inputs and how to turn the gradient of its output into
-/// gradients of its inputs.
+/// One recorded operation: where its inputs' gradients go and how to turn the gradient of
+/// its output into them.
+///
+/// A node refers to the nodes that made its inputs and to the leaves among them, not to the
+/// input tensors: an intermediate result is kept only by whoever holds it (a backward
+/// closure that saved it, the caller), as in PyTorch's graph, so a result that backward does
+/// not need is freed as soon as the forward pass is done with it.
 final class GradientNode {
-  let inputs: [Tensor]
-  /// Given the output's gradient, the gradient for each input (`nil` where an input needs none).
-  let backward: (Tensor) -> [Tensor?]
+  /// Where one input's gradient goes.
+  enum Edge {
+    /// Into the gradient of a leaf that requires gradients.
+    case leaf(Tensor)
+    /// Into the node that computed the input.
+    case node(GradientNode)
+    /// Nowhere: the input is a constant.
+    case constant
+  }
+
+  /// One edge per input, in the order of the inputs.
+  private(set) var edges: [Edge]
+  /// Given the output's gradient, the gradient for each input (`nil` where an input needs
+  /// none); `nil` once backward has run through the node.
+  private(set) var backward: ((Tensor) -> [Tensor?])?
 
   init(inputs: [Tensor], backward: @escaping (Tensor) -> [Tensor?]) {
-    self.inputs = inputs
+    edges = inputs.map { input in
+      if let node = input.node { return .node(node) }
+      return input.requiresGradient ? .leaf(input) : .constant
+    }
     self.backward = backward
+  }
+
+  /// Whether backward has yet to run through the node.
+  var isLive: Bool { backward != nil }
+
+  /// Lets go of the closure (and what it saved) and the edges.
+  func release() {
+    backward = nil
+    edges = []
   }
 }
 
@@ -50,44 +79,61 @@ extension Tensor {
   }
 
   /// Back-propagates with an explicit gradient of the output (`seed`, same shape).
+  ///
+  /// Each node runs once all the nodes computed from it have passed it their gradients;
+  /// a leaf's gradient is added as each contribution arrives. A node is released right
+  /// after it runs, so what only it kept is freed as backward goes, not at the end.
   public func backward(seed: Tensor) {
     precondition(seed.shape == shape, "seed shape \(seed.shape) must equal \(shape)")
-    // Topological order: every tensor after all tensors computed from it.
-    var order: [Tensor] = []
+    guard let root = node else {
+      if requiresGradient { accumulateGradient(seed) }
+      return
+    }
+    // Topological order: every node after all nodes computed from it.
+    var order: [GradientNode] = []
     var visited = Set<ObjectIdentifier>()
-    var stack: [(Tensor, Bool)] = [(self, false)]
-    while let (tensor, expanded) = stack.popLast() {
+    var stack: [(GradientNode, Bool)] = [(root, false)]
+    while let (node, expanded) = stack.popLast() {
       if expanded {
-        order.append(tensor)
+        order.append(node)
         continue
       }
-      guard visited.insert(ObjectIdentifier(tensor)).inserted else { continue }
-      stack.append((tensor, true))
-      for input in tensor.node?.inputs ?? [] where input.isDifferentiable {
-        if !visited.contains(ObjectIdentifier(input)) { stack.append((input, false)) }
+      guard visited.insert(ObjectIdentifier(node)).inserted else { continue }
+      stack.append((node, true))
+      for case .node(let input) in node.edges where input.isLive && !visited.contains(ObjectIdentifier(input)) {
+        stack.append((input, false))
       }
     }
-    var pending: [ObjectIdentifier: Tensor] = [ObjectIdentifier(self): seed]
-    for tensor in order.reversed() {
-      guard let outputGradient = pending.removeValue(forKey: ObjectIdentifier(tensor)) else {
-        continue
-      }
-      if let node = tensor.node {
-        let inputGradients = node.backward(outputGradient)
-        for (input, gradient) in zip(node.inputs, inputGradients) {
-          guard let gradient, input.isDifferentiable else { continue }
+    var pending: [ObjectIdentifier: Tensor] = [ObjectIdentifier(root): seed]
+    while let node = order.popLast() {
+      defer { node.release() }
+      guard let outputGradient = pending.removeValue(forKey: ObjectIdentifier(node)), let backward = node.backward
+      else { continue }
+      for (edge, gradient) in zip(node.edges, backward(outputGradient)) {
+        guard let gradient else { continue }
+        switch edge {
+        case .leaf(let leaf):
+          leaf.accumulateGradient(gradient)
+        case .node(let input) where input.isLive:
           let key = ObjectIdentifier(input)
-          if let existing = pending[key] {
-            pending[key] = existing.adding(gradient)
-          } else {
-            pending[key] = gradient
-          }
+          pending[key] = pending[key].map { $0.adding(gradient) } ?? gradient
+        case .node, .constant:
+          continue
         }
-        tensor.node = nil
-      } else if tensor.requiresGradient {
-        tensor.accumulateGradient(outputGradient)
       }
     }
+  }
+
+  /// A view of this tensor's values, outside any graph, that hands the gradient reaching it
+  /// in a backward pass to `receive` (and passes nothing on): where a recomputed segment
+  /// starts, so that its input's gradient needs no buffer of its own.
+  public func capturingGradient(_ receive: @escaping (Tensor) -> Void) -> Tensor {
+    let view = detached()
+    view.node = GradientNode(inputs: []) { gradient in
+      receive(gradient)
+      return []
+    }
+    return view
   }
 
   /// Adds `gradient` into this leaf's ``gradient``, in place when one exists.

@@ -120,18 +120,21 @@ extension Tensor {
   /// `a + b`, broadcasting.
   public static func + (a: Tensor, b: Tensor) -> Tensor {
     let result = broadcasting(a, b, Addition.self)
+    // Shapes only: backward needs no values, so neither operand is kept.
+    let (shapeA, shapeB) = (a.shape, b.shape)
     return record(result, inputs: [a, b]) { g in
-      [g.reduced(toShape: a.shape), g.reduced(toShape: b.shape)]
+      [g.reduced(toShape: shapeA), g.reduced(toShape: shapeB)]
     }
   }
 
   /// `a - b`, broadcasting.
   public static func - (a: Tensor, b: Tensor) -> Tensor {
     let result = broadcasting(a, b, Subtraction.self)
+    let (shapeA, shapeB, needsB) = (a.shape, b.shape, b.isDifferentiable)
     return record(result, inputs: [a, b]) { g in
       [
-        g.reduced(toShape: a.shape),
-        b.isDifferentiable ? g.mapped { x, y, n in for i in 0..<n { y[i] = -x[i] } }.reduced(toShape: b.shape) : nil,
+        g.reduced(toShape: shapeA),
+        needsB ? g.mapped { x, y, n in for i in 0..<n { y[i] = -x[i] } }.reduced(toShape: shapeB) : nil,
       ]
     }
   }

@@ -152,30 +152,35 @@ extension Tensor {
   /// The Gaussian error linear unit `x · Φ(x)` in its exact erf form (PyTorch's default,
   /// `approximate='none'`).
   public func gelu() -> Tensor {
-    // Straight-line erf and exp (VectorMath) that vectorize: the C library's scalar erff
-    // and expf would be most of a transformer MLP's elementwise time.
-    let inverseSquareRootTwo: Float = 0.70710678118654752440
-    let result = mapped { input, output, n in
-      for i in 0..<n {
-        let x = input[i]
-        output[i] = 0.5 * x * (1 + VectorMath.erf(x * inverseSquareRootTwo))
-      }
-    }
+    let result = mapped(Tensor.geluValues)
     let x = detached()
-    return Tensor.record(result, inputs: [self]) { g in
-      [
-        Tensor.zipped(g, x) { g, x, out, n in
-          let inverseSquareRootTwoPi: Float = 0.39894228040143267794
-          for i in 0..<n {
-            let v = x[i]
-            let cdf = 0.5 * (1 + VectorMath.erf(v * inverseSquareRootTwo))
-            let pdf = inverseSquareRootTwoPi * VectorMath.expNonPositive(-0.5 * v * v)
-            out[i] = g[i] * (cdf + v * pdf)
-          }
-        }
-      ]
+    return Tensor.record(result, inputs: [self]) { g in [Tensor.zipped(g, x, Tensor.geluGradient)] }
+  }
+
+  /// `output[i] = gelu(input[i])`. Straight-line erf (VectorMath) that vectorizes: the C
+  /// library's scalar erff would be most of a transformer MLP's elementwise time.
+  static func geluValues(_ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, _ n: Int) {
+    let inverseSquareRootTwo: Float = 0.70710678118654752440
+    for i in 0..<n {
+      let x = input[i]
+      output[i] = 0.5 * x * (1 + VectorMath.erf(x * inverseSquareRootTwo))
     }
   }
+
+  /// `out[i] = g[i] · gelu′(x[i])`; `out` may be `g` (each element reads only its own).
+  static func geluGradient(
+    _ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int
+  ) {
+    let inverseSquareRootTwo: Float = 0.70710678118654752440
+    let inverseSquareRootTwoPi: Float = 0.39894228040143267794
+    for i in 0..<n {
+      let v = x[i]
+      let cdf = 0.5 * (1 + VectorMath.erf(v * inverseSquareRootTwo))
+      let pdf = inverseSquareRootTwoPi * VectorMath.expNonPositive(-0.5 * v * v)
+      out[i] = g[i] * (cdf + v * pdf)
+    }
+  }
+
 
 
 }

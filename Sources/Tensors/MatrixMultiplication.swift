@@ -66,6 +66,38 @@ extension Tensor {
     }
   }
 
+  /// `gelu(input) · weightᵀ + bias`, the values and gradients of
+  /// `linear(input.gelu(), weight:, bias:)` bit for bit, keeping only `input` for backward:
+  /// the GELU is computed again in backward (for the weight's gradient, then freed) and the
+  /// input's gradient is formed in place of the product's. Half the activations of that
+  /// pair, for one more GELU; used where activations are recomputed anyway.
+  public static func linearOfGELU(_ input: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
+    let result = GradientRecording.withoutRecording { linear(input.gelu(), weight: weight, bias: bias) }
+    let outputs = weight.shape[0]
+    let x = input.detached(), w = weight.detached(), needsInput = input.isDifferentiable
+    return record(result, inputs: [input, weight] + (bias.map { [$0] } ?? [])) { g in
+      // dW += Gᵀ·gelu(X), db += Σ rows of G: the GELU is freed on return.
+      func parameterGradients() -> (Tensor?, Tensor?) {
+        let activated = x.mapped(geluValues)
+        return (
+          weight.isDifferentiable ? gradientProduct(for: weight, g, activated, true, false) : nil,
+          bias?.isDifferentiable == true ? g.summedKeepingDimension(0).reshaped(to: [outputs], recording: false) : nil
+        )
+      }
+      let (gradientWeight, gradientBias) = parameterGradients()
+      // dX = (G·W) ⊙ gelu′(X), in place.
+      var gradientInput: Tensor?
+      if needsInput {
+        let product = product(g, w, false, false)
+        if product.hasElements {
+          geluGradient(product.storage.base, x.storage.base, product.storage.base, product.count)
+        }
+        gradientInput = product
+      }
+      return [gradientInput, gradientWeight] + (bias != nil ? [gradientBias] : [])
+    }
+  }
+
   /// The gradient `op(left)·op(right)` for `input`. For a parameter (a leaf that requires
   /// gradients) it is added straight into the parameter's gradient by `sgemm` with β = 1,
   /// which saves a temporary and a pass over it, and `nil` is returned.
@@ -119,13 +151,17 @@ extension Tensor {
       transposeB: transposeB, accumulate: accumulating, computes: c.hasElements && a.hasElements && b.hasElements)
   }
 
-  /// `C[m, n] (+)= op(A) · op(B)` on contiguous row-major matrices through ``BLASCall``.
-  /// Under shape tracing only the product is recorded (for what BLAS allocates inside it).
-  /// `oneThreadHeld`: the caller runs inside ``BLASCall/onOneThread(_:)`` (OpenBLAS on one
-  /// thread, the lock held) and the product is one that runs on one thread by rule.
+  /// `C[m, n] (+)= op(A) · op(B)` on row-major matrices through ``BLASCall``: contiguous
+  /// unless leading dimensions (`lda`, `ldb`, `ldc`: elements from one stored row to the
+  /// next, `nil` for contiguous) say otherwise, as for one head's slice of packed
+  /// projections. Under shape tracing only the product is recorded (for what BLAS allocates
+  /// inside it, which does not depend on the leading dimensions). `oneThreadHeld`: the
+  /// caller runs inside ``BLASCall/onOneThread(_:)`` (OpenBLAS on one thread, the lock held)
+  /// and the product is one that runs on one thread by rule.
   static func gemm(
     _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int,
-    transposeA: Bool, transposeB: Bool, accumulate: Bool, computes: Bool, oneThreadHeld: Bool = false
+    transposeA: Bool, transposeB: Bool, accumulate: Bool, computes: Bool, oneThreadHeld: Bool = false,
+    lda: Int? = nil, ldb: Int? = nil, ldc: Int? = nil
   ) {
     if m == 0 || n == 0 { return }
     guard computes else {
@@ -134,15 +170,25 @@ extension Tensor {
       }
       return
     }
+    let strides = BLASCall.Strides(
+      a: lda ?? (transposeA ? m : k), b: ldb ?? (transposeB ? k : n), c: ldc ?? n)
     // c is zeroed here and every kernel adds to it (β = 1): OpenBLAS's own β = 0 path is a
     // slower extra pass, and vector kernels would otherwise read whatever fresh memory holds.
-    if !accumulate { c.update(repeating: 0, count: m * n) }
+    if !accumulate {
+      if strides.c == n {
+        c.update(repeating: 0, count: m * n)
+      } else {
+        for row in 0..<m { (c + row * strides.c).update(repeating: 0, count: n) }
+      }
+    }
     if k == 0 { return }
     if oneThreadHeld {
       precondition(!BLASThreading.usesThreads(m: m, n: n, k: k), "a threaded product inside a one-thread region")
-      BLASCall.call(a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: 1)
+      BLASCall.call(
+        a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: 1, strides: strides)
     } else {
-      BLASCall.run(a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: 1)
+      BLASCall.run(
+        a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: 1, strides: strides)
     }
   }
 }
@@ -166,19 +212,30 @@ public enum BLASCall {
   /// threads do, and allocates what the probe of its extents measured.
   static let threadCountLock = ReadWriteLock()
 
+  /// Leading dimensions of the three operands of a product.
+  struct Strides {
+    var a: Int, b: Int, c: Int
+
+    /// Contiguous operands of `op(A)[m, k] · op(B)[k, n]`.
+    static func contiguous(m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool) -> Strides {
+      Strides(a: transposeA ? m : k, b: transposeB ? k : n, c: n)
+    }
+  }
+
   static func run(
     _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int,
-    transposeA: Bool, transposeB: Bool, alpha: Float
+    transposeA: Bool, transposeB: Bool, alpha: Float, strides: Strides? = nil
   ) {
     precondition(max(m, n, k) <= Int(Int32.max), "BLAS takes 32-bit extents, got \(m)×\(k)·\(k)×\(n)")
     // Small products run on one thread: OpenBLAS's threads cost more than they save there.
     if BLASThreading.defaultThreads > 1 && !BLASThreading.usesThreads(m: m, n: n, k: k) {
       threadCountLock.exclusively {
-        runSingleThreaded(a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: alpha)
+        runSingleThreaded(
+          a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: alpha, strides: strides)
       }
     } else {
       threadCountLock.shared {
-        call(a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: alpha)
+        call(a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: alpha, strides: strides)
       }
     }
   }
@@ -200,34 +257,39 @@ public enum BLASCall {
   /// caller holds ``threadCountLock``.
   static func runSingleThreaded(
     _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int,
-    transposeA: Bool, transposeB: Bool, alpha: Float
+    transposeA: Bool, transposeB: Bool, alpha: Float, strides: Strides? = nil
   ) {
     openblas_set_num_threads(1)
-    call(a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: alpha)
+    call(a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: alpha, strides: strides)
     openblas_set_num_threads(Int32(BLASThreading.defaultThreads))
   }
 
-  /// The BLAS call itself, with OpenBLAS's thread count as it stands.
+  /// The BLAS call itself, with OpenBLAS's thread count as it stands; operands contiguous
+  /// unless `strides` gives their leading dimensions.
   static func call(
     _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int,
-    transposeA: Bool, transposeB: Bool, alpha: Float
+    transposeA: Bool, transposeB: Bool, alpha: Float, strides: Strides? = nil
   ) {
     let one: Float = 1
+    let ld = strides ?? .contiguous(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB)
     if m == 1 {
-      // cᵀ = op(B)ᵀ · aᵀ; op(A) is one row (or column) of k contiguous values either way.
+      // cᵀ = op(B)ᵀ · aᵀ; op(A) is one row of k values (a stored column when transposed).
       cblas_sgemv(
         CblasRowMajor, transposeB ? CblasNoTrans : CblasTrans, Int32(transposeB ? n : k), Int32(transposeB ? k : n),
-        alpha, b, Int32(transposeB ? k : n), a, 1, one, c, 1)
+        alpha, b, Int32(ld.b), a, Int32(transposeA ? ld.a : 1), one, c, 1)
     } else if n == 1 {
+      // op(B) is one column of k values (a stored row when transposed); c one column.
       cblas_sgemv(
         CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, Int32(transposeA ? k : m), Int32(transposeA ? m : k),
-        alpha, a, Int32(transposeA ? m : k), b, 1, one, c, 1)
+        alpha, a, Int32(ld.a), b, Int32(transposeB ? 1 : ld.b), one, c, Int32(ld.c))
     } else if k == 1 {
-      cblas_sger(CblasRowMajor, Int32(m), Int32(n), alpha, a, 1, b, 1, c, Int32(n))
+      cblas_sger(
+        CblasRowMajor, Int32(m), Int32(n), alpha, a, Int32(transposeA ? 1 : ld.a), b, Int32(transposeB ? ld.b : 1), c,
+        Int32(ld.c))
     } else {
       cblas_sgemm(
         CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans, Int32(m),
-        Int32(n), Int32(k), alpha, a, Int32(transposeA ? m : k), b, Int32(transposeB ? k : n), one, c, Int32(n))
+        Int32(n), Int32(k), alpha, a, Int32(ld.a), b, Int32(ld.b), one, c, Int32(ld.c))
     }
   }
 

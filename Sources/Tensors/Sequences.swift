@@ -47,9 +47,11 @@ extension Tensor {
         for i in 0..<block { to[i] = from[i] + rows[i] }
       }
     }
+    // Backward needs no values: only whether each operand takes a gradient.
+    let (needsInput, needsPositions) = (x.isDifferentiable, positions.isDifferentiable)
     return record(result, inputs: [x, positions]) { g in
       var gradientPositions: Tensor?
-      if positions.isDifferentiable {
+      if needsPositions {
         let gradient = Tensor(zeros: [table, width])
         if gradient.hasElements {
           let rows = gradient.storage.base, incoming = g.storage.base
@@ -61,7 +63,7 @@ extension Tensor {
         }
         gradientPositions = gradient
       }
-      return [x.isDifferentiable ? g : nil, gradientPositions]
+      return [needsInput ? g : nil, gradientPositions]
     }
   }
 }

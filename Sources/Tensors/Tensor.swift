@@ -92,8 +92,13 @@ public final class Tensor {
   /// backward overwrites it instead of adding to it (no zeroing pass, and a product writes
   /// it with β = 0 instead of reading it), and any other reader gets zeros first.
   var gradientIsCleared = false
-  /// How this tensor was made, while it is part of a graph to differentiate.
-  var node: GradientNode?
+  /// How this tensor was made, while it is part of a graph to differentiate (until
+  /// backward has run through it).
+  var node: GradientNode? {
+    get { recordedNode?.isLive == true ? recordedNode : nil }
+    set { recordedNode = newValue }
+  }
+  var recordedNode: GradientNode?
 
   /// Number of elements.
   public var count: Int { storage.count }

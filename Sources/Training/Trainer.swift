@@ -42,9 +42,10 @@ public struct TrainerOptions {
   /// samples are shared among them, and its gradient reduced across them (see
   /// "Data parallel" in the training guide).
   public var communicator: any Communicator = SingleProcess()
-  /// Whether transformer blocks recompute their activations in backward: `nil` leaves the
-  /// layers as they are; `.auto` lets the planner choose what it predicts to train faster
-  /// within the budget (for sequences, at the longest sample).
+  /// Which segments (transformer blocks, convolution stages of a `Sequential`) recompute
+  /// their activations in backward: `nil` leaves the model as it is; `.auto` lets the
+  /// planner choose the segments and micro-batch it predicts to train fastest within the
+  /// budget (for sequences, at the longest sample).
   public var recompute: RecomputePolicy?
 
   /// Options with PyTorch-like defaults: constant learning rate, no clipping, a seeded
@@ -308,8 +309,8 @@ public final class Trainer {
     (model as? Sequential)?.layers.first is Embedding || model is Embedding
   }
 
-  /// Whether the model's transformer blocks recompute their activations in backward.
-  public var recomputes: Bool { RecomputePolicy.segments(of: model).contains { $0.recomputes } }
+  /// The model's segments (by layer position) that recompute their activations in backward.
+  public var recomputedSegments: [Range<Int>] { RecomputePolicy.recomputed(in: model) }
 
   /// The samples each of `processes` takes of a window of `samples`: shares that differ
   /// by at most one, larger first (a process may get none).

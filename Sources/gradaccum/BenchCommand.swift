@@ -42,12 +42,12 @@ struct BenchCommand: ParsableCommand {
     help: "Token models: every sample is a sequence of this many tokens (trained with next-token cross-entropy); reports tokens/s too.")
   var sequenceLength: Int?
 
-  @Option(help: "Transformer blocks recompute their activations in backward: none or all.")
+  @Option(help: "Segments (transformer blocks, convolution stages) recompute their activations in backward: none or all.")
   var recompute: RecomputePolicy = .none
 
   @Flag(
     help:
-      "Also sweep with every transformer block recomputing its activations, and show both (table, CSV column recompute, chart).")
+      "Also sweep with every segment (transformer block, convolution stage) recomputing its activations, and show both (table, CSV column recompute, chart).")
   var compareRecompute = false
 
   @Option(
@@ -135,13 +135,13 @@ struct BenchCommand: ParsableCommand {
       "model   \(specification)  (\(sequenceLength.map { "sequences of \($0) tokens" } ?? "input \(inputShape.map(String.init).joined(separator: "x"))"), \(lossName), \(optimizerName))"
     )
     if let budget { print("budget  \(budget) (\(budget.bytes) bytes)") }
-    print("kernels OpenBLAS \(BLASKernels.coreName), \(BLASThreading.defaultThreads) thread\(BLASThreading.defaultThreads == 1 ? "" : "s")\(recompute == .all ? "; transformer blocks recompute their activations" : "")")
+    print("kernels OpenBLAS \(BLASKernels.coreName), \(BLASThreading.defaultThreads) thread\(BLASThreading.defaultThreads == 1 ? "" : "s")\(recompute == .all ? "; \(RecomputePolicy.describe(RecomputePolicy.segments(of: shapeModel))) recompute their activations" : "")")
     print("")
     let points = table(sweep, sizes: sizes, chosen: chosen, budget: budget)
     var comparison: [Sweep.Point] = []
     if compareRecompute {
       guard !RecomputePolicy.segments(of: shapeModel).isEmpty else {
-        throw UsageError("--compare-recompute needs a model with transformer blocks, which are what recomputes")
+        throw UsageError("--compare-recompute needs a model with transformer blocks or convolution stages, which are what recomputes")
       }
       RecomputePolicy.apply(true, to: shapeModel)
       let recomputingEstimator = try userFacing {
@@ -156,7 +156,7 @@ struct BenchCommand: ParsableCommand {
           model: model, optimizer: try optimizerOptions.makeOptimizer(), loss: lossFunction, sampleShape: inputShape)
       }
       print("")
-      print("with every transformer block recomputing its activations in backward:")
+      print("with every segment (\(RecomputePolicy.describe(RecomputePolicy.segments(of: shapeModel)))) recomputing its activations in backward:")
       print("")
       comparison = table(
         Sweep(estimator: recomputingEstimator, measurement: recomputingMeasurement), sizes: sizes, chosen: nil,

@@ -75,39 +75,57 @@ extension RecomputePolicy: ExpressibleByArgument {}
 /// What recomputation costs and saves for a model, for `plan`: the smallest budget with
 /// activations kept and with every segment recomputed, and the choice made.
 struct RecomputeReport {
-  var segments: Int
+  /// The segments that can recompute, and those that do.
+  var segments: [Range<Int>]
+  var recomputed: [Range<Int>]
   var smallestKeeping: Int
   var smallestRecomputing: Int
-  var recomputes: Bool
+  /// The step's multiply-adds per sample with the chosen segments, over those keeping
+  /// every activation (at one sample): the predicted cost of recomputing.
+  var workRatio: Double
 
-  /// Measures both options on `estimator` (the model's segments are set to the choice
+  var recomputes: Bool { !recomputed.isEmpty }
+  /// The recomputed segments as `[first, last]` layer positions.
+  var segmentBounds: [[Int]] { recomputed.map { [$0.lowerBound, $0.upperBound - 1] } }
+
+  /// Measures both extremes on `estimator` (the model's segments are set to the choice
   /// `policy` makes after), or `nil` for a model without recomputable segments.
   static func make(
     estimator: MemoryEstimator, policy: RecomputePolicy, upTo limit: Int, budget: MemoryBudget
   ) -> RecomputeReport? {
     let segments = RecomputePolicy.segments(of: estimator.model)
     guard !segments.isEmpty else { return nil }
-    func smallest(_ recomputes: Bool) -> Int {
-      RecomputePolicy.apply(recomputes, to: estimator.model)
-      return Planner.smallestBudget(peakBytes: estimator.estimate(microBatch: 1).peakBytes, fixedMargin: nil)
+    func measure(_ chosen: [Range<Int>]) -> (smallest: Int, work: Int) {
+      RecomputePolicy.apply(chosen, to: estimator.model)
+      estimator.warmUp()
+      return (
+        Planner.smallestBudget(peakBytes: estimator.estimate(microBatch: 1).peakBytes, fixedMargin: nil),
+        estimator.multiplyAdds(microBatch: 1)
+      )
     }
-    let keeping = smallest(false), recomputing = smallest(true)
-    let choice: Bool
+    let keeping = measure([]), recomputing = measure(segments)
+    let chosen: [Range<Int>]
     switch policy {
     case .none, .all:
-      choice = policy == .all
-      RecomputePolicy.apply(choice, to: estimator.model)
+      chosen = policy == .all ? segments : []
+      RecomputePolicy.apply(chosen, to: estimator.model)
+      estimator.warmUp()
     case .auto:
-      choice = RecomputeChoice.applyBest(estimator: estimator, upTo: limit, budget: budget, marginBytes: nil)
+      chosen = RecomputeChoice.applyBest(estimator: estimator, upTo: limit, budget: budget, marginBytes: nil)
     }
+    let work = chosen == segments ? recomputing.work : chosen.isEmpty ? keeping.work : measure(chosen).work
     return RecomputeReport(
-      segments: segments.count, smallestKeeping: keeping, smallestRecomputing: recomputing, recomputes: choice)
+      segments: segments, recomputed: chosen, smallestKeeping: keeping.smallest,
+      smallestRecomputing: recomputing.smallest, workRatio: Double(work) / Double(max(keeping.work, 1)))
   }
 
   var lines: [String] {
-    [
-      "recompute         \(recomputes ? "all \(segments) transformer block\(segments == 1 ? "" : "s") (activations recomputed in backward)" : "none (activations kept)")",
-      "smallest budget   \(formatBytes(smallestKeeping)) keeping activations, \(formatBytes(smallestRecomputing)) recomputing",
+    let cost = String(format: "%+.0f%%", (workRatio - 1) * 100)
+    return [
+      recomputes
+        ? "recompute         \(recomputed.count) of \(segments.count) segments, \(RecomputePolicy.describe(recomputed)) (activations recomputed in backward; \(cost) arithmetic per sample)"
+        : "recompute         none (activations kept; \(segments.count) segment\(segments.count == 1 ? "" : "s") could recompute: \(RecomputePolicy.describe(segments)))",
+      "smallest budget   \(formatBytes(smallestKeeping)) keeping activations, \(formatBytes(smallestRecomputing)) recomputing every segment",
     ]
   }
 }

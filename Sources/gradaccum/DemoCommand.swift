@@ -131,7 +131,7 @@ struct DemoCommand: ParsableCommand {
     try digits(
       model:
         "conv2d(1,16,3,padding=1) batchnorm2d(16) relu maxpool2d(2) conv2d(16,32,3,padding=1) batchnorm2d(32) relu maxpool2d(2) flatten linear(128,10)",
-      sampleShape: [1, 8, 8], budget: .kb(512), training: images(training), heldOut: images(heldOut))
+      sampleShape: [1, 8, 8], budget: .kb(400), training: images(training), heldOut: images(heldOut))
   }
 
   /// Trains `model` with Adam (learning rate 0.01) for 15 epochs, target batch 64, under

@@ -48,7 +48,7 @@ struct PlanCommand: ParsableCommand {
 
   @Option(
     help:
-      "Transformer blocks recompute their activations in backward: none, all, or auto (what the planner predicts to train faster within the budget).")
+      "Segments (transformer blocks, convolution stages) recompute their activations in backward: none, all, or auto (the segments and micro-batch the planner predicts to train fastest within the budget).")
   var recompute: RecomputePolicy = .none
 
   enum Objective: String, ExpressibleByArgument, CaseIterable {
@@ -248,8 +248,12 @@ struct PlanCommand: ParsableCommand {
     var objective: String
     var candidates: [Candidate]?
     var measurements: [Measurement]?
-    /// Models with transformer blocks: whether they recompute, and the smallest budgets.
+    /// Models with recomputable segments: whether any recomputes, which (first and last
+    /// layer positions), the arithmetic per sample against keeping every activation, and the
+    /// smallest budgets.
     var recompute: Bool?
+    var recomputedSegments: [[Int]]?
+    var recomputeArithmeticRatio: Double?
     var smallestBudgetBytesKeepingActivations: Int?
     var smallestBudgetBytesRecomputing: Int?
   }
@@ -275,7 +279,8 @@ struct PlanCommand: ParsableCommand {
         candidates: candidates.isEmpty ? nil : candidates.map { .init(microBatch: $0.microBatch, stepSeconds: $0.stepSeconds) },
         measurements: measure
           ? measurements.map { .init(microBatch: $0.microBatch, predictedPeakBytes: $0.predicted, measuredPeakBytes: $0.measured) }
-          : nil, recompute: recompute?.recomputes, smallestBudgetBytesKeepingActivations: recompute?.smallestKeeping,
+          : nil, recompute: recompute?.recomputes, recomputedSegments: recompute?.segmentBounds,
+        recomputeArithmeticRatio: recompute?.workRatio, smallestBudgetBytesKeepingActivations: recompute?.smallestKeeping,
         smallestBudgetBytesRecomputing: recompute?.smallestRecomputing))
   }
 }
@@ -341,6 +346,8 @@ extension PlanCommand {
     if json {
       var output = SequencePlanOutput(plan: plan, measurements: measure ? measurements : nil)
       output.recompute = recomputeReport?.recomputes
+      output.recomputedSegments = recomputeReport?.segmentBounds
+      output.recomputeArithmeticRatio = recomputeReport?.workRatio
       output.smallestBudgetBytesKeepingActivations = recomputeReport?.smallestKeeping
       output.smallestBudgetBytesRecomputing = recomputeReport?.smallestRecomputing
       print(JSONOutput.line(output))
@@ -384,6 +391,8 @@ extension PlanCommand {
     var heaviest: [Shape]
     var measurements: [Measurement]?
     var recompute: Bool?
+    var recomputedSegments: [[Int]]?
+    var recomputeArithmeticRatio: Double?
     var smallestBudgetBytesKeepingActivations: Int?
     var smallestBudgetBytesRecomputing: Int?
 

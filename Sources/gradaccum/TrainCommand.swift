@@ -79,7 +79,7 @@ struct TrainCommand: ParsableCommand {
 
   @Option(
     help:
-      "Transformer blocks recompute their activations in backward: none, all, or auto (what the planner predicts to train faster within the budget; for sequences, at the longest sample).")
+      "Segments (transformer blocks, convolution stages) recompute their activations in backward: none, all, or auto (the segments and micro-batch the planner predicts to train fastest within the budget; for sequences, at the longest sample).")
   var recompute: RecomputePolicy = .none
 
   @Flag(help: "Print nothing but errors.")
@@ -218,10 +218,14 @@ struct TrainCommand: ParsableCommand {
       }
       if budget != nil, let sequencePlan = try userFacing({ try trainer.sequencePlan(for: dataset) }) {
         print(sequencePlan.summary)
-        if trainer.recomputes { print("recompute         transformer blocks recompute their activations in backward") }
+        if !trainer.recomputedSegments.isEmpty {
+          print("recompute         \(RecomputePolicy.describe(trainer.recomputedSegments)) (activations recomputed in backward)")
+        }
       } else if budget != nil {
         print(trainer.plan)
-        if trainer.recomputes { print("recompute            transformer blocks recompute their activations in backward") }
+        if !trainer.recomputedSegments.isEmpty {
+          print("recompute            \(RecomputePolicy.describe(trainer.recomputedSegments)) (activations recomputed in backward)")
+        }
       } else {
         print("micro-batch \(batch!), \(accumulate ?? 1) per step (windows of \(trainer.targetBatch))")
       }

@@ -21,7 +21,7 @@ struct ReadableOutputTests {
     #expect(result.output.contains("largest micro-batch  64 (the largest that fits the budget)"), "\(result.output)")
     #expect(result.output.contains("each window          1 micro-batch: 64"), "\(result.output)")
     let tight = try CommandRunner.run([
-      "plan", "--model", Self.model, "--input-shape", "64", "--target-batch", "64", "--budget", "48KB",
+      "plan", "--model", Self.model, "--input-shape", "64", "--target-batch", "64", "--budget", "45KB",
       "--optimizer", "adam",
     ])
     #expect(tight.output.contains("each window          10 micro-batches: 7, 7, 7, 7, 6, 6, 6, 6, 6, 6"), "\(tight.output)")

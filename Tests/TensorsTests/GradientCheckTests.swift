@@ -83,6 +83,24 @@ struct GradientCheckTests {
     }
   }
 
+  /// The fused GELU and product: `linear(x.gelu(), …)`'s values and gradients bit for bit,
+  /// and gradients that match finite differences.
+  @Test(arguments: [1, 3]) func linearOfGELU(rows: Int) {
+    let w = randomTensor([5, 4], seed: 32), b = randomTensor([5], seed: 33)
+    checkGradients(of: [randomTensor([rows, 4], seed: 31), w, b]) {
+      Tensor.linearOfGELU($0[0], weight: $0[1], bias: $0[2])
+    }
+    var results: [[[Float]]] = []
+    for fused in [false, true] {
+      let x = randomTensor([rows, 4], seed: 31), w = randomTensor([5, 4], seed: 32), b = randomTensor([5], seed: 33)
+      for tensor in [x, w, b] { tensor.requiresGradient = true }
+      let y = fused ? Tensor.linearOfGELU(x, weight: w, bias: b) : Tensor.linear(x.gelu(), weight: w, bias: b)
+      (y * randomTensor(y.shape, seed: 34)).sum().backward()
+      results.append([y.values, x.gradient!.values, w.gradient!.values, b.gradient!.values])
+    }
+    #expect(results[0] == results[1])
+  }
+
   @Test func reshapingAndTransposing() {
     let x = randomTensor([2, 3, 4])
     checkGradients(of: [x]) { $0[0].reshaped(to: [6, -1]) }
@@ -263,6 +281,31 @@ struct AttentionTests {
     let mask = Tensor((0..<(b * h * s * s)).map { _ in generator.uniform(0, 1) < 0.3 ? 0 : 1 / 0.7 }, shape: [b, h, s, s])
     #expect(Tensor.causalSelfAttention(qkv, heads: h, dropoutMask: mask).values != Tensor.causalSelfAttention(qkv, heads: h).values)
     checkGradients(of: [qkv], step: 1e-2, tolerance: 3e-2) { Tensor.causalSelfAttention($0[0], heads: h, dropoutMask: mask) }
+  }
+
+  /// Without kept weights (recomputed per head in backward): the same values and the same
+  /// gradients bit for bit, dropout included, and gradients that match finite differences.
+  @Test(arguments: [(1, 3, 4, 1), (2, 4, 6, 2), (2, 1, 4, 2), (1, 5, 8, 4)])
+  func weightsRecomputedInBackwardGiveTheSameGradients(shape: (Int, Int, Int, Int)) {
+    let (b, s, d, h) = shape
+    var generator = RandomGenerator(seed: 4)
+    let mask = Tensor((0..<(b * h * s * s)).map { _ in generator.uniform(0, 1) < 0.3 ? 0 : 1 / 0.7 }, shape: [b, h, s, s])
+    for dropoutMask in [nil, mask] {
+      var gradients: [[Float]] = [], values: [[Float]] = []
+      for keepsWeights in [true, false] {
+        let qkv = randomTensor([b, s, 3 * d], seed: 12)
+        qkv.requiresGradient = true
+        let out = Tensor.causalSelfAttention(qkv, heads: h, dropoutMask: dropoutMask, keepsWeights: keepsWeights)
+        values.append(out.values)
+        (out * randomTensor(out.shape, seed: 13)).sum().backward()
+        gradients.append(qkv.gradient!.values)
+      }
+      #expect(values[0] == values[1] && gradients[0] == gradients[1])
+    }
+    let qkv = randomTensor([b, s, 3 * d], seed: 8)
+    checkGradients(of: [qkv], step: 1e-2, tolerance: 3e-2) {
+      Tensor.causalSelfAttention($0[0], heads: h, dropoutMask: mask, keepsWeights: false)
+    }
   }
 
   /// Causality: a later token never changes an earlier position's output.

@@ -161,6 +161,47 @@ struct GradientRecordingTests {
 
 @Suite("Matrix products of every shape")
 struct MatrixProductShapeTests {
+  /// Operands inside wider rows (leading dimensions beyond their widths, as one head's
+  /// slice of packed projections): the contiguous product's values on every kernel path,
+  /// and the padding around the output untouched.
+  @Test func leadingDimensionsMatchContiguousOperands() {
+    let pad = 3
+    for (m, n, k) in [(1, 7, 5), (6, 1, 5), (6, 7, 1), (1, 1, 4), (9, 8, 17), (130, 80, 9)] {
+      for transposeA in [false, true] {
+        for transposeB in [false, true] {
+          let a = randomTensor(transposeA ? [k, m] : [m, k], seed: 41), b = randomTensor(transposeB ? [n, k] : [k, n], seed: 42)
+          let expected = Tensor(zeros: [m, n])
+          Tensor.multiply(a, b, transposeA, transposeB, into: expected, accumulating: false)
+          // Each stored row widened by `pad` values of 99.
+          func widened(_ t: Tensor) -> (values: [Float], stride: Int) {
+            let (rows, columns) = (t.shape[0], t.shape[1])
+            var out = [Float](repeating: 99, count: rows * (columns + pad))
+            for r in 0..<rows { for c in 0..<columns { out[r * (columns + pad) + c] = t.values[r * columns + c] } }
+            return (out, columns + pad)
+          }
+          let (wa, lda) = widened(a), (wb, ldb) = widened(b)
+          var wc = [Float](repeating: 99, count: m * (n + pad))
+          wa.withUnsafeBufferPointer { pa in
+            wb.withUnsafeBufferPointer { pb in
+              wc.withUnsafeMutableBufferPointer { pc in
+                Tensor.gemm(
+                  pa.baseAddress!, pb.baseAddress!, pc.baseAddress!, m: m, n: n, k: k, transposeA: transposeA,
+                  transposeB: transposeB, accumulate: false, computes: true, lda: lda, ldb: ldb, ldc: n + pad)
+              }
+            }
+          }
+          for i in 0..<m {
+            for j in 0..<n {
+              let (value, reference) = (wc[i * (n + pad) + j], expected.values[i * n + j])
+              #expect(abs(value - reference) <= 1e-5 * max(1, abs(reference)), "\(m)×\(n)×\(k) ᵀ\(transposeA)\(transposeB)")
+            }
+            #expect(wc[(i * (n + pad) + n)..<((i + 1) * (n + pad))].allSatisfy { $0 == 99 })
+          }
+        }
+      }
+    }
+  }
+
   /// Every kernel GradAccum picks (sgemm on one thread or several, sgemv, sger), with sizes
   /// on both sides of their limits, against the definition in Double, with and without
   /// accumulation.

@@ -62,6 +62,81 @@ struct RecomputationTests {
   }
 }
 
+/// Convolution stages of a `Sequential` recompute too: the same weights and running
+/// statistics as without, dropout and batch normalization included; predicted = measured;
+/// and the planner's choice of segments.
+@Suite("Recomputed convolution stages")
+struct RecomputedStageTests {
+  static let spec =
+    "conv2d(1,8,3,padding=1) relu conv2d(8,8,3,padding=1) batchnorm2d(8) relu conv2d(8,8,3,padding=1) relu dropout(0.2) maxpool2d(2) flatten linear(512,3)"
+
+  static func model(recomputes: Bool) throws -> Sequential {
+    let model = try ModelSpecification(parsing: spec).build(seed: 5)
+    #expect(model.recomputableSegments == [0..<2, 2..<5, 5..<9])
+    model.recomputedSegments = recomputes ? model.recomputableSegments : []
+    return model
+  }
+
+  @Test func stagesTrainToTheSameWeightsAndStatistics() throws {
+    var generator = RandomGenerator(seed: 8)
+    let inputs = Tensor(uniformShape: [10, 1, 16, 16], low: -1, high: 1, generator: &generator)
+    let dataset = TensorDataset(inputs: inputs, targets: Tensor((0..<10).map { Float($0 % 3) }, shape: [10]))
+    func train(recomputes: Bool) throws -> [[Float]] {
+      let model = try Self.model(recomputes: recomputes)
+      let trainer = try Trainer(
+        model: model, optimizer: try Adam(learningRate: 0.01), loss: .crossEntropy, microBatch: 3,
+        accumulationCount: 2, options: TrainerOptions(seed: 4, inputShape: [1, 16, 16]))
+      try trainer.fit(dataset, epochs: 2)
+      return model.parameters.map(\.values) + model.namedBuffers.map(\.tensor.values)
+    }
+    #expect(try train(recomputes: false) == train(recomputes: true))
+  }
+
+  @Test(.measuresMemory) func stagesArePredictedExactlyAndSaveMemory() throws {
+    var peaks: [Bool: Int] = [:]
+    for recomputes in [false, true] {
+      let shapeModel = ShapeTracing.run(AllocationTrace()) { try! Self.model(recomputes: recomputes) }
+      shapeModel.recomputedSegments = recomputes ? shapeModel.recomputableSegments : []
+      let estimator = try MemoryEstimator(
+        model: shapeModel, sampleShape: [1, 16, 16], loss: .crossEntropy, optimizer: try Adam())
+      let measurement = try MemoryMeasurement(
+        model: try Self.model(recomputes: recomputes), optimizer: try Adam(), loss: .crossEntropy, sampleShape: [1, 16, 16])
+      for m in [1, 8] {
+        let predicted = estimator.estimate(microBatch: m).peakBytes
+        #expect(predicted == measurement.peakBytes(microBatch: m), "recompute \(recomputes), m=\(m)")
+        if m == 8 { peaks[recomputes] = predicted }
+      }
+    }
+    #expect(peaks[true]! < peaks[false]!, "\(peaks)")
+  }
+
+  /// The planner compares every subset of segments (here three transformer blocks). With
+  /// room for the whole target batch it keeps every activation (recomputing only costs);
+  /// where keeping them holds fewer samples than recomputing does, the option with the
+  /// highest predicted throughput wins, and it recomputes.
+  @Test func theChoiceFollowsTheBudget() throws {
+    let spec =
+      "embedding(16,16) positionalembedding(64,16) transformerblock(16,2) transformerblock(16,2) transformerblock(16,2) linear(16,16)"
+    let model = ShapeTracing.run(AllocationTrace()) { try! ModelSpecification(parsing: spec).build(seed: 1) }
+    let estimator = try MemoryEstimator(
+      model: model, sampleShape: [64], targetShape: [64], loss: .tokenCrossEntropy, optimizer: try SGD(learningRate: 0.1))
+    let roomy = RecomputeChoice.options(estimator: estimator, upTo: 16, bytes: 64 << 20)
+    #expect(roomy.count == 8 && roomy[0].segments == [] && roomy[7].segments == [2..<3, 3..<4, 4..<5])
+    #expect(roomy.allSatisfy { $0.microBatch == 16 })
+    #expect(RecomputeChoice.best(of: roomy)?.segments == [])
+    #expect(roomy[7].multiplyAddsPerSample > roomy[0].multiplyAddsPerSample, "recomputing adds forward work")
+    // A budget of what keeping needs for 2 samples: recomputing fits more, and wins.
+    model.recomputedSegments = []
+    let bytes = estimator.estimate(microBatch: 2).peakBytes
+    let tight = RecomputeChoice.options(estimator: estimator, upTo: 16, bytes: bytes)
+    #expect(tight[0].microBatch == 2 && tight[7].microBatch > 4, "\(tight)")
+    let best = try #require(RecomputeChoice.best(of: tight))
+    #expect(tight.allSatisfy { $0.relativeThroughput <= best.relativeThroughput })
+    #expect(best.recomputes, "\(tight)")
+    #expect(RecomputePolicy.recomputed(in: model) == [], "options leave the model as it was")
+  }
+}
+
 @Suite("Recomputation on the command line")
 struct RecomputeCommandTests {
   /// `plan --recompute`: the smallest budget with and without, and the choice; `train
