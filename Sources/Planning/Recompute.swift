@@ -1,5 +1,8 @@
+import Dispatch
 import Memory
 import NeuralNetwork
+import Optimizers
+import Tensors
 
 /// Which segments recompute their activations in backward instead of keeping them
 /// (`Layer.recomputing(_:through:)`): transformer blocks and convolution stages
@@ -106,17 +109,74 @@ public enum RecomputeChoice {
     }
   }
 
-  /// Sets `estimator`'s model to the option ``best(of:)`` picks within `budget` less the
-  /// margin (`marginBytes`, `nil` for 1%), for micro-batches of up to `limit` samples; keeps
+  /// Sets `estimator`'s model to the best option within `budget` less the margin
+  /// (`marginBytes`, `nil` for 1%), for micro-batches of up to `limit` samples; keeps
   /// activations when none fits. Returns the segments that recompute.
+  ///
+  /// With `timing`, the options that fit are timed (``RecomputeTiming``) and the fastest
+  /// measured wins: the arithmetic of ``Option/relativeThroughput`` leaves out what
+  /// recomputation repeats besides products (softmax, GELU, normalization), which on a CPU
+  /// can cost as much. Without, ``best(of:)`` decides.
   @discardableResult
   public static func applyBest(
-    estimator: MemoryEstimator, upTo limit: Int, budget: MemoryBudget, marginBytes: Int?
+    estimator: MemoryEstimator, upTo limit: Int, budget: MemoryBudget, marginBytes: Int?,
+    timing: RecomputeTiming? = nil
   ) -> [Range<Int>] {
     let usable = budget.bytes - Planner.marginBytes(budgetBytes: budget.bytes, fixed: marginBytes)
-    let segments = best(of: options(estimator: estimator, upTo: limit, bytes: usable))?.segments ?? []
+    let candidates = options(estimator: estimator, upTo: limit, bytes: usable)
+    let segments: [Range<Int>]
+    if let timing, candidates.filter({ $0.microBatch > 0 }).count > 1 {
+      let timed = candidates.filter { $0.microBatch > 0 }.map { ($0, timing.samplesPerSecond(of: $0)) }
+      segments = timed.max { $0.1 < $1.1 }!.0.segments
+    } else {
+      segments = best(of: candidates)?.segments ?? []
+    }
     RecomputePolicy.apply(segments, to: estimator.model)
     estimator.warmUp()
     return segments
+  }
+}
+
+/// Times recomputation options on a real model: one micro-step of the option's micro-batch
+/// of random samples (after one warm-up), with the option's segments recomputing. The model
+/// is put back as it was (weights, buffers, counters, random states, segments); the steps
+/// update it with a zero learning rate.
+public struct RecomputeTiming {
+  let model: any Layer
+  let loss: Loss
+  let sampleShape: [Int]
+
+  /// `nil` for a model without elements (shape-only), which cannot run.
+  public init?(model: any Layer, loss: Loss, sampleShape: [Int]) {
+    guard model.parameters.allSatisfy(\.hasElements) else { return nil }
+    (self.model, self.loss, self.sampleShape) = (model, loss, sampleShape)
+  }
+
+  /// Samples per second of `option`'s micro-step (the faster of two timed runs).
+  public func samplesPerSecond(of option: RecomputeChoice.Option) -> Double {
+    let parameters = model.parameters.map { ($0, $0.values) }
+    let buffers = model.namedBuffers.map { ($0.tensor, $0.tensor.values) }
+    let counters = model.namedCounters.map { ($0.counter, $0.counter.value) }
+    let random = model.randomStates, segments = RecomputePolicy.recomputed(in: model)
+    defer {
+      for (tensor, values) in parameters + buffers { tensor.mutableBuffer.update(fromContentsOf: values) }
+      for (counter, value) in counters { counter.value = value }
+      model.randomStates = random
+      RecomputePolicy.apply(segments, to: model)
+    }
+    RecomputePolicy.apply(option.segments, to: model)
+    guard let optimizer = try? SGD(learningRate: 0),
+      let measurement = try? MemoryMeasurement(model: model, optimizer: optimizer, loss: loss, sampleShape: sampleShape)
+    else { return 0 }
+    let dataset = measurement.randomDataset(samples: option.microBatch)
+    let window = [Array(0..<option.microBatch)]
+    _ = measurement.stepper.step(window: window, of: dataset)
+    var fastest = Double.infinity
+    for _ in 0..<2 {
+      let start = DispatchTime.now().uptimeNanoseconds
+      _ = measurement.stepper.step(window: window, of: dataset)
+      fastest = min(fastest, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
+    }
+    return Double(option.microBatch) / fastest
   }
 }

@@ -283,7 +283,8 @@ public final class Trainer {
       if options.recompute == .auto && !Self.takesSequences(model) {
         RecomputeChoice.applyBest(
           estimator: estimator, upTo: Self.largestShare(samples: targetBatch, processes: processes), budget: budget,
-          marginBytes: options.safetyMarginBytes)
+          marginBytes: options.safetyMarginBytes,
+          timing: RecomputeTiming(model: model, loss: loss, sampleShape: inputShape))
       }
       // Each process plans for its share of a window: at most ⌈T / N⌉ samples.
       let reduction =
@@ -421,7 +422,8 @@ public final class Trainer {
             processes: processes)
           RecomputeChoice.applyBest(
             estimator: estimator, upTo: Self.largestShare(samples: targetBatch, processes: processes), budget: budget,
-            marginBytes: options.safetyMarginBytes)
+            marginBytes: options.safetyMarginBytes,
+            timing: RecomputeTiming(model: model, loss: loss, sampleShape: [longest]))
         }
         let planner = try SequencePlanner(
           model: model, loss: loss, optimizer: optimizer,

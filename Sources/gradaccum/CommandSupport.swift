@@ -91,7 +91,8 @@ struct RecomputeReport {
   /// Measures both extremes on `estimator` (the model's segments are set to the choice
   /// `policy` makes after), or `nil` for a model without recomputable segments.
   static func make(
-    estimator: MemoryEstimator, policy: RecomputePolicy, upTo limit: Int, budget: MemoryBudget
+    estimator: MemoryEstimator, policy: RecomputePolicy, upTo limit: Int, budget: MemoryBudget,
+    timing: RecomputeTiming? = nil
   ) -> RecomputeReport? {
     let segments = RecomputePolicy.segments(of: estimator.model)
     guard !segments.isEmpty else { return nil }
@@ -111,7 +112,8 @@ struct RecomputeReport {
       RecomputePolicy.apply(chosen, to: estimator.model)
       estimator.warmUp()
     case .auto:
-      chosen = RecomputeChoice.applyBest(estimator: estimator, upTo: limit, budget: budget, marginBytes: nil)
+      chosen = RecomputeChoice.applyBest(
+        estimator: estimator, upTo: limit, budget: budget, marginBytes: nil, timing: timing)
     }
     let work = chosen == segments ? recomputing.work : chosen.isEmpty ? keeping.work : measure(chosen).work
     return RecomputeReport(

@@ -124,7 +124,9 @@ struct PlanCommand: ParsableCommand {
     // With several processes, one process's plan: the largest share of a window, and the
     // gradient reduction.
     let share = Trainer.largestShare(samples: targetBatch, processes: worldSize)
-    let recomputeReport = RecomputeReport.make(estimator: estimator, policy: recompute, upTo: share, budget: budget)
+    let recomputeReport = RecomputeReport.make(
+      estimator: estimator, policy: recompute, upTo: share, budget: budget,
+      timing: try recomputeTiming(loss: loss.loss, sampleShape: inputShape))
     let reduction =
       worldSize > 1 ? Planner.reductionWorkspaceEstimate(elements: PersistentMemory.communicationElements(model.parameters)) : 0
     var plan = try userFacing {
@@ -286,6 +288,14 @@ struct PlanCommand: ParsableCommand {
 }
 
 extension PlanCommand {
+  /// With `--recompute auto`, a real copy of the model to time the options on (the choice
+  /// is measured, as in training).
+  func recomputeTiming(loss: Loss, sampleShape: [Int]) throws -> RecomputeTiming? {
+    guard recompute == .auto else { return nil }
+    return RecomputeTiming(
+      model: try buildModel(try modelOptions.parsedModel(), seed: 0), loss: loss, sampleShape: sampleShape)
+  }
+
   /// `plan --data FILE`: every window of the first epoch composed by length, with the
   /// padding saved, the heaviest micro-batches and (with --measure) their measured peaks.
   func planSequences(path: String) throws {
@@ -306,7 +316,8 @@ extension PlanCommand {
     }
     let recomputeReport = RecomputeReport.make(
       estimator: longestEstimator, policy: recompute,
-      upTo: Trainer.largestShare(samples: targetBatch, processes: worldSize), budget: budget)
+      upTo: Trainer.largestShare(samples: targetBatch, processes: worldSize), budget: budget,
+      timing: try recomputeTiming(loss: loss, sampleShape: [longest]))
     let planner = try userFacing {
       try SequencePlanner(
         model: model, loss: loss, optimizer: optimizer,
