@@ -93,6 +93,8 @@ public final class WindowStepper {
     let parameters = model.parameters
     for parameter in parameters { parameter.allocateGradient() }
     optimizer.prepare(parameters)
+    // Its start-up allocations before any step is measured.
+    ParallelWork.prepare()
   }
 
   /// One micro-step: forward, the loss summed and divided by `windowItems`, backward

@@ -52,6 +52,7 @@ public final class MemoryEstimator {
     self.loss = loss
     persistent = PersistentMemory(model: model, optimizer: optimizer, processes: processes)
     sizeClasses = try? SizeClasses()
+    ParallelWork.prepare()
     warmUp()
   }
 

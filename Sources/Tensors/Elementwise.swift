@@ -4,24 +4,42 @@
 
 extension Tensor {
   /// A new tensor of the same shape whose elements `kernel` writes from this one's.
-  /// `kernel` receives the input, the output and the element count and loops itself.
+  /// `kernel` receives the input, the output and the element count and loops itself; each
+  /// output element depends only on the input element at its place, so large tensors are
+  /// split between two threads (``ParallelWork``).
   func mapped(
     _ kernel: (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void
   ) -> Tensor {
     let result = Tensor(uninitializedShape: shape)
-    if result.hasElements { kernel(storage.base, result.storage.base, count) }
+    let input = storage.base, output = result.storage.base
+    ParallelWork.split(count, computes: result.hasElements) { range in
+      kernel(input + range.lowerBound, output + range.lowerBound, range.count)
+    }
     return result
   }
 
-  /// A new tensor from two same-shaped tensors, elementwise.
+  /// A new tensor from two same-shaped tensors, elementwise (split between two threads
+  /// as ``mapped(_:)``).
   static func zipped(
     _ a: Tensor, _ b: Tensor,
     _ kernel: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void
   ) -> Tensor {
     precondition(a.shape == b.shape, "elementwise shapes differ: \(a.shape) and \(b.shape)")
     let result = Tensor(uninitializedShape: a.shape)
-    if result.hasElements { kernel(a.storage.base, b.storage.base, result.storage.base, a.count) }
+    zipping(a.storage.base, b.storage.base, into: result.storage.base, count: a.count, computes: result.hasElements, kernel)
     return result
+  }
+
+  /// `kernel` over `count` elements of `a` and `b` into `out` (which may be `a`), split
+  /// between two threads as ``mapped(_:)``; nothing is computed unless `computes`.
+  static func zipping(
+    _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>, count: Int,
+    computes: Bool,
+    _ kernel: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void
+  ) {
+    ParallelWork.split(count, computes: computes) { range in
+      kernel(a + range.lowerBound, b + range.lowerBound, out + range.lowerBound, range.count)
+    }
   }
 
   /// `-self`.

@@ -89,9 +89,9 @@ extension Tensor {
       var gradientInput: Tensor?
       if needsInput {
         let product = product(g, w, false, false)
-        if product.hasElements {
-          geluGradient(product.storage.base, x.storage.base, product.storage.base, product.count)
-        }
+        zipping(
+          product.storage.base, x.storage.base, into: product.storage.base, count: product.count,
+          computes: product.hasElements, geluGradient)
         gradientInput = product
       }
       return [gradientInput, gradientWeight] + (bias != nil ? [gradientBias] : [])

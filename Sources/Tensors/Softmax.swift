@@ -49,15 +49,18 @@ extension Tensor {
     let (outer, extent, inner) = loopBounds(around: axis)
     let result = Tensor(uninitializedShape: shape)
     let x = storage.base, y = result.storage.base
-    for o in 0..<(result.hasElements ? outer : 0) {
-      for i in 0..<inner {
-        let base = o * extent * inner + i
-        var maximum = -Float.infinity
-        for j in 0..<extent { maximum = Swift.max(maximum, x[base + j * inner]) }
-        var total: Float = 0
-        for j in 0..<extent { total += expf(x[base + j * inner] - maximum) }
-        let logTotal = maximum + logf(total)
-        for j in 0..<extent { y[base + j * inner] = x[base + j * inner] - logTotal }
+    // Lines are independent: split between two threads (``ParallelWork``).
+    ParallelWork.split(outer, elementsPerItem: extent * inner, computes: result.hasElements) { lines in
+      for o in lines {
+        for i in 0..<inner {
+          let base = o * extent * inner + i
+          var maximum = -Float.infinity
+          for j in 0..<extent { maximum = Swift.max(maximum, x[base + j * inner]) }
+          var total: Float = 0
+          for j in 0..<extent { total += expf(x[base + j * inner] - maximum) }
+          let logTotal = maximum + logf(total)
+          for j in 0..<extent { y[base + j * inner] = x[base + j * inner] - logTotal }
+        }
       }
     }
     let output = result.detached()
@@ -65,7 +68,8 @@ extension Tensor {
       // dx = g − softmax · Σ g
       let gradient = Tensor(uninitializedShape: output.shape)
       let gy = g.storage.base, yy = output.storage.base, dx = gradient.storage.base
-      for o in 0..<(gradient.hasElements ? outer : 0) {
+      ParallelWork.split(outer, elementsPerItem: extent * inner, computes: gradient.hasElements) { lines in
+      for o in lines {
         for i in 0..<inner {
           let base = o * extent * inner + i
           var total: Float = 0
@@ -75,6 +79,7 @@ extension Tensor {
             dx[at] = gy[at] - expf(yy[at]) * total
           }
         }
+      }
       }
       return [gradient]
     }

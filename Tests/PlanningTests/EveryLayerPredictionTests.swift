@@ -23,6 +23,11 @@ struct EveryLayerPredictionTests {
       [9], "token-cross-entropy", "adamw"),
     ("embedding(12,8) positionalembedding(9,8) transformerblock(8,4) transformerblock(8,1,ff=4) linear(8,12,bias=false)",
       [7], "token-cross-entropy", "sgd-momentum"),
+    // Elementwise work large enough to be split between two threads (ParallelWork): the
+    // hand-over's own bytes are traced too.
+    ("linear(64,2048) relu linear(2048,2048) gelu linear(2048,40)", [64], "cross-entropy", "sgd"),
+    ("embedding(300,32) positionalembedding(64,32) transformerblock(32,2) linear(32,300)", [64],
+      "token-cross-entropy", "adam"),
   ]
 
   @Test(.measuresMemory, arguments: cases)

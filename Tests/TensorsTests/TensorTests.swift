@@ -159,6 +159,48 @@ struct GradientRecordingTests {
   }
 }
 
+/// Work split between two threads: every index once, and the same values as on one thread.
+@Suite("Parallel elementwise work")
+struct ParallelWorkTests {
+  @Test(arguments: [1, 2, 1000, ParallelWork.minimumElements - 1, ParallelWork.minimumElements, 100_003])
+  func everyIndexOnce(count: Int) {
+    ParallelWork.prepare()
+    let visits = UnsafeMutablePointer<Int32>.allocate(capacity: max(count, 1))
+    defer { visits.deallocate() }
+    visits.initialize(repeating: 0, count: max(count, 1))
+    ParallelWork.split(count) { range in for i in range { visits[i] += 1 } }
+    #expect((0..<count).allSatisfy { visits[$0] == 1 })
+    var ran = false
+    ParallelWork.split(count, computes: false) { _ in ran = true }
+    #expect(!ran || count < 2, "a traced split runs nothing")
+  }
+
+  /// Large elementwise ops (split) against the same ops on slices small enough to run on
+  /// one thread: equal bit for bit, forward and backward.
+  @Test func splitKernelsMatchOneThread() {
+    let count = 4 * ParallelWork.minimumElements + 3
+    let x = randomTensor([count], low: -3, high: 3, seed: 5)
+    x.requiresGradient = true
+    let y = x.gelu()
+    (y * y).sum().backward()
+    let chunk = 1000
+    for start in stride(from: 0, to: count, by: chunk) {
+      let part = Tensor(Array(x.values[start..<min(start + chunk, count)]), shape: [min(chunk, count - start)])
+      part.requiresGradient = true
+      let py = part.gelu()
+      (py * py).sum().backward()
+      #expect(py.values == Array(y.values[start..<min(start + chunk, count)]))
+      #expect(part.gradient!.values == Array(x.gradient!.values[start..<min(start + chunk, count)]))
+    }
+    let logits = randomTensor([300, 257], seed: 6)
+    let rows = logits.logSoftmax().values
+    for r in [0, 149, 150, 299] {
+      let one = Tensor(Array(logits.values[(r * 257)..<((r + 1) * 257)]), shape: [1, 257]).logSoftmax().values
+      #expect(one == Array(rows[(r * 257)..<((r + 1) * 257)]))
+    }
+  }
+}
+
 @Suite("Matrix products of every shape")
 struct MatrixProductShapeTests {
   /// Operands inside wider rows (leading dimensions beyond their widths, as one head's

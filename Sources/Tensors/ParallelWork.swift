@@ -1,0 +1,126 @@
+import Synchronization
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Elementwise work split between the calling thread and one helper thread, on machines
+/// where OpenBLAS runs on more than one thread.
+///
+/// The kernels handed to it allocate nothing, and handing them over allocates nothing (the
+/// work is passed by address and the caller waits for it), so the bytes a step allocates,
+/// which the planner predicts, are the same as on one thread. The helper is started once
+/// (``prepare()``), sleeps when idle, and serves one caller at a time: a call made while it
+/// is busy (another thread's, or from inside its own work) runs on the calling thread alone.
+/// The split depends only on the size of the work, so results do not depend on timing.
+public enum ParallelWork {
+  /// Work of fewer elements than this runs on the calling thread only: waking the helper
+  /// costs more than it saves.
+  public static let minimumElements = 1 << 15
+
+  static let helper: HelperThread? = BLASThreading.defaultThreads > 1 ? HelperThread() : nil
+
+  /// Starts the helper thread now (it is otherwise started by the first parallel work),
+  /// so that its start-up allocations happen before anything is measured.
+  public static func prepare() { _ = helper }
+
+  /// Calls `body` on `0..<count` split into two contiguous ranges, one per thread, when
+  /// `count · elementsPerItem` reaches ``minimumElements``; else on the whole range.
+  ///
+  /// Handing `body` to the other thread makes Swift allocate a few bytes on this thread
+  /// (the closure made escaping for the hand-over). So that a shape-only trace sees the
+  /// same bytes as the real step, a traced call (`computes` false) makes the same hand-over
+  /// and runs nothing; the helper being busy changes only who runs the work.
+  static func split(
+    _ count: Int, elementsPerItem: Int = 1, computes: Bool = true, _ body: (Range<Int>) -> Void
+  ) {
+    guard count >= 2, count &* Swift.max(elementsPerItem, 1) >= minimumElements, let helper else {
+      if computes { body(0..<count) }
+      return
+    }
+    withoutActuallyEscaping(body) { work in
+      var closure = work
+      withUnsafePointer(to: &closure) { address in
+        if computes { helper.run(count, UnsafeRawPointer(address)) }
+      }
+    }
+  }
+}
+
+/// The one helper thread of ``ParallelWork``.
+final class HelperThread: @unchecked Sendable {
+  /// Set while a caller owns the helper.
+  let busy = Atomic<Bool>(false)
+  /// Incremented for each piece of work handed over; the helper runs each once.
+  let generation = Atomic<Int>(0)
+  /// The generation the helper last finished.
+  let finished = Atomic<Int>(0)
+  /// Whether the helper sleeps on ``condition`` (read and written under ``mutex``).
+  var sleeping = false
+  /// The work: the address of a `(Range<Int>) -> Void` on the caller's stack, and the
+  /// helper's range. Written before ``generation`` is incremented (release), read after
+  /// the helper sees it (acquire).
+  var task: UnsafeRawPointer?
+  var range: Range<Int> = 0..<0
+  let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+  let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+
+  init() {
+    pthread_mutex_init(mutex, nil)
+    pthread_cond_init(condition, nil)
+    var thread = pthread_t()
+    let context = Unmanaged.passRetained(self).toOpaque()
+    let status = pthread_create(
+      &thread, nil,
+      { context in
+        Unmanaged<HelperThread>.fromOpaque(context!).takeUnretainedValue().serve()
+        return nil
+      }, context)
+    precondition(status == 0, "could not start the helper thread (pthread_create returned \(status))")
+    pthread_detach(thread)
+  }
+
+  /// Runs the work at `address` (a `(Range<Int>) -> Void`) on the lower half of
+  /// `0..<count` here and the upper half on the helper, and returns when both are done; on
+  /// this thread alone when the helper is busy.
+  func run(_ count: Int, _ address: UnsafeRawPointer) {
+    let work = address.assumingMemoryBound(to: ((Range<Int>) -> Void).self)
+    guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
+      return work.pointee(0..<count)
+    }
+    defer { busy.store(false, ordering: .releasing) }
+    let half = count / 2
+    task = address
+    range = half..<count
+    let mine = generation.wrappingAdd(1, ordering: .releasing).newValue
+    pthread_mutex_lock(mutex)
+    if sleeping { pthread_cond_signal(condition) }
+    pthread_mutex_unlock(mutex)
+    work.pointee(0..<half)
+    while finished.load(ordering: .acquiring) != mine { sched_yield() }
+    task = nil
+  }
+
+  /// The helper's loop: wait for work (yielding for a while, then asleep), run it, report.
+  func serve() {
+    var seen = 0
+    while true {
+      var spins = 0
+      while generation.load(ordering: .acquiring) == seen {
+        spins += 1
+        if spins < 2000 {
+          sched_yield()
+          continue
+        }
+        pthread_mutex_lock(mutex)
+        sleeping = true
+        while generation.load(ordering: .acquiring) == seen { pthread_cond_wait(condition, mutex) }
+        sleeping = false
+        pthread_mutex_unlock(mutex)
+      }
+      seen = generation.load(ordering: .acquiring)
+      task!.assumingMemoryBound(to: ((Range<Int>) -> Void).self).pointee(range)
+      finished.store(seen, ordering: .releasing)
+    }
+  }
+}
