@@ -26,6 +26,17 @@ public enum BLASWorkspace {
 
   /// The bytes the calling thread holds at once inside the product `op(A)[m, k] · op(B)[k, n]`
   /// beyond what it held before (0 without jemalloc's hooks).
+  /// Lets the tensor kernels ask whether a product allocates (``BLASCall/productAllocates``),
+  /// answered from these probes.
+  public static func answerAllocationQuestions() { _ = answering }
+
+  /// Installs the answer once (a static initializer runs once, whatever the threads).
+  static let answering: Void = {
+    BLASCall.productAllocates = { m, n, k, transposeA, transposeB in
+      bytes(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB) > 0
+    }
+  }()
+
   public static func bytes(m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool) -> Int {
     let product = Product(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB)
     if let known = probed.withLock({ $0[product] }) { return known }

@@ -53,6 +53,7 @@ public final class MemoryEstimator {
     persistent = PersistentMemory(model: model, optimizer: optimizer, processes: processes)
     sizeClasses = try? SizeClasses()
     ParallelWork.prepare()
+    BLASWorkspace.answerAllocationQuestions()
     warmUp()
   }
 

@@ -34,23 +34,27 @@ extension Tensor {
       "the attention dropout mask must be \([samples, heads, length, length])")
     let layout = HeadLayout(samples: samples, length: length, width: width, heads: heads)
     let computes = qkv.hasElements
-    let probabilities = Tensor(uninitializedShape: keepsWeights ? [samples, heads, length, length] : [length, length])
+    // Heads run on one thread, or on two with one scratch `[s, s]` each (lane).
+    let lanes = layout.lanes
+    let probabilities = Tensor(
+      uninitializedShape: keepsWeights ? [samples, heads, length, length] : [lanes, length, length])
     let result = Tensor(uninitializedShape: [samples, length, width])
     // With dropout, one head's dropped weights P ⊙ mask, made when needed.
-    let dropped = dropoutMask.map { _ in Tensor(uninitializedShape: [length, length]) }
+    let dropped = dropoutMask.map { _ in Tensor(uninitializedShape: [lanes, length, length]) }
     let oneThread = computes && runsOnOneThread(length: length, headWidth: layout.headWidth)
+    let shared = computes && lanes == 2 && layout.sharesPairs
     withOneThread(oneThread) {
-      for pair in 0..<(samples * heads) {
+      layout.forEachPair(lanes: lanes, shared: shared, computes: computes) { pair, lane in
         let q = qkv.storage.base + layout.packed(pair), k = q + width, v = k + width
-        let p = probabilities.storage.base + (keepsWeights ? pair * layout.square : 0)
+        let p = probabilities.storage.base + (keepsWeights ? pair : lane) * layout.square
         layout.weights(q, k, into: p, computes: computes, oneThread: oneThread)
         // O = P·V (or (P ⊙ mask)·V), into the head's columns of the result.
-        let weights = droppedWeights(p, dropoutMask, dropped, pair: pair, square: layout.square, computes: computes)
+        let weights = droppedWeights(
+          p, dropoutMask, dropped, pair: pair, lane: lane, square: layout.square, computes: computes)
         gemm(
           weights, v, result.storage.base + layout.merged(pair), m: length, n: layout.headWidth, k: length,
           transposeA: false, transposeB: false, accumulate: false, computes: computes, oneThreadHeld: oneThread,
           ldb: 3 * width, ldc: width)
-        if !computes { break }
       }
     }
     _ = dropped
@@ -59,26 +63,27 @@ extension Tensor {
       let computes = g.hasElements
       let gradient = Tensor(uninitializedShape: qkv.shape)
       // One head's dP, then dS in place; without kept weights, its probabilities again.
-      let gradientScores = Tensor(uninitializedShape: [length, length])
-      let recomputed = kept == nil ? Tensor(uninitializedShape: [length, length]) : nil
-      let droppedGradient = dropoutMask.map { _ in Tensor(uninitializedShape: [length, length]) }
+      let gradientScores = Tensor(uninitializedShape: [lanes, length, length])
+      let recomputed = kept == nil ? Tensor(uninitializedShape: [lanes, length, length]) : nil
+      let droppedGradient = dropoutMask.map { _ in Tensor(uninitializedShape: [lanes, length, length]) }
       let oneThread = computes && runsOnOneThread(length: length, headWidth: layout.headWidth)
+      let shared = computes && lanes == 2 && layout.sharesPairs
       let (n, dh) = (length, layout.headWidth)
       withOneThread(oneThread) {
-        for pair in 0..<(samples * heads) {
+        layout.forEachPair(lanes: lanes, shared: shared, computes: computes) { pair, lane in
           let q = qkv.storage.base + layout.packed(pair), k = q + width, v = k + width
           let dQ = gradient.storage.base + layout.packed(pair), dK = dQ + width, dV = dK + width
-          let dO = g.storage.base + layout.merged(pair), dS = gradientScores.storage.base
+          let dO = g.storage.base + layout.merged(pair), dS = gradientScores.storage.base + lane * layout.square
           let p: UnsafeMutablePointer<Float>
           if let kept {
             p = kept.storage.base + pair * layout.square
           } else {
-            p = recomputed!.storage.base
+            p = recomputed!.storage.base + lane * layout.square
             layout.weights(q, k, into: p, computes: computes, oneThread: oneThread)
           }
           // dV = Pᵀ·dO, dP = dO·Vᵀ (with dropout: (P ⊙ mask)ᵀ·dO, and dP ⊙ mask)
           let weights = droppedWeights(
-            p, dropoutMask, droppedGradient, pair: pair, square: layout.square, computes: computes)
+            p, dropoutMask, droppedGradient, pair: pair, lane: lane, square: layout.square, computes: computes)
           gemm(
             weights, dO, dV, m: n, n: dh, k: n, transposeA: true, transposeB: false, accumulate: false,
             computes: computes, oneThreadHeld: oneThread, ldb: width, ldc: 3 * width)
@@ -98,7 +103,6 @@ extension Tensor {
           gemm(
             dS, q, dK, m: n, n: dh, k: n, transposeA: true, transposeB: false, accumulate: false,
             computes: computes, oneThreadHeld: oneThread, ldb: 3 * width, ldc: 3 * width)
-          if !computes { break }
         }
       }
       _ = (droppedGradient, recomputed, gradientScores)
@@ -110,13 +114,56 @@ extension Tensor {
   /// queries in `[b, s, 3d]` (keys `d` and values `2d` further along each row) and its
   /// output columns in `[b, s, d]`.
   struct HeadLayout {
-    let length: Int, width: Int, heads: Int
+    let samples: Int, length: Int, width: Int, heads: Int
     var headWidth: Int { width / heads }
     var square: Int { length * length }
     var scale: Float { 1 / Float(headWidth).squareRoot() }
+    var pairs: Int { samples * heads }
 
     init(samples: Int, length: Int, width: Int, heads: Int) {
-      (self.length, self.width, self.heads) = (length, width, heads)
+      (self.samples, self.length, self.width, self.heads) = (length == 0 ? 0 : samples, length, width, heads)
+    }
+
+    /// 2 when the (sample, head) pairs may be shared between two threads
+    /// (``ParallelWork``): there is enough work and each pair's products run on one
+    /// OpenBLAS thread. Each lane has its own `[s, s]` scratch.
+    var lanes: Int {
+      pairs >= 2 && ParallelWork.isAvailable && pairs * square >= ParallelWork.minimumElements
+        && Tensor.runsOnOneThread(length: length, headWidth: headWidth) ? 2 : 1
+    }
+
+    /// Whether the pairs are shared between two threads: two lanes, and none of a pair's
+    /// products allocates inside BLAS (probed, through ``BLASCall/productAllocates``), since
+    /// what the other thread allocated would be outside this thread's measured bytes.
+    var sharesPairs: Bool {
+      guard lanes == 2, let allocates = BLASCall.productAllocates else { return false }
+      // Three calls rather than a list of the products: a real step must allocate nothing
+      // that its trace does not.
+      let (s, dh) = (length, headWidth)
+      return !allocates(s, s, dh, false, true) && !allocates(s, dh, s, false, false) && !allocates(s, dh, s, true, false)
+    }
+
+    /// Calls `body(pair, lane)` for every (sample, head) pair: shared between two threads
+    /// (lanes 0 and 1) when `lanes` (``lanes``, as the scratch was made for) is 2 and
+    /// ``sharesPairs``. Under shape tracing (`computes` false), for the first pair only: its
+    /// products are recorded once. With two lanes the hand-over to the other thread is made
+    /// in every case (running nothing when the pairs are not shared), so that its bytes are
+    /// the same in a trace and in a real step.
+    ///
+    /// `shared`: ``sharesPairs``, asked before any one-thread region is entered (it may
+    /// probe a product, which takes the BLAS lock).
+    func forEachPair(lanes: Int, shared: Bool, computes: Bool, _ body: (Int, Int) -> Void) {
+      let shared = lanes == 2 && computes && shared
+      if lanes == 2 {
+        ParallelWork.split(pairs, elementsPerItem: ParallelWork.minimumElements, computes: shared) { range in
+          for pair in range { body(pair, range.lowerBound == 0 ? 0 : 1) }
+        }
+      }
+      guard !shared else { return }
+      for pair in 0..<pairs {
+        body(pair, 0)
+        if !computes { break }
+      }
     }
 
     /// Offset of head `pair % heads` of sample `pair / heads` in `[b, s, 3d]`.
@@ -151,13 +198,14 @@ extension Tensor {
   }
 
   /// The weights head `pair` multiplies the values by: its probabilities `p`, or with a
-  /// dropout mask `p ⊙ mask` written into `scratch`.
+  /// dropout mask `p ⊙ mask` written into lane `lane` of `scratch`.
   @inline(__always)
   static func droppedWeights(
-    _ p: UnsafeMutablePointer<Float>, _ mask: Tensor?, _ scratch: Tensor?, pair: Int, square: Int, computes: Bool
+    _ p: UnsafeMutablePointer<Float>, _ mask: Tensor?, _ scratch: Tensor?, pair: Int, lane: Int, square: Int,
+    computes: Bool
   ) -> UnsafeMutablePointer<Float> {
     guard let mask, let scratch else { return p }
-    let target = scratch.storage.base
+    let target = scratch.storage.base + lane * square
     if computes {
       let m = mask.storage.base + pair * square
       for index in 0..<square { target[index] = p[index] * m[index] }

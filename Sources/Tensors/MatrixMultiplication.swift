@@ -293,6 +293,12 @@ public enum BLASCall {
     }
   }
 
+  /// Whether a product `op(A)[m, k] · op(B)[k, n]` (extents, transposes) allocates inside
+  /// BLAS, as probed; set by the planner (`nil`: unknown, taken as yes). Products run on a
+  /// helper thread only when they allocate nothing: its allocations are not the measured
+  /// thread's.
+  nonisolated(unsafe) public static var productAllocates: ((Int, Int, Int, Bool, Bool) -> Bool)?
+
   /// Products of at most this many multiply-adds are probed with their arithmetic (about a
   /// millisecond, and at most 16 MiB of output written); larger ones with α = 0, which
   /// OpenBLAS's interfaces and level-3 drivers (read in 0.3.21 and 0.3.28) take after
@@ -358,14 +364,17 @@ final class ReadWriteLock: @unchecked Sendable {
 
   /// Runs `body` while no other thread holds the lock.
   func exclusively(_ body: () -> Void) {
-    pthread_rwlock_wrlock(lock)
+    // glibc reports a thread taking it twice (EDEADLK) instead of hanging: stop there.
+    let status = pthread_rwlock_wrlock(lock)
+    precondition(status == 0, "the BLAS thread-count lock was taken twice by one thread (error \(status))")
     defer { pthread_rwlock_unlock(lock) }
     body()
   }
 
   /// Runs `body` while no other thread holds the lock exclusively.
   func shared(_ body: () -> Void) {
-    pthread_rwlock_rdlock(lock)
+    let status = pthread_rwlock_rdlock(lock)
+    precondition(status == 0, "the BLAS thread-count lock was taken twice by one thread (error \(status))")
     defer { pthread_rwlock_unlock(lock) }
     body()
   }

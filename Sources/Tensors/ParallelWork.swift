@@ -20,9 +20,19 @@ public enum ParallelWork {
 
   static let helper: HelperThread? = BLASThreading.defaultThreads > 1 ? HelperThread() : nil
 
-  /// Starts the helper thread now (it is otherwise started by the first parallel work),
-  /// so that its start-up allocations happen before anything is measured.
-  public static func prepare() { _ = helper }
+  /// Whether there is a helper thread to share work with.
+  static var isAvailable: Bool { helper != nil }
+
+  /// Starts the helper thread now (it is otherwise started by the first parallel work) and
+  /// makes one hand-over each way, so that one-time allocations (the thread's, the
+  /// runtime's on the first hand-over) happen before anything is measured or traced.
+  public static func prepare() { _ = prepared }
+
+  static let prepared: Void = {
+    guard helper != nil else { return }
+    split(minimumElements, computes: false) { _ in }
+    split(minimumElements) { _ in }
+  }()
 
   /// Calls `body` on `0..<count` split into two contiguous ranges, one per thread, when
   /// `count · elementsPerItem` reaches ``minimumElements``; else on the whole range.

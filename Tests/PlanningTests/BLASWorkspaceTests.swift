@@ -85,3 +85,33 @@ struct MeasurementTests {
     #expect(with - without == MemoryStatistics.sizeClassBytes(forRequest: blockBytes), "without \(without), with \(with)")
   }
 }
+
+/// Attention heads shared between two threads (when there is enough work and their
+/// products allocate nothing): the values and gradients of running each sample alone (too
+/// little work to share), bit for bit, with dropout and with weights recomputed in backward.
+@Suite("Attention heads on two threads")
+struct SharedAttentionHeadTests {
+  @Test(arguments: [true, false]) func sharedHeadsMatchOneSampleAtATime(keepsWeights: Bool) {
+    BLASWorkspace.answerAllocationQuestions()
+    let (b, s, d, h) = (4, 64, 16, 4)
+    var generator = RandomGenerator(seed: 9)
+    let mask = Tensor((0..<(b * h * s * s)).map { _ in generator.uniform(0, 1) < 0.2 ? 0 : 1.25 }, shape: [b, h, s, s])
+    let qkv = randomTensor([b, s, 3 * d], seed: 3)
+    qkv.requiresGradient = true
+    let weights = randomTensor([b, s, d], seed: 4)
+    let out = Tensor.causalSelfAttention(qkv, heads: h, dropoutMask: mask, keepsWeights: keepsWeights)
+    (out * weights).sum().backward()
+    for sample in 0..<b {
+      let rows = (sample * s * 3 * d)..<((sample + 1) * s * 3 * d)
+      let one = Tensor(Array(qkv.values[rows]), shape: [1, s, 3 * d])
+      one.requiresGradient = true
+      let oneMask = Tensor(
+        Array(mask.values[(sample * h * s * s)..<((sample + 1) * h * s * s)]), shape: [1, h, s, s])
+      let oneOut = Tensor.causalSelfAttention(one, heads: h, dropoutMask: oneMask, keepsWeights: keepsWeights)
+      let oneWeights = Tensor(Array(weights.values[(sample * s * d)..<((sample + 1) * s * d)]), shape: [1, s, d])
+      (oneOut * oneWeights).sum().backward()
+      #expect(oneOut.values == Array(out.values[(sample * s * d)..<((sample + 1) * s * d)]))
+      #expect(one.gradient!.values == Array(qkv.gradient!.values[rows]))
+    }
+  }
+}
