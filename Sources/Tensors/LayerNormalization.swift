@@ -12,11 +12,12 @@ extension Tensor {
     let rows = input.count / width
     let output = Tensor(uninitializedShape: input.shape)
     let statistics = Tensor(uninitializedShape: [rows, 2])
-    if output.hasElements {
-      let x = input.storage.base, y = output.storage.base, w = weight.storage.base, b = bias.storage.base
-      let stats = statistics.storage.base
-      for row in 0..<rows {
-        let source = x + row * width, target = y + row * width
+    let source = input.storage.base, y = output.storage.base, scale = weight.storage.base, b = bias.storage.base
+    let stats = statistics.storage.base
+    // Rows are independent: split between two threads (``ParallelWork``).
+    ParallelWork.split(rows, elementsPerItem: width, computes: output.hasElements) { range in
+      for row in range {
+        let source = source + row * width, target = y + row * width
         var total: Double = 0
         for i in 0..<width { total += Double(source[i]) }
         let mean = total / Double(width)
@@ -29,7 +30,7 @@ extension Tensor {
         let average = Float(mean)
         stats[2 * row] = average
         stats[2 * row + 1] = inverse
-        for i in 0..<width { target[i] = (source[i] - average) * inverse * w[i] + b[i] }
+        for i in 0..<width { target[i] = (source[i] - average) * inverse * scale[i] + b[i] }
       }
     }
     let x = input.detached(), w = weight.detached()
@@ -37,9 +38,16 @@ extension Tensor {
       let gradientInput = input.isDifferentiable ? Tensor(uninitializedShape: input.shape) : nil
       let gradientWeight = weight.isDifferentiable ? Tensor(zeros: [width]) : nil
       let gradientBias = bias.isDifferentiable ? Tensor(zeros: [width]) : nil
-      if g.hasElements {
-        let gy = g.storage.base, xs = x.storage.base, ws = w.storage.base, stats = statistics.storage.base
-        for row in 0..<rows {
+      // Rows split between two threads: the second half sums its parameter gradients
+      // apart (fixed halves: the same sums whichever thread runs them), added after.
+      let parallel = ParallelWork.splits(rows, elementsPerItem: width)
+      let partial = parallel && (gradientWeight != nil || gradientBias != nil) ? Tensor(zeros: [2, width]) : nil
+      let gy = g.storage.base, xs = x.storage.base, ws = w.storage.base, stats = statistics.storage.base
+      ParallelWork.split(rows, elementsPerItem: width, computes: g.hasElements) { range in
+        let second = range.lowerBound > 0 && partial != nil
+        let dw = second ? partial?.storage.base : gradientWeight?.storage.base
+        let db = second ? partial.map { $0.storage.base + width } : gradientBias?.storage.base
+        for row in range {
           let dy = gy + row * width, source = xs + row * width
           let average = stats[2 * row], inverse = stats[2 * row + 1]
           var sumGradient: Float = 0, sumProduct: Float = 0
@@ -49,17 +57,10 @@ extension Tensor {
             sumGradient += d
             sumProduct += d * normalized
           }
-          if let gradientWeight, let gradientBias {
-            let dw = gradientWeight.storage.base, db = gradientBias.storage.base
-            for i in 0..<width {
-              dw[i] += dy[i] * (source[i] - average) * inverse
-              db[i] += dy[i]
-            }
-          } else if let gradientWeight {
-            let dw = gradientWeight.storage.base
+          if gradientWeight != nil, let dw {
             for i in 0..<width { dw[i] += dy[i] * (source[i] - average) * inverse }
-          } else if let gradientBias {
-            let db = gradientBias.storage.base
+          }
+          if gradientBias != nil, let db {
             for i in 0..<width { db[i] += dy[i] }
           }
           guard let gradientInput else { continue }
@@ -70,6 +71,11 @@ extension Tensor {
             dx[i] = inverse * (dy[i] * ws[i] - meanGradient - normalized * meanProduct)
           }
         }
+      }
+      if g.hasElements, let partial {
+        let p = partial.storage.base
+        if let gradientWeight { for i in 0..<width { gradientWeight.storage.base[i] += p[i] } }
+        if let gradientBias { for i in 0..<width { gradientBias.storage.base[i] += p[width + i] } }
       }
       return [gradientInput, gradientWeight, gradientBias]
     }

@@ -34,6 +34,14 @@ public enum ParallelWork {
     split(minimumElements) { _ in }
   }()
 
+  /// Whether ``split(_:elementsPerItem:computes:_:)`` cuts `count` items in two: the
+  /// lower half `0..<count/2` and the rest, always the same two ranges (run on two threads,
+  /// or one after the other on this one when the helper is busy), so that work that sums
+  /// per range gives the same result either way.
+  static func splits(_ count: Int, elementsPerItem: Int = 1) -> Bool {
+    helper != nil && count >= 2 && count &* Swift.max(elementsPerItem, 1) >= minimumElements
+  }
+
   /// Calls `body` on `0..<count` split into two contiguous ranges, one per thread, when
   /// `count · elementsPerItem` reaches ``minimumElements``; else on the whole range.
   ///
@@ -44,7 +52,7 @@ public enum ParallelWork {
   static func split(
     _ count: Int, elementsPerItem: Int = 1, computes: Bool = true, _ body: (Range<Int>) -> Void
   ) {
-    guard count >= 2, count &* Swift.max(elementsPerItem, 1) >= minimumElements, let helper else {
+    guard splits(count, elementsPerItem: elementsPerItem), let helper else {
       if computes { body(0..<count) }
       return
     }
@@ -92,14 +100,16 @@ final class HelperThread: @unchecked Sendable {
 
   /// Runs the work at `address` (a `(Range<Int>) -> Void`) on the lower half of
   /// `0..<count` here and the upper half on the helper, and returns when both are done; on
-  /// this thread alone when the helper is busy.
+  /// this thread alone, the same two ranges one after the other, when the helper is busy.
   func run(_ count: Int, _ address: UnsafeRawPointer) {
     let work = address.assumingMemoryBound(to: ((Range<Int>) -> Void).self)
+    let half = count / 2
     guard busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
-      return work.pointee(0..<count)
+      work.pointee(0..<half)
+      work.pointee(half..<count)
+      return
     }
     defer { busy.store(false, ordering: .releasing) }
-    let half = count / 2
     task = address
     range = half..<count
     let mine = generation.wrappingAdd(1, ordering: .releasing).newValue

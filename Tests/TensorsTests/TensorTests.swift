@@ -192,11 +192,36 @@ struct ParallelWorkTests {
       #expect(py.values == Array(y.values[start..<min(start + chunk, count)]))
       #expect(part.gradient!.values == Array(x.gradient!.values[start..<min(start + chunk, count)]))
     }
+    // Layer normalization, rows split: outputs and input gradients equal those of slices
+    // too small to split; parameter gradients (summed per half, then added) within rounding.
+    let (rows, width) = (512, 128)
+    let input = randomTensor([rows, width], seed: 7), weight = randomTensor([width], seed: 8)
+    let bias = randomTensor([width], seed: 9), upstream = randomTensor([rows, width], seed: 10)
+    for t in [input, weight, bias] { t.requiresGradient = true }
+    let normalized = Tensor.layerNormalization(input, weight: weight, bias: bias, epsilon: 1e-5)
+    (normalized * upstream).sum().backward()
+    var weightSum = [Double](repeating: 0, count: width), biasSum = weightSum
+    for start in stride(from: 0, to: rows, by: 64) {
+      let range = (start * width)..<((start + 64) * width)
+      let part = Tensor(Array(input.values[range]), shape: [64, width])
+      let w = Tensor(weight.values, shape: [width]), b = Tensor(bias.values, shape: [width])
+      for t in [part, w, b] { t.requiresGradient = true }
+      let y = Tensor.layerNormalization(part, weight: w, bias: b, epsilon: 1e-5)
+      (y * Tensor(Array(upstream.values[range]), shape: [64, width])).sum().backward()
+      #expect(y.values == Array(normalized.values[range]))
+      #expect(part.gradient!.values == Array(input.gradient!.values[range]))
+      for i in 0..<width {
+        weightSum[i] += Double(w.gradient!.values[i])
+        biasSum[i] += Double(b.gradient!.values[i])
+      }
+    }
+    expectClose(weight.gradient!.values, weightSum.map { Float($0) }, relative: 1e-4)
+    expectClose(bias.gradient!.values, biasSum.map { Float($0) }, relative: 1e-4)
     let logits = randomTensor([300, 257], seed: 6)
-    let rows = logits.logSoftmax().values
+    let logRows = logits.logSoftmax().values
     for r in [0, 149, 150, 299] {
       let one = Tensor(Array(logits.values[(r * 257)..<((r + 1) * 257)]), shape: [1, 257]).logSoftmax().values
-      #expect(one == Array(rows[(r * 257)..<((r + 1) * 257)]))
+      #expect(one == Array(logRows[(r * 257)..<((r + 1) * 257)]))
     }
   }
 }
