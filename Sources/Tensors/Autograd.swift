@@ -159,11 +159,7 @@ extension Tensor {
 
   /// Elementwise sum of two same-shaped constants, outside any graph.
   func adding(_ other: Tensor) -> Tensor {
-    let result = Tensor(uninitializedShape: shape)
-    guard result.hasElements else { return result }
-    let a = storage.base, b = other.storage.base, out = result.storage.base
-    for index in 0..<count { out[index] = a[index] + b[index] }
-    return result
+    Tensor.zipped(self, other) { a, b, out, n in for index in 0..<n { out[index] = a[index] + b[index] } }
   }
 }
 

@@ -50,13 +50,16 @@ extension Tensor {
       preconditionFailure("shapes \(a.shape) and \(b.shape) do not broadcast")
     }
     let result = Tensor(uninitializedShape: shape)
-    guard result.hasElements else { return result }
     let x = a.storage.base, y = b.storage.base, out = result.storage.base
     let n = result.count
     if a.shape == b.shape {
-      for i in 0..<n { out[i] = Operation.apply(x[i], y[i]) }
+      // Split between two threads when large (``ParallelWork``; traced too).
+      zipping(x, y, into: out, count: n, computes: result.hasElements) { x, y, out, n in
+        for i in 0..<n { out[i] = Operation.apply(x[i], y[i]) }
+      }
       return result
     }
+    guard result.hasElements else { return result }
     if b.count == 1 {
       let value = y[0]
       for i in 0..<n { out[i] = Operation.apply(x[i], value) }
