@@ -127,8 +127,11 @@ final class HelperThread: @unchecked Sendable {
     while true {
       var spins = 0
       while generation.load(ordering: .acquiring) == seen {
+        // A short while yielding, then asleep: spinning longer (2000 yields) was measured
+        // slower on the transformer step, the spinning helper taking time from OpenBLAS's
+        // threads.
         spins += 1
-        if spins < 2000 {
+        if spins < 200 {
           sched_yield()
           continue
         }
