@@ -16,9 +16,22 @@ extension Tensor {
     var outputShape = shape
     outputShape[axis] = 1
     let result = Tensor(uninitializedShape: outputShape)
-    guard result.hasElements else { return result }
     let (outer, extent, inner) = loopBounds(around: axis)
     let x = storage.base, out = result.storage.base
+    if outer == 1 && inner > 1 {
+      // Column sums of a matrix (a bias's gradient): the columns split between two threads
+      // (``ParallelWork``; traced too), each summed over the rows in order.
+      ParallelWork.split(inner, elementsPerItem: extent, computes: result.hasElements) { columns in
+        let target = out + columns.lowerBound
+        target.initialize(repeating: 0, count: columns.count)
+        for j in 0..<extent {
+          let row = x + j * inner + columns.lowerBound
+          for i in 0..<columns.count { target[i] += row[i] }
+        }
+      }
+      return result
+    }
+    guard result.hasElements else { return result }
     if inner == 1 {
       // A contiguous run: accumulated in Double.
       for o in 0..<outer {

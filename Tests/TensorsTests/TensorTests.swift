@@ -217,6 +217,14 @@ struct ParallelWorkTests {
     }
     expectClose(weight.gradient!.values, weightSum.map { Float($0) }, relative: 1e-4)
     expectClose(bias.gradient!.values, biasSum.map { Float($0) }, relative: 1e-4)
+    // Column sums (a bias's gradient), columns split: each the rows added in order.
+    let matrix = randomTensor([600, 128], seed: 11)
+    let sums = matrix.summedKeepingDimension(0).values
+    for column in 0..<128 {
+      var total: Float = 0
+      for row in 0..<600 { total += matrix.values[row * 128 + column] }
+      #expect(sums[column] == total)
+    }
     let logits = randomTensor([300, 257], seed: 6)
     let logRows = logits.logSoftmax().values
     for r in [0, 149, 150, 299] {
