@@ -1,3 +1,5 @@
+import Accumulation
+import DataLoading
 import Dispatch
 import Memory
 import NeuralNetwork
@@ -51,6 +53,10 @@ public enum RecomputeChoice {
     public var segments: [Range<Int>]
     public var microBatch: Int
     public var multiplyAddsPerSample: Double
+
+    public init(segments: [Range<Int>], microBatch: Int, multiplyAddsPerSample: Double) {
+      (self.segments, self.microBatch, self.multiplyAddsPerSample) = (segments, microBatch, multiplyAddsPerSample)
+    }
 
     /// Whether any segment recomputes.
     public var recomputes: Bool { !segments.isEmpty }
@@ -126,8 +132,12 @@ public enum RecomputeChoice {
     let candidates = options(estimator: estimator, upTo: limit, bytes: usable)
     let segments: [Range<Int>]
     if let timing, candidates.filter({ $0.microBatch > 0 }).count > 1 {
+      // Timings on a busy machine move by a few percent: an option within 5% of the fastest
+      // counts as as fast, and the one recomputing fewest segments among those wins
+      // (candidates come fewest first).
       let timed = candidates.filter { $0.microBatch > 0 }.map { ($0, timing.samplesPerSecond(of: $0)) }
-      segments = timed.max { $0.1 < $1.1 }!.0.segments
+      let fastest = timed.map(\.1).max()!
+      segments = timed.first { $0.1 >= 0.95 * fastest }!.0.segments
     } else {
       segments = best(of: candidates)?.segments ?? []
     }
@@ -137,10 +147,9 @@ public enum RecomputeChoice {
   }
 }
 
-/// Times recomputation options on a real model: one micro-step of the option's micro-batch
-/// of random samples (after one warm-up), with the option's segments recomputing. The model
-/// is put back as it was (weights, buffers, counters, random states, segments); the steps
-/// update it with a zero learning rate.
+/// Times recomputation options on a real model: micro-steps of the option's micro-batch of
+/// random samples, with the option's segments recomputing. The model is put back as it was
+/// (weights, buffers, counters, random states, segments, gradients zeroed).
 public struct RecomputeTiming {
   let model: any Layer
   let loss: Loss
@@ -152,29 +161,34 @@ public struct RecomputeTiming {
     (self.model, self.loss, self.sampleShape) = (model, loss, sampleShape)
   }
 
-  /// Samples per second of `option`'s micro-step (the faster of two timed runs).
+  /// Samples per second of `option`'s micro-step (forward and backward of its micro-batch,
+  /// without the optimizer step, which a window takes once whatever its micro-batches: the
+  /// fastest of three timed runs after one warm-up).
   public func samplesPerSecond(of option: RecomputeChoice.Option) -> Double {
     let parameters = model.parameters.map { ($0, $0.values) }
     let buffers = model.namedBuffers.map { ($0.tensor, $0.tensor.values) }
     let counters = model.namedCounters.map { ($0.counter, $0.counter.value) }
     let random = model.randomStates, segments = RecomputePolicy.recomputed(in: model)
+    guard let optimizer = try? SGD(learningRate: 0),
+      let measurement = try? MemoryMeasurement(model: model, optimizer: optimizer, loss: loss, sampleShape: sampleShape)
+    else { return 0 }
     defer {
+      optimizer.zeroGradients(model.parameters)
       for (tensor, values) in parameters + buffers { tensor.mutableBuffer.update(fromContentsOf: values) }
       for (counter, value) in counters { counter.value = value }
       model.randomStates = random
       RecomputePolicy.apply(segments, to: model)
     }
     RecomputePolicy.apply(option.segments, to: model)
-    guard let optimizer = try? SGD(learningRate: 0),
-      let measurement = try? MemoryMeasurement(model: model, optimizer: optimizer, loss: loss, sampleShape: sampleShape)
-    else { return 0 }
-    let dataset = measurement.randomDataset(samples: option.microBatch)
-    let window = [Array(0..<option.microBatch)]
-    _ = measurement.stepper.step(window: window, of: dataset)
+    let batch = measurement.randomDataset(samples: option.microBatch).batch(at: Array(0..<option.microBatch))
+    func microStep() {
+      WindowStepper.microStep(model: model, loss: loss, batch: batch, windowItems: option.microBatch)
+    }
+    microStep()
     var fastest = Double.infinity
-    for _ in 0..<2 {
+    for _ in 0..<3 {
       let start = DispatchTime.now().uptimeNanoseconds
-      _ = measurement.stepper.step(window: window, of: dataset)
+      microStep()
       fastest = min(fastest, Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9)
     }
     return Double(option.microBatch) / fastest

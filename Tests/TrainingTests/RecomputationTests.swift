@@ -137,6 +137,28 @@ struct RecomputedStageTests {
   }
 }
 
+/// Timing the options leaves the model as it was: weights, running statistics, random
+/// states and segments, and no gradient left behind.
+@Suite("Timing recomputation options")
+struct RecomputeTimingTests {
+  @Test func timingPutsTheModelBack() throws {
+    let model = try RecomputedStageTests.model(recomputes: false)
+    let before = model.parameters.map(\.values) + model.namedBuffers.map(\.tensor.values)
+    let random = model.randomStates
+    let timing = try #require(RecomputeTiming(model: model, loss: .crossEntropy, sampleShape: [1, 16, 16]))
+    for segments in [[], model.recomputableSegments] {
+      let rate = timing.samplesPerSecond(of: .init(segments: segments, microBatch: 3, multiplyAddsPerSample: 1))
+      #expect(rate > 0)
+    }
+    #expect(model.parameters.map(\.values) + model.namedBuffers.map(\.tensor.values) == before)
+    #expect(model.randomStates == random && model.recomputedSegments == [])
+    #expect(model.parameters.allSatisfy { ($0.gradient?.values ?? []).allSatisfy { $0 == 0 } })
+    // A shape-only model cannot be timed.
+    let shapeOnly = ShapeTracing.run(AllocationTrace()) { try! RecomputedStageTests.model(recomputes: false) }
+    #expect(RecomputeTiming(model: shapeOnly, loss: .crossEntropy, sampleShape: [1, 16, 16]) == nil)
+  }
+}
+
 @Suite("Recomputation on the command line")
 struct RecomputeCommandTests {
   /// `plan --recompute`: the smallest budget with and without, and the choice; `train
