@@ -122,7 +122,7 @@ struct DemoCommand: ParsableCommand {
     let training = TensorDataset(batch: scaled.batch(at: Array(order[300...])))
     let heldOut = TensorDataset(batch: scaled.batch(at: Array(order[..<300])))
     try digits(
-      model: "linear(64,64) relu linear(64,10)", sampleShape: [64], budget: .kb(120), training: training,
+      model: "linear(64,64) relu linear(64,10)", sampleShape: [64], budget: .kb(110), training: training,
       heldOut: heldOut)
     // The same pixels as 1×8×8 images.
     func images(_ dataset: TensorDataset) -> TensorDataset {
