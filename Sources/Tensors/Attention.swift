@@ -34,8 +34,9 @@ extension Tensor {
       "the attention dropout mask must be \([samples, heads, length, length])")
     let layout = HeadLayout(samples: samples, length: length, width: width, heads: heads)
     let computes = qkv.hasElements
-    // Heads run on one thread, or on two with one scratch `[s, s]` each (lane).
-    let lanes = layout.lanes
+    // Heads run on one thread, or on two with one scratch `[s, s]` each (lane). Without
+    // kept weights (recomputation, chosen for memory) on one: three fewer `[s, s]`.
+    let lanes = keepsWeights ? layout.lanes : 1
     let probabilities = Tensor(
       uninitializedShape: keepsWeights ? [samples, heads, length, length] : [lanes, length, length])
     let result = Tensor(uninitializedShape: [samples, length, width])
