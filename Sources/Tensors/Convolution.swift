@@ -99,6 +99,11 @@ extension Tensor {
   /// optional `bias` `[O]`, as PyTorch's `conv2d` (groups = 1): each sample is unfolded
   /// (im2col, one `[C·kh·kw, Ho·Wo]` workspace at a time) and multiplied by the weight with
   /// `cblas_sgemm`. Backward recomputes the columns rather than keeping them.
+  ///
+  /// When each sample's products run on one OpenBLAS thread by rule and allocate nothing
+  /// (probed), the samples are shared between two threads (``ParallelWork``), each with its
+  /// own workspace (traced); the weight's gradient of the second half is summed apart and
+  /// added after (fixed halves: the same sums whichever thread runs them).
   public static func convolution2D(
     _ input: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0, dilation: Int = 1
   ) -> Tensor {
@@ -114,31 +119,38 @@ extension Tensor {
     precondition(outputHeight >= 1 && outputWidth >= 1, "the conv2d window does not fit \(input.shape)")
     let plane = outputHeight * outputWidth
     let patch = channels * geometry.kernelHeight * geometry.kernelWidth
+    let sampleSize = channels * height * width
+    let samples = SampleLanes(samples: n, outputs: outputs, patch: patch, plane: plane)
+    let lanes = samples.lanes
     let result = Tensor(uninitializedShape: [n, outputs, outputHeight, outputWidth])
     let computes = result.hasElements
+    let shared = computes && samples.shares
     do {
-      let columns = Tensor(uninitializedShape: [patch, plane])
-      for sample in 0..<n {
-        if computes {
-          im2col(
-            input.storage.base + sample * channels * height * width, channels: channels, height: height, width: width,
-            geometry: geometry, outputHeight: outputHeight, outputWidth: outputWidth, into: columns.storage.base)
+      let columns = Tensor(uninitializedShape: [lanes, patch, plane])
+      withOneThread(shared) {
+        samples.forEach(lanes: lanes, shared: shared, computes: computes) { sample, lane in
+          let workspace = columns.storage.base + lane * patch * plane
+          if computes {
+            im2col(
+              input.storage.base + sample * sampleSize, channels: channels, height: height, width: width,
+              geometry: geometry, outputHeight: outputHeight, outputWidth: outputWidth, into: workspace)
+          }
+          let out = result.storage.base + sample * outputs * plane
+          // The bias is written first and the product added to it (no separate pass).
+          if computes, let bias {
+            for o in 0..<outputs { (out + o * plane).update(repeating: bias.storage.base[o], count: plane) }
+          }
+          gemm(
+            weight.storage.base, workspace, out, m: outputs, n: plane, k: patch, transposeA: false,
+            transposeB: false, accumulate: bias != nil, computes: computes, oneThreadHeld: shared)
         }
-        let out = result.storage.base + sample * outputs * plane
-        // The bias is written first and the product added to it (no separate pass).
-        if computes, let bias {
-          for o in 0..<outputs { (out + o * plane).update(repeating: bias.storage.base[o], count: plane) }
-        }
-        gemm(
-          weight.storage.base, columns.storage.base, out, m: outputs, n: plane, k: patch, transposeA: false,
-          transposeB: false, accumulate: bias != nil, computes: computes)
-        if !computes { break }  // one sample records the workspace and product
       }
     }
     let x = input.detached(), w = weight.detached()
     let inputs = [input, weight] + (bias.map { [$0] } ?? [])
     return record(result, inputs: inputs) { g in
       let computes = g.hasElements
+      let shared = computes && samples.shares
       let gradientInput = input.isDifferentiable ? Tensor(zeros: input.shape) : nil
       let weightIsLeaf = weight.requiresGradient && weight.node == nil
       // A parameter's gradient is accumulated in place (under shape tracing it is assumed to
@@ -158,38 +170,52 @@ extension Tensor {
           gradientWeight = Tensor(zeros: weight.shape)
         }
       }
-      let columns = Tensor(uninitializedShape: [patch, plane])
-      let columnGradient = gradientInput != nil ? Tensor(uninitializedShape: [patch, plane]) : nil
-      for sample in 0..<n {
-        let gy = g.storage.base + sample * outputs * plane
-        if let gradientWeight {
-          if computes {
-            im2col(
-              x.storage.base + sample * channels * height * width, channels: channels, height: height, width: width,
-              geometry: geometry, outputHeight: outputHeight, outputWidth: outputWidth, into: columns.storage.base)
+      // The second half's weight gradient, summed apart when the samples are split.
+      let partial = lanes == 2 && weight.isDifferentiable ? Tensor(uninitializedShape: weight.shape) : nil
+      let columns = Tensor(uninitializedShape: [lanes, patch, plane])
+      let columnGradient = gradientInput != nil ? Tensor(uninitializedShape: [lanes, patch, plane]) : nil
+      let half = n / 2
+      withOneThread(shared) {
+        samples.forEach(lanes: lanes, shared: shared, computes: computes) { sample, lane in
+          let gy = g.storage.base + sample * outputs * plane
+          let workspace = columns.storage.base + lane * patch * plane
+          // Lane 1 (the second half, when split) sums into `partial`, starting afresh.
+          let target = lane == 1 ? partial : gradientWeight
+          let first = lane == 1 ? sample == half : sample == 0
+          if let target {
+            if computes {
+              im2col(
+                x.storage.base + sample * sampleSize, channels: channels, height: height, width: width,
+                geometry: geometry, outputHeight: outputHeight, outputWidth: outputWidth, into: workspace)
+            }
+            // dW += dY · colsᵀ
+            gemm(
+              gy, workspace, target.storage.base, m: outputs, n: patch, k: plane, transposeA: false,
+              transposeB: true, accumulate: !first || (lane == 0 && addsToWeightGradient),
+              computes: computes && target.hasElements, oneThreadHeld: shared)
+          } else if weightIsLeaf && !computes {
+            ShapeTracing.current?.recordMatrixProduct(
+              m: outputs, n: patch, k: plane, transposeA: false, transposeB: true)
           }
-          // dW += dY · colsᵀ
-          gemm(
-            gy, columns.storage.base, gradientWeight.storage.base, m: outputs, n: patch, k: plane, transposeA: false,
-            transposeB: true, accumulate: sample > 0 || addsToWeightGradient,
-            computes: computes && gradientWeight.hasElements)
-        } else if weightIsLeaf && !computes {
-          ShapeTracing.current?.recordMatrixProduct(
-            m: outputs, n: patch, k: plane, transposeA: false, transposeB: true)
-        }
-        if let gradientInput, let columnGradient {
-          // dcols = Wᵀ · dY, folded back into dX.
-          gemm(
-            w.storage.base, gy, columnGradient.storage.base, m: patch, n: plane, k: outputs, transposeA: true,
-            transposeB: false, accumulate: false, computes: computes)
-          if computes {
-            col2im(
-              columnGradient.storage.base, channels: channels, height: height, width: width, geometry: geometry,
-              outputHeight: outputHeight, outputWidth: outputWidth,
-              into: gradientInput.storage.base + sample * channels * height * width)
+          if let gradientInput, let columnGradient {
+            // dcols = Wᵀ · dY, folded back into dX.
+            let scratch = columnGradient.storage.base + lane * patch * plane
+            gemm(
+              w.storage.base, gy, scratch, m: patch, n: plane, k: outputs, transposeA: true,
+              transposeB: false, accumulate: false, computes: computes, oneThreadHeld: shared)
+            if computes {
+              col2im(
+                scratch, channels: channels, height: height, width: width, geometry: geometry,
+                outputHeight: outputHeight, outputWidth: outputWidth,
+                into: gradientInput.storage.base + sample * sampleSize)
+            }
           }
         }
-        if !computes { break }
+      }
+      if computes, let partial, let gradientWeight {
+        // The first half (at least one sample) wrote `gradientWeight`; the second's sum is added.
+        let (into, from) = (gradientWeight.storage.base, partial.storage.base)
+        for i in 0..<weight.count { into[i] += from[i] }
       }
       var gradientBias: Tensor? = nil
       if let bias, bias.isDifferentiable {
@@ -209,6 +235,52 @@ extension Tensor {
       // A leaf weight's gradient was accumulated in place.
       let weightResult: Tensor? = accumulatesInPlace ? nil : gradientWeight
       return [gradientInput, weightResult] + (bias != nil ? [gradientBias] : [])
+    }
+  }
+
+  /// How a convolution's samples are shared between threads: like the attention's heads,
+  /// two lanes when there are two samples or more, enough work, and every per-sample product
+  /// on one OpenBLAS thread by rule; shared only if none of those products allocates.
+  struct SampleLanes {
+    let samples: Int, outputs: Int, patch: Int, plane: Int
+
+    var lanes: Int {
+      samples >= 2 && ParallelWork.isAvailable && samples * patch * plane >= ParallelWork.minimumElements
+        && !BLASThreading.usesThreads(m: outputs, n: plane, k: patch)
+        && !BLASThreading.usesThreads(m: outputs, n: patch, k: plane)
+        && !BLASThreading.usesThreads(m: patch, n: plane, k: outputs) ? 2 : 1
+    }
+
+    /// Two lanes and no per-sample product allocating inside BLAS (probed; asked before any
+    /// one-thread region, since a probe takes the BLAS lock).
+    var shares: Bool {
+      guard lanes == 2, let allocates = BLASCall.productAllocates else { return false }
+      return !allocates(outputs, plane, patch, false, false) && !allocates(outputs, patch, plane, false, true)
+        && !allocates(patch, plane, outputs, true, false)
+    }
+
+    /// `body(sample, lane)` for every sample: the two halves on two threads when `shared`;
+    /// else one after the other here, the second half in lane 1 when there are two lanes
+    /// (the same sums as when shared). Under shape tracing, after the same hand-over, the
+    /// first sample only: its products are recorded once.
+    func forEach(lanes: Int, shared: Bool, computes: Bool, _ body: (Int, Int) -> Void) {
+      let half = samples / 2
+      if lanes == 2 {
+        ParallelWork.split(samples, elementsPerItem: ParallelWork.minimumElements, computes: shared) { range in
+          for sample in range { body(sample, range.lowerBound == 0 ? 0 : 1) }
+        }
+        guard !shared else { return }
+        if !computes {
+          body(0, 0)
+          return
+        }
+        for sample in 0..<samples { body(sample, sample < half ? 0 : 1) }
+        return
+      }
+      for sample in 0..<samples {
+        body(sample, 0)
+        if !computes { break }
+      }
     }
   }
 }

@@ -115,3 +115,33 @@ struct SharedAttentionHeadTests {
     }
   }
 }
+
+/// Convolution samples shared between two threads: outputs and input gradients equal
+/// those of one sample at a time bit for bit; the weight's gradient (two halves summed
+/// apart) within rounding of the per-sample sum.
+@Suite("Convolution samples on two threads")
+struct SharedConvolutionTests {
+  @Test func sharedSamplesMatchOneSampleAtATime() {
+    BLASWorkspace.answerAllocationQuestions()
+    let (n, c, size) = (6, 3, 24)
+    let input = randomTensor([n, c, size, size], seed: 21)
+    let weight = randomTensor([8, c, 3, 3], seed: 22), bias = randomTensor([8], seed: 23)
+    for t in [input, weight, bias] { t.requiresGradient = true }
+    let out = Tensor.convolution2D(input, weight: weight, bias: bias, padding: 1)
+    let upstream = randomTensor(out.shape, seed: 24)
+    (out * upstream).sum().backward()
+    var weightSum = [Double](repeating: 0, count: weight.count)
+    let (inSize, outSize) = (c * size * size, 8 * size * size)
+    for sample in 0..<n {
+      let one = Tensor(Array(input.values[(sample * inSize)..<((sample + 1) * inSize)]), shape: [1, c, size, size])
+      let w = Tensor(weight.values, shape: weight.shape), b = Tensor(bias.values, shape: [8])
+      for t in [one, w, b] { t.requiresGradient = true }
+      let y = Tensor.convolution2D(one, weight: w, bias: b, padding: 1)
+      (y * Tensor(Array(upstream.values[(sample * outSize)..<((sample + 1) * outSize)]), shape: y.shape)).sum().backward()
+      #expect(y.values == Array(out.values[(sample * outSize)..<((sample + 1) * outSize)]))
+      #expect(one.gradient!.values == Array(input.gradient!.values[(sample * inSize)..<((sample + 1) * inSize)]))
+      for i in 0..<weight.count { weightSum[i] += Double(w.gradient!.values[i]) }
+    }
+    expectClose(weight.gradient!.values, weightSum.map { Float($0) }, relative: 1e-4)
+  }
+}

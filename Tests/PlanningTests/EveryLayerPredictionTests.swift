@@ -26,6 +26,7 @@ struct EveryLayerPredictionTests {
     // Elementwise work large enough to be split between two threads (ParallelWork): the
     // hand-over's own bytes are traced too.
     ("linear(64,2048) relu linear(2048,2048) gelu linear(2048,40)", [64], "cross-entropy", "sgd"),
+    ("conv2d(3,8,3,padding=1) relu maxpool2d(2) flatten linear(512,5)", [3, 16, 16], "cross-entropy", "adam"),
     ("embedding(300,32) positionalembedding(64,32) transformerblock(32,2) linear(32,300)", [64],
       "token-cross-entropy", "adam"),
   ]
