@@ -45,7 +45,7 @@ extension Tensor {
     let oneThread = computes && runsOnOneThread(length: length, headWidth: layout.headWidth)
     let shared = computes && lanes == 2 && layout.sharesPairs
     withOneThread(oneThread) {
-      layout.forEachPair(lanes: lanes, shared: shared, computes: computes) { pair, lane in
+      ParallelWork.forEach(layout.pairs, lanes: lanes, shared: shared, computes: computes) { pair, lane in
         let q = qkv.storage.base + layout.packed(pair), k = q + width, v = k + width
         let p = probabilities.storage.base + (keepsWeights ? pair : lane) * layout.square
         layout.weights(q, k, into: p, computes: computes, oneThread: oneThread)
@@ -71,7 +71,7 @@ extension Tensor {
       let shared = computes && lanes == 2 && layout.sharesPairs
       let (n, dh) = (length, layout.headWidth)
       withOneThread(oneThread) {
-        layout.forEachPair(lanes: lanes, shared: shared, computes: computes) { pair, lane in
+        ParallelWork.forEach(layout.pairs, lanes: lanes, shared: shared, computes: computes) { pair, lane in
           let q = qkv.storage.base + layout.packed(pair), k = q + width, v = k + width
           let dQ = gradient.storage.base + layout.packed(pair), dK = dQ + width, dV = dK + width
           let dO = g.storage.base + layout.merged(pair), dS = gradientScores.storage.base + lane * layout.square
@@ -129,42 +129,20 @@ extension Tensor {
     /// (``ParallelWork``): there is enough work and each pair's products run on one
     /// OpenBLAS thread. Each lane has its own `[s, s]` scratch.
     var lanes: Int {
-      pairs >= 2 && ParallelWork.isAvailable && pairs * square >= ParallelWork.minimumElements
-        && Tensor.runsOnOneThread(length: length, headWidth: headWidth) ? 2 : 1
+      ParallelWork.splits(pairs, elementsPerItem: square) && Tensor.runsOnOneThread(length: length, headWidth: headWidth)
+        ? 2 : 1
     }
 
     /// Whether the pairs are shared between two threads: two lanes, and none of a pair's
     /// products allocates inside BLAS (probed, through ``BLASCall/productAllocates``), since
-    /// what the other thread allocated would be outside this thread's measured bytes.
+    /// what the other thread allocated would be outside this thread's measured bytes. Asked
+    /// before any one-thread region is entered: a probe takes the BLAS lock.
     var sharesPairs: Bool {
       guard lanes == 2, let allocates = BLASCall.productAllocates else { return false }
       // Three calls rather than a list of the products: a real step must allocate nothing
       // that its trace does not.
       let (s, dh) = (length, headWidth)
       return !allocates(s, s, dh, false, true) && !allocates(s, dh, s, false, false) && !allocates(s, dh, s, true, false)
-    }
-
-    /// Calls `body(pair, lane)` for every (sample, head) pair: shared between two threads
-    /// (lanes 0 and 1) when `lanes` (``lanes``, as the scratch was made for) is 2 and
-    /// ``sharesPairs``. Under shape tracing (`computes` false), for the first pair only: its
-    /// products are recorded once. With two lanes the hand-over to the other thread is made
-    /// in every case (running nothing when the pairs are not shared), so that its bytes are
-    /// the same in a trace and in a real step.
-    ///
-    /// `shared`: ``sharesPairs``, asked before any one-thread region is entered (it may
-    /// probe a product, which takes the BLAS lock).
-    func forEachPair(lanes: Int, shared: Bool, computes: Bool, _ body: (Int, Int) -> Void) {
-      let shared = lanes == 2 && computes && shared
-      if lanes == 2 {
-        ParallelWork.split(pairs, elementsPerItem: ParallelWork.minimumElements, computes: shared) { range in
-          for pair in range { body(pair, range.lowerBound == 0 ? 0 : 1) }
-        }
-      }
-      guard !shared else { return }
-      for pair in 0..<pairs {
-        body(pair, 0)
-        if !computes { break }
-      }
     }
 
     /// Offset of head `pair % heads` of sample `pair / heads` in `[b, s, 3d]`.

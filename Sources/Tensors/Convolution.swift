@@ -128,7 +128,7 @@ extension Tensor {
     do {
       let columns = Tensor(uninitializedShape: [lanes, patch, plane])
       withOneThread(shared) {
-        samples.forEach(lanes: lanes, shared: shared, computes: computes) { sample, lane in
+        ParallelWork.forEach(n, lanes: lanes, shared: shared, computes: computes) { sample, lane in
           let workspace = columns.storage.base + lane * patch * plane
           if computes {
             im2col(
@@ -176,7 +176,7 @@ extension Tensor {
       let columnGradient = gradientInput != nil ? Tensor(uninitializedShape: [lanes, patch, plane]) : nil
       let half = n / 2
       withOneThread(shared) {
-        samples.forEach(lanes: lanes, shared: shared, computes: computes) { sample, lane in
+        ParallelWork.forEach(n, lanes: lanes, shared: shared, computes: computes) { sample, lane in
           let gy = g.storage.base + sample * outputs * plane
           let workspace = columns.storage.base + lane * patch * plane
           // Lane 1 (the second half, when split) sums into `partial`, starting afresh.
@@ -245,7 +245,7 @@ extension Tensor {
     let samples: Int, outputs: Int, patch: Int, plane: Int
 
     var lanes: Int {
-      samples >= 2 && ParallelWork.isAvailable && samples * patch * plane >= ParallelWork.minimumElements
+      ParallelWork.splits(samples, elementsPerItem: patch * plane)
         && !BLASThreading.usesThreads(m: outputs, n: plane, k: patch)
         && !BLASThreading.usesThreads(m: outputs, n: patch, k: plane)
         && !BLASThreading.usesThreads(m: patch, n: plane, k: outputs) ? 2 : 1
@@ -257,30 +257,6 @@ extension Tensor {
       guard lanes == 2, let allocates = BLASCall.productAllocates else { return false }
       return !allocates(outputs, plane, patch, false, false) && !allocates(outputs, patch, plane, false, true)
         && !allocates(patch, plane, outputs, true, false)
-    }
-
-    /// `body(sample, lane)` for every sample: the two halves on two threads when `shared`;
-    /// else one after the other here, the second half in lane 1 when there are two lanes
-    /// (the same sums as when shared). Under shape tracing, after the same hand-over, the
-    /// first sample only: its products are recorded once.
-    func forEach(lanes: Int, shared: Bool, computes: Bool, _ body: (Int, Int) -> Void) {
-      let half = samples / 2
-      if lanes == 2 {
-        ParallelWork.split(samples, elementsPerItem: ParallelWork.minimumElements, computes: shared) { range in
-          for sample in range { body(sample, range.lowerBound == 0 ? 0 : 1) }
-        }
-        guard !shared else { return }
-        if !computes {
-          body(0, 0)
-          return
-        }
-        for sample in 0..<samples { body(sample, sample < half ? 0 : 1) }
-        return
-      }
-      for sample in 0..<samples {
-        body(sample, 0)
-        if !computes { break }
-      }
     }
   }
 }

@@ -20,9 +20,6 @@ public enum ParallelWork {
 
   static let helper: HelperThread? = BLASThreading.defaultThreads > 1 ? HelperThread() : nil
 
-  /// Whether there is a helper thread to share work with.
-  static var isAvailable: Bool { helper != nil }
-
   /// Starts the helper thread now (it is otherwise started by the first parallel work) and
   /// makes one hand-over each way, so that one-time allocations (the thread's, the
   /// runtime's on the first hand-over) happen before anything is measured or traced.
@@ -62,6 +59,30 @@ public enum ParallelWork {
         if computes { helper.run(count, UnsafeRawPointer(address)) }
       }
     }
+  }
+
+  /// Calls `body(item, lane)` for every item of `0..<count`, where each of `lanes` (1 or 2)
+  /// has scratch of its own. With two lanes the lower half runs in lane 0 and the rest in
+  /// lane 1: on two threads when `shared`, else one after the other on this one (the same
+  /// lanes, so work that sums per lane gives the same result), and the hand-over is made in
+  /// every case, running nothing unless shared, so that its bytes are the same in a trace
+  /// and in a real step. Under shape tracing (`computes` false) `body` runs for item 0
+  /// only: a trace records each product once.
+  /// - Precondition: two lanes only where ``splits(_:elementsPerItem:)`` holds for `count`.
+  static func forEach(_ count: Int, lanes: Int, shared: Bool, computes: Bool, _ body: (Int, Int) -> Void) {
+    if lanes == 2 {
+      let shared = shared && computes
+      split(count, elementsPerItem: minimumElements, computes: shared) { range in
+        for item in range { body(item, range.lowerBound == 0 ? 0 : 1) }
+      }
+      if shared { return }
+    }
+    guard computes else {
+      if count > 0 { body(0, 0) }
+      return
+    }
+    let half = count / 2
+    for item in 0..<count { body(item, lanes == 2 && item >= half ? 1 : 0) }
   }
 }
 
