@@ -70,6 +70,33 @@ public final class Counter {
   public init(_ value: Int64 = 0) { self.value = value }
 }
 
+/// What running a layer changes besides its parameters, saved to be put back: its buffers
+/// (running statistics), counters and random generators. Under shape tracing the saved
+/// buffers are zeros of the same count, so that saving costs the bytes it costs for real.
+public struct LayerRunningState {
+  let layer: any Layer
+  let buffers: [(Tensor, [Float])]
+  let counters: [(Counter, Int64)]
+  /// The random generators' states saved.
+  public let randomStates: [UInt64]
+
+  public init(of layer: any Layer) {
+    self.layer = layer
+    buffers = layer.namedBuffers.map {
+      ($0.tensor, $0.tensor.hasElements ? $0.tensor.values : [Float](repeating: 0, count: $0.tensor.count))
+    }
+    counters = layer.namedCounters.map { ($0.counter, $0.counter.value) }
+    randomStates = layer.randomStates
+  }
+
+  /// Puts the layer's buffers, counters and random generators back as they were saved.
+  public func restore() {
+    for (tensor, values) in buffers where tensor.hasElements { tensor.mutableBuffer.update(fromContentsOf: values) }
+    for (counter, value) in counters { counter.value = value }
+    layer.randomStates = randomStates
+  }
+}
+
 /// Why a layer or a loss cannot take the shapes it was given.
 public enum ShapeError: Error, Equatable, Sendable, CustomStringConvertible {
   /// `layer` expects `expected` features per sample but was given `actual`.

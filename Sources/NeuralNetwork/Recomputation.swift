@@ -19,19 +19,11 @@ extension Layer {
       return output
     }
     return Tensor.recordRecomputation(output, input: input, parameters: parameters) { gradient in
-      // The same random draws as the first forward; after it, the state that forward left.
-      let randomAfter = self.randomStates
-      // Under shape tracing, zeros of the same count: the same bytes as the real copies.
-      let buffers = self.namedBuffers.map {
-        ($0.tensor, $0.tensor.hasElements ? $0.tensor.values : [Float](repeating: 0, count: $0.tensor.count))
-      }
-      let counters = self.namedCounters.map { ($0.counter, $0.counter.value) }
+      // The same random draws as the first forward; after it, the state that forward left
+      // (and the running statistics and counters not updated twice).
+      let after = LayerRunningState(of: self)
       self.randomStates = randomBefore
-      defer {
-        self.randomStates = randomAfter
-        for (tensor, values) in buffers where tensor.hasElements { tensor.mutableBuffer.update(fromContentsOf: values) }
-        for (counter, value) in counters { counter.value = value }
-      }
+      defer { after.restore() }
       // The input's gradient is whatever tensor backward brings to the replayed input
       // (no buffer of its own); the recomputed output is not kept through backward.
       var inputGradient: Tensor?

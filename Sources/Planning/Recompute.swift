@@ -173,17 +173,14 @@ public struct RecomputeTiming {
   /// fastest of the runs made in about 60 ms, at least three, after one warm-up).
   public func samplesPerSecond(of option: RecomputeChoice.Option) -> Double {
     let parameters = model.parameters.map { ($0, $0.values) }
-    let buffers = model.namedBuffers.map { ($0.tensor, $0.tensor.values) }
-    let counters = model.namedCounters.map { ($0.counter, $0.counter.value) }
-    let random = model.randomStates, segments = RecomputePolicy.recomputed(in: model)
+    let running = LayerRunningState(of: model), segments = RecomputePolicy.recomputed(in: model)
     guard let optimizer = try? SGD(learningRate: 0),
       let measurement = try? MemoryMeasurement(model: model, optimizer: optimizer, loss: loss, sampleShape: sampleShape)
     else { return 0 }
     defer {
       optimizer.zeroGradients(model.parameters)
-      for (tensor, values) in parameters + buffers { tensor.mutableBuffer.update(fromContentsOf: values) }
-      for (counter, value) in counters { counter.value = value }
-      model.randomStates = random
+      for (tensor, values) in parameters { tensor.mutableBuffer.update(fromContentsOf: values) }
+      running.restore()
       RecomputePolicy.apply(segments, to: model)
     }
     RecomputePolicy.apply(option.segments, to: model)

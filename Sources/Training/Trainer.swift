@@ -230,17 +230,13 @@ public final class Trainer {
   func warmUp() {
     guard model.parameters.allSatisfy(\.hasElements), let outputShape = try? model.outputShape(forInput: inputShape)
     else { return }
-    let randomStates = model.randomStates
-    let buffers = model.namedBuffers.map { ($0.tensor, $0.tensor.values) }
-    let counters = model.namedCounters.map { ($0.counter, $0.counter.value) }
+    let saved = LayerRunningState(of: model)
     let targetShape = loss.targetShape(outputShape: outputShape)
     // Zeros are valid targets for every loss (class 0, probability 0, value 0).
     let batch = Batch(inputs: Tensor(zeros: [1] + inputShape), targets: Tensor(zeros: [1] + targetShape))
     WindowStepper.microStep(model: model, loss: loss, batch: batch, windowItems: 1)
     stepper.discardWindow()
-    model.randomStates = randomStates
-    for (tensor, values) in buffers { tensor.mutableBuffer.update(fromContentsOf: values) }
-    for (counter, value) in counters { counter.value = value }
+    saved.restore()
   }
 
   /// The plan a trainer with these arguments makes, from the model's shapes alone: the
