@@ -98,24 +98,17 @@ public final class MPIWorld: Communicator {
     }
   }
 
-  public func sum(_ values: [Double]) -> [Double] {
-    guard size > 1, !values.isEmpty else { return values }
-    var result = values
-    result.withUnsafeMutableBufferPointer { buffer in
-      _ = MPI_Allreduce(
-        gradaccum_mpi_in_place(), buffer.baseAddress, Int32(buffer.count), gradaccum_mpi_double(), gradaccum_mpi_sum(),
-        gradaccum_mpi_comm_world())
-    }
-    return result
-  }
+  public func sum(_ values: [Double]) -> [Double] { allReduced(values, gradaccum_mpi_double(), gradaccum_mpi_sum()) }
 
-  public func maximum(_ values: [Int64]) -> [Int64] {
+  public func maximum(_ values: [Int64]) -> [Int64] { allReduced(values, gradaccum_mpi_int64(), gradaccum_mpi_max()) }
+
+  /// `values` reduced over every process with `operation` (a short array: one call).
+  func allReduced<Value>(_ values: [Value], _ type: MPI_Datatype, _ operation: MPI_Op) -> [Value] {
     guard size > 1, !values.isEmpty else { return values }
     var result = values
     result.withUnsafeMutableBufferPointer { buffer in
       _ = MPI_Allreduce(
-        gradaccum_mpi_in_place(), buffer.baseAddress, Int32(buffer.count), gradaccum_mpi_int64(), gradaccum_mpi_max(),
-        gradaccum_mpi_comm_world())
+        gradaccum_mpi_in_place(), buffer.baseAddress, Int32(buffer.count), type, operation, gradaccum_mpi_comm_world())
     }
     return result
   }
