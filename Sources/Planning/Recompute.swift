@@ -156,37 +156,36 @@ public enum RecomputeChoice {
 
 /// Times recomputation options on a real model: micro-steps of the option's micro-batch of
 /// random samples, with the option's segments recomputing. The model is put back as it was
-/// (weights, buffers, counters, random states, segments, gradients zeroed).
+/// (buffers, counters, random states, segments; gradients zeroed; weights never changed).
 public struct RecomputeTiming {
   let model: any Layer
-  let loss: Loss
-  let sampleShape: [Int]
+  /// Random samples of the model's kind, and the micro-step's loss.
+  let measurement: MemoryMeasurement
 
   /// `nil` for a model without elements (shape-only), which cannot run.
   public init?(model: any Layer, loss: Loss, sampleShape: [Int]) {
-    guard model.parameters.allSatisfy(\.hasElements) else { return nil }
-    (self.model, self.loss, self.sampleShape) = (model, loss, sampleShape)
+    guard model.parameters.allSatisfy(\.hasElements), let optimizer = try? SGD(learningRate: 0),
+      let measurement = try? MemoryMeasurement(model: model, optimizer: optimizer, loss: loss, sampleShape: sampleShape)
+    else { return nil }
+    (self.model, self.measurement) = (model, measurement)
   }
 
   /// Samples per second of `option`'s micro-step (forward and backward of its micro-batch,
   /// without the optimizer step, which a window takes once whatever its micro-batches: the
-  /// fastest of the runs made in about 60 ms, at least three, after one warm-up).
+  /// fastest of the runs made in about 60 ms, at least three, after one warm-up). The
+  /// weights are not touched; the gradients are zeroed after.
   public func samplesPerSecond(of option: RecomputeChoice.Option) -> Double {
-    let parameters = model.parameters.map { ($0, $0.values) }
     let running = LayerRunningState(of: model), segments = RecomputePolicy.recomputed(in: model)
-    guard let optimizer = try? SGD(learningRate: 0),
-      let measurement = try? MemoryMeasurement(model: model, optimizer: optimizer, loss: loss, sampleShape: sampleShape)
-    else { return 0 }
     defer {
-      optimizer.zeroGradients(model.parameters)
-      for (tensor, values) in parameters { tensor.mutableBuffer.update(fromContentsOf: values) }
+      measurement.stepper.optimizer.zeroGradients(model.parameters)
       running.restore()
       RecomputePolicy.apply(segments, to: model)
     }
     RecomputePolicy.apply(option.segments, to: model)
     let batch = measurement.randomDataset(samples: option.microBatch).batch(at: Array(0..<option.microBatch))
     func microStep() {
-      WindowStepper.microStep(model: model, loss: loss, batch: batch, windowItems: option.microBatch)
+      WindowStepper.microStep(
+        model: model, loss: measurement.stepper.loss, batch: batch, windowItems: option.microBatch)
     }
     microStep()
     var fastest = Double.infinity, spent = 0.0, runs = 0
