@@ -45,6 +45,15 @@ public enum RecomputePolicy: String, Sendable, CaseIterable {
   }
 }
 
+extension MemoryEstimator {
+  /// Sets which segments of the estimator's model recompute, and traces one step so that
+  /// the one-time allocations of code that now runs are not counted in a prediction.
+  public func recompute(_ segments: [Range<Int>]) {
+    RecomputePolicy.apply(segments, to: model)
+    warmUp()
+  }
+}
+
 /// The planner's choice of recomputed segments and micro-batch.
 public enum RecomputeChoice {
   /// One option: the segments that recompute, the largest micro-batch that fits (0: none),
@@ -92,7 +101,7 @@ public enum RecomputeChoice {
       }
       return subsets.sorted { $0.count < $1.count }
     }
-    RecomputePolicy.apply([], to: estimator.model)
+    estimator.recompute([])
     let kept = estimator.estimate(microBatch: 1).layerActivationBytes
     let ordered = segments.sorted { a, b in
       a.reduce(0) { $0 + kept[$1, default: 0] } > b.reduce(0) { $0 + kept[$1, default: 0] }
@@ -105,10 +114,9 @@ public enum RecomputeChoice {
   /// segments are left as they were.
   public static func options(estimator: MemoryEstimator, upTo limit: Int, bytes: Int) -> [Option] {
     let before = RecomputePolicy.recomputed(in: estimator.model)
-    defer { RecomputePolicy.apply(before, to: estimator.model) }
+    defer { estimator.recompute(before) }
     return candidates(estimator: estimator).map { segments in
-      RecomputePolicy.apply(segments, to: estimator.model)
-      estimator.warmUp()
+      estimator.recompute(segments)
       let m = Planner.largestMicroBatch(estimator: estimator, upTo: limit, bytes: bytes) ?? 0
       let work = m > 0 ? Double(estimator.multiplyAdds(microBatch: m)) / Double(m) : 0
       return Option(segments: segments, microBatch: m, multiplyAddsPerSample: work)
@@ -148,8 +156,7 @@ public enum RecomputeChoice {
     } else {
       segments = best(of: candidates)?.segments ?? []
     }
-    RecomputePolicy.apply(segments, to: estimator.model)
-    estimator.warmUp()
+    estimator.recompute(segments)
     return segments
   }
 }

@@ -97,8 +97,7 @@ struct RecomputeReport {
     let segments = RecomputePolicy.segments(of: estimator.model)
     guard !segments.isEmpty else { return nil }
     func measure(_ chosen: [Range<Int>]) -> (smallest: Int, work: Int) {
-      RecomputePolicy.apply(chosen, to: estimator.model)
-      estimator.warmUp()
+      estimator.recompute(chosen)
       return (
         Planner.smallestBudget(peakBytes: estimator.estimate(microBatch: 1).peakBytes, fixedMargin: nil),
         estimator.multiplyAdds(microBatch: 1)
@@ -109,8 +108,7 @@ struct RecomputeReport {
     switch policy {
     case .none, .all:
       chosen = policy == .all ? segments : []
-      RecomputePolicy.apply(chosen, to: estimator.model)
-      estimator.warmUp()
+      estimator.recompute(chosen)
     case .auto:
       chosen = RecomputeChoice.applyBest(
         estimator: estimator, upTo: limit, budget: budget, marginBytes: nil, timing: timing)
