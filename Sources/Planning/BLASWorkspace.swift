@@ -15,7 +15,7 @@ import Tensors
 /// planner adds to the bytes alive around it.
 public enum BLASWorkspace {
   struct Product: Hashable {
-    var m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool
+    var m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool, oneThread: Bool
   }
 
   static let probed = Mutex<[Product: Int]>([:])
@@ -25,7 +25,8 @@ public enum BLASWorkspace {
   public static let unavailableBytes = Int.max / 4
 
   /// The bytes the calling thread holds at once inside the product `op(A)[m, k] · op(B)[k, n]`
-  /// beyond what it held before (0 without jemalloc's hooks).
+  /// beyond what it held before (0 without jemalloc's hooks); `oneThread`: run on one
+  /// OpenBLAS thread whatever its extents, else on the threads its extents give it.
   /// Lets the tensor kernels ask whether a product allocates (``BLASCall/productAllocates``),
   /// answered from these probes.
   public static func answerAllocationQuestions() { _ = answering }
@@ -33,15 +34,19 @@ public enum BLASWorkspace {
   /// Installs the answer once (a static initializer runs once, whatever the threads).
   static let answering: Void = {
     BLASCall.productAllocates = { m, n, k, transposeA, transposeB in
-      bytes(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB) > 0
+      bytes(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, oneThread: true) > 0
     }
   }()
 
-  public static func bytes(m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool) -> Int {
-    let product = Product(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB)
+  public static func bytes(
+    m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool, oneThread: Bool = false
+  ) -> Int {
+    // A product that runs on one thread by rule is the same call either way.
+    let oneThread = oneThread && BLASThreading.usesThreads(m: m, n: n, k: k)
+    let product = Product(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, oneThread: oneThread)
     if let known = probed.withLock({ $0[product] }) { return known }
     let measured =
-      BLASCall.probe(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB) { call in
+      BLASCall.probe(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, oneThread: oneThread) { call in
         MemoryStatistics.measurePeak(call).peakBytes
       } ?? unavailableBytes
     probed.withLock { $0[product] = measured }

@@ -116,7 +116,7 @@ public final class MemoryEstimator {
   public func multiplyAdds(microBatch: Int) -> Int {
     var total = 0
     for event in trace(microBatch: microBatch).events {
-      if case .matrixProduct(let m, let n, let k, _, _) = event { total &+= m &* n &* k }
+      if case .matrixProduct(let m, let n, let k, _, _, _) = event { total &+= m &* n &* k }
     }
     return total
   }
@@ -163,9 +163,10 @@ public final class MemoryEstimator {
       case .free(let identifier):
         // Buffers made before the trace (parameters) are not part of it.
         if let buffer = live.removeValue(forKey: identifier) { liveBytes -= Int128(buffer.bytes) }
-      case .matrixProduct(let m, let n, let k, let transposeA, let transposeB):
+      case .matrixProduct(let m, let n, let k, let transposeA, let transposeB, let oneThread):
         // Alive only during the call.
-        workspace = BLASWorkspace.bytes(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB)
+        workspace = BLASWorkspace.bytes(
+          m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, oneThread: oneThread)
       }
       let other = index < trace.otherBytes.count ? trace.otherBytes[index] : 0
       peak = max(peak, liveBytes + Int128(other) + Int128(workspace))

@@ -87,11 +87,32 @@ extension Tensor {
             guard y >= 0 && y < height else { continue }
             let input = source + oy * outputWidth
             let output = target + (c * height + y) * width + offset
-            for ox in valid { output[ox * g.stride] += input[ox] }
+            if g.stride == 1 {
+              addRow(input + valid.lowerBound, into: output + valid.lowerBound, count: valid.count)
+            } else {
+              for ox in valid { output[ox &* g.stride] += input[ox] }
+            }
           }
           row += 1
         }
       }
+    }
+  }
+
+  /// `target[i] += values[i]` for `i < count`, eight at a time.
+  @inline(__always)
+  static func addRow(_ values: UnsafePointer<Float>, into target: UnsafeMutablePointer<Float>, count: Int) {
+    var i = 0
+    while i &+ 8 <= count {
+      let sum =
+        UnsafeRawPointer(target + i).loadUnaligned(as: SIMD8<Float>.self)
+        + UnsafeRawPointer(values + i).loadUnaligned(as: SIMD8<Float>.self)
+      UnsafeMutableRawPointer(target + i).storeBytes(of: sum, as: SIMD8<Float>.self)
+      i &+= 8
+    }
+    while i < count {
+      target[i] += values[i]
+      i &+= 1
     }
   }
 
@@ -100,10 +121,12 @@ extension Tensor {
   /// (im2col, one `[C·kh·kw, Ho·Wo]` workspace at a time) and multiplied by the weight with
   /// `cblas_sgemm`. Backward recomputes the columns rather than keeping them.
   ///
-  /// When each sample's products run on one OpenBLAS thread by rule and allocate nothing
-  /// (probed), the samples are shared between two threads (``ParallelWork``), each with its
-  /// own workspace (traced); the weight's gradient of the second half is summed apart and
-  /// added after (fixed halves: the same sums whichever thread runs them).
+  /// When each sample's products allocate nothing on one OpenBLAS thread (probed), the
+  /// samples are shared between two threads (``ParallelWork``), each with its own workspace
+  /// (traced) and its products on one OpenBLAS thread: two samples at once on two cores
+  /// rather than each small product split between OpenBLAS's threads. The second half's
+  /// weight and bias gradients are summed apart and added after (fixed halves: the same sums
+  /// whichever thread runs them).
   public static func convolution2D(
     _ input: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0, dilation: Int = 1
   ) -> Tensor {
@@ -124,7 +147,7 @@ extension Tensor {
     let lanes = samples.lanes
     let result = Tensor(uninitializedShape: [n, outputs, outputHeight, outputWidth])
     let computes = result.hasElements
-    let shared = computes && samples.shares
+    let shared = computes && lanes == 2
     do {
       let columns = Tensor(uninitializedShape: [lanes, patch, plane])
       withOneThread(shared) {
@@ -142,7 +165,7 @@ extension Tensor {
           }
           gemm(
             weight.storage.base, workspace, out, m: outputs, n: plane, k: patch, transposeA: false,
-            transposeB: false, accumulate: bias != nil, computes: computes, oneThreadHeld: shared)
+            transposeB: false, accumulate: bias != nil, computes: computes, oneThreadHeld: lanes == 2)
         }
       }
     }
@@ -150,7 +173,7 @@ extension Tensor {
     let inputs = [input, weight] + (bias.map { [$0] } ?? [])
     return record(result, inputs: inputs) { g in
       let computes = g.hasElements
-      let shared = computes && samples.shares
+      let shared = computes && lanes == 2
       let gradientInput = input.isDifferentiable ? Tensor(zeros: input.shape) : nil
       let weightIsLeaf = weight.requiresGradient && weight.node == nil
       // A parameter's gradient is accumulated in place (under shape tracing it is assumed to
@@ -170,8 +193,10 @@ extension Tensor {
           gradientWeight = Tensor(zeros: weight.shape)
         }
       }
-      // The second half's weight gradient, summed apart when the samples are split.
+      let gradientBias = bias?.isDifferentiable == true ? Tensor(zeros: [outputs]) : nil
+      // The second half's weight and bias gradients, summed apart when the samples are split.
       let partial = lanes == 2 && weight.isDifferentiable ? Tensor(uninitializedShape: weight.shape) : nil
+      let partialBias = lanes == 2 && gradientBias != nil ? Tensor(zeros: [outputs]) : nil
       let columns = Tensor(uninitializedShape: [lanes, patch, plane])
       let columnGradient = gradientInput != nil ? Tensor(uninitializedShape: [lanes, patch, plane]) : nil
       let half = n / 2
@@ -192,17 +217,22 @@ extension Tensor {
             gemm(
               gy, workspace, target.storage.base, m: outputs, n: patch, k: plane, transposeA: false,
               transposeB: true, accumulate: !first || (lane == 0 && addsToWeightGradient),
-              computes: computes && target.hasElements, oneThreadHeld: shared)
+              computes: computes && target.hasElements, oneThreadHeld: lanes == 2)
           } else if weightIsLeaf && !computes {
             ShapeTracing.current?.recordMatrixProduct(
-              m: outputs, n: patch, k: plane, transposeA: false, transposeB: true)
+              m: outputs, n: patch, k: plane, transposeA: false, transposeB: true, oneThread: lanes == 2)
+          }
+          if computes, let biasTarget = lane == 1 ? partialBias : gradientBias {
+            // db += Σ over the plane of dY, per output channel.
+            let gb = biasTarget.storage.base
+            for o in 0..<outputs { gb[o] += planeSum(gy + o * plane, count: plane) }
           }
           if let gradientInput, let columnGradient {
             // dcols = Wᵀ · dY, folded back into dX.
             let scratch = columnGradient.storage.base + lane * patch * plane
             gemm(
               w.storage.base, gy, scratch, m: patch, n: plane, k: outputs, transposeA: true,
-              transposeB: false, accumulate: false, computes: computes, oneThreadHeld: shared)
+              transposeB: false, accumulate: false, computes: computes, oneThreadHeld: lanes == 2)
             if computes {
               col2im(
                 scratch, channels: channels, height: height, width: width, geometry: geometry,
@@ -212,24 +242,14 @@ extension Tensor {
           }
         }
       }
-      if computes, let partial, let gradientWeight {
-        // The first half (at least one sample) wrote `gradientWeight`; the second's sum is added.
-        let (into, from) = (gradientWeight.storage.base, partial.storage.base)
-        for i in 0..<weight.count { into[i] += from[i] }
-      }
-      var gradientBias: Tensor? = nil
-      if let bias, bias.isDifferentiable {
-        gradientBias = Tensor(zeros: [outputs])
-        if computes {
-          let gb = gradientBias!.storage.base
-          for sample in 0..<n {
-            for o in 0..<outputs {
-              let row = g.storage.base + (sample * outputs + o) * plane
-              var total: Float = 0
-              for i in 0..<plane { total += row[i] }
-              gb[o] += total
-            }
-          }
+      if computes {
+        // The first half (at least one sample) wrote the gradients; the second's sums are added.
+        if let partial, let gradientWeight {
+          let (into, from) = (gradientWeight.storage.base, partial.storage.base)
+          for i in 0..<weight.count { into[i] += from[i] }
+        }
+        if let partialBias, let gradientBias {
+          for o in 0..<outputs { gradientBias.storage.base[o] += partialBias.storage.base[o] }
         }
       }
       // A leaf weight's gradient was accumulated in place.
@@ -238,25 +258,36 @@ extension Tensor {
     }
   }
 
-  /// How a convolution's samples are shared between threads: like the attention's heads,
-  /// two lanes when there are two samples or more, enough work, and every per-sample product
-  /// on one OpenBLAS thread by rule; shared only if none of those products allocates.
+  /// The sum of `count` floats, in 16 lanes.
+  static func planeSum(_ values: UnsafePointer<Float>, count: Int) -> Float {
+    var lanes = SIMD16<Float>()
+    var i = 0
+    while i + 16 <= count {
+      lanes += UnsafeRawPointer(values + i).loadUnaligned(as: SIMD16<Float>.self)
+      i += 16
+    }
+    var total = lanes.sum()
+    while i < count {
+      total += values[i]
+      i += 1
+    }
+    return total
+  }
+
+  /// How a convolution's samples are shared between threads: two lanes when there are two
+  /// samples or more, enough work, and none of the per-sample products allocates inside BLAS
+  /// on one OpenBLAS thread (probed; asked before any one-thread region, since a probe takes
+  /// the BLAS lock); else one.
   struct SampleLanes {
     let samples: Int, outputs: Int, patch: Int, plane: Int
 
     var lanes: Int {
-      ParallelWork.splits(samples, elementsPerItem: patch * plane)
-        && !BLASThreading.usesThreads(m: outputs, n: plane, k: patch)
-        && !BLASThreading.usesThreads(m: outputs, n: patch, k: plane)
-        && !BLASThreading.usesThreads(m: patch, n: plane, k: outputs) ? 2 : 1
-    }
-
-    /// Two lanes and no per-sample product allocating inside BLAS (probed; asked before any
-    /// one-thread region, since a probe takes the BLAS lock).
-    var shares: Bool {
-      guard lanes == 2, let allocates = BLASCall.productAllocates else { return false }
-      return !allocates(outputs, plane, patch, false, false) && !allocates(outputs, patch, plane, false, true)
-        && !allocates(patch, plane, outputs, true, false)
+      guard ParallelWork.splits(samples, elementsPerItem: patch * plane), let allocates = BLASCall.productAllocates
+      else { return 1 }
+      let allocating =
+        allocates(outputs, plane, patch, false, false) || allocates(outputs, patch, plane, false, true)
+        || allocates(patch, plane, outputs, true, false)
+      return allocating ? 1 : 2
     }
   }
 }

@@ -156,8 +156,8 @@ extension Tensor {
   /// next, `nil` for contiguous) say otherwise, as for one head's slice of packed
   /// projections. Under shape tracing only the product is recorded (for what BLAS allocates
   /// inside it, which does not depend on the leading dimensions). `oneThreadHeld`: the
-  /// caller runs inside ``BLASCall/onOneThread(_:)`` (OpenBLAS on one thread, the lock held)
-  /// and the product is one that runs on one thread by rule.
+  /// caller runs inside ``BLASCall/onOneThread(_:)`` (OpenBLAS on one thread, the lock
+  /// held), and so does the product whatever its extents (traced as such).
   static func gemm(
     _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int,
     transposeA: Bool, transposeB: Bool, accumulate: Bool, computes: Bool, oneThreadHeld: Bool = false,
@@ -166,7 +166,8 @@ extension Tensor {
     if m == 0 || n == 0 { return }
     guard computes else {
       if k > 0 {
-        ShapeTracing.current?.recordMatrixProduct(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB)
+        ShapeTracing.current?.recordMatrixProduct(
+          m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, oneThread: oneThreadHeld)
       }
       return
     }
@@ -183,7 +184,6 @@ extension Tensor {
     }
     if k == 0 { return }
     if oneThreadHeld {
-      precondition(!BLASThreading.usesThreads(m: m, n: n, k: k), "a threaded product inside a one-thread region")
       BLASCall.call(
         a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: 1, strides: strides)
     } else {
@@ -294,9 +294,9 @@ public enum BLASCall {
   }
 
   /// Whether a product `op(A)[m, k] · op(B)[k, n]` (extents, transposes) allocates inside
-  /// BLAS, as probed; set by the planner (`nil`: unknown, taken as yes). Products run on a
-  /// helper thread only when they allocate nothing: its allocations are not the measured
-  /// thread's.
+  /// BLAS when it runs on one OpenBLAS thread, as probed; set by the planner (`nil`:
+  /// unknown, taken as yes). Products run on a helper thread only when they allocate
+  /// nothing: its allocations are not the measured thread's.
   nonisolated(unsafe) public static var productAllocates: ((Int, Int, Int, Bool, Bool) -> Bool)?
 
   /// Products of at most this many multiply-adds are probed with their arithmetic (about a
@@ -313,12 +313,14 @@ public enum BLASCall {
   /// - Parameters:
   ///   - arithmetic: whether the probe computes (α = 1) or only takes the path (α = 0); by
   ///     default, products up to ``arithmeticProbeLimit`` multiply-adds compute.
+  ///   - oneThread: run on one OpenBLAS thread whatever the extents (as inside
+  ///     ``onOneThread(_:)``), else on the threads the extents give it.
   ///   - measuring: runs the call it is given and measures it (for example the bytes the
   ///     thread allocates inside it).
   /// - Returns: `nil` when the operands' address space cannot be had, or an extent is
   ///   beyond BLAS's 32-bit integers.
   public static func probe<Measure>(
-    m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool, arithmetic: Bool? = nil,
+    m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool, arithmetic: Bool? = nil, oneThread: Bool = false,
     measuring: (() -> Void) -> Measure
   ) -> Measure? {
     precondition(m >= 1 && n >= 1 && k >= 1, "a probed product has positive extents, got \(m)×\(k)·\(k)×\(n)")
@@ -333,7 +335,8 @@ public enum BLASCall {
       return nil
     }
     let alpha: Float = computes ? 1 : 0
-    let singleThreaded = BLASThreading.defaultThreads > 1 && !BLASThreading.usesThreads(m: m, n: n, k: k)
+    let singleThreaded =
+      BLASThreading.defaultThreads > 1 && (oneThread || !BLASThreading.usesThreads(m: m, n: n, k: k))
     func product() {
       if singleThreaded {
         runSingleThreaded(

@@ -12,6 +12,8 @@ extension Tensor {
     pooled2D(kernel: kernel, stride: stride ?? kernel, maximum: false)
   }
 
+  /// Planes (`N·C` of them) are shared between two threads (``ParallelWork``) when large
+  /// enough; every output element is computed the same way whichever thread runs it.
   func pooled2D(kernel: Int, stride: Int, maximum: Bool) -> Tensor {
     precondition(rank == 4 && kernel >= 1 && stride >= 1, "pooling needs [N, C, H, W], got \(shape)")
     let (n, channels, height, width) = (shape[0], shape[1], shape[2], shape[3])
@@ -20,31 +22,26 @@ extension Tensor {
     let result = Tensor(uninitializedShape: [n, channels, outputHeight, outputWidth])
     // For max pooling, the flat index of each window's maximum (exact in Float up to 2²⁴).
     let positions = maximum ? Tensor(uninitializedShape: result.shape) : nil
-    if result.hasElements {
-      let x = storage.base, y = result.storage.base
-      let scale = 1 / Float(kernel * kernel)
-      for plane in 0..<(n * channels) {
-        let source = x + plane * height * width
-        for oy in 0..<outputHeight {
-          for ox in 0..<outputWidth {
-            let out = (plane * outputHeight + oy) * outputWidth + ox
-            var best = -Float.infinity, bestIndex = 0, total: Float = 0
-            for ky in 0..<kernel {
-              for kx in 0..<kernel {
-                let index = (oy * stride + ky) * width + ox * stride + kx
-                let value = source[index]
-                total += value
-                if value > best || (value.isNaN && !best.isNaN) {
-                  best = value
-                  bestIndex = index
-                }
+    let planeSize = height * width, outputPlane = outputHeight * outputWidth
+    let x = storage.base, y = result.storage.base
+    ParallelWork.split(n * channels, elementsPerItem: planeSize, computes: result.hasElements) { planes in
+      for plane in planes {
+        let offset = plane * planeSize
+        let out = y + plane * outputPlane
+        if let positions {
+          Self.maximumPlane(
+            x + offset, offset: offset, width: width, kernel: kernel, stride: stride, outputHeight: outputHeight,
+            outputWidth: outputWidth, into: out, positions: positions.storage.base + plane * outputPlane)
+        } else {
+          let scale = 1 / Float(kernel * kernel)
+          for oy in 0..<outputHeight {
+            for ox in 0..<outputWidth {
+              let corner = x + offset + oy * stride * width + ox * stride
+              var total: Float = 0
+              for ky in 0..<kernel {
+                for kx in 0..<kernel { total += corner[ky * width + kx] }
               }
-            }
-            if let positions {
-              y[out] = best
-              positions.storage.base[out] = Float(plane * height * width + bestIndex)
-            } else {
-              y[out] = total * scale
+              out[oy * outputWidth + ox] = total * scale
             }
           }
         }
@@ -53,26 +50,98 @@ extension Tensor {
     let inputShape = shape
     return Tensor.record(result, inputs: [self]) { g in
       let gradient = Tensor(zeros: inputShape)
-      guard gradient.hasElements else { return [gradient] }
       let gy = g.storage.base, dx = gradient.storage.base
-      if let positions {
-        for i in 0..<g.count { dx[Int(positions.storage.base[i])] += gy[i] }
-      } else {
+      // Each plane's gradient gets only its own plane's outputs, so planes split freely.
+      ParallelWork.split(n * channels, elementsPerItem: planeSize, computes: gradient.hasElements) { planes in
+        if let positions {
+          let from = planes.lowerBound * outputPlane, to = planes.upperBound * outputPlane
+          for i in from..<to { dx[Int(positions.storage.base[i])] += gy[i] }
+          return
+        }
         let scale = 1 / Float(kernel * kernel)
-        for plane in 0..<(n * channels) {
+        for plane in planes {
           for oy in 0..<outputHeight {
             for ox in 0..<outputWidth {
-              let share = gy[(plane * outputHeight + oy) * outputWidth + ox] * scale
+              let share = gy[plane * outputPlane + oy * outputWidth + ox] * scale
+              let corner = dx + plane * planeSize + oy * stride * width + ox * stride
               for ky in 0..<kernel {
-                for kx in 0..<kernel {
-                  dx[plane * height * width + (oy * stride + ky) * width + ox * stride + kx] += share
-                }
+                for kx in 0..<kernel { corner[ky * width + kx] += share }
               }
             }
           }
         }
       }
       return [gradient]
+    }
+  }
+
+  /// One plane's max pooling: each window's maximum (NaN wins; the first one on ties, as
+  /// PyTorch) and its flat index `offset + position in the plane`, as a Float.
+  @inline(__always)
+  static func maximumPlane(
+    _ source: UnsafePointer<Float>, offset: Int, width: Int, kernel: Int, stride: Int, outputHeight: Int,
+    outputWidth: Int, into out: UnsafeMutablePointer<Float>, positions: UnsafeMutablePointer<Float>
+  ) {
+    // `value` replaces `best` when larger, or NaN (and a NaN stays): the same as
+    // `value > best || (value.isNaN && !best.isNaN)`, written as selects rather than
+    // branches, which random data would mispredict.
+    @inline(__always) func keep(_ candidate: Int, _ best: inout Float, _ index: inout Int) {
+      let value = source[candidate]
+      let replaces = !best.isNaN && !(value <= best)
+      best = replaces ? value : best
+      index = replaces ? candidate : index
+    }
+    @inline(__always) func keepLanes(
+      _ value: SIMD8<Float>, _ place: Int32, _ best: inout SIMD8<Float>, _ index: inout SIMD8<Int32>
+    ) {
+      let replaces = (best .== best) .& .!(value .<= best)
+      best.replace(with: value, where: replaces)
+      index.replace(with: place, where: replaces)
+    }
+    if kernel == 2 && stride == 2 {
+      // The common case: eight windows at a time in vector lanes (even and odd columns of
+      // two rows), then one at a time.
+      let steps = SIMD8<Int32>(0, 2, 4, 6, 8, 10, 12, 14)
+      for oy in 0..<outputHeight {
+        let top = 2 * oy * width
+        var ox = 0
+        while ox + 8 <= outputWidth {
+          let first = top + 2 * ox
+          let upper = UnsafeRawPointer(source + first).loadUnaligned(as: SIMD16<Float>.self)
+          let lower = UnsafeRawPointer(source + first + width).loadUnaligned(as: SIMD16<Float>.self)
+          var best = upper.evenHalf
+          var index = SIMD8<Int32>(repeating: 0)
+          keepLanes(upper.oddHalf, 1, &best, &index)
+          keepLanes(lower.evenHalf, Int32(width), &best, &index)
+          keepLanes(lower.oddHalf, Int32(width + 1), &best, &index)
+          UnsafeMutableRawPointer(out + oy * outputWidth + ox).storeBytes(of: best, as: SIMD8<Float>.self)
+          let flat = index &+ steps &+ Int32(offset + first)
+          UnsafeMutableRawPointer(positions + oy * outputWidth + ox).storeBytes(
+            of: SIMD8<Float>(flat), as: SIMD8<Float>.self)
+          ox += 8
+        }
+        for ox in ox..<outputWidth {
+          let first = top + 2 * ox
+          var index = first, best = source[first]
+          keep(first + 1, &best, &index)
+          keep(first + width, &best, &index)
+          keep(first + width + 1, &best, &index)
+          out[oy * outputWidth + ox] = best
+          positions[oy * outputWidth + ox] = Float(offset + index)
+        }
+      }
+      return
+    }
+    for oy in 0..<outputHeight {
+      for ox in 0..<outputWidth {
+        let corner = oy * stride * width + ox * stride
+        var best = source[corner], index = corner
+        for ky in 0..<kernel {
+          for kx in 0..<kernel { keep(corner + ky * width + kx, &best, &index) }
+        }
+        out[oy * outputWidth + ox] = best
+        positions[oy * outputWidth + ox] = Float(offset + index)
+      }
     }
   }
 }

@@ -16,8 +16,10 @@ public final class AllocationTrace: @unchecked Sendable {
     /// Buffer `identifier` freed.
     case free(identifier: Int)
     /// A matrix product `op(A)[m, k] · op(B)[k, n]` through BLAS (transposed operands as
-    /// flagged), which may allocate (and free) memory of its own during the call.
-    case matrixProduct(m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool)
+    /// flagged), which may allocate (and free) memory of its own during the call;
+    /// `oneThread`: run on one OpenBLAS thread whatever its extents (inside
+    /// ``BLASCall/onOneThread(_:)``), else on the threads its extents give it.
+    case matrixProduct(m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool, oneThread: Bool)
   }
 
   /// The events, in order.
@@ -72,9 +74,11 @@ public final class AllocationTrace: @unchecked Sendable {
     sample()
   }
 
-  /// Records a product that BLAS computes (and may allocate for).
-  func recordMatrixProduct(m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool) {
-    events.append(.matrixProduct(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB))
+  /// Records a product that BLAS computes (and may allocate for); `oneThread` as in
+  /// ``AllocationEvent/matrixProduct(m:n:k:transposeA:transposeB:oneThread:)``.
+  func recordMatrixProduct(m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool, oneThread: Bool = false) {
+    events.append(
+      .matrixProduct(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, oneThread: oneThread))
     sample()
   }
 

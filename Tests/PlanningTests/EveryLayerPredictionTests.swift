@@ -27,6 +27,9 @@ struct EveryLayerPredictionTests {
     // hand-over's own bytes are traced too.
     ("linear(64,2048) relu linear(2048,2048) gelu linear(2048,40)", [64], "cross-entropy", "sgd"),
     ("conv2d(3,8,3,padding=1) relu maxpool2d(2) flatten linear(512,5)", [3, 16, 16], "cross-entropy", "adam"),
+    // Per-sample products that OpenBLAS would thread (32·256·288 multiply-adds), run on one
+    // thread each while two samples run at once: traced as one-thread products.
+    ("conv2d(32,32,3,padding=1) relu maxpool2d(2) flatten linear(2048,3)", [32, 16, 16], "cross-entropy", "sgd"),
     ("embedding(300,32) positionalembedding(64,32) transformerblock(32,2) linear(32,300)", [64],
       "token-cross-entropy", "adam"),
   ]
