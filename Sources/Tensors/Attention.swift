@@ -193,21 +193,16 @@ extension Tensor {
   }
 
   /// Row `t` of the `[s, s]` scores becomes the softmax of `scale · scores[t, 0…t]`, and 0
-  /// beyond `t` (the causal mask), in place; sums in Double.
+  /// beyond `t` (the causal mask), in place; 16 lanes at a time (``VectorMath``).
   static func causalSoftmaxRows(_ scores: UnsafeMutablePointer<Float>, length: Int, scale: Float) {
     for t in 0..<length {
       let row = scores + t * length
-      var largest = -Float.infinity
-      for j in 0...t { largest = max(largest, row[j] * scale) }
-      var total: Double = 0
-      for j in 0...t {
-        let e = expf(row[j] * scale - largest)
-        row[j] = e
-        total += Double(e)
-      }
-      let inverse = Float(1 / total)
+      // scale > 0, so the largest scaled score is the scaled largest.
+      let largest = VectorMath.maximum(row, count: t + 1) * scale
+      let total = VectorMath.exponentials(row, count: t + 1, scale: scale, shift: largest, into: row)
+      let inverse = 1 / total
       for j in 0...t { row[j] *= inverse }
-      for j in (t + 1)..<length { row[j] = 0 }
+      (row + t + 1).update(repeating: 0, count: length - t - 1)
     }
   }
 
@@ -217,10 +212,9 @@ extension Tensor {
   ) {
     for t in 0..<length {
       let row = gradient + t * length, p = probabilities + t * length
-      var dot: Double = 0
-      for j in 0..<length { dot += Double(row[j]) * Double(p[j]) }
-      let offset = Float(dot)
+      let offset = VectorMath.dot(row, p, count: length)
       for j in 0..<length { row[j] = p[j] * (row[j] - offset) * scale }
     }
   }
+
 }

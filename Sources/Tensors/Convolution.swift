@@ -219,13 +219,13 @@ extension Tensor {
               transposeB: true, accumulate: !first || (lane == 0 && addsToWeightGradient),
               computes: computes && target.hasElements, oneThreadHeld: lanes == 2)
           } else if weightIsLeaf && !computes {
-            ShapeTracing.current?.recordMatrixProduct(
-              m: outputs, n: patch, k: plane, transposeA: false, transposeB: true, oneThread: lanes == 2)
+            traceProduct(
+              m: outputs, n: patch, k: plane, transposeA: false, transposeB: true, oneThreadHeld: lanes == 2)
           }
           if computes, let biasTarget = lane == 1 ? partialBias : gradientBias {
             // db += Σ over the plane of dY, per output channel.
             let gb = biasTarget.storage.base
-            for o in 0..<outputs { gb[o] += planeSum(gy + o * plane, count: plane) }
+            for o in 0..<outputs { gb[o] += VectorMath.sum(gy + o * plane, count: plane) }
           }
           if let gradientInput, let columnGradient {
             // dcols = Wᵀ · dY, folded back into dX.
@@ -256,22 +256,6 @@ extension Tensor {
       let weightResult: Tensor? = accumulatesInPlace ? nil : gradientWeight
       return [gradientInput, weightResult] + (bias != nil ? [gradientBias] : [])
     }
-  }
-
-  /// The sum of `count` floats, in 16 lanes.
-  static func planeSum(_ values: UnsafePointer<Float>, count: Int) -> Float {
-    var lanes = SIMD16<Float>()
-    var i = 0
-    while i + 16 <= count {
-      lanes += UnsafeRawPointer(values + i).loadUnaligned(as: SIMD16<Float>.self)
-      i += 16
-    }
-    var total = lanes.sum()
-    while i < count {
-      total += values[i]
-      i += 1
-    }
-    return total
   }
 
   /// How a convolution's samples are shared between threads: two lanes when there are two

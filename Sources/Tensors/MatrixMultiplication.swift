@@ -110,7 +110,7 @@ extension Tensor {
     // Under shape tracing the parameter is left alone: a training step accumulates into
     // a gradient buffer that already exists, which allocates nothing but BLAS's workspace.
     guard left.hasElements && right.hasElements else {
-      ShapeTracing.current?.recordMatrixProduct(
+      traceProduct(
         m: transposeLeft ? left.shape[1] : left.shape[0], n: transposeRight ? right.shape[0] : right.shape[1],
         k: transposeLeft ? left.shape[0] : left.shape[1], transposeA: transposeLeft, transposeB: transposeRight)
       return nil
@@ -151,6 +151,18 @@ extension Tensor {
       transposeB: transposeB, accumulate: accumulating, computes: c.hasElements && a.hasElements && b.hasElements)
   }
 
+  /// Records under shape tracing the product that ``gemm(_:_:_:m:n:k:transposeA:transposeB:accumulate:computes:oneThreadHeld:lda:ldb:ldc:)``
+  /// would run: whole, or as the two halves it would cut it into (``BLASCall/Halves``).
+  static func traceProduct(m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool, oneThreadHeld: Bool = false) {
+    guard m > 0 && n > 0 && k > 0, let trace = ShapeTracing.current else { return }
+    if !oneThreadHeld, let halves = BLASCall.Halves(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB) {
+      halves.trace()
+    } else {
+      trace.recordMatrixProduct(
+        m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, oneThread: oneThreadHeld)
+    }
+  }
+
   /// `C[m, n] (+)= op(A) · op(B)` on row-major matrices through ``BLASCall``: contiguous
   /// unless leading dimensions (`lda`, `ldb`, `ldc`: elements from one stored row to the
   /// next, `nil` for contiguous) say otherwise, as for one head's slice of packed
@@ -165,14 +177,17 @@ extension Tensor {
   ) {
     if m == 0 || n == 0 { return }
     guard computes else {
-      if k > 0 {
-        ShapeTracing.current?.recordMatrixProduct(
-          m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, oneThread: oneThreadHeld)
-      }
+      traceProduct(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, oneThreadHeld: oneThreadHeld)
       return
     }
+    let halves =
+      oneThreadHeld || k == 0 ? nil : BLASCall.Halves(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB)
     let strides = BLASCall.Strides(
       a: lda ?? (transposeA ? m : k), b: ldb ?? (transposeB ? k : n), c: ldc ?? n)
+    if let halves {
+      halves.run(a, b, c, strides: strides, zeroing: !accumulate)
+      return
+    }
     // c is zeroed here and every kernel adds to it (β = 1): OpenBLAS's own β = 0 path is a
     // slower extra pass, and vector kernels would otherwise read whatever fresh memory holds.
     if !accumulate {
@@ -213,7 +228,7 @@ public enum BLASCall {
   static let threadCountLock = ReadWriteLock()
 
   /// Leading dimensions of the three operands of a product.
-  struct Strides {
+  package struct Strides {
     var a: Int, b: Int, c: Int
 
     /// Contiguous operands of `op(A)[m, k] · op(B)[k, n]`.
@@ -222,7 +237,9 @@ public enum BLASCall {
     }
   }
 
-  static func run(
+  /// `C += α · op(A) · op(B)` whole: on one OpenBLAS thread when its extents say so
+  /// (``BLASThreading``), else on OpenBLAS's threads.
+  package static func run(
     _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int,
     transposeA: Bool, transposeB: Bool, alpha: Float, strides: Strides? = nil
   ) {
@@ -236,6 +253,78 @@ public enum BLASCall {
     } else {
       threadCountLock.shared {
         call(a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: alpha, strides: strides)
+      }
+    }
+  }
+
+  /// A product that OpenBLAS would run on its threads, cut instead into two halves (rows of
+  /// `C` when it has at least as many rows as columns, else columns), each run on one
+  /// OpenBLAS thread: the lower on the calling thread, the upper on ``ParallelWork``'s helper
+  /// (both on the calling thread when the helper is busy). Only two threads then work, with
+  /// no OpenBLAS thread spinning beside the helper for the same core, and the halves allocate
+  /// nothing (probed: the helper's allocations would not be the measured thread's), so
+  /// neither does the product (OpenBLAS's job table is not made).
+  struct Halves {
+    let k: Int, transposeA: Bool, transposeB: Bool
+    /// Whether the rows of `C` are cut, else its columns.
+    let cutsRows: Bool
+    /// The extents `(m, n)` of the lower half and of the upper half.
+    let lower: (m: Int, n: Int), upper: (m: Int, n: Int)
+
+    /// `nil` when the product runs whole: on one thread by rule, without a helper thread, or
+    /// when a half would allocate inside BLAS (or that is unknown). Asked outside any
+    /// one-thread region, since a probe takes the BLAS lock.
+    init?(m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool) {
+      guard ParallelWork.helper != nil, BLASThreading.usesThreads(m: m, n: n, k: k),
+        let allocates = productAllocates
+      else { return nil }
+      cutsRows = m >= n
+      let cut = (cutsRows ? m : n) / 2
+      if cutsRows {
+        (lower, upper) = ((cut, n), (m - cut, n))
+      } else {
+        (lower, upper) = ((m, cut), (m, n - cut))
+      }
+      (self.k, self.transposeA, self.transposeB) = (k, transposeA, transposeB)
+      if allocates(lower.m, lower.n, k, transposeA, transposeB) || allocates(upper.m, upper.n, k, transposeA, transposeB) {
+        return nil
+      }
+    }
+
+    /// Under shape tracing: the hand-over (its bytes) and the two one-thread products.
+    func trace() {
+      ParallelWork.split(2, elementsPerItem: ParallelWork.minimumElements, computes: false) { _ in }
+      for half in 0..<2 {
+        let (m, n) = half == 0 ? lower : upper
+        ShapeTracing.current?.recordMatrixProduct(
+          m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, oneThread: true)
+      }
+    }
+
+    /// `C += A·B` (after zeroing each half's part of `C` when `zeroing`), the halves on two
+    /// threads.
+    func run(
+      _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, strides: Strides,
+      zeroing: Bool
+    ) {
+      threadCountLock.exclusively {
+        openblas_set_num_threads(1)
+        ParallelWork.split(2, elementsPerItem: ParallelWork.minimumElements) { range in
+          for index in range {
+            let (m, n) = index == 0 ? lower : upper
+            // Where the upper half starts: the lower half's rows or columns.
+            let start = index == 0 ? 0 : cutsRows ? lower.m : lower.n
+            // Rows of C start rows of op(A); columns of C start columns of op(B).
+            let a = a + (cutsRows ? (transposeA ? start : start * strides.a) : 0)
+            let b = b + (cutsRows ? 0 : (transposeB ? start * strides.b : start))
+            let c = c + (cutsRows ? start * strides.c : start)
+            if zeroing {
+              for row in 0..<m { (c + row * strides.c).update(repeating: 0, count: n) }
+            }
+            call(a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: 1, strides: strides)
+          }
+        }
+        openblas_set_num_threads(Int32(BLASThreading.defaultThreads))
       }
     }
   }

@@ -52,6 +52,16 @@ extension Tensor {
     // Lines are independent: split between two threads (``ParallelWork``).
     ParallelWork.split(outer, elementsPerItem: extent * inner, computes: result.hasElements) { lines in
       for o in lines {
+        if inner == 1 {
+          // Contiguous lines (the usual last axis): 16 lanes at a time.
+          let line = x + o * extent
+          let maximum = VectorMath.maximum(line, count: extent)
+          // The exponentials pass through the output line, overwritten below.
+          let total = VectorMath.exponentials(line, count: extent, scale: 1, shift: maximum, into: y + o * extent)
+          let logTotal = maximum + logf(total)
+          for j in 0..<extent { y[o * extent + j] = line[j] - logTotal }
+          continue
+        }
         for i in 0..<inner {
           let base = o * extent * inner + i
           var maximum = -Float.infinity
@@ -70,6 +80,13 @@ extension Tensor {
       let gy = g.storage.base, yy = output.storage.base, dx = gradient.storage.base
       ParallelWork.split(outer, elementsPerItem: extent * inner, computes: gradient.hasElements) { lines in
       for o in lines {
+        if inner == 1 {
+          // dx = g − exp(log-softmax) · Σ g, 16 lanes at a time (log-softmax ≤ 0).
+          let base = o * extent
+          let total = VectorMath.sum(gy + base, count: extent)
+          for j in base..<(base + extent) { dx[j] = gy[j] - VectorMath.expNonPositive(yy[j]) * total }
+          continue
+        }
         for i in 0..<inner {
           let base = o * extent * inner + i
           var total: Float = 0

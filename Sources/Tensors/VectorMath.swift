@@ -46,4 +46,74 @@ enum VectorMath {
     let scale = Float(bitPattern: (shifted.bitPattern &- 0x4B40_0000 &+ 127) << 23)
     return value < -87 ? 0 : p * scale
   }
+
+  /// The largest of `count ≥ 1` values (NaNs are passed over), in eight running maxima.
+  static func maximum(_ values: UnsafePointer<Float>, count: Int) -> Float {
+    var lanes = (values[0], values[0], values[0], values[0], values[0], values[0], values[0], values[0])
+    var i = 0
+    while i + 8 <= count {
+      let v = values + i
+      lanes.0 = v[0] > lanes.0 ? v[0] : lanes.0
+      lanes.1 = v[1] > lanes.1 ? v[1] : lanes.1
+      lanes.2 = v[2] > lanes.2 ? v[2] : lanes.2
+      lanes.3 = v[3] > lanes.3 ? v[3] : lanes.3
+      lanes.4 = v[4] > lanes.4 ? v[4] : lanes.4
+      lanes.5 = v[5] > lanes.5 ? v[5] : lanes.5
+      lanes.6 = v[6] > lanes.6 ? v[6] : lanes.6
+      lanes.7 = v[7] > lanes.7 ? v[7] : lanes.7
+      i += 8
+    }
+    var largest = Swift.max(
+      Swift.max(Swift.max(lanes.0, lanes.1), Swift.max(lanes.2, lanes.3)),
+      Swift.max(Swift.max(lanes.4, lanes.5), Swift.max(lanes.6, lanes.7)))
+    while i < count {
+      largest = values[i] > largest ? values[i] : largest
+      i += 1
+    }
+    return largest
+  }
+
+  /// The sum of `count` values, in 16 lanes.
+  static func sum(_ values: UnsafePointer<Float>, count: Int) -> Float {
+    var lanes = SIMD16<Float>()
+    var i = 0
+    while i + 16 <= count {
+      lanes += UnsafeRawPointer(values + i).loadUnaligned(as: SIMD16<Float>.self)
+      i += 16
+    }
+    var total = lanes.sum()
+    while i < count {
+      total += values[i]
+      i += 1
+    }
+    return total
+  }
+
+  /// `Σ a[i]·b[i]` over `count` values, in 16 lanes.
+  static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, count: Int) -> Float {
+    var lanes = SIMD16<Float>()
+    var i = 0
+    while i + 16 <= count {
+      lanes +=
+        UnsafeRawPointer(a + i).loadUnaligned(as: SIMD16<Float>.self)
+        * UnsafeRawPointer(b + i).loadUnaligned(as: SIMD16<Float>.self)
+      i += 16
+    }
+    var total = lanes.sum()
+    while i < count {
+      total += a[i] * b[i]
+      i += 1
+    }
+    return total
+  }
+
+  /// `target[i] = exp(scale · values[i] − shift)` for `count` values whose exponents are
+  /// ≤ 0 (`shift` is at least their largest), and returns their sum; `target` may be
+  /// `values`. Straight-line arithmetic in a plain loop, which vectorizes.
+  static func exponentials(
+    _ values: UnsafePointer<Float>, count: Int, scale: Float, shift: Float, into target: UnsafeMutablePointer<Float>
+  ) -> Float {
+    for i in 0..<count { target[i] = expNonPositive(values[i] * scale - shift) }
+    return sum(target, count: count)
+  }
 }
