@@ -75,6 +75,22 @@ public class Adam: Optimizer {
     let m = state.tensors[0].tensor.mutableBuffer
     let v = state.tensors[1].tensor.mutableBuffer
     let maximum = amsgrad ? state.tensors[2].tensor.mutableBuffer : nil
+    // Elements are independent: large parameters are shared between two threads, each
+    // element computed the same way whichever thread runs it.
+    ParallelWork.split(p.count) { range in
+      update(
+        UnsafeMutableBufferPointer(rebasing: p[range]), UnsafeBufferPointer(rebasing: g[range]),
+        UnsafeMutableBufferPointer(rebasing: m[range]), UnsafeMutableBufferPointer(rebasing: v[range]),
+        maximum.map { UnsafeMutableBufferPointer(rebasing: $0[range]) }, step: step)
+    }
+  }
+
+  /// The update of one run of elements: parameters `p`, gradients `g`, moments `m` and `v`,
+  /// and AMSGrad's `maximum`.
+  func update(
+    _ p: UnsafeMutableBufferPointer<Float>, _ g: UnsafeBufferPointer<Float>, _ m: UnsafeMutableBufferPointer<Float>,
+    _ v: UnsafeMutableBufferPointer<Float>, _ maximum: UnsafeMutableBufferPointer<Float>?, step: Int
+  ) {
     let n = p.count
     if decouplesWeightDecay && weightDecay != 0 {
       let factor = 1 - learningRate * weightDecay

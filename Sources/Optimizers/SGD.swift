@@ -59,19 +59,24 @@ public final class SGD: Optimizer {
   ) {
     let n = p.count
     let lr = learningRate, decay = weightDecay, momentum = momentum
+    // Elements are independent: large parameters are shared between two threads.
     if momentum == 0 {
-      for i in 0..<n { p[i] -= lr * (g[i] + decay * p[i]) }
+      ParallelWork.split(n) { range in
+        for i in range { p[i] -= lr * (g[i] + decay * p[i]) }
+      }
       return
     }
     let buffer = state.tensors[0].tensor.mutableBuffer
     // torch.optim.SGD starts the buffer as a copy of the first gradient.
     let isFirst = step == 1
-    let keep = 1 - dampening
-    for i in 0..<n {
-      let d = decay == 0 ? g[i] : g[i] + decay * p[i]
-      let b = isFirst ? d : momentum * buffer[i] + keep * d
-      buffer[i] = b
-      p[i] -= lr * (nesterov ? d + momentum * b : b)
+    let keep = 1 - dampening, nesterov = nesterov
+    ParallelWork.split(n) { range in
+      for i in range {
+        let d = decay == 0 ? g[i] : g[i] + decay * p[i]
+        let b = isFirst ? d : momentum * buffer[i] + keep * d
+        buffer[i] = b
+        p[i] -= lr * (nesterov ? d + momentum * b : b)
+      }
     }
   }
 }

@@ -188,6 +188,20 @@ extension Tensor {
       halves.run(a, b, c, strides: strides, zeroing: !accumulate)
       return
     }
+    if k == 1 && !accumulate {
+      // An outer product written directly (a weight's gradient at micro-batch 1): one pass
+      // over C rather than zeroing it and adding a rank-1 update. The same products, so the
+      // same values as `sger` (traced as the product, which allocates nothing).
+      for i in 0..<m {
+        let left = a[transposeA ? i : i * strides.a], row = c + i * strides.c
+        if transposeB {
+          for j in 0..<n { row[j] = left * b[j * strides.b] }
+        } else {
+          for j in 0..<n { row[j] = left * b[j] }
+        }
+      }
+      return
+    }
     // c is zeroed here and every kernel adds to it (β = 1): OpenBLAS's own β = 0 path is a
     // slower extra pass, and vector kernels would otherwise read whatever fresh memory holds.
     if !accumulate {

@@ -46,7 +46,7 @@ public enum ParallelWork {
   /// (the closure made escaping for the hand-over). So that a shape-only trace sees the
   /// same bytes as the real step, a traced call (`computes` false) makes the same hand-over
   /// and runs nothing; the helper being busy changes only who runs the work.
-  static func split(
+  package static func split(
     _ count: Int, elementsPerItem: Int = 1, computes: Bool = true, _ body: (Range<Int>) -> Void
   ) {
     guard splits(count, elementsPerItem: elementsPerItem), let helper else {
@@ -152,7 +152,7 @@ final class HelperThread: @unchecked Sendable {
         // slower on the transformer step, the spinning helper taking time from OpenBLAS's
         // threads.
         spins += 1
-        if spins < 200 {
+        if spins < 2000 {
           sched_yield()
           continue
         }
