@@ -30,7 +30,7 @@ let package = Package(
       resources: [.copy("Resources/digits.csv"), .copy("Resources/fortunes-computers.txt")]),
 
     // MARK: - Modules
-    .target(name: "Tensors", dependencies: ["CBLAS"]),
+    .target(name: "Tensors", dependencies: ["CBLAS", "VectorKernels"]),
     .target(name: "NeuralNetwork", dependencies: ["Tensors"]),
     .target(name: "Optimizers", dependencies: ["Tensors", "NeuralNetwork"]),
     .target(name: "DataLoading", dependencies: ["Tensors", "Memory"]),
@@ -52,6 +52,7 @@ let package = Package(
 
     // MARK: - Implementation details
     .target(name: "AllocationHooks"),
+    .target(name: "VectorKernels", cSettings: [.unsafeFlags(["-O2"])]),
     .target(name: "JemallocConfiguration"),
     .target(name: "SanitizerDefaults"),
     .systemLibrary(

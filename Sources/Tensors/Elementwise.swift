@@ -1,3 +1,4 @@
+import VectorKernels
 #if canImport(Glibc)
   import Glibc
 #endif
@@ -175,29 +176,20 @@ extension Tensor {
     return Tensor.record(result, inputs: [self]) { g in [Tensor.zipped(g, x, Tensor.geluGradient)] }
   }
 
-  /// `output[i] = gelu(input[i])`. Straight-line erf (VectorMath) that vectorizes: the C
-  /// library's scalar erff would be most of a transformer MLP's elementwise time.
+  /// `output[i] = gelu(input[i])`: the straight-line erf of ``VectorMath``, compiled for
+  /// the CPU's widest vectors (`VectorKernels`, the same results on every CPU).
   static func geluValues(_ input: UnsafePointer<Float>, _ output: UnsafeMutablePointer<Float>, _ n: Int) {
-    let inverseSquareRootTwo: Float = 0.70710678118654752440
-    for i in 0..<n {
-      let x = input[i]
-      output[i] = 0.5 * x * (1 + VectorMath.erf(x * inverseSquareRootTwo))
-    }
+    gradaccum_gelu(input, output, n)
   }
 
   /// `out[i] = g[i] · gelu′(x[i])`; `out` may be `g` (each element reads only its own).
+  /// Compiled for the CPU's widest vectors, as ``geluValues(_:_:_:)``.
   static func geluGradient(
     _ g: UnsafePointer<Float>, _ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ n: Int
   ) {
-    let inverseSquareRootTwo: Float = 0.70710678118654752440
-    let inverseSquareRootTwoPi: Float = 0.39894228040143267794
-    for i in 0..<n {
-      let v = x[i]
-      let cdf = 0.5 * (1 + VectorMath.erf(v * inverseSquareRootTwo))
-      let pdf = inverseSquareRootTwoPi * VectorMath.expNonPositive(-0.5 * v * v)
-      out[i] = g[i] * (cdf + v * pdf)
-    }
+    gradaccum_gelu_gradient(g, x, out, n)
   }
+
 
 
 

@@ -76,6 +76,30 @@ struct TensorTests {
     }
   }
 
+  /// The GELU kernels run compiled for this CPU's widest vectors (`VectorKernels`); they
+  /// must give the `VectorMath` formulas' results bit for bit, so that every CPU computes
+  /// the same: on a dense grid, at the clamps, infinities and NaN, and at odd lengths that
+  /// leave a vector tail.
+  @Test func geluKernelsEqualTheFormulas() {
+    var inputs = (0..<100_003).map { Float(-12 + 24 * Double($0) / 100_002) }
+    inputs += [-87.5, -4, 4, -0, 0, .infinity, -.infinity, .nan, .leastNonzeroMagnitude, -.greatestFiniteMagnitude]
+    let gradients = inputs.indices.map { Float(1 + ($0 % 7)) * 0.37 }
+    let root: Float = 0.70710678118654752440, densityScale: Float = 0.39894228040143267794
+    for count in [inputs.count, 1, 15, 17, 33] {
+      var values = [Float](repeating: 0, count: count), slopes = values
+      Tensor.geluValues(inputs, &values, count)
+      Tensor.geluGradient(gradients, inputs, &slopes, count)
+      for i in 0..<count {
+        let x = inputs[i]
+        let value = 0.5 * x * (1 + VectorMath.erf(x * root))
+        let cdf = 0.5 * (1 + VectorMath.erf(x * root))
+        let slope = gradients[i] * (cdf + x * (densityScale * VectorMath.expNonPositive(-0.5 * x * x)))
+        #expect(values[i].bitPattern == value.bitPattern || (values[i].isNaN && value.isNaN), "gelu(\(x))")
+        #expect(slopes[i].bitPattern == slope.bitPattern || (slopes[i].isNaN && slope.isNaN), "gelu'(\(x))")
+      }
+    }
+  }
+
   @Test func gradientsAccumulateAcrossBackwardCallsUntilCleared() {
     let w = Tensor([1, 2], shape: [2], requiresGradient: true)
     (w * 3).sum().backward()
