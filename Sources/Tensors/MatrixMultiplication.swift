@@ -189,17 +189,7 @@ extension Tensor {
       return
     }
     if k == 1 && !accumulate {
-      // An outer product written directly (a weight's gradient at micro-batch 1): one pass
-      // over C rather than zeroing it and adding a rank-1 update. The same products, so the
-      // same values as `sger` (traced as the product, which allocates nothing).
-      for i in 0..<m {
-        let left = a[transposeA ? i : i * strides.a], row = c + i * strides.c
-        if transposeB {
-          for j in 0..<n { row[j] = left * b[j * strides.b] }
-        } else {
-          for j in 0..<n { row[j] = left * b[j] }
-        }
-      }
+      BLASCall.writeOuterProduct(a, b, c, m: m, n: n, transposeA: transposeA, transposeB: transposeB, strides: strides)
       return
     }
     // c is zeroed here and every kernel adds to it (β = 1): OpenBLAS's own β = 0 path is a
@@ -271,7 +261,7 @@ public enum BLASCall {
     }
   }
 
-  /// A product that OpenBLAS would run on its threads, cut instead into two halves (rows of
+  /// A product large enough for two cores (``cuts(m:n:k:)``), cut into two halves (rows of
   /// `C` when it has at least as many rows as columns, else columns), each run on one
   /// OpenBLAS thread: the lower on the calling thread, the upper on ``ParallelWork``'s helper
   /// (both on the calling thread when the helper is busy). Only two threads then work, with
@@ -289,9 +279,9 @@ public enum BLASCall {
     /// when a half would allocate inside BLAS (or that is unknown). Asked outside any
     /// one-thread region, since a probe takes the BLAS lock.
     init?(m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool) {
-      guard ParallelWork.helper != nil, BLASThreading.usesThreads(m: m, n: n, k: k),
-        let allocates = productAllocates
-      else { return nil }
+      guard ParallelWork.helper != nil, Self.cuts(m: m, n: n, k: k), let allocates = productAllocates else {
+        return nil
+      }
       cutsRows = m >= n
       let cut = (cutsRows ? m : n) / 2
       if cutsRows {
@@ -303,6 +293,18 @@ public enum BLASCall {
       if allocates(lower.m, lower.n, k, transposeA, transposeB) || allocates(upper.m, upper.n, k, transposeA, transposeB) {
         return nil
       }
+    }
+
+    /// Products of at least this many multiply-adds are cut (when their longer side has 32
+    /// or more): also the smaller ones that OpenBLAS runs on one thread, such as a
+    /// micro-batch of 4 through a 784 × 512 layer or one sample's matrix-vector products,
+    /// which read half the weights each on two cores.
+    static let multiplyAddsToCut = 1 << 18
+
+    /// Whether a product is cut: one that OpenBLAS would thread, or one of at least
+    /// ``multiplyAddsToCut`` multiply-adds whose halves are 16 rows or columns wide or more.
+    static func cuts(m: Int, n: Int, k: Int) -> Bool {
+      BLASThreading.usesThreads(m: m, n: n, k: k) || (m &* n &* k >= multiplyAddsToCut && Swift.max(m, n) >= 32)
     }
 
     /// Under shape tracing: the hand-over (its bytes) and the two one-thread products.
@@ -332,6 +334,10 @@ public enum BLASCall {
             let a = a + (cutsRows ? (transposeA ? start : start * strides.a) : 0)
             let b = b + (cutsRows ? 0 : (transposeB ? start * strides.b : start))
             let c = c + (cutsRows ? start * strides.c : start)
+            if zeroing && k == 1 {
+              writeOuterProduct(a, b, c, m: m, n: n, transposeA: transposeA, transposeB: transposeB, strides: strides)
+              continue
+            }
             if zeroing {
               for row in 0..<m { (c + row * strides.c).update(repeating: 0, count: n) }
             }
@@ -339,6 +345,23 @@ public enum BLASCall {
           }
         }
         openblas_set_num_threads(Int32(BLASThreading.defaultThreads))
+      }
+    }
+  }
+
+  /// `C = op(A) · op(B)` for `k = 1` (a weight's gradient at micro-batch 1), written in one
+  /// pass over `C` rather than zeroing it and adding a rank-1 update: the same products, so
+  /// the same values as `sger`, which allocates nothing either.
+  static func writeOuterProduct(
+    _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, m: Int, n: Int,
+    transposeA: Bool, transposeB: Bool, strides: Strides
+  ) {
+    for i in 0..<m {
+      let left = a[transposeA ? i : i * strides.a], row = c + i * strides.c
+      if transposeB {
+        for j in 0..<n { row[j] = left * b[j * strides.b] }
+      } else {
+        for j in 0..<n { row[j] = left * b[j] }
       }
     }
   }
