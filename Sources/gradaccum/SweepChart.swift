@@ -33,7 +33,7 @@ struct SweepChart {
     elements.append("<rect x=\"0\" y=\"0\" width=\"\(width)\" height=\"\(height)\" fill=\"white\"/>")
     elements.append(
       text(width / 2, 22, "Throughput and peak memory against micro-batch", anchor: "middle", size: 15, weight: "bold"))
-    elements.append(text(width / 2, 40, title, anchor: "middle", size: 11, fill: "#555"))
+    elements += subtitleLines(title)
     // Grid and axes.
     for tick in 0...5 {
       let fraction = Double(tick) / 5
@@ -143,6 +143,27 @@ struct SweepChart {
   func escape(_ text: String) -> String {
     text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
       .replacingOccurrences(of: ">", with: "&gt;")
+  }
+
+  /// The model under the title: in a smaller font when it is long (about 0.55 em per
+  /// character), on two lines cut at a space when even 8 points would not fit the width.
+  func subtitleLines(_ content: String) -> [String] {
+    let available = width - 20
+    func size(_ characters: Int) -> Double { min(11, available / (0.55 * Double(max(characters, 1)))) }
+    if size(content.count) >= 8 || !content.contains(" ") {
+      return [text(width / 2, 40, content, anchor: "middle", size: max(Int(size(content.count)), 6), fill: "#555")]
+    }
+    // The space that leaves the longer line shortest.
+    let characters = Array(content)
+    let cut = characters.indices.filter { characters[$0] == " " }.min {
+      max($0, characters.count - $0) < max($1, characters.count - $1)
+    }!
+    let first = String(characters[..<cut]), second = String(characters[(cut + 1)...])
+    let points = max(Int(size(max(first.count, second.count))), 6)
+    return [
+      text(width / 2, 35, first, anchor: "middle", size: points, fill: "#555"),
+      text(width / 2, 35 + Double(points) + 1, second, anchor: "middle", size: points, fill: "#555"),
+    ]
   }
 
   func text(
