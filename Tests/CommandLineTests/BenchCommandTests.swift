@@ -55,6 +55,30 @@ struct BenchCommandTests {
     #expect(bigEndian(16) == 860 && bigEndian(20) == 500)
   }
 
+  /// A long model under the chart's title fits the chart's 860 points: set smaller, on two
+  /// lines when needed (at about 0.55 em per character), rather than running off both edges.
+  @Test(.measuresMemory) func aLongModelFitsUnderTheTitle() throws {
+    let directory = try CommandRunner.temporaryDirectory()
+    let svg = directory.appendingPathComponent("long.svg").path
+    let model = Array(repeating: "linear(16,16) relu dropout(0.1)", count: 8).joined(separator: " ") + " linear(16,2)"
+    let result = try CommandRunner.run([
+      "bench", "--model", model, "--input-shape", "16", "--micro-batches", "1", "--repeat", "1", "--svg", svg,
+    ])
+    #expect(result.status == 0, "\(result.error)")
+    let chart = try String(contentsOfFile: svg, encoding: .utf8)
+    let lines = chart.split(separator: "\n").filter { $0.contains("<text") && $0.contains("linear(16,16)") }
+    #expect(lines.count == 2, "\(lines)")
+    var shown = ""
+    for line in lines {
+      let size = Double(line.firstMatch(of: /font-size="(\d+)"/)!.1)!
+      let content = String(line.firstMatch(of: />([^<]*)</)!.1)
+      #expect(size >= 6 && size <= 11)
+      #expect(Double(content.count) * 0.55 * size <= 840, "\(content.count) characters at \(size) points")
+      shown += (shown.isEmpty ? "" : " ") + content
+    }
+    #expect(shown.hasPrefix(model))
+  }
+
   @Test(arguments: [
     (["--micro-batches", "1,x"], "--micro-batches \"1,x\" is not a list of positive integers"),
     (["--repeat", "0"], "--repeat is 0"),
