@@ -89,6 +89,12 @@ struct TensorTests {
       var values = [Float](repeating: 0, count: count), slopes = values
       Tensor.geluValues(inputs, &values, count)
       Tensor.geluGradient(gradients, inputs, &slopes, count)
+      // In place (output = input, output = g), as recomputation's backward runs them.
+      var inPlaceValues = Array(inputs.prefix(count)), inPlaceSlopes = Array(gradients.prefix(count))
+      inPlaceValues.withUnsafeMutableBufferPointer { Tensor.geluValues($0.baseAddress!, $0.baseAddress!, count) }
+      inPlaceSlopes.withUnsafeMutableBufferPointer { Tensor.geluGradient($0.baseAddress!, inputs, $0.baseAddress!, count) }
+      #expect(inPlaceValues.map(\.bitPattern) == values.map(\.bitPattern))
+      #expect(inPlaceSlopes.map(\.bitPattern) == slopes.map(\.bitPattern))
       for i in 0..<count {
         let x = inputs[i]
         let value = 0.5 * x * (1 + VectorMath.erf(x * root))
