@@ -5,7 +5,9 @@ extension Tensor {
   /// and shifted by `bias` (both `[C]`, optional).
   ///
   /// One pass computes the statistics, one the output; backward uses PyTorch's closed form
-  /// (`dx = w/σ · (dy − mean(dy) − x̂ · mean(dy · x̂))`) without keeping `x̂`.
+  /// (`dx = w/σ · (dy − mean(dy) − x̂ · mean(dy · x̂))`) without keeping `x̂`. Sums are in
+  /// Double, four running sums per row; channels are independent and shared between two
+  /// threads (``ParallelWork``) when large.
   /// - Returns: the output and the batch's per-channel `mean` and biased `variance`
   ///   (constants, `[C]`), from which a layer updates its running statistics.
   public static func batchNormalization(
@@ -20,21 +22,19 @@ extension Tensor {
     let mean = Tensor(uninitializedShape: [channels])
     let variance = Tensor(uninitializedShape: [channels])
     let count = n * inner
-    if output.hasElements {
-      let x = input.storage.base, y = output.storage.base
-      for c in 0..<channels {
+    let source = input.storage.base, y = output.storage.base
+    ParallelWork.split(channels, elementsPerItem: count, computes: output.hasElements) { channelRange in
+      for c in channelRange {
         var total: Double = 0
         for sample in 0..<n {
-          let row = x + (sample * channels + c) * inner
-          for i in 0..<inner { total += Double(row[i]) }
+          total += sums(source + (sample * channels + c) * inner, inner) { Double($0) }
         }
         let average = total / Double(count)
         var squares: Double = 0
         for sample in 0..<n {
-          let row = x + (sample * channels + c) * inner
-          for i in 0..<inner {
-            let d = Double(row[i]) - average
-            squares += d * d
+          squares += sums(source + (sample * channels + c) * inner, inner) {
+            let d = Double($0) - average
+            return d * d
           }
         }
         let biased = squares / Double(count)
@@ -45,7 +45,7 @@ extension Tensor {
         let shift = (bias?.storage.base[c] ?? 0) - Float(average) * scale
         for sample in 0..<n {
           let offset = (sample * channels + c) * inner
-          for i in 0..<inner { y[offset + i] = x[offset + i] * scale + shift }
+          scaledRow(source + offset, into: y + offset, count: inner, scale: scale, shift: shift)
         }
       }
     }
@@ -55,37 +55,76 @@ extension Tensor {
       let gradientInput = input.isDifferentiable ? Tensor(uninitializedShape: input.shape) : nil
       let gradientWeight = weight?.isDifferentiable == true ? Tensor(uninitializedShape: [channels]) : nil
       let gradientBias = bias?.isDifferentiable == true ? Tensor(uninitializedShape: [channels]) : nil
-      if g.hasElements {
-        let gy = g.storage.base, xs = x.storage.base
-        for c in 0..<channels {
+      let gy = g.storage.base, xs = x.storage.base
+      ParallelWork.split(channels, elementsPerItem: count, computes: g.hasElements) { channelRange in
+        for c in channelRange {
           let average = mean.storage.base[c]
           let inverse = 1 / (variance.storage.base[c] + epsilon).squareRoot()
           var sumGradient: Double = 0, sumProduct: Double = 0
           for sample in 0..<n {
             let offset = (sample * channels + c) * inner
-            for i in 0..<inner {
-              let dy = Double(gy[offset + i])
-              sumGradient += dy
-              sumProduct += dy * Double((xs[offset + i] - average) * inverse)
-            }
+            sumGradient += sums(gy + offset, inner) { Double($0) }
+            sumProduct += sums(inner) { i in Double(gy[offset + i]) * Double((xs[offset + i] - average) * inverse) }
           }
           gradientWeight?.storage.base[c] = Float(sumProduct)
           gradientBias?.storage.base[c] = Float(sumGradient)
           guard let gradientInput else { continue }
           let scale = inverse * (w?.storage.base[c] ?? 1)
           let meanGradient = Float(sumGradient / Double(count)), meanProduct = Float(sumProduct / Double(count))
-          let dx = gradientInput.storage.base
           for sample in 0..<n {
             let offset = (sample * channels + c) * inner
-            for i in 0..<inner {
-              let normalized = (xs[offset + i] - average) * inverse
-              dx[offset + i] = scale * (gy[offset + i] - meanGradient - normalized * meanProduct)
-            }
+            normalizedGradientRow(
+              gy + offset, xs + offset, into: gradientInput.storage.base + offset, count: inner, average: average,
+              inverse: inverse, scale: scale, meanGradient: meanGradient, meanProduct: meanProduct)
           }
         }
       }
       return [gradientInput] + (weight != nil ? [gradientWeight] : []) + (bias != nil ? [gradientBias] : [])
     }
     return (result, mean, variance)
+  }
+}
+
+/// `Σ term(i)` for `i < count`, in four running Double sums added at the end (the sum of
+/// one row of a channel: independent additions pipeline, one chain would wait on each).
+@inline(__always)
+private func sums(_ count: Int, _ term: (Int) -> Double) -> Double {
+  var (s0, s1, s2, s3) = (0.0, 0.0, 0.0, 0.0)
+  var i = 0
+  while i + 4 <= count {
+    s0 += term(i)
+    s1 += term(i + 1)
+    s2 += term(i + 2)
+    s3 += term(i + 3)
+    i += 4
+  }
+  while i < count {
+    s0 += term(i)
+    i += 1
+  }
+  return (s0 + s1) + (s2 + s3)
+}
+
+/// `Σ term(row[i])` for `i < count`, as ``sums(_:_:)``.
+@inline(__always)
+private func sums(_ row: UnsafePointer<Float>, _ count: Int, _ term: (Float) -> Double) -> Double {
+  sums(count) { term(row[$0]) }
+}
+
+/// `y[i] = x[i]·scale + shift`: a plain loop over local values, which vectorizes.
+private func scaledRow(
+  _ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, count: Int, scale: Float, shift: Float
+) {
+  for i in 0..<count { y[i] = x[i] * scale + shift }
+}
+
+/// `dx[i] = scale · (dy[i] − meanGradient − x̂[i] · meanProduct)` with `x̂ = (x − average)·inverse`.
+private func normalizedGradientRow(
+  _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, into dx: UnsafeMutablePointer<Float>, count: Int,
+  average: Float, inverse: Float, scale: Float, meanGradient: Float, meanProduct: Float
+) {
+  for i in 0..<count {
+    let normalized = (x[i] - average) * inverse
+    dx[i] = scale * (dy[i] - meanGradient - normalized * meanProduct)
   }
 }
