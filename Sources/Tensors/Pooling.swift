@@ -20,7 +20,8 @@ extension Tensor {
     let outputHeight = (height - kernel) / stride + 1, outputWidth = (width - kernel) / stride + 1
     precondition(outputHeight >= 1 && outputWidth >= 1, "a \(kernel)×\(kernel) window does not fit \(shape)")
     let result = Tensor(uninitializedShape: [n, channels, outputHeight, outputWidth])
-    // For max pooling, the flat index of each window's maximum (exact in Float up to 2²⁴).
+    // For max pooling, the index of each window's maximum within its plane (exact in Float
+    // for planes of up to 2²⁴ values, whatever the batch).
     let positions = maximum ? Tensor(uninitializedShape: result.shape) : nil
     let planeSize = height * width, outputPlane = outputHeight * outputWidth
     let x = storage.base, y = result.storage.base
@@ -30,7 +31,7 @@ extension Tensor {
         let out = y + plane * outputPlane
         if let positions {
           Self.maximumPlane(
-            x + offset, offset: offset, width: width, kernel: kernel, stride: stride, outputHeight: outputHeight,
+            x + offset, width: width, kernel: kernel, stride: stride, outputHeight: outputHeight,
             outputWidth: outputWidth, into: out, positions: positions.storage.base + plane * outputPlane)
         } else {
           let scale = 1 / Float(kernel * kernel)
@@ -54,8 +55,10 @@ extension Tensor {
       // Each plane's gradient gets only its own plane's outputs, so planes split freely.
       ParallelWork.split(n * channels, elementsPerItem: planeSize, computes: gradient.hasElements) { planes in
         if let positions {
-          let from = planes.lowerBound * outputPlane, to = planes.upperBound * outputPlane
-          for i in from..<to { dx[Int(positions.storage.base[i])] += gy[i] }
+          for plane in planes {
+            let target = dx + plane * planeSize, base = plane * outputPlane
+            for i in base..<(base + outputPlane) { target[Int(positions.storage.base[i])] += gy[i] }
+          }
           return
         }
         let scale = 1 / Float(kernel * kernel)
@@ -76,10 +79,10 @@ extension Tensor {
   }
 
   /// One plane's max pooling: each window's maximum (NaN wins; the first one on ties, as
-  /// PyTorch) and its flat index `offset + position in the plane`, as a Float.
+  /// PyTorch) and its index in the plane, as a Float.
   @inline(__always)
   static func maximumPlane(
-    _ source: UnsafePointer<Float>, offset: Int, width: Int, kernel: Int, stride: Int, outputHeight: Int,
+    _ source: UnsafePointer<Float>, width: Int, kernel: Int, stride: Int, outputHeight: Int,
     outputWidth: Int, into out: UnsafeMutablePointer<Float>, positions: UnsafeMutablePointer<Float>
   ) {
     // `value` replaces `best` when larger, or NaN (and a NaN stays): the same as
@@ -98,7 +101,7 @@ extension Tensor {
       best.replace(with: value, where: replaces)
       index.replace(with: place, where: replaces)
     }
-    if kernel == 2 && stride == 2 {
+    if kernel == 2 && stride == 2 && outputHeight * 2 * width <= Int(Int32.max) {
       // The common case: eight windows at a time in vector lanes (even and odd columns of
       // two rows), then one at a time.
       let steps = SIMD8<Int32>(0, 2, 4, 6, 8, 10, 12, 14)
@@ -115,7 +118,7 @@ extension Tensor {
           keepLanes(lower.evenHalf, Int32(width), &best, &index)
           keepLanes(lower.oddHalf, Int32(width + 1), &best, &index)
           UnsafeMutableRawPointer(out + oy * outputWidth + ox).storeBytes(of: best, as: SIMD8<Float>.self)
-          let flat = index &+ steps &+ Int32(offset + first)
+          let flat = index &+ steps &+ Int32(first)
           UnsafeMutableRawPointer(positions + oy * outputWidth + ox).storeBytes(
             of: SIMD8<Float>(flat), as: SIMD8<Float>.self)
           ox += 8
@@ -127,7 +130,7 @@ extension Tensor {
           keep(first + width, &best, &index)
           keep(first + width + 1, &best, &index)
           out[oy * outputWidth + ox] = best
-          positions[oy * outputWidth + ox] = Float(offset + index)
+          positions[oy * outputWidth + ox] = Float(index)
         }
       }
       return
@@ -140,7 +143,7 @@ extension Tensor {
           for kx in 0..<kernel { keep(corner + ky * width + kx, &best, &index) }
         }
         out[oy * outputWidth + ox] = best
-        positions[oy * outputWidth + ox] = Float(offset + index)
+        positions[oy * outputWidth + ox] = Float(index)
       }
     }
   }

@@ -178,6 +178,56 @@ struct ConvolutionGradientTests {
     #expect(small.maxPooled2D(kernel: 2).values == [5, 8, 7, 9])
     #expect(small.averagePooled2D(kernel: 2).values == [3.25, 4, 2.75, 5])
   }
+
+  /// 2 × 2 max pooling takes eight windows at a time when a row has eight or more: against
+  /// the definition (the first maximum on ties, a NaN wins), values and where the gradient
+  /// goes, on rows of 10 windows (eight in lanes, two one at a time) with many ties.
+  @Test func maxPoolingLanesMatchTheDefinition() {
+    let (n, c, h, w) = (2, 3, 6, 20)
+    var values = (0..<(n * c * h * w)).map { Float(($0 * 7919) % 5) }
+    values[37] = .nan
+    values[w * h + 3] = -.infinity
+    let x = Tensor(values, shape: [n, c, h, w], requiresGradient: true)
+    let y = x.maxPooled2D(kernel: 2)
+    y.backward(seed: Tensor(repeating: 1, shape: y.shape))
+    var expected: [Float] = [], routed = [Float](repeating: 0, count: values.count)
+    for plane in 0..<(n * c) {
+      for oy in 0..<(h / 2) {
+        for ox in 0..<(w / 2) {
+          var best = -Float.infinity, at = -1
+          for (dy, dx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+            let index = plane * h * w + (2 * oy + dy) * w + 2 * ox + dx
+            if at < 0 || values[index] > best || (values[index].isNaN && !best.isNaN) {
+              (best, at) = (values[index], index)
+            }
+          }
+          expected.append(best)
+          routed[at] += 1
+        }
+      }
+    }
+    #expect(zip(y.values, expected).allSatisfy { $0.bitPattern == $1.bitPattern })
+    #expect(x.gradient!.values == routed)
+  }
+
+  /// Where each window's maximum was is kept per plane, so that the gradient goes to the
+  /// right place in tensors beyond 2²⁴ values (where a flat index in a Float would round).
+  @Test func maxPoolingGradientBeyondTwoToThe24Values() {
+    let (planes, side) = (5, 2048)
+    let planeSize = side * side
+    // Increasing within each plane: every window's maximum is its bottom-right value.
+    let x = Tensor(
+      (0..<(planes * planeSize)).map { Float($0 % planeSize) }, shape: [1, planes, side, side], requiresGradient: true)
+    let y = x.maxPooled2D(kernel: 2)
+    y.backward(seed: Tensor(repeating: 1, shape: y.shape))
+    let gradient = x.gradient!.values
+    let last = (planes - 1) * planeSize
+    for (oy, ox) in [(0, 0), (0, 1), (511, 700), (1023, 1023)] {
+      #expect(gradient[last + (2 * oy + 1) * side + 2 * ox + 1] == 1, "window \(oy), \(ox)")
+      #expect(gradient[last + (2 * oy) * side + 2 * ox] == 0)
+    }
+    #expect(gradient[last...].reduce(0, +) == Float(planeSize / 4))
+  }
 }
 
 @Suite("Finite-difference gradient checks: batch normalization")
