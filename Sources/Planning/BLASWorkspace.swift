@@ -20,6 +20,10 @@ public enum BLASWorkspace {
 
   static let probed = Mutex<[Product: Int]>([:])
 
+  /// How many products have been probed so far in this process: a trace during which it
+  /// grows saw the probes' own bookkeeping allocations, and is made again.
+  public static var probeCount: Int { probed.withLock { $0.count } }
+
   /// What a product whose scratch operands cannot be mapped counts as: more than any
   /// budget, so the micro-batch that needs it is never chosen.
   public static let unavailableBytes = Int.max / 4

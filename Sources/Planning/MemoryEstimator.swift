@@ -73,8 +73,18 @@ public final class MemoryEstimator {
   /// The trace of one micro-step of `microBatch` samples. Other bytes (graph objects,
   /// shape arrays) are read with jemalloc's allocation hooks: at every event and the most
   /// in between, so that short-lived objects between two buffers count too.
+  ///
+  /// A product seen for the first time is probed while the trace runs (``BLASWorkspace``),
+  /// and the probe's own bookkeeping would count as the step's bytes: such a trace is made
+  /// again, with every product then known.
   public func trace(microBatch: Int) -> AllocationTrace {
     precondition(microBatch >= 1, "a micro-batch holds at least one sample, got \(microBatch)")
+    let probes = BLASWorkspace.probeCount
+    let first = traceOnce(microBatch: microBatch)
+    return BLASWorkspace.probeCount == probes ? first : traceOnce(microBatch: microBatch)
+  }
+
+  func traceOnce(microBatch: Int) -> AllocationTrace {
     var baseline = 0
     let trace = AllocationTrace { () -> AllocationTrace.OtherBytesSample in
       let reading = MemoryStatistics.allocationReading()

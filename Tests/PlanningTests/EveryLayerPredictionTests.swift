@@ -34,6 +34,23 @@ struct EveryLayerPredictionTests {
       "token-cross-entropy", "adam"),
   ]
 
+  /// Micro-batches whose products the process has not met yet: they are probed during the
+  /// trace, whose bookkeeping must not count as the step's bytes (the trace is made again).
+  /// The three sizes run at once, so that the probe table grows while they trace.
+  @Test(.measuresMemory, arguments: [128, 160, 300])
+  func newProductsArePredictedExactly(microBatch: Int) throws {
+    let text = "linear(64,512) relu linear(512,512) relu linear(512,8)"
+    let estimator = try MemoryEstimator(
+      model: try shapeOnlyModel(text), sampleShape: [64], targetShape: [], loss: .crossEntropy,
+      optimizer: makeOptimizer("sgd"))
+    let measurement = try MemoryMeasurement(
+      model: try ModelSpecification(parsing: text).build(seed: 0), optimizer: makeOptimizer("sgd"),
+      loss: .crossEntropy, sampleShape: [64])
+    let predicted = estimator.estimate(microBatch: microBatch).peakBytes
+    let measured = measurement.peakBytes(microBatch: microBatch)
+    #expect(predicted == measured, "m=\(microBatch): predicted \(predicted), measured \(measured)")
+  }
+
   @Test(.measuresMemory, arguments: cases)
   func predictionEqualsMeasurement(model text: String, shape: [Int], lossName: String, optimizer: String) throws {
     let loss: Loss =
