@@ -28,11 +28,8 @@ public enum BLASWorkspace {
   /// budget, so the micro-batch that needs it is never chosen.
   public static let unavailableBytes = Int.max / 4
 
-  /// The bytes the calling thread holds at once inside the product `op(A)[m, k] · op(B)[k, n]`
-  /// beyond what it held before (0 without jemalloc's hooks); `oneThread`: run on one
-  /// OpenBLAS thread whatever its extents, else on the threads its extents give it.
-  /// Lets the tensor kernels ask whether a product allocates (``BLASCall/productAllocates``),
-  /// answered from these probes.
+  /// Lets the tensor kernels ask whether a product allocates on one OpenBLAS thread
+  /// (``BLASCall/productAllocates``), answered from these probes.
   public static func answerAllocationQuestions() { _ = answering }
 
   /// Installs the answer once (a static initializer runs once, whatever the threads).
@@ -42,6 +39,9 @@ public enum BLASWorkspace {
     }
   }()
 
+  /// The bytes the calling thread holds at once inside the product `op(A)[m, k] · op(B)[k, n]`
+  /// beyond what it held before (0 without jemalloc's hooks); `oneThread`: run on one
+  /// OpenBLAS thread whatever its extents, else on the threads its extents give it.
   public static func bytes(
     m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool, oneThread: Bool = false
   ) -> Int {

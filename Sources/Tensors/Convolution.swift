@@ -88,7 +88,7 @@ extension Tensor {
             let input = source + oy * outputWidth
             let output = target + (c * height + y) * width + offset
             if g.stride == 1 {
-              addRow(input + valid.lowerBound, into: output + valid.lowerBound, count: valid.count)
+              VectorMath.add(input + valid.lowerBound, into: output + valid.lowerBound, count: valid.count)
             } else {
               for ox in valid { output[ox &* g.stride] += input[ox] }
             }
@@ -96,23 +96,6 @@ extension Tensor {
           row += 1
         }
       }
-    }
-  }
-
-  /// `target[i] += values[i]` for `i < count`, eight at a time.
-  @inline(__always)
-  static func addRow(_ values: UnsafePointer<Float>, into target: UnsafeMutablePointer<Float>, count: Int) {
-    var i = 0
-    while i &+ 8 <= count {
-      let sum =
-        UnsafeRawPointer(target + i).loadUnaligned(as: SIMD8<Float>.self)
-        + UnsafeRawPointer(values + i).loadUnaligned(as: SIMD8<Float>.self)
-      UnsafeMutableRawPointer(target + i).storeBytes(of: sum, as: SIMD8<Float>.self)
-      i &+= 8
-    }
-    while i < count {
-      target[i] += values[i]
-      i &+= 1
     }
   }
 
@@ -245,11 +228,10 @@ extension Tensor {
       if computes {
         // The first half (at least one sample) wrote the gradients; the second's sums are added.
         if let partial, let gradientWeight {
-          let (into, from) = (gradientWeight.storage.base, partial.storage.base)
-          for i in 0..<weight.count { into[i] += from[i] }
+          VectorMath.add(partial.storage.base, into: gradientWeight.storage.base, count: weight.count)
         }
         if let partialBias, let gradientBias {
-          for o in 0..<outputs { gradientBias.storage.base[o] += partialBias.storage.base[o] }
+          VectorMath.add(partialBias.storage.base, into: gradientBias.storage.base, count: outputs)
         }
       }
       // A leaf weight's gradient was accumulated in place.

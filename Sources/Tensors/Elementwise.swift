@@ -189,8 +189,4 @@ extension Tensor {
   ) {
     gradaccum_gelu_gradient(g, x, out, n)
   }
-
-
-
-
 }

@@ -74,8 +74,8 @@ extension Tensor {
       }
       if g.hasElements, let partial {
         let p = partial.storage.base
-        if let gradientWeight { for i in 0..<width { gradientWeight.storage.base[i] += p[i] } }
-        if let gradientBias { for i in 0..<width { gradientBias.storage.base[i] += p[width + i] } }
+        if let gradientWeight { VectorMath.add(p, into: gradientWeight.storage.base, count: width) }
+        if let gradientBias { VectorMath.add(p + width, into: gradientBias.storage.base, count: width) }
       }
       return [gradientInput, gradientWeight, gradientBias]
     }

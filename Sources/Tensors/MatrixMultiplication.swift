@@ -188,27 +188,9 @@ extension Tensor {
       halves.run(a, b, c, strides: strides, zeroing: !accumulate)
       return
     }
-    if k == 1 && !accumulate {
-      BLASCall.writeOuterProduct(a, b, c, m: m, n: n, transposeA: transposeA, transposeB: transposeB, strides: strides)
-      return
-    }
-    // c is zeroed here and every kernel adds to it (β = 1): OpenBLAS's own β = 0 path is a
-    // slower extra pass, and vector kernels would otherwise read whatever fresh memory holds.
-    if !accumulate {
-      if strides.c == n {
-        c.update(repeating: 0, count: m * n)
-      } else {
-        for row in 0..<m { (c + row * strides.c).update(repeating: 0, count: n) }
-      }
-    }
-    if k == 0 { return }
-    if oneThreadHeld {
-      BLASCall.call(
-        a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: 1, strides: strides)
-    } else {
-      BLASCall.run(
-        a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: 1, strides: strides)
-    }
+    BLASCall.multiply(
+      a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, strides: strides,
+      zeroing: !accumulate, oneThread: oneThreadHeld)
   }
 }
 
@@ -334,18 +316,41 @@ public enum BLASCall {
             let a = a + (cutsRows ? (transposeA ? start : start * strides.a) : 0)
             let b = b + (cutsRows ? 0 : (transposeB ? start * strides.b : start))
             let c = c + (cutsRows ? start * strides.c : start)
-            if zeroing && k == 1 {
-              writeOuterProduct(a, b, c, m: m, n: n, transposeA: transposeA, transposeB: transposeB, strides: strides)
-              continue
-            }
-            if zeroing {
-              for row in 0..<m { (c + row * strides.c).update(repeating: 0, count: n) }
-            }
-            call(a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: 1, strides: strides)
+            multiply(
+              a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, strides: strides,
+              zeroing: zeroing, oneThread: true)
           }
         }
         openblas_set_num_threads(Int32(BLASThreading.defaultThreads))
       }
+    }
+  }
+
+  /// `C = op(A) · op(B)` when `zeroing`, else `C += op(A) · op(B)`, as one product: on one
+  /// OpenBLAS thread when `oneThread` (the caller holds the one-thread region), else with
+  /// the thread count its extents give it (``run(_:_:_:m:n:k:transposeA:transposeB:alpha:strides:)``).
+  static func multiply(
+    _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int,
+    transposeA: Bool, transposeB: Bool, strides: Strides, zeroing: Bool, oneThread: Bool
+  ) {
+    if k == 1 && zeroing {
+      writeOuterProduct(a, b, c, m: m, n: n, transposeA: transposeA, transposeB: transposeB, strides: strides)
+      return
+    }
+    // c is zeroed here and every kernel adds to it (β = 1): OpenBLAS's own β = 0 path is a
+    // slower extra pass, and vector kernels would otherwise read whatever fresh memory holds.
+    if zeroing {
+      if strides.c == n {
+        c.update(repeating: 0, count: m * n)
+      } else {
+        for row in 0..<m { (c + row * strides.c).update(repeating: 0, count: n) }
+      }
+    }
+    if k == 0 { return }
+    if oneThread {
+      call(a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: 1, strides: strides)
+    } else {
+      run(a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: 1, strides: strides)
     }
   }
 

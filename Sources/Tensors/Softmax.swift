@@ -79,26 +79,26 @@ extension Tensor {
       let gradient = Tensor(uninitializedShape: output.shape)
       let gy = g.storage.base, yy = output.storage.base, dx = gradient.storage.base
       ParallelWork.split(outer, elementsPerItem: extent * inner, computes: gradient.hasElements) { lines in
-      for o in lines {
-        if inner == 1 {
-          // dx = g − exp(log-softmax) · Σ g, with the C library's exp: the probabilities
-          // are the gradient itself, and the straight-line exp's 3e-7 error there moved
-          // AdamW's accumulated weights past 1e-4 of one big batch's.
-          let base = o * extent
-          let total = VectorMath.sum(gy + base, count: extent)
-          for j in base..<(base + extent) { dx[j] = gy[j] - expf(yy[j]) * total }
-          continue
-        }
-        for i in 0..<inner {
-          let base = o * extent * inner + i
-          var total: Float = 0
-          for j in 0..<extent { total += gy[base + j * inner] }
-          for j in 0..<extent {
-            let at = base + j * inner
-            dx[at] = gy[at] - expf(yy[at]) * total
+        for o in lines {
+          if inner == 1 {
+            // dx = g − exp(log-softmax) · Σ g, with the C library's exp: the probabilities
+            // are the gradient itself, and the straight-line exp's 3e-7 error there moved
+            // AdamW's accumulated weights past 1e-4 of one big batch's.
+            let base = o * extent
+            let total = VectorMath.sum(gy + base, count: extent)
+            for j in base..<(base + extent) { dx[j] = gy[j] - expf(yy[j]) * total }
+            continue
+          }
+          for i in 0..<inner {
+            let base = o * extent * inner + i
+            var total: Float = 0
+            for j in 0..<extent { total += gy[base + j * inner] }
+            for j in 0..<extent {
+              let at = base + j * inner
+              dx[at] = gy[at] - expf(yy[at]) * total
+            }
           }
         }
-      }
       }
       return [gradient]
     }

@@ -1,6 +1,8 @@
 /// Transcendental functions as straight-line arithmetic (no calls, no branches), so that
-/// elementwise loops over them vectorize: for kernels where the C library's scalar `erff`
-/// and `expf` would dominate (GELU over every hidden unit of a transformer's MLP).
+/// elementwise loops over them vectorize where the C library's scalar `erff` and `expf`
+/// would dominate, and vector helpers for rows (maxima, sums, dot products, adds). The GELU
+/// kernels in `VectorKernels` are these `erf` and `exp` formulas compiled per vector width
+/// (tested equal bit for bit); the softmaxes use the `exp` here.
 enum VectorMath {
   /// `erf(x)` as a rational function of `x` on `[-4, 4]` (±1 beyond, where `erf` rounds to
   /// ±1 in single precision): odd numerator of degree 13 over even denominator of degree 8,
@@ -47,7 +49,8 @@ enum VectorMath {
     return value < -87 ? 0 : p * scale
   }
 
-  /// The largest of `count ≥ 1` values (NaNs are passed over), in eight running maxima.
+  /// The largest of `count ≥ 1` values, in eight running maxima. A NaN may be passed over
+  /// or returned; the softmaxes that call this turn a line holding one into NaN either way.
   static func maximum(_ values: UnsafePointer<Float>, count: Int) -> Float {
     var lanes = (values[0], values[0], values[0], values[0], values[0], values[0], values[0], values[0])
     var i = 0
@@ -71,6 +74,23 @@ enum VectorMath {
       i += 1
     }
     return largest
+  }
+
+  /// `target[i] += values[i]` for `i < count`, eight at a time.
+  @inline(__always)
+  static func add(_ values: UnsafePointer<Float>, into target: UnsafeMutablePointer<Float>, count: Int) {
+    var i = 0
+    while i &+ 8 <= count {
+      let sum =
+        UnsafeRawPointer(target + i).loadUnaligned(as: SIMD8<Float>.self)
+        + UnsafeRawPointer(values + i).loadUnaligned(as: SIMD8<Float>.self)
+      UnsafeMutableRawPointer(target + i).storeBytes(of: sum, as: SIMD8<Float>.self)
+      i &+= 8
+    }
+    while i < count {
+      target[i] += values[i]
+      i &+= 1
+    }
   }
 
   /// The sum of `count` values, in 16 lanes.
