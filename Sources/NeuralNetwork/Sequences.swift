@@ -138,21 +138,30 @@ public final class TransformerBlock: Layer, CustomStringConvertible {
   /// the block, one more `Q·Kᵀ` per head and one more GELU; the same results bit for bit.
   public var recomputes = false
 
+  /// With ``recomputes``, whether the attention's backward takes one head at a time on the
+  /// calling thread (`leanBackward` of
+  /// `Tensor.causalSelfAttention(_:heads:dropoutMask:keepsWeights:leanBackward:)`) rather
+  /// than sharing the heads between two threads: two `[s, s]` fewer at its peak, for a
+  /// slower backward. The planner sets it where only this holds the budget. The same
+  /// results bit for bit either way.
+  public var recomputesLean = false
+
   public func callAsFunction(_ input: Tensor) -> Tensor {
     guard recomputes else { return feedForwardHalf(attentionHalf(input)) }
-    let x = recomputing(input) { self.attentionHalf($0, keepsWeights: false) }
+    let x = recomputing(input) { self.attentionHalf($0, keepsWeights: false, leanBackward: self.recomputesLean) }
     return recomputing(x) { self.feedForwardHalf($0, keepsActivation: false) }
   }
 
   /// `input + attention(ln_1(input))`, dropout included.
-  func attentionHalf(_ input: Tensor, keepsWeights: Bool = true) -> Tensor {
+  func attentionHalf(_ input: Tensor, keepsWeights: Bool = true, leanBackward: Bool = false) -> Tensor {
     let (samples, length) = (input.shape[0], input.shape[1])
     let normalized = firstNorm(input).reshaped(to: [samples * length, width])
     let projected = Tensor.linear(normalized, weight: inputProjectionWeight, bias: inputProjectionBias)
     let drops = isTraining && dropout > 0
     let attended = Tensor.causalSelfAttention(
       projected.reshaped(to: [samples, length, 3 * width]), heads: heads,
-      dropoutMask: drops ? dropoutMask([samples, heads, length, length]) : nil, keepsWeights: keepsWeights)
+      dropoutMask: drops ? dropoutMask([samples, heads, length, length]) : nil, keepsWeights: keepsWeights,
+      leanBackward: leanBackward)
     var attention = outputProjection(attended)
     if drops { attention = attention * dropoutMask(attention.shape) }
     return input + attention

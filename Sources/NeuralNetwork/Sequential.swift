@@ -123,6 +123,14 @@ public final class Sequential: Layer {
     }
   }
 
+  /// Whether recomputed transformer blocks take their attention's backward one head at a
+  /// time (``TransformerBlock/recomputesLean``): the least memory recomputation needs, for
+  /// a slower backward. Reads `true` when any block is set so.
+  public var leanRecomputation: Bool {
+    get { layers.contains { ($0 as? TransformerBlock)?.recomputesLean ?? false } }
+    set { for case let block as TransformerBlock in layers { block.recomputesLean = newValue } }
+  }
+
   public func outputShape(forInput shape: [Int]) throws(ShapeError) -> [Int] {
     var current = shape
     for layer in layers { current = try layer.outputShape(forInput: current) }

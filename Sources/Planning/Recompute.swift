@@ -28,14 +28,31 @@ public enum RecomputePolicy: String, Sendable, CaseIterable {
     (model as? Sequential)?.recomputedSegments ?? []
   }
 
-  /// Sets every segment of `model` to recompute (`true`) or not.
+  /// Whether the model's recomputed transformer blocks take their attention's backward one
+  /// head at a time (`Sequential.leanRecomputation`).
+  public static func isLean(_ model: any Layer) -> Bool {
+    (model as? Sequential)?.leanRecomputation ?? false
+  }
+
+  /// Sets every segment of `model` to recompute (`true`) or not, heads shared between two
+  /// threads.
   public static func apply(_ recomputes: Bool, to model: any Layer) {
     apply(recomputes ? segments(of: model) : [], to: model)
   }
 
-  /// Sets `segments` of `model` to recompute and every other one not.
-  public static func apply(_ segments: [Range<Int>], to model: any Layer) {
+  /// Sets `segments` of `model` to recompute and every other one not; `lean`: recomputed
+  /// blocks take their attention's backward one head at a time.
+  public static func apply(_ segments: [Range<Int>], lean: Bool = false, to model: any Layer) {
     (model as? Sequential)?.recomputedSegments = segments
+    (model as? Sequential)?.leanRecomputation = lean
+  }
+
+  /// Sets `model` to recompute as `source` does (the same segments, lean or not), for a
+  /// real model measured or timed as a shape-only one was planned. Returns `model`.
+  @discardableResult
+  public static func applySame(as source: any Layer, to model: any Layer) -> any Layer {
+    apply(recomputed(in: source), lean: isLean(source), to: model)
+    return model
   }
 
   /// `layers 2, 3` or `layers 0–2, 4–6`: segments by layer position.
@@ -46,25 +63,29 @@ public enum RecomputePolicy: String, Sendable, CaseIterable {
 }
 
 extension MemoryEstimator {
-  /// Sets which segments of the estimator's model recompute, and traces one step so that
-  /// the one-time allocations of code that now runs are not counted in a prediction.
-  public func recompute(_ segments: [Range<Int>]) {
-    RecomputePolicy.apply(segments, to: model)
+  /// Sets which segments of the estimator's model recompute (`lean`: see
+  /// ``RecomputePolicy/apply(_:lean:to:)``), and traces one step so that the one-time
+  /// allocations of code that now runs are not counted in a prediction.
+  public func recompute(_ segments: [Range<Int>], lean: Bool = false) {
+    RecomputePolicy.apply(segments, lean: lean, to: model)
     warmUp()
   }
 }
 
 /// The planner's choice of recomputed segments and micro-batch.
 public enum RecomputeChoice {
-  /// One option: the segments that recompute, the largest micro-batch that fits (0: none),
-  /// and the step's multiply-adds per sample at that micro-batch.
+  /// One option: the segments that recompute (`lean`: their attention's backward one head
+  /// at a time), the largest micro-batch that fits (0: none), and the step's multiply-adds
+  /// per sample at that micro-batch.
   public struct Option: Sendable, Equatable {
     public var segments: [Range<Int>]
+    public var lean: Bool
     public var microBatch: Int
     public var multiplyAddsPerSample: Double
 
-    public init(segments: [Range<Int>], microBatch: Int, multiplyAddsPerSample: Double) {
-      (self.segments, self.microBatch, self.multiplyAddsPerSample) = (segments, microBatch, multiplyAddsPerSample)
+    public init(segments: [Range<Int>], lean: Bool = false, microBatch: Int, multiplyAddsPerSample: Double) {
+      (self.segments, self.lean, self.microBatch, self.multiplyAddsPerSample) =
+        (segments, lean, microBatch, multiplyAddsPerSample)
     }
 
     /// Whether any segment recomputes.
@@ -110,22 +131,42 @@ public enum RecomputeChoice {
   }
 
   /// The options for `estimator`'s model (see ``candidates(estimator:)``): each one's
-  /// largest micro-batch up to `limit` within `bytes`, and its arithmetic. The model's
-  /// segments are left as they were.
+  /// largest micro-batch up to `limit` within `bytes`, and its arithmetic; after a set of
+  /// segments, the same set lean when that holds a larger micro-batch (never faster
+  /// otherwise). The model's segments are left as they were.
   public static func options(estimator: MemoryEstimator, upTo limit: Int, bytes: Int) -> [Option] {
-    let before = RecomputePolicy.recomputed(in: estimator.model)
-    defer { estimator.recompute(before) }
-    return candidates(estimator: estimator).map { segments in
-      estimator.recompute(segments)
+    let before = RecomputePolicy.recomputed(in: estimator.model), wasLean = RecomputePolicy.isLean(estimator.model)
+    defer { estimator.recompute(before, lean: wasLean) }
+    func option(_ segments: [Range<Int>], lean: Bool) -> Option {
+      estimator.recompute(segments, lean: lean)
       let m = Planner.largestMicroBatch(estimator: estimator, upTo: limit, bytes: bytes) ?? 0
       let work = m > 0 ? Double(estimator.multiplyAdds(microBatch: m)) / Double(m) : 0
-      return Option(segments: segments, microBatch: m, multiplyAddsPerSample: work)
+      return Option(segments: segments, lean: lean, microBatch: m, multiplyAddsPerSample: work)
+    }
+    return candidates(estimator: estimator).flatMap { segments in
+      let shared = option(segments, lean: false)
+      guard !segments.isEmpty, shared.microBatch < limit else { return [shared] }
+      let lean = option(segments, lean: true)
+      return lean.microBatch > shared.microBatch ? [shared, lean] : [shared]
+    }
+  }
+
+  /// Sets every segment of `estimator`'s model to recompute (`--recompute all`), lean only
+  /// when sharing the heads between two threads does not fit one sample within `budget`
+  /// less the margin (lean needs the least memory there is, and errors then name it).
+  public static func applyAll(estimator: MemoryEstimator, budget: MemoryBudget, marginBytes: Int?) {
+    let segments = RecomputePolicy.segments(of: estimator.model)
+    let usable = budget.bytes - Planner.marginBytes(budgetBytes: budget.bytes, fixed: marginBytes)
+    estimator.recompute(segments)
+    if !segments.isEmpty && Planner.largestMicroBatch(estimator: estimator, upTo: 1, bytes: usable) == nil {
+      estimator.recompute(segments, lean: true)
     }
   }
 
   /// Sets `estimator`'s model to the best option within `budget` less the margin
   /// (`marginBytes`, `nil` for 1%), for micro-batches of up to `limit` samples; keeps
-  /// activations when none fits. Returns the segments that recompute.
+  /// activations when none fits. Returns the segments that recompute (whether lean:
+  /// ``RecomputePolicy/isLean(_:)``).
   ///
   /// With `timing`, the options that fit are timed (``RecomputeTiming``) and the fastest
   /// measured wins: the arithmetic of ``Option/relativeThroughput`` leaves out what
@@ -138,7 +179,7 @@ public enum RecomputeChoice {
   ) -> [Range<Int>] {
     let usable = budget.bytes - Planner.marginBytes(budgetBytes: budget.bytes, fixed: marginBytes)
     let candidates = options(estimator: estimator, upTo: limit, bytes: usable)
-    let segments: [Range<Int>]
+    let chosen: Option?
     if let timing, candidates.filter({ $0.microBatch > 0 }).count > 1 {
       // Timings on a busy machine move by a few percent: an option within 5% of the fastest
       // counts as as fast, and the one recomputing fewest segments among those wins
@@ -152,12 +193,12 @@ public enum RecomputeChoice {
       }
       let timed = Array(zip(fitting, rates))
       let fastest = rates.max()!
-      segments = timed.first { $0.1 >= 0.95 * fastest }!.0.segments
+      chosen = timed.first { $0.1 >= 0.95 * fastest }!.0
     } else {
-      segments = best(of: candidates)?.segments ?? []
+      chosen = best(of: candidates)
     }
-    estimator.recompute(segments)
-    return segments
+    estimator.recompute(chosen?.segments ?? [], lean: chosen?.lean ?? false)
+    return chosen?.segments ?? []
   }
 }
 
@@ -183,12 +224,13 @@ public struct RecomputeTiming {
   /// weights are not touched; the gradients are zeroed after.
   public func samplesPerSecond(of option: RecomputeChoice.Option) -> Double {
     let running = LayerRunningState(of: model), segments = RecomputePolicy.recomputed(in: model)
+    let lean = RecomputePolicy.isLean(model)
     defer {
       measurement.stepper.optimizer.zeroGradients(model.parameters)
       running.restore()
-      RecomputePolicy.apply(segments, to: model)
+      RecomputePolicy.apply(segments, lean: lean, to: model)
     }
-    RecomputePolicy.apply(option.segments, to: model)
+    RecomputePolicy.apply(option.segments, lean: option.lean, to: model)
     let batch = measurement.randomDataset(samples: option.microBatch).batch(at: Array(0..<option.microBatch))
     func microStep() {
       WindowStepper.microStep(

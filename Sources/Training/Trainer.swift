@@ -281,6 +281,8 @@ public final class Trainer {
           estimator: estimator, upTo: Self.largestShare(samples: targetBatch, processes: processes), budget: budget,
           marginBytes: options.safetyMarginBytes,
           timing: RecomputeTiming(model: model, loss: loss, sampleShape: inputShape))
+      } else if options.recompute == .all && !Self.takesSequences(model) {
+        RecomputeChoice.applyAll(estimator: estimator, budget: budget, marginBytes: options.safetyMarginBytes)
       }
       // Each process plans for its share of a window: at most ⌈T / N⌉ samples.
       let reduction =
@@ -308,6 +310,16 @@ public final class Trainer {
 
   /// The model's segments (by layer position) that recompute their activations in backward.
   public var recomputedSegments: [Range<Int>] { RecomputePolicy.recomputed(in: model) }
+
+  /// Whether the recomputed transformer blocks take their attention's backward one head at
+  /// a time (chosen where only that holds the budget; ``RecomputeChoice``).
+  public var recomputesLean: Bool { !recomputedSegments.isEmpty && RecomputePolicy.isLean(model) }
+
+  /// `layers 2, 3 (activations recomputed in backward)`, for logs.
+  public var recomputeDescription: String {
+    RecomputePolicy.describe(recomputedSegments) + " (activations recomputed in backward"
+      + (recomputesLean ? ", attention one head at a time)" : ")")
+  }
 
   /// The samples each of `processes` takes of a window of `samples`: shares that differ
   /// by at most one, larger first (a process may get none).
@@ -411,15 +423,19 @@ public final class Trainer {
     if sequencePlanner == nil {
       do {
         let processes = options.communicator.size
-        if options.recompute == .auto, let longest = lengths.max() {
+        if let policy = options.recompute, policy != .none, let longest = lengths.max() {
           // Choose at the longest sample, whose micro-batches the budget limits most.
           let estimator = try MemoryEstimator(
             model: model, sampleShape: [longest], targetShape: [longest], loss: loss, optimizer: optimizer,
             processes: processes)
-          RecomputeChoice.applyBest(
-            estimator: estimator, upTo: Self.largestShare(samples: targetBatch, processes: processes), budget: budget,
-            marginBytes: options.safetyMarginBytes,
-            timing: RecomputeTiming(model: model, loss: loss, sampleShape: [longest]))
+          if policy == .auto {
+            RecomputeChoice.applyBest(
+              estimator: estimator, upTo: Self.largestShare(samples: targetBatch, processes: processes),
+              budget: budget, marginBytes: options.safetyMarginBytes,
+              timing: RecomputeTiming(model: model, loss: loss, sampleShape: [longest]))
+          } else {
+            RecomputeChoice.applyAll(estimator: estimator, budget: budget, marginBytes: options.safetyMarginBytes)
+          }
         }
         let planner = try SequencePlanner(
           model: model, loss: loss, optimizer: optimizer,

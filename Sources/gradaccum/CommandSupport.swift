@@ -78,6 +78,8 @@ struct RecomputeReport {
   /// The segments that can recompute, and those that do.
   var segments: [Range<Int>]
   var recomputed: [Range<Int>]
+  /// Whether the recomputed blocks take their attention's backward one head at a time.
+  var lean: Bool
   var smallestKeeping: Int
   var smallestRecomputing: Int
   /// The step's multiply-adds per sample with the chosen segments, over those keeping
@@ -96,26 +98,31 @@ struct RecomputeReport {
   ) -> RecomputeReport? {
     let segments = RecomputePolicy.segments(of: estimator.model)
     guard !segments.isEmpty else { return nil }
-    func measure(_ chosen: [Range<Int>]) -> (smallest: Int, work: Int) {
-      estimator.recompute(chosen)
+    func measure(_ chosen: [Range<Int>], lean: Bool = false) -> (smallest: Int, work: Int) {
+      estimator.recompute(chosen, lean: lean)
       return (
         Planner.smallestBudget(peakBytes: estimator.estimate(microBatch: 1).peakBytes, fixedMargin: nil),
         estimator.multiplyAdds(microBatch: 1)
       )
     }
-    let keeping = measure([]), recomputing = measure(segments)
+    // The smallest budget recomputing is the lean one's (no more memory than sharing heads).
+    let keeping = measure([]), recomputing = measure(segments, lean: true)
     let chosen: [Range<Int>]
     switch policy {
-    case .none, .all:
-      chosen = policy == .all ? segments : []
+    case .none:
+      chosen = []
       estimator.recompute(chosen)
+    case .all:
+      chosen = segments
+      RecomputeChoice.applyAll(estimator: estimator, budget: budget, marginBytes: nil)
     case .auto:
       chosen = RecomputeChoice.applyBest(
         estimator: estimator, upTo: limit, budget: budget, marginBytes: nil, timing: timing)
     }
-    let work = chosen == segments ? recomputing.work : chosen.isEmpty ? keeping.work : measure(chosen).work
+    let lean = RecomputePolicy.isLean(estimator.model)
+    let work = chosen.isEmpty ? keeping.work : estimator.multiplyAdds(microBatch: 1)
     return RecomputeReport(
-      segments: segments, recomputed: chosen, smallestKeeping: keeping.smallest,
+      segments: segments, recomputed: chosen, lean: lean && !chosen.isEmpty, smallestKeeping: keeping.smallest,
       smallestRecomputing: recomputing.smallest, workRatio: Double(work) / Double(max(keeping.work, 1)))
   }
 
@@ -123,7 +130,7 @@ struct RecomputeReport {
     let cost = String(format: "%+.0f%%", (workRatio - 1) * 100)
     return [
       recomputes
-        ? "recompute         \(recomputed.count) of \(segments.count) segments, \(RecomputePolicy.describe(recomputed)) (activations recomputed in backward; \(cost) arithmetic per sample)"
+        ? "recompute         \(recomputed.count) of \(segments.count) segments, \(RecomputePolicy.describe(recomputed)) (activations recomputed in backward\(lean ? ", attention one head at a time" : ""); \(cost) arithmetic per sample)"
         : "recompute         none (activations kept; \(segments.count) segment\(segments.count == 1 ? "" : "s") could recompute: \(RecomputePolicy.describe(segments)))",
       "smallest budget   \(formatBytes(smallestKeeping)) keeping activations, \(formatBytes(smallestRecomputing)) recomputing every segment",
     ]

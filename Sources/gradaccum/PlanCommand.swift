@@ -143,7 +143,8 @@ struct PlanCommand: ParsableCommand {
       try userFacing { try Sweep.checkTimedWindow(targetBatch: targetBatch, microBatch: plan.microBatch) }
       let measurement = try userFacing {
         try MemoryMeasurement(
-          model: try buildModel(specification, seed: 0), optimizer: try optimizerOptions.makeOptimizer(), loss: loss.loss,
+          model: try RecomputePolicy.applySame(as: model, to: buildModel(specification, seed: 0)),
+          optimizer: try optimizerOptions.makeOptimizer(), loss: loss.loss,
           sampleShape: inputShape)
       }
       let sweep = Sweep(estimator: estimator, measurement: measurement)
@@ -160,7 +161,8 @@ struct PlanCommand: ParsableCommand {
     var measurements: [(microBatch: Int, predicted: Int, measured: Int)] = []
     if measure {
       try checkRunnable(microBatches: measuredSizes(plan: plan), estimator: estimator, option: "--measure-at")
-      let real = try buildModel(specification, seed: 0)
+      // Measured as planned: the same segments recompute.
+      let real = RecomputePolicy.applySame(as: model, to: try buildModel(specification, seed: 0))
       let measurement = try userFacing {
         try MemoryMeasurement(
           model: real, optimizer: try optimizerOptions.makeOptimizer(), loss: loss.loss, sampleShape: inputShape)
@@ -251,10 +253,11 @@ struct PlanCommand: ParsableCommand {
     var candidates: [Candidate]?
     var measurements: [Measurement]?
     /// Models with recomputable segments: whether any recomputes, which (first and last
-    /// layer positions), the arithmetic per sample against keeping every activation, and the
-    /// smallest budgets.
+    /// layer positions), whether their attention's backward takes one head at a time, the
+    /// arithmetic per sample against keeping every activation, and the smallest budgets.
     var recompute: Bool?
     var recomputedSegments: [[Int]]?
+    var recomputeLean: Bool?
     var recomputeArithmeticRatio: Double?
     var smallestBudgetBytesKeepingActivations: Int?
     var smallestBudgetBytesRecomputing: Int?
@@ -282,7 +285,7 @@ struct PlanCommand: ParsableCommand {
         measurements: measure
           ? measurements.map { .init(microBatch: $0.microBatch, predictedPeakBytes: $0.predicted, measuredPeakBytes: $0.measured) }
           : nil, recompute: recompute?.recomputes, recomputedSegments: recompute?.segmentBounds,
-        recomputeArithmeticRatio: recompute?.workRatio, smallestBudgetBytesKeepingActivations: recompute?.smallestKeeping,
+        recomputeLean: recompute?.lean, recomputeArithmeticRatio: recompute?.workRatio, smallestBudgetBytesKeepingActivations: recompute?.smallestKeeping,
         smallestBudgetBytesRecomputing: recompute?.smallestRecomputing))
   }
 }
@@ -344,7 +347,8 @@ extension PlanCommand {
       var shapes = plan.heaviest.prefix(3).map(\.shape)
       let longestAlone = SequencePlan.MicroBatchShape(samples: 1, paddedLength: plan.longestLength)
       if !shapes.contains(longestAlone) { shapes.append(longestAlone) }
-      let real = try buildModel(specification, seed: 0)
+      // Measured as planned: the same segments recompute.
+      let real = RecomputePolicy.applySame(as: model, to: try buildModel(specification, seed: 0))
       for shape in shapes {
         let measurement = try userFacing {
           try MemoryMeasurement(
@@ -358,6 +362,7 @@ extension PlanCommand {
       var output = SequencePlanOutput(plan: plan, measurements: measure ? measurements : nil)
       output.recompute = recomputeReport?.recomputes
       output.recomputedSegments = recomputeReport?.segmentBounds
+      output.recomputeLean = recomputeReport?.lean
       output.recomputeArithmeticRatio = recomputeReport?.workRatio
       output.smallestBudgetBytesKeepingActivations = recomputeReport?.smallestKeeping
       output.smallestBudgetBytesRecomputing = recomputeReport?.smallestRecomputing
@@ -403,6 +408,7 @@ extension PlanCommand {
     var measurements: [Measurement]?
     var recompute: Bool?
     var recomputedSegments: [[Int]]?
+    var recomputeLean: Bool?
     var recomputeArithmeticRatio: Double?
     var smallestBudgetBytesKeepingActivations: Int?
     var smallestBudgetBytesRecomputing: Int?

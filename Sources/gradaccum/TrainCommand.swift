@@ -219,12 +219,12 @@ struct TrainCommand: ParsableCommand {
       if budget != nil, let sequencePlan = try userFacing({ try trainer.sequencePlan(for: dataset) }) {
         print(sequencePlan.summary)
         if !trainer.recomputedSegments.isEmpty {
-          print("recompute         \(RecomputePolicy.describe(trainer.recomputedSegments)) (activations recomputed in backward)")
+          print("recompute         \(trainer.recomputeDescription)")
         }
       } else if budget != nil {
         print(trainer.plan)
         if !trainer.recomputedSegments.isEmpty {
-          print("recompute            \(RecomputePolicy.describe(trainer.recomputedSegments)) (activations recomputed in backward)")
+          print("recompute            \(trainer.recomputeDescription)")
         }
       } else {
         print("micro-batch \(batch!), \(accumulate ?? 1) per step (windows of \(trainer.targetBatch))")
