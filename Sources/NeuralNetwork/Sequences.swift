@@ -138,22 +138,22 @@ public final class TransformerBlock: Layer, CustomStringConvertible {
   /// the block, one more `Q·Kᵀ` per head and one more GELU; the same results bit for bit.
   public var recomputes = false
 
-  /// With ``recomputes``, whether the attention's backward takes one head at a time on the
-  /// calling thread (`leanBackward` of
-  /// `Tensor.causalSelfAttention(_:heads:dropoutMask:keepsWeights:leanBackward:)`) rather
-  /// than sharing the heads between two threads: two `[s, s]` fewer at its peak, for a
-  /// slower backward. The planner sets it where only this holds the budget. The same
-  /// results bit for bit either way.
+  /// With ``recomputes``, whether the attention runs its heads one at a time on the calling
+  /// thread (`oneHeadAtATime` of
+  /// `Tensor.causalSelfAttention(_:heads:dropoutMask:keepsWeights:oneHeadAtATime:)`) rather
+  /// than sharing them between two threads: two `[s, s]` fewer at its backward's peak, for
+  /// slower passes. The planner sets it where only this holds the budget. The same results
+  /// bit for bit either way.
   public var recomputesLean = false
 
   public func callAsFunction(_ input: Tensor) -> Tensor {
     guard recomputes else { return feedForwardHalf(attentionHalf(input)) }
-    let x = recomputing(input) { self.attentionHalf($0, keepsWeights: false, leanBackward: self.recomputesLean) }
+    let x = recomputing(input) { self.attentionHalf($0, keepsWeights: false, oneHeadAtATime: self.recomputesLean) }
     return recomputing(x) { self.feedForwardHalf($0, keepsActivation: false) }
   }
 
   /// `input + attention(ln_1(input))`, dropout included.
-  func attentionHalf(_ input: Tensor, keepsWeights: Bool = true, leanBackward: Bool = false) -> Tensor {
+  func attentionHalf(_ input: Tensor, keepsWeights: Bool = true, oneHeadAtATime: Bool = false) -> Tensor {
     let (samples, length) = (input.shape[0], input.shape[1])
     let normalized = firstNorm(input).reshaped(to: [samples * length, width])
     let projected = Tensor.linear(normalized, weight: inputProjectionWeight, bias: inputProjectionBias)
@@ -161,7 +161,7 @@ public final class TransformerBlock: Layer, CustomStringConvertible {
     let attended = Tensor.causalSelfAttention(
       projected.reshaped(to: [samples, length, 3 * width]), heads: heads,
       dropoutMask: drops ? dropoutMask([samples, heads, length, length]) : nil, keepsWeights: keepsWeights,
-      leanBackward: leanBackward)
+      oneHeadAtATime: oneHeadAtATime)
     var attention = outputProjection(attended)
     if drops { attention = attention * dropoutMask(attention.shape) }
     return input + attention

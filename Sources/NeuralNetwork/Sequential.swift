@@ -123,9 +123,9 @@ public final class Sequential: Layer {
     }
   }
 
-  /// Whether recomputed transformer blocks take their attention's backward one head at a
+  /// Whether recomputed transformer blocks run their attention one head at a
   /// time (``TransformerBlock/recomputesLean``): the least memory recomputation needs, for
-  /// a slower backward. Reads `true` when any block is set so.
+  /// slower passes. Reads `true` when any block is set so.
   public var leanRecomputation: Bool {
     get { layers.contains { ($0 as? TransformerBlock)?.recomputesLean ?? false } }
     set { for case let block as TransformerBlock in layers { block.recomputesLean = newValue } }

@@ -28,7 +28,7 @@ public enum RecomputePolicy: String, Sendable, CaseIterable {
     (model as? Sequential)?.recomputedSegments ?? []
   }
 
-  /// Whether the model's recomputed transformer blocks take their attention's backward one
+  /// Whether the model's recomputed transformer blocks run their attention one
   /// head at a time (`Sequential.leanRecomputation`).
   public static func isLean(_ model: any Layer) -> Bool {
     (model as? Sequential)?.leanRecomputation ?? false
@@ -41,7 +41,7 @@ public enum RecomputePolicy: String, Sendable, CaseIterable {
   }
 
   /// Sets `segments` of `model` to recompute and every other one not; `lean`: recomputed
-  /// blocks take their attention's backward one head at a time.
+  /// blocks run their attention one head at a time.
   public static func apply(_ segments: [Range<Int>], lean: Bool = false, to model: any Layer) {
     (model as? Sequential)?.recomputedSegments = segments
     (model as? Sequential)?.leanRecomputation = lean
@@ -74,7 +74,7 @@ extension MemoryEstimator {
 
 /// The planner's choice of recomputed segments and micro-batch.
 public enum RecomputeChoice {
-  /// One option: the segments that recompute (`lean`: their attention's backward one head
+  /// One option: the segments that recompute (`lean`: their attention one head
   /// at a time), the largest micro-batch that fits (0: none), and the step's multiply-adds
   /// per sample at that micro-batch.
   public struct Option: Sendable, Equatable {

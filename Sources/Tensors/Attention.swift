@@ -17,10 +17,10 @@ extension Tensor {
   /// a time and backward computes each head's probabilities again, by the same product and
   /// softmax (so bit for bit the same values), for one more product per head:
   /// `b · heads · s²` floats fewer kept. Heads are shared between two threads, each with its
-  /// own `[s, s]` scratch, when there is enough work; without kept weights, `leanBackward`
-  /// takes them one at a time on the calling thread in backward, two `[s, s]` fewer at the
-  /// backward's peak for a slower pass (the choice of recomputation under the tightest
-  /// budgets).
+  /// own `[s, s]` scratch, when there is enough work; without kept weights,
+  /// `oneHeadAtATime` runs them one at a time on the calling thread in both passes: two
+  /// `[s, s]` fewer at the backward's peak, for slower passes (the choice of recomputation
+  /// under the tightest budgets).
   ///
   /// `dropoutMask` `[b, heads, s, s]` (0, or `1/(1−p)` for a kept weight) applies dropout to
   /// the attention weights, as `nn.MultiheadAttention(dropout: p)` does in training: the
@@ -28,7 +28,7 @@ extension Tensor {
   /// - Precondition: `qkv` is `[b, s, 3d]` with `d` a multiple of `heads`; the mask, when
   ///   given, is `[b, heads, s, s]`.
   public static func causalSelfAttention(
-    _ qkv: Tensor, heads: Int, dropoutMask: Tensor? = nil, keepsWeights: Bool = true, leanBackward: Bool = false
+    _ qkv: Tensor, heads: Int, dropoutMask: Tensor? = nil, keepsWeights: Bool = true, oneHeadAtATime: Bool = false
   ) -> Tensor {
     precondition(qkv.rank == 3 && qkv.shape[2] % 3 == 0, "attention needs [b, s, 3d], got \(qkv.shape)")
     let (samples, length, width) = (qkv.shape[0], qkv.shape[1], qkv.shape[2] / 3)
@@ -38,10 +38,9 @@ extension Tensor {
       "the attention dropout mask must be \([samples, heads, length, length])")
     let layout = HeadLayout(samples: samples, length: length, width: width, heads: heads)
     let computes = qkv.hasElements
-    // Heads run on one thread, or on two with one scratch `[s, s]` each (lane). Without
-    // kept weights, a lean backward takes one head at a time on one thread: two fewer
-    // `[s, s]` at its peak, for budgets that hold one sample only this way.
-    let lanes = keepsWeights || !leanBackward ? layout.lanes : 1
+    // Heads run on one thread, or on two with one scratch `[s, s]` each (lane); without
+    // kept weights and one head at a time, on one.
+    let lanes = keepsWeights || !oneHeadAtATime ? layout.lanes : 1
     let probabilities = Tensor(
       uninitializedShape: keepsWeights ? [samples, heads, length, length] : [lanes, length, length])
     let result = Tensor(uninitializedShape: [samples, length, width])
@@ -69,7 +68,6 @@ extension Tensor {
       let computes = g.hasElements
       let gradient = Tensor(uninitializedShape: qkv.shape)
       // One head's dP, then dS in place; without kept weights, its probabilities again.
-      let lanes = kept == nil && leanBackward ? 1 : lanes
       let gradientScores = Tensor(uninitializedShape: [lanes, length, length])
       let recomputed = kept == nil ? Tensor(uninitializedShape: [lanes, length, length]) : nil
       let droppedGradient = dropoutMask.map { _ in Tensor(uninitializedShape: [lanes, length, length]) }

@@ -311,7 +311,7 @@ public final class Trainer {
   /// The model's segments (by layer position) that recompute their activations in backward.
   public var recomputedSegments: [Range<Int>] { RecomputePolicy.recomputed(in: model) }
 
-  /// Whether the recomputed transformer blocks take their attention's backward one head at
+  /// Whether the recomputed transformer blocks run their attention one head at
   /// a time (chosen where only that holds the budget; ``RecomputeChoice``).
   public var recomputesLean: Bool { !recomputedSegments.isEmpty && RecomputePolicy.isLean(model) }
 

@@ -78,7 +78,7 @@ struct RecomputeReport {
   /// The segments that can recompute, and those that do.
   var segments: [Range<Int>]
   var recomputed: [Range<Int>]
-  /// Whether the recomputed blocks take their attention's backward one head at a time.
+  /// Whether the recomputed blocks run their attention one head at a time.
   var lean: Bool
   var smallestKeeping: Int
   var smallestRecomputing: Int

@@ -253,7 +253,7 @@ struct PlanCommand: ParsableCommand {
     var candidates: [Candidate]?
     var measurements: [Measurement]?
     /// Models with recomputable segments: whether any recomputes, which (first and last
-    /// layer positions), whether their attention's backward takes one head at a time, the
+    /// layer positions), whether their attention runs one head at a time, the
     /// arithmetic per sample against keeping every activation, and the smallest budgets.
     var recompute: Bool?
     var recomputedSegments: [[Int]]?

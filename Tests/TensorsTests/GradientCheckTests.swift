@@ -361,7 +361,7 @@ struct AttentionTests {
   /// A lean backward (heads one at a time on this thread) against heads shared between two
   /// threads and against kept weights, at a size whose heads the two threads share: the
   /// same values and gradients bit for bit, dropout included.
-  @Test func leanBackwardGivesTheSameGradients() {
+  @Test func oneHeadAtATimeGivesTheSameGradients() {
     let (b, s, d, h) = (2, 128, 16, 2)
     var generator = RandomGenerator(seed: 5)
     let mask = Tensor((0..<(b * h * s * s)).map { _ in generator.uniform(0, 1) < 0.3 ? 0 : 1 / 0.7 }, shape: [b, h, s, s])
@@ -371,7 +371,7 @@ struct AttentionTests {
         let qkv = randomTensor([b, s, 3 * d], seed: 14)
         qkv.requiresGradient = true
         let out = Tensor.causalSelfAttention(
-          qkv, heads: h, dropoutMask: dropoutMask, keepsWeights: keepsWeights, leanBackward: lean)
+          qkv, heads: h, dropoutMask: dropoutMask, keepsWeights: keepsWeights, oneHeadAtATime: lean)
         values.append(out.values)
         (out * randomTensor(out.shape, seed: 15)).sum().backward()
         gradients.append(qkv.gradient!.values)
