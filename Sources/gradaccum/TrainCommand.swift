@@ -142,6 +142,11 @@ struct TrainCommand: ParsableCommand {
       }
       options = trainerOptions(inputShape: nil)
       if let targetBatch, let budget {
+        // Whether the longest sample fits at all: with recomputation, in the least memory it
+        // takes (every segment, lean), which the trainer's own choice never exceeds.
+        if recompute != .none {
+          RecomputePolicy.apply(RecomputePolicy.segments(of: shapeModel), lean: true, to: shapeModel)
+        }
         let planner = try userFacing {
           try SequencePlanner(
             model: shapeModel, loss: loss, optimizer: optimizer, targetBatch: targetBatch, budget: budget)

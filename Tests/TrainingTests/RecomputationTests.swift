@@ -288,6 +288,20 @@ struct RecomputeCommandTests {
     }
     let a = try SafetensorsFile.read(path: saved[0]), b = try SafetensorsFile.read(path: saved[1])
     for name in a.entries.keys { #expect(try a.floatTensor(name).values == b.floatTensor(name).values, "\(name)") }
+    // A budget only recomputation holds: `train` takes it with `all` and `auto` (the check
+    // that every sample fits counts the recomputation), and refuses it with `none`.
+    let between = String((keeping + recomputing) / 2)
+    for policy in ["all", "auto", "none"] {
+      let result = try CommandRunner.run([
+        "train", "--data", data, "--model", model, "--target-batch", "4", "--budget", between, "--epochs", "1",
+        "--recompute", policy, "--quiet",
+      ])
+      if policy == "none" {
+        #expect(result.status != 0 && result.error.contains("needs a budget of"), "\(result.error)")
+      } else {
+        #expect(result.status == 0, "\(policy): \(result.error)")
+      }
+    }
   }
 
   /// `bench --compare-recompute`: both sweeps, predicted = measured in each, recomputation
