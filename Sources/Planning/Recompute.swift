@@ -60,6 +60,13 @@ public enum RecomputePolicy: String, Sendable, CaseIterable {
     let parts = segments.map { $0.count == 1 ? "\($0.lowerBound)" : "\($0.lowerBound)–\($0.upperBound - 1)" }
     return (segments.count == 1 && segments[0].count == 1 ? "layer " : "layers ") + parts.joined(separator: ", ")
   }
+
+  /// `layers 2, 3 (activations recomputed in backward, attention one head at a time; …)`:
+  /// the recomputed segments, whether lean, and `detail` (such as the cost) after them.
+  public static func describe(_ segments: [Range<Int>], lean: Bool, detail: String? = nil) -> String {
+    describe(segments) + " (activations recomputed in backward" + (lean ? ", attention one head at a time" : "")
+      + (detail.map { "; " + $0 } ?? "") + ")"
+  }
 }
 
 extension MemoryEstimator {

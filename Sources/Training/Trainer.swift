@@ -276,13 +276,10 @@ public final class Trainer {
     switch schedule {
     case .planned(let budget):
       // Samples of one shape choose here; sequences when their lengths are known.
-      if options.recompute == .auto && !Self.takesSequences(model) {
-        RecomputeChoice.applyBest(
-          estimator: estimator, upTo: Self.largestShare(samples: targetBatch, processes: processes), budget: budget,
-          marginBytes: options.safetyMarginBytes,
-          timing: RecomputeTiming(model: model, loss: loss, sampleShape: inputShape))
-      } else if options.recompute == .all && !Self.takesSequences(model) {
-        RecomputeChoice.applyAll(estimator: estimator, budget: budget, marginBytes: options.safetyMarginBytes)
+      if !Self.takesSequences(model) {
+        chooseRecomputation(
+          estimator: estimator, loss: loss, sampleShape: inputShape,
+          upTo: Self.largestShare(samples: targetBatch, processes: processes), budget: budget, options: options)
       }
       // Each process plans for its share of a window: at most ⌈T / N⌉ samples.
       let reduction =
@@ -308,6 +305,26 @@ public final class Trainer {
     (model as? Sequential)?.layers.first is Embedding || model is Embedding
   }
 
+  /// Sets the estimator's model to recompute as `options.recompute` chooses within `budget`
+  /// for micro-batches of up to `limit` samples of `sampleShape`: `auto` the fastest option
+  /// (timed on the model), `all` every segment (lean only where needed); `none` and `nil`
+  /// leave it as it is.
+  static func chooseRecomputation(
+    estimator: MemoryEstimator, loss: Loss, sampleShape: [Int], upTo limit: Int, budget: MemoryBudget,
+    options: TrainerOptions
+  ) {
+    switch options.recompute {
+    case .auto:
+      RecomputeChoice.applyBest(
+        estimator: estimator, upTo: limit, budget: budget, marginBytes: options.safetyMarginBytes,
+        timing: RecomputeTiming(model: estimator.model, loss: loss, sampleShape: sampleShape))
+    case .all:
+      RecomputeChoice.applyAll(estimator: estimator, budget: budget, marginBytes: options.safetyMarginBytes)
+    case RecomputePolicy.none?, nil:
+      break
+    }
+  }
+
   /// The model's segments (by layer position) that recompute their activations in backward.
   public var recomputedSegments: [Range<Int>] { RecomputePolicy.recomputed(in: model) }
 
@@ -316,10 +333,7 @@ public final class Trainer {
   public var recomputesLean: Bool { !recomputedSegments.isEmpty && RecomputePolicy.isLean(model) }
 
   /// `layers 2, 3 (activations recomputed in backward)`, for logs.
-  public var recomputeDescription: String {
-    RecomputePolicy.describe(recomputedSegments) + " (activations recomputed in backward"
-      + (recomputesLean ? ", attention one head at a time)" : ")")
-  }
+  public var recomputeDescription: String { RecomputePolicy.describe(recomputedSegments, lean: recomputesLean) }
 
   /// The samples each of `processes` takes of a window of `samples`: shares that differ
   /// by at most one, larger first (a process may get none).
@@ -423,19 +437,14 @@ public final class Trainer {
     if sequencePlanner == nil {
       do {
         let processes = options.communicator.size
-        if let policy = options.recompute, policy != .none, let longest = lengths.max() {
+        if (options.recompute ?? .none) != .none, let longest = lengths.max() {
           // Choose at the longest sample, whose micro-batches the budget limits most.
           let estimator = try MemoryEstimator(
             model: model, sampleShape: [longest], targetShape: [longest], loss: loss, optimizer: optimizer,
             processes: processes)
-          if policy == .auto {
-            RecomputeChoice.applyBest(
-              estimator: estimator, upTo: Self.largestShare(samples: targetBatch, processes: processes),
-              budget: budget, marginBytes: options.safetyMarginBytes,
-              timing: RecomputeTiming(model: model, loss: loss, sampleShape: [longest]))
-          } else {
-            RecomputeChoice.applyAll(estimator: estimator, budget: budget, marginBytes: options.safetyMarginBytes)
-          }
+          Self.chooseRecomputation(
+            estimator: estimator, loss: loss, sampleShape: [longest],
+            upTo: Self.largestShare(samples: targetBatch, processes: processes), budget: budget, options: options)
         }
         let planner = try SequencePlanner(
           model: model, loss: loss, optimizer: optimizer,

@@ -130,7 +130,7 @@ struct RecomputeReport {
     let cost = String(format: "%+.0f%%", (workRatio - 1) * 100)
     return [
       recomputes
-        ? "recompute         \(recomputed.count) of \(segments.count) segments, \(RecomputePolicy.describe(recomputed)) (activations recomputed in backward\(lean ? ", attention one head at a time" : ""); \(cost) arithmetic per sample)"
+        ? "recompute         \(recomputed.count) of \(segments.count) segments, \(RecomputePolicy.describe(recomputed, lean: lean, detail: "\(cost) arithmetic per sample"))"
         : "recompute         none (activations kept; \(segments.count) segment\(segments.count == 1 ? "" : "s") could recompute: \(RecomputePolicy.describe(segments)))",
       "smallest budget   \(formatBytes(smallestKeeping)) keeping activations, \(formatBytes(smallestRecomputing)) recomputing every segment",
     ]

@@ -40,42 +40,46 @@ struct RecomputationTests {
     #expect(plain == recomputed)
   }
 
+  /// A shape-only model of `spec` and its estimator for token sequences of `length` (SGD),
+  /// set to recompute `segments` (`lean` or not).
+  static func shapeEstimator(
+    _ spec: String, length: Int, segments: (Sequential) -> [Range<Int>] = { _ in [] }, lean: Bool = false
+  ) throws -> (model: Sequential, estimator: MemoryEstimator) {
+    let model = ShapeTracing.run(AllocationTrace()) { try! ModelSpecification(parsing: spec).build(seed: 1) }
+    RecomputePolicy.apply(segments(model), lean: lean, to: model)
+    let estimator = try MemoryEstimator(
+      model: model, sampleShape: [length], targetShape: [length], loss: .tokenCrossEntropy,
+      optimizer: try SGD(learningRate: 0.1))
+    return (model, estimator)
+  }
+
   /// The two-block transformer at 256 tokens (SGD): one sample needs at most 0.6 of the
-  /// budget recomputing that it needs keeping activations (0.56 when this was written).
+  /// budget recomputing (lean, the least it needs) that it needs keeping activations (0.55
+  /// when this was written).
   @Test func recomputingHalvesTheSmallestBudgetAt256Tokens() throws {
     let spec =
       "embedding(256,128) positionalembedding(256,128) transformerblock(128,4) transformerblock(128,4) layernorm(128) linear(128,256)"
-    let model = ShapeTracing.run(AllocationTrace()) { try! ModelSpecification(parsing: spec).build(seed: 1) }
-    let estimator = try MemoryEstimator(
-      model: model, sampleShape: [256], targetShape: [256], loss: .tokenCrossEntropy,
-      optimizer: try SGD(learningRate: 0.1))
-    func smallest(_ recomputes: Bool) -> Int {
-      RecomputePolicy.apply(recomputes, to: model)
-      estimator.warmUp()
+    let (model, estimator) = try Self.shapeEstimator(spec, length: 256)
+    func smallest(_ segments: [Range<Int>]) -> Int {
+      estimator.recompute(segments, lean: true)
       return Planner.smallestBudget(peakBytes: estimator.estimate(microBatch: 1).peakBytes, fixedMargin: nil)
     }
-    let keeping = smallest(false), recomputing = smallest(true)
+    let keeping = smallest([]), recomputing = smallest(model.recomputableSegments)
     #expect(Double(recomputing) <= 0.6 * Double(keeping), "\(recomputing) of \(keeping)")
   }
 
-  /// Lean recomputation (each attention's backward one head at a time) at 256 tokens, where
-  /// the two threads share the heads otherwise: predicted = measured both ways, lean lower
+  /// Lean recomputation (each attention one head at a time) at 256 tokens, where the two
+  /// threads share the heads otherwise: predicted = measured both ways, lean lower
   /// at one sample; `all` goes lean only where sharing does not fit one sample; `auto`
   /// offers lean where it holds more samples. Training is the same bit for bit.
   @Test(.measuresMemory) func leanRecomputationIsPredictedAndChosenOnlyWhereNeeded() throws {
     let spec =
       "embedding(64,32) positionalembedding(256,32) transformerblock(32,4) transformerblock(32,4) linear(32,64)"
-    let shapeModel = ShapeTracing.run(AllocationTrace()) { try! ModelSpecification(parsing: spec).build(seed: 1) }
-    let estimator = try MemoryEstimator(
-      model: shapeModel, sampleShape: [256], targetShape: [256], loss: .tokenCrossEntropy,
-      optimizer: try SGD(learningRate: 0.1))
+    let (shapeModel, estimator) = try Self.shapeEstimator(spec, length: 256)
     var peaks: [Bool: Int] = [:]
     for lean in [false, true] {
-      let shapeModel = ShapeTracing.run(AllocationTrace()) { try! ModelSpecification(parsing: spec).build(seed: 1) }
-      RecomputePolicy.apply(shapeModel.recomputableSegments, lean: lean, to: shapeModel)
-      let estimator = try MemoryEstimator(
-        model: shapeModel, sampleShape: [256], targetShape: [256], loss: .tokenCrossEntropy,
-        optimizer: try SGD(learningRate: 0.1))
+      // A model and estimator of their own for each: set before the estimator's first trace.
+      let (shapeModel, estimator) = try Self.shapeEstimator(spec, length: 256, segments: \.recomputableSegments, lean: lean)
       let real = RecomputePolicy.applySame(as: shapeModel, to: try ModelSpecification(parsing: spec).build(seed: 1))
       let measurement = try MemoryMeasurement(
         model: real, optimizer: try SGD(learningRate: 0.1), loss: .tokenCrossEntropy, sampleShape: [256])
