@@ -61,7 +61,7 @@ extension Tensor {
             for i in 0..<width { dw[i] += dy[i] * (source[i] - average) * inverse }
           }
           if gradientBias != nil, let db {
-            for i in 0..<width { db[i] += dy[i] }
+            VectorMath.add(dy, into: db, count: width)
           }
           guard let gradientInput else { continue }
           let meanGradient = sumGradient / Float(width), meanProduct = sumProduct / Float(width)

@@ -25,8 +25,7 @@ extension Tensor {
         let target = out + columns.lowerBound
         target.initialize(repeating: 0, count: columns.count)
         for j in 0..<extent {
-          let row = x + j * inner + columns.lowerBound
-          for i in 0..<columns.count { target[i] += row[i] }
+          VectorMath.add(x + j * inner + columns.lowerBound, into: target, count: columns.count)
         }
       }
       return result
@@ -47,8 +46,7 @@ extension Tensor {
         let target = out + o * inner
         target.initialize(repeating: 0, count: inner)
         for j in 0..<extent {
-          let row = x + (o * extent + j) * inner
-          for i in 0..<inner { target[i] += row[i] }
+          VectorMath.add(x + (o * extent + j) * inner, into: target, count: inner)
         }
       }
     }
