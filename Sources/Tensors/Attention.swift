@@ -11,8 +11,10 @@ extension Tensor {
   /// side, `[b, s, d]` (before the output projection).
   ///
   /// Each (sample, head) is three matrix products through BLAS, straight on its slices of
-  /// `qkv` and of the result (leading dimensions `3d` and `d`: no copies of the heads);
-  /// `qkv` is kept for backward. With `keepsWeights` the softmax probabilities
+  /// `qkv` and of the result (leading dimensions `3d` and `d`: no copies of the heads), each
+  /// cut at the middle position so that the block of weights above the diagonal, zero under
+  /// the causal mask, is never multiplied (``HeadLayout/causalCut``); `qkv` is kept for
+  /// backward. With `keepsWeights` the softmax probabilities
   /// `[b, heads, s, s]` are kept too; without, the forward pass holds one head's `[s, s]` at
   /// a time and backward computes each head's probabilities again, by the same product and
   /// softmax (so bit for bit the same values), for one more product per head:
@@ -56,10 +58,9 @@ extension Tensor {
         // O = P·V (or (P ⊙ mask)·V), into the head's columns of the result.
         let weights = droppedWeights(
           p, dropoutMask, dropped, pair: pair, lane: lane, square: layout.square, computes: computes)
-        gemm(
-          weights, v, result.storage.base + layout.merged(pair), m: length, n: layout.headWidth, k: length,
-          transposeA: false, transposeB: false, accumulate: false, computes: computes, oneThreadHeld: oneThread,
-          ldb: 3 * width, ldc: width)
+        layout.lowerProduct(
+          weights, v, ldx: 3 * width, into: result.storage.base + layout.merged(pair), ldc: width, computes: computes,
+          oneThread: oneThread)
       }
     }
     _ = dropped
@@ -73,7 +74,7 @@ extension Tensor {
       let droppedGradient = dropoutMask.map { _ in Tensor(uninitializedShape: [lanes, length, length]) }
       let oneThread = computes && runsOnOneThread(length: length, headWidth: layout.headWidth)
       let shared = computes && lanes == 2 && layout.sharesPairs
-      let (n, dh) = (length, layout.headWidth)
+      let n = length
       withOneThread(oneThread) {
         ParallelWork.forEach(layout.pairs, lanes: lanes, shared: shared, computes: computes) { pair, lane in
           let q = qkv.storage.base + layout.packed(pair), k = q + width, v = k + width
@@ -86,28 +87,25 @@ extension Tensor {
             p = recomputed!.storage.base + lane * layout.square
             layout.weights(q, k, into: p, computes: computes, oneThread: oneThread)
           }
-          // dV = Pᵀ·dO, dP = dO·Vᵀ (with dropout: (P ⊙ mask)ᵀ·dO, and dP ⊙ mask)
+          // dV = Pᵀ·dO, dP = dO·Vᵀ (with dropout: (P ⊙ mask)ᵀ·dO, and dP ⊙ mask), on or
+          // below the diagonal.
           let weights = droppedWeights(
             p, dropoutMask, droppedGradient, pair: pair, lane: lane, square: layout.square, computes: computes)
-          gemm(
-            weights, dO, dV, m: n, n: dh, k: n, transposeA: true, transposeB: false, accumulate: false,
-            computes: computes, oneThreadHeld: oneThread, ldb: width, ldc: 3 * width)
-          gemm(
-            dO, v, dS, m: n, n: n, k: dh, transposeA: false, transposeB: true, accumulate: false,
-            computes: computes, oneThreadHeld: oneThread, lda: width, ldb: 3 * width)
+          layout.lowerTransposedProduct(
+            weights, dO, ldx: width, into: dV, ldc: 3 * width, computes: computes, oneThread: oneThread)
+          layout.scoresProduct(dO, ldx: width, v, ldy: 3 * width, into: dS, computes: computes, oneThread: oneThread)
           if computes, let dropoutMask {
             let mask = dropoutMask.storage.base + pair * layout.square
-            for index in 0..<layout.square { dS[index] *= mask[index] }
+            for t in 0..<n {
+              for index in (t * n)...(t * n + t) { dS[index] *= mask[index] }
+            }
           }
-          // dS = P ⊙ (dP − Σ_row dP ⊙ P) · scale (masked entries have P = 0).
+          // dS = P ⊙ (dP − Σ_row dP ⊙ P) · scale, 0 above the diagonal.
           if computes { softmaxBackwardRows(dS, probabilities: p, length: n, scale: layout.scale) }
           // dQ = dS·K, dK = dSᵀ·Q
-          gemm(
-            dS, k, dQ, m: n, n: dh, k: n, transposeA: false, transposeB: false, accumulate: false,
-            computes: computes, oneThreadHeld: oneThread, ldb: 3 * width, ldc: 3 * width)
-          gemm(
-            dS, q, dK, m: n, n: dh, k: n, transposeA: true, transposeB: false, accumulate: false,
-            computes: computes, oneThreadHeld: oneThread, ldb: 3 * width, ldc: 3 * width)
+          layout.lowerProduct(dS, k, ldx: 3 * width, into: dQ, ldc: 3 * width, computes: computes, oneThread: oneThread)
+          layout.lowerTransposedProduct(
+            dS, q, ldx: 3 * width, into: dK, ldc: 3 * width, computes: computes, oneThread: oneThread)
         }
       }
       _ = (droppedGradient, recomputed, gradientScores)
@@ -143,10 +141,71 @@ extension Tensor {
     /// before any one-thread region is entered: a probe takes the BLAS lock.
     var sharesPairs: Bool {
       guard lanes == 2, let allocates = BLASCall.productAllocates else { return false }
-      // Three calls rather than a list of the products: a real step must allocate nothing
-      // that its trace does not.
-      let (s, dh) = (length, headWidth)
-      return !allocates(s, s, dh, false, true) && !allocates(s, dh, s, false, false) && !allocates(s, dh, s, true, false)
+      // Calls rather than a list of the products: a real step must allocate nothing that
+      // its trace does not.
+      let (s, h, dh) = (length, causalCut, headWidth)
+      let lowerBlocks =
+        !allocates(h, h, dh, false, true) && !allocates(h, dh, h, false, false) && !allocates(h, dh, s, true, false)
+      return lowerBlocks
+        && (h == s
+          || !allocates(s - h, s, dh, false, true) && !allocates(s - h, dh, s, false, false)
+            && !allocates(s - h, dh, s - h, true, false))
+    }
+
+    /// Where the products of a head cut its positions, `[0, h)` and `[h, s)`: the block of
+    /// the `[s, s]` weights above the diagonal at `[0, h) × [h, s)`, all zeros under the
+    /// causal mask, is then never multiplied (a quarter of each product). No cut (`s`)
+    /// below 64 positions, where two smaller products cost more than they save.
+    var causalCut: Int { length >= 64 ? length / 2 : length }
+
+    /// `C = X·Yᵀ` (`[s, s]`, from `X` and `Y` `[s, d/heads]` with leading dimensions `ldx`,
+    /// `ldy`) on and below the diagonal: the scores `Q·Kᵀ` and the gradient `dO·Vᵀ`. The
+    /// block above the cut is left as it was; everything that reads `C` stops at the
+    /// diagonal.
+    func scoresProduct(
+      _ x: UnsafePointer<Float>, ldx: Int, _ y: UnsafePointer<Float>, ldy: Int, into c: UnsafeMutablePointer<Float>,
+      computes: Bool, oneThread: Bool
+    ) {
+      let (s, h) = (length, causalCut)
+      Tensor.gemm(
+        x, y, c, m: h, n: h, k: headWidth, transposeA: false, transposeB: true, accumulate: false,
+        computes: computes, oneThreadHeld: oneThread, lda: ldx, ldb: ldy, ldc: s)
+      guard h < s else { return }
+      Tensor.gemm(
+        x + h * ldx, y, c + h * s, m: s - h, n: s, k: headWidth, transposeA: false, transposeB: true,
+        accumulate: false, computes: computes, oneThreadHeld: oneThread, lda: ldx, ldb: ldy, ldc: s)
+    }
+
+    /// `C = P·X` for weights `P` `[s, s]` that are 0 above the diagonal and `X` `[s, d/heads]`:
+    /// the output `P·V` and the gradient `dS·K`.
+    func lowerProduct(
+      _ p: UnsafePointer<Float>, _ x: UnsafePointer<Float>, ldx: Int, into c: UnsafeMutablePointer<Float>, ldc: Int,
+      computes: Bool, oneThread: Bool
+    ) {
+      let (s, h) = (length, causalCut)
+      Tensor.gemm(
+        p, x, c, m: h, n: headWidth, k: h, transposeA: false, transposeB: false, accumulate: false,
+        computes: computes, oneThreadHeld: oneThread, lda: s, ldb: ldx, ldc: ldc)
+      guard h < s else { return }
+      Tensor.gemm(
+        p + h * s, x, c + h * ldc, m: s - h, n: headWidth, k: s, transposeA: false, transposeB: false,
+        accumulate: false, computes: computes, oneThreadHeld: oneThread, lda: s, ldb: ldx, ldc: ldc)
+    }
+
+    /// `C = Pᵀ·X` for the same `P` and `X`: the gradients `Pᵀ·dO` and `dSᵀ·Q`.
+    func lowerTransposedProduct(
+      _ p: UnsafePointer<Float>, _ x: UnsafePointer<Float>, ldx: Int, into c: UnsafeMutablePointer<Float>, ldc: Int,
+      computes: Bool, oneThread: Bool
+    ) {
+      let (s, h) = (length, causalCut)
+      Tensor.gemm(
+        p, x, c, m: h, n: headWidth, k: s, transposeA: true, transposeB: false, accumulate: false,
+        computes: computes, oneThreadHeld: oneThread, lda: s, ldb: ldx, ldc: ldc)
+      guard h < s else { return }
+      Tensor.gemm(
+        p + h * s + h, x + h * ldx, c + h * ldc, m: s - h, n: headWidth, k: s - h, transposeA: true,
+        transposeB: false, accumulate: false, computes: computes, oneThreadHeld: oneThread, lda: s, ldb: ldx,
+        ldc: ldc)
     }
 
     /// Offset of head `pair % heads` of sample `pair / heads` in `[b, s, 3d]`.
@@ -161,9 +220,7 @@ extension Tensor {
       _ q: UnsafeMutablePointer<Float>, _ k: UnsafeMutablePointer<Float>, into p: UnsafeMutablePointer<Float>,
       computes: Bool, oneThread: Bool
     ) {
-      Tensor.gemm(
-        q, k, p, m: length, n: length, k: headWidth, transposeA: false, transposeB: true, accumulate: false,
-        computes: computes, oneThreadHeld: oneThread, lda: 3 * width, ldb: 3 * width)
+      scoresProduct(q, ldx: 3 * width, k, ldy: 3 * width, into: p, computes: computes, oneThread: oneThread)
       if computes { Tensor.causalSoftmaxRows(p, length: length, scale: scale) }
     }
   }
@@ -210,14 +267,16 @@ extension Tensor {
     }
   }
 
-  /// `dS[t, j] = P[t, j] · (dP[t, j] − Σ_j' dP[t, j'] P[t, j']) · scale`, in place over dP.
+  /// `dS[t, j] = P[t, j] · (dP[t, j] − Σ_j' dP[t, j'] P[t, j']) · scale` for `j ≤ t`, in
+  /// place over dP, and 0 above the diagonal (where `P` is 0; dP is not read there).
   static func softmaxBackwardRows(
     _ gradient: UnsafeMutablePointer<Float>, probabilities: UnsafePointer<Float>, length: Int, scale: Float
   ) {
     for t in 0..<length {
       let row = gradient + t * length, p = probabilities + t * length
-      let offset = VectorMath.dot(row, p, count: length)
-      for j in 0..<length { row[j] = p[j] * (row[j] - offset) * scale }
+      let offset = VectorMath.dot(row, p, count: t + 1)
+      for j in 0...t { row[j] = p[j] * (row[j] - offset) * scale }
+      (row + t + 1).update(repeating: 0, count: length - t - 1)
     }
   }
 

@@ -18,16 +18,7 @@ extension Tensor {
     ParallelWork.split(rows, elementsPerItem: width, computes: output.hasElements) { range in
       for row in range {
         let source = source + row * width, target = y + row * width
-        var total: Double = 0
-        for i in 0..<width { total += Double(source[i]) }
-        let mean = total / Double(width)
-        var squares: Double = 0
-        for i in 0..<width {
-          let d = Double(source[i]) - mean
-          squares += d * d
-        }
-        let inverse = Float(1 / (squares / Double(width) + Double(epsilon)).squareRoot())
-        let average = Float(mean)
+        let (average, inverse) = rowStatistics(source, width: width, epsilon: epsilon)
         stats[2 * row] = average
         stats[2 * row + 1] = inverse
         for i in 0..<width { target[i] = (source[i] - average) * inverse * scale[i] + b[i] }
@@ -50,13 +41,8 @@ extension Tensor {
         for row in range {
           let dy = gy + row * width, source = xs + row * width
           let average = stats[2 * row], inverse = stats[2 * row + 1]
-          var sumGradient: Float = 0, sumProduct: Float = 0
-          for i in 0..<width {
-            let normalized = (source[i] - average) * inverse
-            let d = dy[i] * ws[i]
-            sumGradient += d
-            sumProduct += d * normalized
-          }
+          let (sumGradient, sumProduct) = gradientSums(
+            dy, source, weight: ws, average: average, inverse: inverse, width: width)
           if gradientWeight != nil, let dw {
             for i in 0..<width { dw[i] += dy[i] * (source[i] - average) * inverse }
           }
@@ -79,5 +65,63 @@ extension Tensor {
       }
       return [gradientInput, gradientWeight, gradientBias]
     }
+  }
+
+  /// A row's mean and `1/√(variance + ε)` (biased variance), summed in Double in eight
+  /// lanes (a single running sum waits on each add).
+  static func rowStatistics(_ row: UnsafePointer<Float>, width: Int, epsilon: Float) -> (mean: Float, inverse: Float) {
+    var lanes = SIMD8<Double>()
+    var i = 0
+    while i &+ 8 <= width {
+      lanes += SIMD8<Double>(UnsafeRawPointer(row + i).loadUnaligned(as: SIMD8<Float>.self))
+      i &+= 8
+    }
+    var total = lanes.sum()
+    while i < width {
+      total += Double(row[i])
+      i &+= 1
+    }
+    let mean = total / Double(width)
+    lanes = SIMD8<Double>()
+    i = 0
+    while i &+ 8 <= width {
+      let d = SIMD8<Double>(UnsafeRawPointer(row + i).loadUnaligned(as: SIMD8<Float>.self)) - mean
+      lanes += d * d
+      i &+= 8
+    }
+    var squares = lanes.sum()
+    while i < width {
+      let d = Double(row[i]) - mean
+      squares += d * d
+      i &+= 1
+    }
+    return (Float(mean), Float(1 / (squares / Double(width) + Double(epsilon)).squareRoot()))
+  }
+
+  /// `Σ d` and `Σ d · x̂` over a row, with `d = dy · w` and `x̂ = (x − mean) / σ`, in
+  /// sixteen lanes.
+  static func gradientSums(
+    _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, average: Float,
+    inverse: Float, width: Int
+  ) -> (gradient: Float, product: Float) {
+    var gradientLanes = SIMD16<Float>(), productLanes = SIMD16<Float>()
+    var i = 0
+    while i &+ 16 <= width {
+      let normalized = (UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self) - average) * inverse
+      let d =
+        UnsafeRawPointer(dy + i).loadUnaligned(as: SIMD16<Float>.self)
+        * UnsafeRawPointer(weight + i).loadUnaligned(as: SIMD16<Float>.self)
+      gradientLanes += d
+      productLanes += d * normalized
+      i &+= 16
+    }
+    var gradient = gradientLanes.sum(), product = productLanes.sum()
+    while i < width {
+      let d = dy[i] * weight[i]
+      gradient += d
+      product += d * ((x[i] - average) * inverse)
+      i &+= 1
+    }
+    return (gradient, product)
   }
 }

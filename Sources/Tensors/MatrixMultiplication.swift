@@ -49,12 +49,10 @@ extension Tensor {
     precondition(bias.map { $0.shape == [outputs] } ?? true, "linear bias must be [\(outputs)]")
     let result = Tensor(uninitializedShape: [n, outputs])
     let computes = result.hasElements && input.hasElements && weight.hasElements
-    if computes, let bias {
-      for row in 0..<n { (result.storage.base + row * outputs).update(from: bias.storage.base, count: outputs) }
-    }
+    // Every row starts as the bias (written by the thread that computes that part).
     gemm(
       input.storage.base, weight.storage.base, result.storage.base, m: n, n: outputs, k: inputs, transposeA: false,
-      transposeB: true, accumulate: bias != nil, computes: computes)
+      transposeB: true, accumulate: false, computes: computes, startingRow: bias?.storage.base)
     let x = input.detached(), w = weight.detached()
     return record(result, inputs: [input, weight] + (bias.map { [$0] } ?? [])) { g in
       // dX = G·W, dW += Gᵀ·X, db += Σ rows of G.
@@ -169,11 +167,13 @@ extension Tensor {
   /// projections. Under shape tracing only the product is recorded (for what BLAS allocates
   /// inside it, which does not depend on the leading dimensions). `oneThreadHeld`: the
   /// caller runs inside ``BLASCall/onOneThread(_:)`` (OpenBLAS on one thread, the lock
-  /// held), and so does the product whatever its extents (traced as such).
+  /// held), and so does the product whatever its extents (traced as such). `startingRow`
+  /// (`n` values, without `accumulate`): every row of `C` starts as it, `C = row + A·B`
+  /// (a bias), written by the thread that computes that part of `C`.
   static func gemm(
     _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int,
     transposeA: Bool, transposeB: Bool, accumulate: Bool, computes: Bool, oneThreadHeld: Bool = false,
-    lda: Int? = nil, ldb: Int? = nil, ldc: Int? = nil
+    lda: Int? = nil, ldb: Int? = nil, ldc: Int? = nil, startingRow: UnsafePointer<Float>? = nil
   ) {
     if m == 0 || n == 0 { return }
     guard computes else {
@@ -184,13 +184,14 @@ extension Tensor {
       oneThreadHeld || k == 0 ? nil : BLASCall.Halves(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB)
     let strides = BLASCall.Strides(
       a: lda ?? (transposeA ? m : k), b: ldb ?? (transposeB ? k : n), c: ldc ?? n)
+    let start: BLASCall.Start = accumulate ? .adding : startingRow.map { .row($0) } ?? .zero
     if let halves {
-      halves.run(a, b, c, strides: strides, zeroing: !accumulate)
+      halves.run(a, b, c, strides: strides, start: start)
       return
     }
     BLASCall.multiply(
       a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, strides: strides,
-      zeroing: !accumulate, oneThread: oneThreadHeld)
+      start: start, oneThread: oneThreadHeld)
   }
 }
 
@@ -299,12 +300,13 @@ public enum BLASCall {
       }
     }
 
-    /// `C += A·B` (after zeroing each half's part of `C` when `zeroing`), the halves on two
-    /// threads.
+    /// `C (+)= A·B` as `start` says, the halves on two threads, each starting its own part
+    /// of `C`.
     func run(
       _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, strides: Strides,
-      zeroing: Bool
+      start: Start
     ) {
+      let startOfWhole = start
       threadCountLock.exclusively {
         openblas_set_num_threads(1)
         ParallelWork.split(2, elementsPerItem: ParallelWork.minimumElements) { range in
@@ -312,13 +314,14 @@ public enum BLASCall {
             let (m, n) = index == 0 ? lower : upper
             // Where the upper half starts: the lower half's rows or columns.
             let start = index == 0 ? 0 : cutsRows ? lower.m : lower.n
+            let startOfC = startOfWhole
             // Rows of C start rows of op(A); columns of C start columns of op(B).
             let a = a + (cutsRows ? (transposeA ? start : start * strides.a) : 0)
             let b = b + (cutsRows ? 0 : (transposeB ? start * strides.b : start))
             let c = c + (cutsRows ? start * strides.c : start)
             multiply(
               a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, strides: strides,
-              zeroing: zeroing, oneThread: true)
+              start: cutsRows ? startOfC : startOfC.columns(from: start), oneThread: true)
           }
         }
         openblas_set_num_threads(Int32(BLASThreading.defaultThreads))
@@ -326,29 +329,55 @@ public enum BLASCall {
     }
   }
 
-  /// `C = op(A) · op(B)` when `zeroing`, else `C += op(A) · op(B)`, as one product: on one
-  /// OpenBLAS thread when `oneThread` (the caller holds the one-thread region), else with
-  /// the thread count its extents give it (``run(_:_:_:m:n:k:transposeA:transposeB:alpha:strides:)``).
+  /// What `C` holds before a product adds `op(A) · op(B)` to it.
+  package enum Start {
+    /// Its contents (`C += A·B`).
+    case adding
+    /// Zeros (`C = A·B`).
+    case zero
+    /// Every row the same `n` values (`C = row + A·B`, a bias).
+    case row(UnsafePointer<Float>)
+
+    /// The same start for the columns of `C` from `column` on.
+    func columns(from column: Int) -> Start {
+      if case .row(let values) = self { return .row(values + column) }
+      return self
+    }
+  }
+
+  /// `C (+)= op(A) · op(B)` from `start`, as one product: on one OpenBLAS thread when
+  /// `oneThread` (the caller holds the one-thread region), else with the thread count its
+  /// extents give it (``run(_:_:_:m:n:k:transposeA:transposeB:alpha:strides:)``).
   static func multiply(
     _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int,
-    transposeA: Bool, transposeB: Bool, strides: Strides, zeroing: Bool, oneThread: Bool
+    transposeA: Bool, transposeB: Bool, strides: Strides, start: Start, oneThread: Bool
   ) {
-    if k == 1 && zeroing {
+    if k == 1, case .zero = start {
       writeOuterProduct(a, b, c, m: m, n: n, transposeA: transposeA, transposeB: transposeB, strides: strides)
       return
     }
-    // c is zeroed here and every kernel adds to it (β = 1): OpenBLAS's own β = 0 path is a
-    // slower extra pass, and vector kernels would otherwise read whatever fresh memory holds.
-    if zeroing {
+    // On one thread a product into zeros is `sgemm` with β = 0, which writes C without
+    // reading it (OpenBLAS's small-matrix kernels then skip a pass over C; the others zero
+    // it first, as below). Otherwise C is set here and every kernel adds to it (β = 1):
+    // with its own threads OpenBLAS's β = 0 is a slower extra pass.
+    var beta: Float = 1
+    switch start {
+    case .adding: break
+    case .zero where oneThread && m > 1 && n > 1 && k > 1: beta = 0
+    case .zero:
       if strides.c == n {
         c.update(repeating: 0, count: m * n)
       } else {
         for row in 0..<m { (c + row * strides.c).update(repeating: 0, count: n) }
       }
+    case .row(let values):
+      for row in 0..<m { (c + row * strides.c).update(from: values, count: n) }
     }
     if k == 0 { return }
     if oneThread {
-      call(a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: 1, strides: strides)
+      call(
+        a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: 1, strides: strides,
+        beta: beta)
     } else {
       run(a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, alpha: 1, strides: strides)
     }
@@ -396,10 +425,11 @@ public enum BLASCall {
   }
 
   /// The BLAS call itself, with OpenBLAS's thread count as it stands; operands contiguous
-  /// unless `strides` gives their leading dimensions.
+  /// unless `strides` gives their leading dimensions. `beta` 0 (for `sgemm` only, all
+  /// extents above 1) overwrites `C`; otherwise the product is added to it.
   static func call(
     _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, m: Int, n: Int, k: Int,
-    transposeA: Bool, transposeB: Bool, alpha: Float, strides: Strides? = nil
+    transposeA: Bool, transposeB: Bool, alpha: Float, strides: Strides? = nil, beta: Float = 1
   ) {
     let one: Float = 1
     let ld = strides ?? .contiguous(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB)
@@ -420,7 +450,7 @@ public enum BLASCall {
     } else {
       cblas_sgemm(
         CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans, Int32(m),
-        Int32(n), Int32(k), alpha, a, Int32(ld.a), b, Int32(ld.b), one, c, Int32(ld.c))
+        Int32(n), Int32(k), alpha, a, Int32(ld.a), b, Int32(ld.b), beta, c, Int32(ld.c))
     }
   }
 
