@@ -90,8 +90,11 @@ public enum ParallelWork {
 final class HelperThread: @unchecked Sendable {
   /// Set while a caller owns the helper.
   let busy = Atomic<Bool>(false)
-  /// Incremented for each piece of work handed over; the helper runs each once.
+  /// Incremented for each piece of work handed over.
   let generation = Atomic<Int>(0)
+  /// The last generation whose second range was claimed, by the helper or by the caller:
+  /// each range runs once, on the thread that claims it.
+  let claimed = Atomic<Int>(0)
   /// The generation the helper last finished.
   let finished = Atomic<Int>(0)
   /// Whether the helper sleeps on ``condition`` (read and written under ``mutex``).
@@ -122,6 +125,10 @@ final class HelperThread: @unchecked Sendable {
   /// Runs the work at `address` (a `(Range<Int>) -> Void`) on the lower half of
   /// `0..<count` here and the upper half on the helper, and returns when both are done; on
   /// this thread alone, the same two ranges one after the other, when the helper is busy.
+  ///
+  /// When this thread finishes its half before the helper has started the other, it runs
+  /// that one too: a helper woken from sleep can be placed by the kernel on this thread's
+  /// core and then waits for it, and waiting would cost more than the half.
   func run(_ count: Int, _ address: UnsafeRawPointer) {
     let work = address.assumingMemoryBound(to: ((Range<Int>) -> Void).self)
     let half = count / 2
@@ -138,7 +145,11 @@ final class HelperThread: @unchecked Sendable {
     if sleeping { pthread_cond_signal(condition) }
     pthread_mutex_unlock(mutex)
     work.pointee(0..<half)
-    while finished.load(ordering: .acquiring) != mine { sched_yield() }
+    if claimed.compareExchange(expected: mine &- 1, desired: mine, ordering: .acquiringAndReleasing).exchanged {
+      work.pointee(half..<count)
+    } else {
+      while finished.load(ordering: .acquiring) != mine { sched_yield() }
+    }
     task = nil
   }
 
@@ -164,6 +175,9 @@ final class HelperThread: @unchecked Sendable {
         pthread_mutex_unlock(mutex)
       }
       seen = generation.load(ordering: .acquiring)
+      // The caller may have run this range itself (and returned): then nothing is touched.
+      guard claimed.compareExchange(expected: seen &- 1, desired: seen, ordering: .acquiringAndReleasing).exchanged
+      else { continue }
       task!.assumingMemoryBound(to: ((Range<Int>) -> Void).self).pointee(range)
       finished.store(seen, ordering: .releasing)
     }
