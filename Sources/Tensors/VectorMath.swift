@@ -1,3 +1,5 @@
+import VectorKernels
+
 /// Transcendental functions as straight-line arithmetic (no calls, no branches), so that
 /// elementwise loops over them vectorize where the C library's scalar `erff` and `expf`
 /// would dominate, and vector helpers for rows (maxima, sums, dot products, adds). The GELU
@@ -129,11 +131,12 @@ enum VectorMath {
 
   /// `target[i] = exp(scale · values[i] − shift)` for `count` values whose exponents are
   /// ≤ 0 (`shift` is at least their largest), and returns their sum; `target` may be
-  /// `values`. Straight-line arithmetic in a plain loop, which vectorizes.
+  /// `values`. ``expNonPositive(_:)`` compiled for the CPU's widest vectors
+  /// (`gradaccum_exponentials`, the same bits on every CPU).
   static func exponentials(
     _ values: UnsafePointer<Float>, count: Int, scale: Float, shift: Float, into target: UnsafeMutablePointer<Float>
   ) -> Float {
-    for i in 0..<count { target[i] = expNonPositive(values[i] * scale - shift) }
+    gradaccum_exponentials(values, target, count, scale, shift)
     return sum(target, count: count)
   }
 }

@@ -74,3 +74,9 @@ EVERY_WIDTH void gradaccum_gelu_gradient(const float *g, const float *x, float *
     output[i] = g[i] * (cdf + v * pdf);
   }
 }
+
+EVERY_WIDTH void gradaccum_exponentials(const float *values, float *output, long count, float scale, float shift) {
+  // In place over `values` too (see above).
+#pragma clang loop vectorize(assume_safety)
+  for (long i = 0; i < count; i++) output[i] = exp_nonpositive(values[i] * scale - shift);
+}

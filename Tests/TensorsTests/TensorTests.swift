@@ -106,6 +106,32 @@ struct TensorTests {
     }
   }
 
+  /// The softmaxes' exponentials run compiled for this CPU's widest vectors too
+  /// (`gradaccum_exponentials`): bit for bit `VectorMath.expNonPositive(scale·x − shift)`,
+  /// in place or not, at lengths that leave a vector tail, with the sum of what they wrote.
+  @Test func exponentialKernelEqualsTheFormula() {
+    let grid: [Float] = (0..<20_011).map { Float(-100 + 100 * Double($0) / 20_010) }
+    let inputs: [Float] = grid + [-87.5, -0, 0, -.infinity, .nan]
+    for (scale, shift) in [(Float(1), Float(0)), (0.17677669, 3.5)] {
+      for count in [inputs.count, 1, 15, 17, 33] {
+        var values = [Float](repeating: 0, count: count)
+        let total = VectorMath.exponentials(inputs, count: count, scale: scale, shift: shift, into: &values)
+        var inPlace = Array(inputs.prefix(count))
+        _ = inPlace.withUnsafeMutableBufferPointer {
+          VectorMath.exponentials($0.baseAddress!, count: count, scale: scale, shift: shift, into: $0.baseAddress!)
+        }
+        #expect(inPlace.map(\.bitPattern) == values.map(\.bitPattern))
+        for i in 0..<count {
+          let x = inputs[i]
+          let expected = VectorMath.expNonPositive(x * scale - shift)
+          #expect(values[i].bitPattern == expected.bitPattern || (values[i].isNaN && expected.isNaN), "exp(\(x))")
+        }
+        let sum = VectorMath.sum(values, count: count)
+        #expect(total.bitPattern == sum.bitPattern || (total.isNaN && sum.isNaN))
+      }
+    }
+  }
+
   @Test func gradientsAccumulateAcrossBackwardCallsUntilCleared() {
     let w = Tensor([1, 2], shape: [2], requiresGradient: true)
     (w * 3).sum().backward()

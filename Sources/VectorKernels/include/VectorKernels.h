@@ -12,4 +12,8 @@ void gradaccum_gelu(const float *input, float *output, long count);
 /// `output[i] = g[i]·(Φ(x[i]) + x[i]·φ(x[i]))`, the gradient through GELU (`output` may be `g`).
 void gradaccum_gelu_gradient(const float *g, const float *x, float *output, long count);
 
+/// `output[i] = exp(scale·values[i] − shift)` for exponents ≤ 0, by `VectorMath.expNonPositive`'s
+/// formula (`output` may be `values`): the softmaxes' exponentials.
+void gradaccum_exponentials(const float *values, float *output, long count, float scale, float shift);
+
 #endif
