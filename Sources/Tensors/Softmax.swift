@@ -1,3 +1,4 @@
+import VectorKernels
 #if canImport(Glibc)
   import Glibc
 #endif
@@ -81,12 +82,13 @@ extension Tensor {
       ParallelWork.split(outer, elementsPerItem: extent * inner, computes: gradient.hasElements) { lines in
         for o in lines {
           if inner == 1 {
-            // dx = g − exp(log-softmax) · Σ g, with the C library's exp: the probabilities
-            // are the gradient itself, and the straight-line exp's 3e-7 error there moved
-            // AdamW's accumulated weights past 1e-4 of one big batch's.
+            // dx = g − exp(log-softmax) · Σ g, with exp correctly rounded (in double, vector
+            // lanes): the probabilities are the gradient itself, and the straight-line float
+            // exp's 3e-7 error there moved AdamW's accumulated weights past 1e-4 of one big
+            // batch's.
             let base = o * extent
             let total = VectorMath.sum(gy + base, count: extent)
-            for j in base..<(base + extent) { dx[j] = gy[j] - expf(yy[j]) * total }
+            gradaccum_log_softmax_gradient(gy + base, yy + base, total, dx + base, extent)
             continue
           }
           for i in 0..<inner {

@@ -80,3 +80,40 @@ EVERY_WIDTH void gradaccum_exponentials(const float *values, float *output, long
 #pragma clang loop vectorize(assume_safety)
   for (long i = 0; i < count; i++) output[i] = exp_nonpositive(values[i] * scale - shift);
 }
+
+// `exp(x)` for x ≤ 0 in double precision, rounded once to float: 2^n · e^r with |r| ≤ ln2/2
+// and a degree-11 Taylor polynomial (truncation below 1e-14 relative), so the float result
+// is the correctly rounded value but for ties closer than that. Exponents below -200 give
+// 0 (as the float result of anything below about -104 is); NaN passes.
+static inline float exp_nonpositive_rounded(float value) {
+  double low = (-200.0 >= (double)value) ? -200.0 : (double)value;
+  double x = (0.0 < low) ? 0.0 : low;
+  double shifted = x * 1.4426950408889634 + 6755399441055744.0;
+  double n = shifted - 6755399441055744.0;
+  double r = x - n * 0.6931471805599453;
+  double p = 1.0 / 39916800.0;
+  p = p * r + 1.0 / 3628800.0;
+  p = p * r + 1.0 / 362880.0;
+  p = p * r + 1.0 / 40320.0;
+  p = p * r + 1.0 / 5040.0;
+  p = p * r + 1.0 / 720.0;
+  p = p * r + 1.0 / 120.0;
+  p = p * r + 1.0 / 24.0;
+  p = p * r + 1.0 / 6.0;
+  p = p * r + 0.5;
+  p = p * r + 1.0;
+  p = p * r + 1.0;
+  // 2^n from the exponent bits: the low bits of `shifted` hold n (-289 ≤ n ≤ 0).
+  int64_t bits;
+  memcpy(&bits, &shifted, sizeof bits);
+  bits = (bits - 0x4338000000000000LL + 1023) << 52;
+  double scale;
+  memcpy(&scale, &bits, sizeof scale);
+  return (float)(p * scale);
+}
+
+EVERY_WIDTH void gradaccum_log_softmax_gradient(
+    const float *g, const float *log_probabilities, float total, float *output, long count) {
+#pragma clang loop vectorize(assume_safety)
+  for (long i = 0; i < count; i++) output[i] = g[i] - exp_nonpositive_rounded(log_probabilities[i]) * total;
+}

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import VectorKernels
 import _TestSupport
 
 @testable import Tensors
@@ -129,6 +130,31 @@ struct TensorTests {
         let sum = VectorMath.sum(values, count: count)
         #expect(total.bitPattern == sum.bitPattern || (total.isNaN && sum.isNaN))
       }
+    }
+  }
+
+  /// Log-softmax's gradient evaluates `exp` in double precision and rounds once: against
+  /// `exp` in Double rounded to Float on a dense grid down to where floats underflow, every
+  /// value within one unit in the last place and all but a few equal.
+  @Test func logSoftmaxGradientKernelRoundsExpCorrectly() {
+    let grid: [Float] = (0..<400_001).map { Float(-110 * Double($0) / 400_000) }
+    let inputs: [Float] = grid + [-0, -.infinity, -1e-30, -300]
+    // g = 0 and total = −1 leave exp(x) itself.
+    var output = [Float](repeating: 0, count: inputs.count)
+    let zeros = [Float](repeating: 0, count: inputs.count)
+    gradaccum_log_softmax_gradient(zeros, inputs, -1, &output, inputs.count)
+    var unequal = 0
+    for (index, x) in inputs.enumerated() {
+      let expected = Float(Foundation.exp(Double(x)))
+      if output[index] != expected { unequal += 1 }
+      #expect(abs(output[index] - expected) <= expected.ulp, "exp(\(x)): \(output[index]) against \(expected)")
+    }
+    #expect(unequal <= 2, "\(unequal) values differ from the correctly rounded exp")
+    // And the gradient itself: g − exp(log p)·total.
+    var gradient = [Float](repeating: 0, count: 3)
+    gradaccum_log_softmax_gradient([0.5, -1, 2], [-0.5, -2, -0.25], 1.5, &gradient, 3)
+    for (index, (g, y)) in zip([Float(0.5), -1, 2], [Float(-0.5), -2, -0.25]).enumerated() {
+      #expect(gradient[index] == g - Float(Foundation.exp(Double(y))) * 1.5)
     }
   }
 

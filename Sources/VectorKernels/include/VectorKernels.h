@@ -16,4 +16,10 @@ void gradaccum_gelu_gradient(const float *g, const float *x, float *output, long
 /// formula (`output` may be `values`): the softmaxes' exponentials.
 void gradaccum_exponentials(const float *values, float *output, long count, float scale, float shift);
 
+/// `output[i] = g[i] − exp(logP[i])·total`, log-softmax's gradient along a line whose
+/// gradient sums to `total`, with `exp` evaluated in double precision and rounded once (the
+/// correctly rounded value: the probabilities are the gradient itself, where a few units in
+/// the last place add up over a run). `output` may be `g`.
+void gradaccum_log_softmax_gradient(const float *g, const float *log_probabilities, float total, float *output, long count);
+
 #endif
