@@ -58,9 +58,9 @@ extension Tensor {
         // O = P·V (or (P ⊙ mask)·V), into the head's columns of the result.
         let weights = droppedWeights(
           p, dropoutMask, dropped, pair: pair, lane: lane, square: layout.square, computes: computes)
-        layout.lowerProduct(
-          weights, v, ldx: 3 * width, into: result.storage.base + layout.merged(pair), ldc: width, computes: computes,
-          oneThread: oneThread)
+        layout.product(
+          .lower, weights, lda: length, v, ldb: 3 * width, into: result.storage.base + layout.merged(pair), ldc: width,
+          computes: computes, oneThread: oneThread)
       }
     }
     _ = dropped
@@ -91,9 +91,11 @@ extension Tensor {
           // below the diagonal.
           let weights = droppedWeights(
             p, dropoutMask, droppedGradient, pair: pair, lane: lane, square: layout.square, computes: computes)
-          layout.lowerTransposedProduct(
-            weights, dO, ldx: width, into: dV, ldc: 3 * width, computes: computes, oneThread: oneThread)
-          layout.scoresProduct(dO, ldx: width, v, ldy: 3 * width, into: dS, computes: computes, oneThread: oneThread)
+          layout.product(
+            .lowerTransposed, weights, lda: n, dO, ldb: width, into: dV, ldc: 3 * width, computes: computes,
+            oneThread: oneThread)
+          layout.product(
+            .scores, dO, lda: width, v, ldb: 3 * width, into: dS, ldc: n, computes: computes, oneThread: oneThread)
           if computes, let dropoutMask {
             let mask = dropoutMask.storage.base + pair * layout.square
             for t in 0..<n {
@@ -103,9 +105,11 @@ extension Tensor {
           // dS = P ⊙ (dP − Σ_row dP ⊙ P) · scale, 0 above the diagonal.
           if computes { softmaxBackwardRows(dS, probabilities: p, length: n, scale: layout.scale) }
           // dQ = dS·K, dK = dSᵀ·Q
-          layout.lowerProduct(dS, k, ldx: 3 * width, into: dQ, ldc: 3 * width, computes: computes, oneThread: oneThread)
-          layout.lowerTransposedProduct(
-            dS, q, ldx: 3 * width, into: dK, ldc: 3 * width, computes: computes, oneThread: oneThread)
+          layout.product(
+            .lower, dS, lda: n, k, ldb: 3 * width, into: dQ, ldc: 3 * width, computes: computes, oneThread: oneThread)
+          layout.product(
+            .lowerTransposed, dS, lda: n, q, ldb: 3 * width, into: dK, ldc: 3 * width, computes: computes,
+            oneThread: oneThread)
         }
       }
       _ = (droppedGradient, recomputed, gradientScores)
@@ -141,15 +145,15 @@ extension Tensor {
     /// before any one-thread region is entered: a probe takes the BLAS lock.
     var sharesPairs: Bool {
       guard lanes == 2, let allocates = BLASCall.productAllocates else { return false }
-      // Calls rather than a list of the products: a real step must allocate nothing that
-      // its trace does not.
-      let (s, h, dh) = (length, causalCut, headWidth)
-      let lowerBlocks =
-        !allocates(h, h, dh, false, true) && !allocates(h, dh, h, false, false) && !allocates(h, dh, s, true, false)
-      return lowerBlocks
-        && (h == s
-          || !allocates(s - h, s, dh, false, true) && !allocates(s - h, dh, s, false, false)
-            && !allocates(s - h, dh, s - h, true, false))
+      // Each product asked in turn rather than from a list: a real step must allocate
+      // nothing that its trace does not.
+      for kind in 0..<3 {
+        for block in 0..<blocks {
+          let product = blockProduct(CausalProduct(rawValue: kind)!, block: block)
+          if allocates(product.m, product.n, product.k, product.transposeA, product.transposeB) { return false }
+        }
+      }
+      return true
     }
 
     /// Where the products of a head cut its positions, `[0, h)` and `[h, s)`: the block of
@@ -158,54 +162,45 @@ extension Tensor {
     /// below 64 positions, where two smaller products cost more than they save.
     var causalCut: Int { length >= 64 ? length / 2 : length }
 
-    /// `C = X·Yᵀ` (`[s, s]`, from `X` and `Y` `[s, d/heads]` with leading dimensions `ldx`,
-    /// `ldy`) on and below the diagonal: the scores `Q·Kᵀ` and the gradient `dO·Vᵀ`. The
-    /// block above the cut is left as it was; everything that reads `C` stops at the
-    /// diagonal.
-    func scoresProduct(
-      _ x: UnsafePointer<Float>, ldx: Int, _ y: UnsafePointer<Float>, ldy: Int, into c: UnsafeMutablePointer<Float>,
-      computes: Bool, oneThread: Bool
+    /// The products a head's product is cut into: 2, or 1 without a cut.
+    var blocks: Int { causalCut < length ? 2 : 1 }
+
+    /// The extents of `kind`'s product for rows `[0, h)` of `C` (`block` 0) or `[h, s)`
+    /// (`block` 1), and where its operands start: rows (`aRow`, `bRow`) and a column of `A`
+    /// (`aColumn`).
+    func blockProduct(_ kind: CausalProduct, block: Int) -> (
+      m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool, aRow: Int, aColumn: Int, bRow: Int
     ) {
-      let (s, h) = (length, causalCut)
-      Tensor.gemm(
-        x, y, c, m: h, n: h, k: headWidth, transposeA: false, transposeB: true, accumulate: false,
-        computes: computes, oneThreadHeld: oneThread, lda: ldx, ldb: ldy, ldc: s)
-      guard h < s else { return }
-      Tensor.gemm(
-        x + h * ldx, y, c + h * s, m: s - h, n: s, k: headWidth, transposeA: false, transposeB: true,
-        accumulate: false, computes: computes, oneThreadHeld: oneThread, lda: ldx, ldb: ldy, ldc: s)
+      let (s, h, dh) = (length, causalCut, headWidth)
+      let (start, rows, through) = block == 0 ? (0, h, h) : (h, s - h, s)
+      switch kind {
+      case .scores:
+        // C[rows, 0..<through] = X[rows] · Y[0..<through]ᵀ
+        return (rows, through, dh, false, true, start, 0, 0)
+      case .lower:
+        // C[rows] = P[rows, 0..<through] · X[0..<through]
+        return (rows, dh, through, false, false, start, 0, 0)
+      case .lowerTransposed:
+        // C[rows] = P[start..<s, rows]ᵀ · X[start..<s]
+        return (rows, dh, s - start, true, false, start, start, start)
+      }
     }
 
-    /// `C = P·X` for weights `P` `[s, s]` that are 0 above the diagonal and `X` `[s, d/heads]`:
-    /// the output `P·V` and the gradient `dS·K`.
-    func lowerProduct(
-      _ p: UnsafePointer<Float>, _ x: UnsafePointer<Float>, ldx: Int, into c: UnsafeMutablePointer<Float>, ldc: Int,
-      computes: Bool, oneThread: Bool
+    /// One of a head's three kinds of product, on or below the diagonal of its `[s, s]`
+    /// operand or result, as ``blocks`` products. `A` and `B` have leading dimensions
+    /// `lda` and `ldb` (`s` for the weights), `C` `ldc`. Under ``CausalProduct/scores`` the
+    /// block above the cut is left as it was; everything that reads it stops at the diagonal.
+    func product(
+      _ kind: CausalProduct, _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int,
+      into c: UnsafeMutablePointer<Float>, ldc: Int, computes: Bool, oneThread: Bool
     ) {
-      let (s, h) = (length, causalCut)
-      Tensor.gemm(
-        p, x, c, m: h, n: headWidth, k: h, transposeA: false, transposeB: false, accumulate: false,
-        computes: computes, oneThreadHeld: oneThread, lda: s, ldb: ldx, ldc: ldc)
-      guard h < s else { return }
-      Tensor.gemm(
-        p + h * s, x, c + h * ldc, m: s - h, n: headWidth, k: s, transposeA: false, transposeB: false,
-        accumulate: false, computes: computes, oneThreadHeld: oneThread, lda: s, ldb: ldx, ldc: ldc)
-    }
-
-    /// `C = Pᵀ·X` for the same `P` and `X`: the gradients `Pᵀ·dO` and `dSᵀ·Q`.
-    func lowerTransposedProduct(
-      _ p: UnsafePointer<Float>, _ x: UnsafePointer<Float>, ldx: Int, into c: UnsafeMutablePointer<Float>, ldc: Int,
-      computes: Bool, oneThread: Bool
-    ) {
-      let (s, h) = (length, causalCut)
-      Tensor.gemm(
-        p, x, c, m: h, n: headWidth, k: s, transposeA: true, transposeB: false, accumulate: false,
-        computes: computes, oneThreadHeld: oneThread, lda: s, ldb: ldx, ldc: ldc)
-      guard h < s else { return }
-      Tensor.gemm(
-        p + h * s + h, x + h * ldx, c + h * ldc, m: s - h, n: headWidth, k: s - h, transposeA: true,
-        transposeB: false, accumulate: false, computes: computes, oneThreadHeld: oneThread, lda: s, ldb: ldx,
-        ldc: ldc)
+      for block in 0..<blocks {
+        let p = blockProduct(kind, block: block)
+        Tensor.gemm(
+          a + p.aRow * lda + p.aColumn, b + p.bRow * ldb, c + (block == 0 ? 0 : causalCut) * ldc, m: p.m, n: p.n,
+          k: p.k, transposeA: p.transposeA, transposeB: p.transposeB, accumulate: false, computes: computes,
+          oneThreadHeld: oneThread, lda: lda, ldb: ldb, ldc: ldc)
+      }
     }
 
     /// Offset of head `pair % heads` of sample `pair / heads` in `[b, s, 3d]`.
@@ -220,9 +215,20 @@ extension Tensor {
       _ q: UnsafeMutablePointer<Float>, _ k: UnsafeMutablePointer<Float>, into p: UnsafeMutablePointer<Float>,
       computes: Bool, oneThread: Bool
     ) {
-      scoresProduct(q, ldx: 3 * width, k, ldy: 3 * width, into: p, computes: computes, oneThread: oneThread)
+      product(.scores, q, lda: 3 * width, k, ldb: 3 * width, into: p, ldc: length, computes: computes, oneThread: oneThread)
       if computes { Tensor.causalSoftmaxRows(p, length: length, scale: scale) }
     }
+  }
+
+  /// The three kinds of product of one head, whose `[s, s]` operand or result is only
+  /// needed on and below the diagonal.
+  enum CausalProduct: Int {
+    /// `C = X·Yᵀ`, `[s, s]`: the scores `Q·Kᵀ` and the gradient `dO·Vᵀ`.
+    case scores
+    /// `C = P·X` for `P` zero above the diagonal: the output `P·V` and `dS·K`.
+    case lower
+    /// `C = Pᵀ·X` for the same `P`: `Pᵀ·dO` and `dSᵀ·Q`.
+    case lowerTransposed
   }
 
   /// Whether every product of one (sample, head) runs on one OpenBLAS thread by rule, so
