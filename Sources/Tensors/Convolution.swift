@@ -157,7 +157,8 @@ extension Tensor {
     return record(result, inputs: inputs) { g in
       let computes = g.hasElements
       let shared = computes && lanes == 2
-      let gradientInput = input.isDifferentiable ? Tensor(zeros: input.shape) : nil
+      // Zeroed one sample at a time, by the thread that folds that sample's columns into it.
+      let gradientInput = input.isDifferentiable ? Tensor(uninitializedShape: input.shape) : nil
       let weightIsLeaf = weight.requiresGradient && weight.node == nil
       // A parameter's gradient is accumulated in place (under shape tracing it is assumed to
       // exist, as in a prepared training step, so nothing is allocated for it).
@@ -217,10 +218,11 @@ extension Tensor {
               w.storage.base, gy, scratch, m: patch, n: plane, k: outputs, transposeA: true,
               transposeB: false, accumulate: false, computes: computes, oneThreadHeld: lanes == 2)
             if computes {
+              let target = gradientInput.storage.base + sample * sampleSize
+              target.update(repeating: 0, count: sampleSize)
               col2im(
                 scratch, channels: channels, height: height, width: width, geometry: geometry,
-                outputHeight: outputHeight, outputWidth: outputWidth,
-                into: gradientInput.storage.base + sample * sampleSize)
+                outputHeight: outputHeight, outputWidth: outputWidth, into: target)
             }
           }
         }

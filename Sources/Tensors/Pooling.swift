@@ -50,10 +50,12 @@ extension Tensor {
     }
     let inputShape = shape
     return Tensor.record(result, inputs: [self]) { g in
-      let gradient = Tensor(zeros: inputShape)
+      let gradient = Tensor(uninitializedShape: inputShape)
       let gy = g.storage.base, dx = gradient.storage.base
-      // Each plane's gradient gets only its own plane's outputs, so planes split freely.
+      // Each plane's gradient gets only its own plane's outputs, so planes split freely;
+      // each thread zeroes its own planes first.
       ParallelWork.split(n * channels, elementsPerItem: planeSize, computes: gradient.hasElements) { planes in
+        (dx + planes.lowerBound * planeSize).update(repeating: 0, count: planes.count * planeSize)
         if let positions {
           for plane in planes {
             let target = dx + plane * planeSize, base = plane * outputPlane
