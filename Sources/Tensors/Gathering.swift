@@ -27,10 +27,14 @@ extension Tensor {
     }
     let kept = labels.detached()
     return Tensor.record(result, inputs: [self]) { g in
-      let gradient = Tensor(zeros: [rows, columns])
+      let gradient = Tensor(uninitializedShape: [rows, columns])
       let gy = g.storage.base, dx = gradient.storage.base, label = kept.storage.base
-      for row in 0..<(gradient.hasElements ? rows : 0) where label[row] != ignored {
-        dx[row * columns + Int(label[row])] = gy[row]
+      // Rows split between two threads (``ParallelWork``), each zeroing its own first.
+      ParallelWork.split(rows, elementsPerItem: columns, computes: gradient.hasElements) { range in
+        (dx + range.lowerBound * columns).update(repeating: 0, count: range.count * columns)
+        for row in range where label[row] != ignored {
+          dx[row * columns + Int(label[row])] = gy[row]
+        }
       }
       return [gradient]
     }
