@@ -288,9 +288,12 @@ struct SequenceOpTests {
 
 @Suite("Causal self-attention")
 struct AttentionTests {
-  /// Against a direct computation of the definition for one (sample, head).
-  @Test func matchesTheDefinition() {
-    let (b, s, d, h) = (2, 4, 6, 2)
+  /// Against a direct computation of the definition for every (sample, head): short
+  /// sequences run each head's products whole, from 64 positions they are cut at the middle
+  /// position (`HeadLayout.causalCut`; 67 leaves halves of 33 and 34).
+  @Test(arguments: [(2, 4, 6, 2), (1, 64, 8, 2), (2, 67, 4, 2)])
+  func matchesTheDefinition(shape: (Int, Int, Int, Int)) {
+    let (b, s, d, h) = shape
     let qkv = randomTensor([b, s, 3 * d], seed: 7)
     let out = Tensor.causalSelfAttention(qkv, heads: h).values
     let x = qkv.values, dh = d / h
@@ -313,11 +316,25 @@ struct AttentionTests {
     }
   }
 
-  @Test(arguments: [(1, 3, 4, 1), (2, 4, 6, 2), (2, 1, 4, 2), (1, 5, 8, 4)])
+  @Test(arguments: [(1, 3, 4, 1), (2, 4, 6, 2), (2, 1, 4, 2), (1, 5, 8, 4), (1, 67, 4, 2)])
   func gradientsMatchFiniteDifferences(shape: (Int, Int, Int, Int)) {
     let (b, s, d, h) = shape
     let qkv = randomTensor([b, s, 3 * d], seed: 8)
     checkGradients(of: [qkv], step: 1e-2, tolerance: 3e-2) { Tensor.causalSelfAttention($0[0], heads: h) }
+  }
+
+  /// With the products cut at the diagonal (67 positions), dropout's gradients through the
+  /// kept weights, and without kept weights (computed again in backward), still match
+  /// finite differences.
+  @Test func cutProductsWithDropoutMatchFiniteDifferences() {
+    let (b, s, d, h) = (1, 67, 4, 2)
+    let qkv = randomTensor([b, s, 3 * d], seed: 12)
+    var generator = RandomGenerator(seed: 5)
+    let mask = Tensor((0..<(b * h * s * s)).map { _ in generator.uniform(0, 1) < 0.2 ? 0 : 1 / 0.8 }, shape: [b, h, s, s])
+    checkGradients(of: [qkv], step: 1e-2, tolerance: 3e-2) { Tensor.causalSelfAttention($0[0], heads: h, dropoutMask: mask) }
+    checkGradients(of: [qkv], step: 1e-2, tolerance: 3e-2) {
+      Tensor.causalSelfAttention($0[0], heads: h, dropoutMask: mask, keepsWeights: false)
+    }
   }
 
   /// Dropout on the attention weights: with a mask of ones it is the plain op; with a
