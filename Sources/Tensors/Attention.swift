@@ -41,8 +41,10 @@ extension Tensor {
     let layout = HeadLayout(samples: samples, length: length, width: width, heads: heads)
     let computes = qkv.hasElements
     // Heads run on one thread, or on two with one scratch `[s, s]` each (lane); without
-    // kept weights and one head at a time, on one.
-    let lanes = keepsWeights || !oneHeadAtATime ? layout.lanes : 1
+    // kept weights and one head at a time, backward on one (the forward's scratch is gone
+    // by backward's peak, so the forward shares its heads in every case).
+    let lanes = layout.lanes
+    let backwardLanes = keepsWeights || !oneHeadAtATime ? lanes : 1
     let probabilities = Tensor(
       uninitializedShape: keepsWeights ? [samples, heads, length, length] : [lanes, length, length])
     let result = Tensor(uninitializedShape: [samples, length, width])
@@ -66,7 +68,7 @@ extension Tensor {
     _ = dropped
     let kept = keepsWeights ? probabilities : nil
     return record(result, inputs: [qkv]) { g in
-      let computes = g.hasElements
+      let computes = g.hasElements, lanes = backwardLanes
       let gradient = Tensor(uninitializedShape: qkv.shape)
       // One head's dP, then dS in place; without kept weights, its probabilities again.
       let gradientScores = Tensor(uninitializedShape: [lanes, length, length])
