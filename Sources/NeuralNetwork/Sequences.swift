@@ -138,12 +138,12 @@ public final class TransformerBlock: Layer, CustomStringConvertible {
   /// the block, one more `Q·Kᵀ` per head and one more GELU; the same results bit for bit.
   public var recomputes = false
 
-  /// With ``recomputes``, whether the attention runs its heads one at a time on the calling
-  /// thread (`oneHeadAtATime` of
+  /// With ``recomputes``, whether the attention's backward runs its heads one at a time on
+  /// the calling thread (`oneHeadAtATime` of
   /// `Tensor.causalSelfAttention(_:heads:dropoutMask:keepsWeights:oneHeadAtATime:)`) rather
-  /// than sharing them between two threads: two `[s, s]` fewer at its backward's peak, for
-  /// slower passes. The planner sets it where only this holds the budget. The same results
-  /// bit for bit either way.
+  /// than sharing them between two threads: two `[s, s]` fewer at its peak, for a slower
+  /// pass. The planner sets it where only this holds the budget. The same results bit for
+  /// bit either way.
   public var recomputesLean = false
 
   public func callAsFunction(_ input: Tensor) -> Tensor {

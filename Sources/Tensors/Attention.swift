@@ -20,9 +20,10 @@ extension Tensor {
   /// softmax (so bit for bit the same values), for one more product per head:
   /// `b · heads · s²` floats fewer kept. Heads are shared between two threads, each with its
   /// own `[s, s]` scratch, when there is enough work; without kept weights,
-  /// `oneHeadAtATime` runs them one at a time on the calling thread in both passes: two
-  /// `[s, s]` fewer at the backward's peak, for slower passes (the choice of recomputation
-  /// under the tightest budgets).
+  /// `oneHeadAtATime` runs backward's heads one at a time on the calling thread: two
+  /// `[s, s]` fewer at its peak, for a slower pass (the choice of recomputation under the
+  /// tightest budgets; the forward's scratch is freed before that peak, so the forward
+  /// shares its heads either way).
   ///
   /// `dropoutMask` `[b, heads, s, s]` (0, or `1/(1−p)` for a kept weight) applies dropout to
   /// the attention weights, as `nn.MultiheadAttention(dropout: p)` does in training: the
