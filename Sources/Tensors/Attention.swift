@@ -169,10 +169,10 @@ extension Tensor {
     var blocks: Int { causalCut < length ? 2 : 1 }
 
     /// The extents of `kind`'s product for rows `[0, h)` of `C` (`block` 0) or `[h, s)`
-    /// (`block` 1), and where its operands start: rows (`aRow`, `bRow`) and a column of `A`
-    /// (`aColumn`).
+    /// (`block` 1), and where it starts: the first row of `C` and of `A` (`row`), a column
+    /// of `A` (`aColumn`) and a row of `B` (`bRow`).
     func blockProduct(_ kind: CausalProduct, block: Int) -> (
-      m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool, aRow: Int, aColumn: Int, bRow: Int
+      m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool, row: Int, aColumn: Int, bRow: Int
     ) {
       let (s, h, dh) = (length, causalCut, headWidth)
       let (start, rows, through) = block == 0 ? (0, h, h) : (h, s - h, s)
@@ -200,7 +200,7 @@ extension Tensor {
       for block in 0..<blocks {
         let p = blockProduct(kind, block: block)
         Tensor.gemm(
-          a + p.aRow * lda + p.aColumn, b + p.bRow * ldb, c + (block == 0 ? 0 : causalCut) * ldc, m: p.m, n: p.n,
+          a + p.row * lda + p.aColumn, b + p.bRow * ldb, c + p.row * ldc, m: p.m, n: p.n,
           k: p.k, transposeA: p.transposeA, transposeB: p.transposeB, accumulate: false, computes: computes,
           oneThreadHeld: oneThread, lda: lda, ldb: ldb, ldc: ldc)
       }

@@ -318,22 +318,20 @@ public enum BLASCall {
       _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, strides: Strides,
       start: Start
     ) {
-      let startOfWhole = start
       threadCountLock.exclusively {
         openblas_set_num_threads(1)
         ParallelWork.split(2, elementsPerItem: ParallelWork.minimumElements) { range in
           for index in range {
             let (m, n) = index == 0 ? lower : upper
-            // Where the upper half starts: the lower half's rows or columns.
-            let start = index == 0 ? 0 : cutsRows ? lower.m : lower.n
-            let startOfC = startOfWhole
+            // Where the half starts: 0, or the lower half's rows or columns.
+            let first = index == 0 ? 0 : cutsRows ? lower.m : lower.n
             // Rows of C start rows of op(A); columns of C start columns of op(B).
-            let a = a + (cutsRows ? (transposeA ? start : start * strides.a) : 0)
-            let b = b + (cutsRows ? 0 : (transposeB ? start * strides.b : start))
-            let c = c + (cutsRows ? start * strides.c : start)
+            let a = a + (cutsRows ? (transposeA ? first : first * strides.a) : 0)
+            let b = b + (cutsRows ? 0 : (transposeB ? first * strides.b : first))
+            let c = c + (cutsRows ? first * strides.c : first)
             multiply(
               a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, strides: strides,
-              start: cutsRows ? startOfC : startOfC.columns(from: start), oneThread: true)
+              start: cutsRows ? start : start.columns(from: first), oneThread: true)
           }
         }
         openblas_set_num_threads(Int32(BLASThreading.defaultThreads))

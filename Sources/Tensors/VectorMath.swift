@@ -3,8 +3,8 @@ import VectorKernels
 /// Transcendental functions as straight-line arithmetic (no calls, no branches), so that
 /// elementwise loops over them vectorize where the C library's scalar `erff` and `expf`
 /// would dominate, and vector helpers for rows (maxima, sums, dot products, adds). The GELU
-/// kernels in `VectorKernels` are these `erf` and `exp` formulas compiled per vector width
-/// (tested equal bit for bit); the softmaxes use the `exp` here.
+/// and softmax kernels in `VectorKernels` are these `erf` and `exp` formulas compiled per
+/// vector width (tested equal bit for bit).
 enum VectorMath {
   /// `erf(x)` as a rational function of `x` on `[-4, 4]` (±1 beyond, where `erf` rounds to
   /// ±1 in single precision): odd numerator of degree 13 over even denominator of degree 8,
