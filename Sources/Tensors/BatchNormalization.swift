@@ -27,12 +27,12 @@ extension Tensor {
       for c in channelRange {
         var total: Double = 0
         for sample in 0..<n {
-          total += sums(source + (sample * channels + c) * inner, inner) { Double($0) }
+          total += VectorMath.doubleSum(source + (sample * channels + c) * inner, count: inner) { Double($0) }
         }
         let average = total / Double(count)
         var squares: Double = 0
         for sample in 0..<n {
-          squares += sums(source + (sample * channels + c) * inner, inner) {
+          squares += VectorMath.doubleSum(source + (sample * channels + c) * inner, count: inner) {
             let d = Double($0) - average
             return d * d
           }
@@ -63,8 +63,8 @@ extension Tensor {
           var sumGradient: Double = 0, sumProduct: Double = 0
           for sample in 0..<n {
             let offset = (sample * channels + c) * inner
-            sumGradient += sums(gy + offset, inner) { Double($0) }
-            sumProduct += sums(inner) { i in Double(gy[offset + i]) * Double((xs[offset + i] - average) * inverse) }
+            sumGradient += VectorMath.doubleSum(gy + offset, count: inner) { Double($0) }
+            sumProduct += VectorMath.doubleSum(inner) { i in Double(gy[offset + i]) * Double((xs[offset + i] - average) * inverse) }
           }
           gradientWeight?.storage.base[c] = Float(sumProduct)
           gradientBias?.storage.base[c] = Float(sumGradient)
@@ -83,32 +83,6 @@ extension Tensor {
     }
     return (result, mean, variance)
   }
-}
-
-/// `Σ term(i)` for `i < count`, in four running Double sums added at the end (the sum of
-/// one row of a channel: independent additions pipeline, one chain would wait on each).
-@inline(__always)
-private func sums(_ count: Int, _ term: (Int) -> Double) -> Double {
-  var (s0, s1, s2, s3) = (0.0, 0.0, 0.0, 0.0)
-  var i = 0
-  while i + 4 <= count {
-    s0 += term(i)
-    s1 += term(i + 1)
-    s2 += term(i + 2)
-    s3 += term(i + 3)
-    i += 4
-  }
-  while i < count {
-    s0 += term(i)
-    i += 1
-  }
-  return (s0 + s1) + (s2 + s3)
-}
-
-/// `Σ term(row[i])` for `i < count`, as ``sums(_:_:)``.
-@inline(__always)
-private func sums(_ row: UnsafePointer<Float>, _ count: Int, _ term: (Float) -> Double) -> Double {
-  sums(count) { term(row[$0]) }
 }
 
 /// `y[i] = x[i]·scale + shift`: a plain loop over local values, which vectorizes.

@@ -67,33 +67,13 @@ extension Tensor {
     }
   }
 
-  /// A row's mean and `1/√(variance + ε)` (biased variance), summed in Double in eight
-  /// lanes (a single running sum waits on each add).
+  /// A row's mean and `1/√(variance + ε)` (biased variance), summed in Double
+  /// (``VectorMath/doubleSum(_:count:_:)``, as batch normalization sums its rows).
   static func rowStatistics(_ row: UnsafePointer<Float>, width: Int, epsilon: Float) -> (mean: Float, inverse: Float) {
-    var lanes = SIMD8<Double>()
-    var i = 0
-    while i &+ 8 <= width {
-      lanes += SIMD8<Double>(UnsafeRawPointer(row + i).loadUnaligned(as: SIMD8<Float>.self))
-      i &+= 8
-    }
-    var total = lanes.sum()
-    while i < width {
-      total += Double(row[i])
-      i &+= 1
-    }
-    let mean = total / Double(width)
-    lanes = SIMD8<Double>()
-    i = 0
-    while i &+ 8 <= width {
-      let d = SIMD8<Double>(UnsafeRawPointer(row + i).loadUnaligned(as: SIMD8<Float>.self)) - mean
-      lanes += d * d
-      i &+= 8
-    }
-    var squares = lanes.sum()
-    while i < width {
-      let d = Double(row[i]) - mean
-      squares += d * d
-      i &+= 1
+    let mean = VectorMath.doubleSum(row, count: width) { Double($0) } / Double(width)
+    let squares = VectorMath.doubleSum(row, count: width) {
+      let d = Double($0) - mean
+      return d * d
     }
     return (Float(mean), Float(1 / (squares / Double(width) + Double(epsilon)).squareRoot()))
   }

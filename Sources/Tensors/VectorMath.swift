@@ -95,6 +95,32 @@ enum VectorMath {
     }
   }
 
+  /// `Σ term(i)` for `i < count`, in four running Double sums added at the end (the sums of
+  /// a normalization's rows: independent additions pipeline, one chain would wait on each).
+  @inline(__always)
+  static func doubleSum(_ count: Int, _ term: (Int) -> Double) -> Double {
+    var (s0, s1, s2, s3) = (0.0, 0.0, 0.0, 0.0)
+    var i = 0
+    while i + 4 <= count {
+      s0 += term(i)
+      s1 += term(i + 1)
+      s2 += term(i + 2)
+      s3 += term(i + 3)
+      i += 4
+    }
+    while i < count {
+      s0 += term(i)
+      i += 1
+    }
+    return (s0 + s1) + (s2 + s3)
+  }
+
+  /// `Σ term(row[i])` for `i < count`, as ``doubleSum(_:_:)``.
+  @inline(__always)
+  static func doubleSum(_ row: UnsafePointer<Float>, count: Int, _ term: (Float) -> Double) -> Double {
+    doubleSum(count) { term(row[$0]) }
+  }
+
   /// The sum of `count` values, in 16 lanes.
   static func sum(_ values: UnsafePointer<Float>, count: Int) -> Float {
     var lanes = SIMD16<Float>()
