@@ -131,6 +131,14 @@ public final class Sequential: Layer {
     set { for case let block as TransformerBlock in layers { block.recomputesLean = newValue } }
   }
 
+  /// Whether the transformer blocks that do not recompute keep their activations except
+  /// the attention weights and GELU outputs (``TransformerBlock/recomputesSelectively``).
+  /// Reads `true` when any block is set so.
+  public var selectiveRecomputation: Bool {
+    get { layers.contains { ($0 as? TransformerBlock)?.recomputesSelectively ?? false } }
+    set { for case let block as TransformerBlock in layers { block.recomputesSelectively = newValue } }
+  }
+
   public func outputShape(forInput shape: [Int]) throws(ShapeError) -> [Int] {
     var current = shape
     for layer in layers { current = try layer.outputShape(forInput: current) }

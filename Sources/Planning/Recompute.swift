@@ -8,12 +8,17 @@ import Tensors
 
 /// Which segments recompute their activations in backward instead of keeping them
 /// (`Layer.recomputing(_:through:)`): transformer blocks and convolution stages
-/// (``NeuralNetwork/Sequential/recomputableSegments``).
+/// (``NeuralNetwork/Sequential/recomputableSegments``); and whether the transformer blocks
+/// that keep theirs leave out their attention weights and GELU outputs
+/// (``NeuralNetwork/Sequential/selectiveRecomputation``).
 public enum RecomputePolicy: String, Sendable, CaseIterable {
   /// Keep every activation.
   case none
   /// Recompute every segment.
   case all
+  /// Keep every activation except the transformer blocks' attention weights and GELU
+  /// outputs, which their backward computes again (selective recomputation).
+  case selective
   /// The segments and micro-batch the planner predicts to train fastest within the budget.
   case auto
 
@@ -34,24 +39,40 @@ public enum RecomputePolicy: String, Sendable, CaseIterable {
     (model as? Sequential)?.leanRecomputation ?? false
   }
 
-  /// Sets every segment of `model` to recompute (`true`) or not, heads shared between two
-  /// threads.
-  public static func apply(_ recomputes: Bool, to model: any Layer) {
-    apply(recomputes ? segments(of: model) : [], to: model)
+  /// Whether the model's transformer blocks that keep their activations leave out their
+  /// attention weights and GELU outputs (`Sequential.selectiveRecomputation`).
+  public static func isSelective(_ model: any Layer) -> Bool {
+    (model as? Sequential)?.selectiveRecomputation ?? false
+  }
+
+  /// Whether selective recomputation can change anything in `model`: it has transformer
+  /// blocks.
+  public static func canRecomputeSelectively(_ model: any Layer) -> Bool {
+    (model as? Sequential)?.layers.contains { $0 is TransformerBlock } ?? false
+  }
+
+  /// Sets `model` as `policy` says without a budget: `all` every segment recomputing (heads
+  /// shared between two threads), `selective` the blocks selective, `none` (and `auto`,
+  /// before it chooses) keeping every activation.
+  public static func apply(_ policy: RecomputePolicy, to model: any Layer) {
+    apply(policy == .all ? segments(of: model) : [], selective: policy == .selective, to: model)
   }
 
   /// Sets `segments` of `model` to recompute and every other one not; `lean`: recomputed
-  /// blocks run their attention one head at a time.
-  public static func apply(_ segments: [Range<Int>], lean: Bool = false, to model: any Layer) {
+  /// blocks run their attention one head at a time; `selective`: the blocks that do not
+  /// recompute keep their activations but the attention weights and GELU outputs.
+  public static func apply(_ segments: [Range<Int>], lean: Bool = false, selective: Bool = false, to model: any Layer) {
     (model as? Sequential)?.recomputedSegments = segments
     (model as? Sequential)?.leanRecomputation = lean
+    (model as? Sequential)?.selectiveRecomputation = selective
   }
 
-  /// Sets `model` to recompute as `source` does (the same segments, lean or not), for a
-  /// real model measured or timed as a shape-only one was planned. Returns `model`.
+  /// Sets `model` to recompute as `source` does (the same segments, lean or not, selective
+  /// or not), for a real model measured or timed as a shape-only one was planned. Returns
+  /// `model`.
   @discardableResult
   public static func applySame(as source: any Layer, to model: any Layer) -> any Layer {
-    apply(recomputed(in: source), lean: isLean(source), to: model)
+    apply(recomputed(in: source), lean: isLean(source), selective: isSelective(source), to: model)
     return model
   }
 
@@ -62,19 +83,31 @@ public enum RecomputePolicy: String, Sendable, CaseIterable {
   }
 
   /// `layers 2, 3 (activations recomputed in backward, attention one head at a time; …)`:
-  /// the recomputed segments, whether lean, and `detail` (such as the cost) after them.
-  public static func describe(_ segments: [Range<Int>], lean: Bool, detail: String? = nil) -> String {
-    describe(segments) + " (activations recomputed in backward" + (lean ? ", attention one head at a time" : "")
-      + (detail.map { "; " + $0 } ?? "") + ")"
+  /// the recomputed segments, whether lean, and `detail` (such as the cost) after them;
+  /// `selective`: the other blocks' attention weights and GELU outputs too (alone when no
+  /// segment recomputes).
+  public static func describe(
+    _ segments: [Range<Int>], lean: Bool, selective: Bool = false, detail: String? = nil
+  ) -> String {
+    var parts: [String] = []
+    if !segments.isEmpty {
+      parts.append("activations recomputed in backward" + (lean ? ", attention one head at a time" : ""))
+    }
+    if selective {
+      parts.append((segments.isEmpty ? "" : "other blocks' ") + "attention weights and GELU outputs recomputed in backward")
+    }
+    if let detail { parts.append(detail) }
+    let what = segments.isEmpty ? (selective ? "selective" : "none") : describe(segments)
+    return what + (parts.isEmpty ? "" : " (" + parts.joined(separator: "; ") + ")")
   }
 }
 
 extension MemoryEstimator {
-  /// Sets which segments of the estimator's model recompute (`lean`: see
-  /// ``RecomputePolicy/apply(_:lean:to:)``), and traces one step so that the one-time
-  /// allocations of code that now runs are not counted in a prediction.
-  public func recompute(_ segments: [Range<Int>], lean: Bool = false) {
-    RecomputePolicy.apply(segments, lean: lean, to: model)
+  /// Sets which segments of the estimator's model recompute (`lean`, `selective`: see
+  /// ``RecomputePolicy/apply(_:lean:selective:to:)``), and traces one step so that the
+  /// one-time allocations of code that now runs are not counted in a prediction.
+  public func recompute(_ segments: [Range<Int>], lean: Bool = false, selective: Bool = false) {
+    RecomputePolicy.apply(segments, lean: lean, selective: selective, to: model)
     warmUp()
   }
 }
@@ -82,21 +115,34 @@ extension MemoryEstimator {
 /// The planner's choice of recomputed segments and micro-batch.
 public enum RecomputeChoice {
   /// One option: the segments that recompute (`lean`: their attention one head
-  /// at a time), the largest micro-batch that fits (0: none), and the step's multiply-adds
-  /// per sample at that micro-batch.
+  /// at a time; `selective`: the other transformer blocks without their attention weights
+  /// and GELU outputs), the largest micro-batch that fits (0: none), and the step's
+  /// multiply-adds per sample at that micro-batch.
   public struct Option: Sendable, Equatable {
     public var segments: [Range<Int>]
     public var lean: Bool
+    public var selective: Bool
     public var microBatch: Int
     public var multiplyAddsPerSample: Double
 
-    public init(segments: [Range<Int>], lean: Bool = false, microBatch: Int, multiplyAddsPerSample: Double) {
-      (self.segments, self.lean, self.microBatch, self.multiplyAddsPerSample) =
-        (segments, lean, microBatch, multiplyAddsPerSample)
+    public init(
+      segments: [Range<Int>], lean: Bool = false, selective: Bool = false, microBatch: Int,
+      multiplyAddsPerSample: Double
+    ) {
+      (self.segments, self.lean, self.selective, self.microBatch, self.multiplyAddsPerSample) =
+        (segments, lean, selective, microBatch, multiplyAddsPerSample)
     }
 
-    /// Whether any segment recomputes.
-    public var recomputes: Bool { !segments.isEmpty }
+    /// Whether anything is recomputed: a segment, or selectively.
+    public var recomputes: Bool { !segments.isEmpty || selective }
+
+    /// Whether this option recomputes at least what `other` does (its segments, lean if
+    /// `other` is, selective if `other` is) and holds no more samples: then it cannot be
+    /// the faster of the two.
+    public func isDominated(by other: Option) -> Bool {
+      self != other && other.segments.allSatisfy(segments.contains) && (lean || !other.lean)
+        && (selective || !other.selective) && microBatch <= other.microBatch
+    }
 
     /// Predicted samples per second, up to a constant: the arithmetic per sample (each
     /// recomputed segment's forward included, as traced), and a micro-batch of `m` running at
@@ -139,22 +185,34 @@ public enum RecomputeChoice {
 
   /// The options for `estimator`'s model (see ``candidates(estimator:)``): each one's
   /// largest micro-batch up to `limit` within `bytes`, and its arithmetic; after a set of
-  /// segments, the same set lean when that holds a larger micro-batch (never faster
-  /// otherwise). The model's segments are left as they were.
+  /// segments, the same set with the other transformer blocks selective, and the set lean,
+  /// each only when it holds a larger micro-batch (never faster otherwise). The model's
+  /// segments are left as they were.
   public static func options(estimator: MemoryEstimator, upTo limit: Int, bytes: Int) -> [Option] {
-    let before = RecomputePolicy.recomputed(in: estimator.model), wasLean = RecomputePolicy.isLean(estimator.model)
-    defer { estimator.recompute(before, lean: wasLean) }
-    func option(_ segments: [Range<Int>], lean: Bool) -> Option {
-      estimator.recompute(segments, lean: lean)
+    let model = estimator.model
+    let before = RecomputePolicy.recomputed(in: model), wasLean = RecomputePolicy.isLean(model)
+    let wasSelective = RecomputePolicy.isSelective(model)
+    defer { estimator.recompute(before, lean: wasLean, selective: wasSelective) }
+    func option(_ segments: [Range<Int>], lean: Bool = false, selective: Bool = false) -> Option {
+      estimator.recompute(segments, lean: lean, selective: selective)
       let m = Planner.largestMicroBatch(estimator: estimator, upTo: limit, bytes: bytes) ?? 0
       let work = m > 0 ? Double(estimator.multiplyAdds(microBatch: m)) / Double(m) : 0
-      return Option(segments: segments, lean: lean, microBatch: m, multiplyAddsPerSample: work)
+      return Option(segments: segments, lean: lean, selective: selective, microBatch: m, multiplyAddsPerSample: work)
+    }
+    let blocks = RecomputePolicy.segments(of: model).filter {
+      (model as? Sequential)?.layers[$0.lowerBound] is TransformerBlock
     }
     return candidates(estimator: estimator).flatMap { segments in
-      let shared = option(segments, lean: false)
-      guard !segments.isEmpty, shared.microBatch < limit else { return [shared] }
-      let lean = option(segments, lean: true)
-      return lean.microBatch > shared.microBatch ? [shared, lean] : [shared]
+      var found = [option(segments)]
+      if !blocks.allSatisfy(segments.contains), found[0].microBatch < limit {
+        let selective = option(segments, selective: true)
+        if selective.microBatch > found[0].microBatch { found.append(selective) }
+      }
+      if !segments.isEmpty, found[0].microBatch < limit {
+        let lean = option(segments, lean: true)
+        if lean.microBatch > found[0].microBatch { found.append(lean) }
+      }
+      return found
     }
   }
 
@@ -172,8 +230,8 @@ public enum RecomputeChoice {
 
   /// Sets `estimator`'s model to the best option within `budget` less the margin
   /// (`marginBytes`, `nil` for 1%), for micro-batches of up to `limit` samples; keeps
-  /// activations when none fits. Returns the segments that recompute (whether lean:
-  /// ``RecomputePolicy/isLean(_:)``).
+  /// activations when none fits. Returns the segments that recompute (whether lean or
+  /// selective: ``RecomputePolicy/isLean(_:)``, ``RecomputePolicy/isSelective(_:)``).
   ///
   /// With `timing`, the options that fit are timed (``RecomputeTiming``) and the fastest
   /// measured wins: the arithmetic of ``Option/relativeThroughput`` leaves out what
@@ -186,14 +244,17 @@ public enum RecomputeChoice {
   ) -> [Range<Int>] {
     let usable = budget.bytes - Planner.marginBytes(budgetBytes: budget.bytes, fixed: marginBytes)
     let candidates = options(estimator: estimator, upTo: limit, bytes: usable)
+    // An option recomputing more than another for no more samples cannot be faster.
+    let fitting = candidates.filter { option in
+      option.microBatch > 0 && !candidates.contains { option.isDominated(by: $0) }
+    }
     let chosen: Option?
-    if let timing, candidates.filter({ $0.microBatch > 0 }).count > 1 {
+    if let timing, fitting.count > 1 {
       // Timings on a busy machine move by a few percent: an option within 5% of the fastest
-      // counts as as fast, and the one recomputing fewest segments among those wins
-      // (candidates come fewest first).
+      // counts as as fast, and the one recomputing least among those wins (candidates come
+      // fewest segments first, selective before lean).
       // Two rounds, the options in turn, so that a slow moment of the machine does not
       // fall on one option alone; each keeps its better round.
-      let fitting = candidates.filter { $0.microBatch > 0 }
       var rates = [Double](repeating: 0, count: fitting.count)
       for _ in 0..<2 {
         for (index, option) in fitting.enumerated() { rates[index] = max(rates[index], timing.samplesPerSecond(of: option)) }
@@ -202,9 +263,9 @@ public enum RecomputeChoice {
       let fastest = rates.max()!
       chosen = timed.first { $0.1 >= 0.95 * fastest }!.0
     } else {
-      chosen = best(of: candidates)
+      chosen = best(of: fitting)
     }
-    estimator.recompute(chosen?.segments ?? [], lean: chosen?.lean ?? false)
+    estimator.recompute(chosen?.segments ?? [], lean: chosen?.lean ?? false, selective: chosen?.selective ?? false)
     return chosen?.segments ?? []
   }
 }
@@ -231,13 +292,13 @@ public struct RecomputeTiming {
   /// weights are not touched; the gradients are zeroed after.
   public func samplesPerSecond(of option: RecomputeChoice.Option) -> Double {
     let running = LayerRunningState(of: model), segments = RecomputePolicy.recomputed(in: model)
-    let lean = RecomputePolicy.isLean(model)
+    let lean = RecomputePolicy.isLean(model), selective = RecomputePolicy.isSelective(model)
     defer {
       measurement.stepper.optimizer.zeroGradients(model.parameters)
       running.restore()
-      RecomputePolicy.apply(segments, lean: lean, to: model)
+      RecomputePolicy.apply(segments, lean: lean, selective: selective, to: model)
     }
-    RecomputePolicy.apply(option.segments, lean: option.lean, to: model)
+    RecomputePolicy.apply(option.segments, lean: option.lean, selective: option.selective, to: model)
     let batch = measurement.randomDataset(samples: option.microBatch).batch(at: Array(0..<option.microBatch))
     func microStep() {
       WindowStepper.microStep(

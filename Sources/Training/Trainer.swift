@@ -268,7 +268,7 @@ public final class Trainer {
       throw .shape(error)
     }
     let processes = options.communicator.size
-    if let policy = options.recompute { RecomputePolicy.apply(policy == .all, to: model) }
+    if let policy = options.recompute { RecomputePolicy.apply(policy, to: model) }
     let estimator = try MemoryEstimator(
       model: model, sampleShape: inputShape, targetShape: loss.targetShape(outputShape: outputShape), loss: loss,
       optimizer: optimizer, processes: processes)
@@ -307,8 +307,8 @@ public final class Trainer {
 
   /// Sets the estimator's model to recompute as `options.recompute` chooses within `budget`
   /// for micro-batches of up to `limit` samples of `sampleShape`: `auto` the fastest option
-  /// (timed on the model), `all` every segment (lean only where needed); `none` and `nil`
-  /// leave it as it is.
+  /// (timed on the model), `all` every segment (lean only where needed); `selective`,
+  /// `none` and `nil` leave it as it is (set when the trainer was made).
   static func chooseRecomputation(
     estimator: MemoryEstimator, loss: Loss, sampleShape: [Int], upTo limit: Int, budget: MemoryBudget,
     options: TrainerOptions
@@ -320,7 +320,7 @@ public final class Trainer {
         timing: RecomputeTiming(model: estimator.model, loss: loss, sampleShape: sampleShape))
     case .all:
       RecomputeChoice.applyAll(estimator: estimator, budget: budget, marginBytes: options.safetyMarginBytes)
-    case RecomputePolicy.none?, nil:
+    case .selective, RecomputePolicy.none?, nil:
       break
     }
   }
@@ -332,8 +332,17 @@ public final class Trainer {
   /// a time (chosen where only that holds the budget; ``RecomputeChoice``).
   public var recomputesLean: Bool { !recomputedSegments.isEmpty && RecomputePolicy.isLean(model) }
 
+  /// Whether the transformer blocks that keep their activations recompute their attention
+  /// weights and GELU outputs in backward (selective recomputation).
+  public var recomputesSelectively: Bool { RecomputePolicy.isSelective(model) }
+
+  /// Whether anything is recomputed in backward: a segment, or selectively.
+  public var recomputes: Bool { !recomputedSegments.isEmpty || recomputesSelectively }
+
   /// `layers 2, 3 (activations recomputed in backward)`, for logs.
-  public var recomputeDescription: String { RecomputePolicy.describe(recomputedSegments, lean: recomputesLean) }
+  public var recomputeDescription: String {
+    RecomputePolicy.describe(recomputedSegments, lean: recomputesLean, selective: recomputesSelectively)
+  }
 
   /// The samples each of `processes` takes of a window of `samples`: shares that differ
   /// by at most one, larger first (a process may get none).

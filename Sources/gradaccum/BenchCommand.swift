@@ -42,7 +42,9 @@ struct BenchCommand: ParsableCommand {
     help: "Token models: every sample is a sequence of this many tokens (trained with next-token cross-entropy); reports tokens/s too.")
   var sequenceLength: Int?
 
-  @Option(help: "Segments (transformer blocks, convolution stages) recompute their activations in backward: none or all.")
+  @Option(
+    help:
+      "Segments (transformer blocks, convolution stages) recompute their activations in backward: none, all, or selective (transformer blocks recompute only their attention weights and GELU outputs).")
   var recompute: RecomputePolicy = .none
 
   @Flag(
@@ -70,7 +72,7 @@ struct BenchCommand: ParsableCommand {
       throw UsageError("--compare-recompute sweeps with and without recomputation; leave --recompute at none")
     }
     if recompute == .auto {
-      throw UsageError("bench --recompute takes none or all (bench measures each micro-batch as asked; auto is for plan and train)")
+      throw UsageError("bench --recompute takes none, all or selective (bench measures each micro-batch as asked; auto is for plan and train)")
     }
     if let steps, steps < 1 { throw UsageError("--steps is \(steps), expected an integer ≥ 1") }
     guard `repeat` >= 1 else { throw UsageError("--repeat is \(`repeat`), expected an integer ≥ 1") }
@@ -86,7 +88,7 @@ struct BenchCommand: ParsableCommand {
     let lossFunction = try sequenceLength == nil ? loss.loss : SequenceOptions.loss(loss)
     let budget = try budgetOptions.parsedBudget()
     let shapeModel = try shapeOnlyModel(specification)
-    RecomputePolicy.apply(recompute == .all, to: shapeModel)
+    RecomputePolicy.apply(recompute, to: shapeModel)
     if sequenceLength != nil, !(shapeModel.layers.first is Embedding) {
       throw UsageError("--sequence-length needs a token model, one that starts with embedding(V,d)")
     }
@@ -135,7 +137,7 @@ struct BenchCommand: ParsableCommand {
       "model   \(specification)  (\(sequenceLength.map { "sequences of \($0) tokens" } ?? "input \(inputShape.map(String.init).joined(separator: "x"))"), \(lossName), \(optimizerName))"
     )
     if let budget { print("budget  \(budget) (\(budget.bytes) bytes)") }
-    print("kernels OpenBLAS \(BLASKernels.coreName), \(BLASThreading.defaultThreads) thread\(BLASThreading.defaultThreads == 1 ? "" : "s")\(recompute == .all ? "; \(RecomputePolicy.describe(RecomputePolicy.segments(of: shapeModel))) recompute their activations" : "")")
+    print("kernels OpenBLAS \(BLASKernels.coreName), \(BLASThreading.defaultThreads) thread\(BLASThreading.defaultThreads == 1 ? "" : "s")\(recompute == .none ? "" : "; recompute " + RecomputePolicy.describe(RecomputePolicy.recomputed(in: shapeModel), lean: false, selective: RecomputePolicy.isSelective(shapeModel)))")
     print("")
     let points = table(sweep, sizes: sizes, chosen: chosen, budget: budget)
     var comparison: [Sweep.Point] = []
@@ -143,14 +145,14 @@ struct BenchCommand: ParsableCommand {
       guard !RecomputePolicy.segments(of: shapeModel).isEmpty else {
         throw UsageError("--compare-recompute needs a model with transformer blocks or convolution stages, which are what recomputes")
       }
-      RecomputePolicy.apply(true, to: shapeModel)
+      RecomputePolicy.apply(.all, to: shapeModel)
       let recomputingEstimator = try userFacing {
         try MemoryEstimator(
           model: shapeModel, sampleShape: inputShape, targetShape: lossFunction.targetShape(outputShape: outputShape),
           loss: lossFunction, optimizer: try optimizerOptions.makeOptimizer())
       }
       let model = try buildModel(specification, seed: 0)
-      RecomputePolicy.apply(true, to: model)
+      RecomputePolicy.apply(.all, to: model)
       let recomputingMeasurement = try userFacing {
         try MemoryMeasurement(
           model: model, optimizer: try optimizerOptions.makeOptimizer(), loss: lossFunction, sampleShape: inputShape)
@@ -207,7 +209,7 @@ struct BenchCommand: ParsableCommand {
 
   /// `model` with its transformer blocks set to --recompute.
   func recomputing(_ model: Sequential) -> Sequential {
-    RecomputePolicy.apply(recompute == .all, to: model)
+    RecomputePolicy.apply(recompute, to: model)
     return model
   }
 

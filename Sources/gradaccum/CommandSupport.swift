@@ -80,13 +80,16 @@ struct RecomputeReport {
   var recomputed: [Range<Int>]
   /// Whether the recomputed blocks run their attention one head at a time.
   var lean: Bool
+  /// Whether the other transformer blocks recompute their attention weights and GELU
+  /// outputs.
+  var selective: Bool
   var smallestKeeping: Int
   var smallestRecomputing: Int
   /// The step's multiply-adds per sample with the chosen segments, over those keeping
   /// every activation (at one sample): the predicted cost of recomputing.
   var workRatio: Double
 
-  var recomputes: Bool { !recomputed.isEmpty }
+  var recomputes: Bool { !recomputed.isEmpty || selective }
   /// The recomputed segments as `[first, last]` layer positions.
   var segmentBounds: [[Int]] { recomputed.map { [$0.lowerBound, $0.upperBound - 1] } }
 
@@ -109,9 +112,9 @@ struct RecomputeReport {
     let keeping = measure([]), recomputing = measure(segments, lean: true)
     let chosen: [Range<Int>]
     switch policy {
-    case .none:
+    case .none, .selective:
       chosen = []
-      estimator.recompute(chosen)
+      estimator.recompute(chosen, selective: policy == .selective)
     case .all:
       chosen = segments
       RecomputeChoice.applyAll(estimator: estimator, budget: budget, marginBytes: nil)
@@ -119,18 +122,21 @@ struct RecomputeReport {
       chosen = RecomputeChoice.applyBest(
         estimator: estimator, upTo: limit, budget: budget, marginBytes: nil, timing: timing)
     }
-    let lean = RecomputePolicy.isLean(estimator.model)
-    let work = chosen.isEmpty ? keeping.work : estimator.multiplyAdds(microBatch: 1)
+    let lean = RecomputePolicy.isLean(estimator.model), selective = RecomputePolicy.isSelective(estimator.model)
+    let work = chosen.isEmpty && !selective ? keeping.work : estimator.multiplyAdds(microBatch: 1)
     return RecomputeReport(
-      segments: segments, recomputed: chosen, lean: lean && !chosen.isEmpty, smallestKeeping: keeping.smallest,
+      segments: segments, recomputed: chosen, lean: lean && !chosen.isEmpty, selective: selective,
+      smallestKeeping: keeping.smallest,
       smallestRecomputing: recomputing.smallest, workRatio: Double(work) / Double(max(keeping.work, 1)))
   }
 
   var lines: [String] {
     let cost = String(format: "%+.0f%%", (workRatio - 1) * 100)
     return [
-      recomputes
-        ? "recompute         \(recomputed.count) of \(segments.count) segments, \(RecomputePolicy.describe(recomputed, lean: lean, detail: "\(cost) arithmetic per sample"))"
+      recomputed.isEmpty && selective
+        ? "recompute         \(RecomputePolicy.describe([], lean: false, selective: true, detail: "\(cost) arithmetic per sample"))"
+        : recomputes
+        ? "recompute         \(recomputed.count) of \(segments.count) segments, \(RecomputePolicy.describe(recomputed, lean: lean, selective: selective, detail: "\(cost) arithmetic per sample"))"
         : "recompute         none (activations kept; \(segments.count) segment\(segments.count == 1 ? "" : "s") could recompute: \(RecomputePolicy.describe(segments)))",
       "smallest budget   \(formatBytes(smallestKeeping)) keeping activations, \(formatBytes(smallestRecomputing)) recomputing every segment",
     ]

@@ -48,7 +48,7 @@ struct PlanCommand: ParsableCommand {
 
   @Option(
     help:
-      "Segments (transformer blocks, convolution stages) recompute their activations in backward: none, all, or auto (the segments and micro-batch the planner predicts to train fastest within the budget).")
+      "Segments (transformer blocks, convolution stages) recompute their activations in backward: none, all, selective (transformer blocks recompute only their attention weights and GELU outputs), or auto (the segments and micro-batch the planner predicts to train fastest within the budget).")
   var recompute: RecomputePolicy = .none
 
   enum Objective: String, ExpressibleByArgument, CaseIterable {
@@ -253,11 +253,13 @@ struct PlanCommand: ParsableCommand {
     var candidates: [Candidate]?
     var measurements: [Measurement]?
     /// Models with recomputable segments: whether any recomputes, which (first and last
-    /// layer positions), whether their attention runs one head at a time, the
+    /// layer positions), whether their attention runs one head at a time, whether the other
+    /// transformer blocks recompute their attention weights and GELU outputs, the
     /// arithmetic per sample against keeping every activation, and the smallest budgets.
     var recompute: Bool?
     var recomputedSegments: [[Int]]?
     var recomputeLean: Bool?
+    var recomputeSelective: Bool?
     var recomputeArithmeticRatio: Double?
     var smallestBudgetBytesKeepingActivations: Int?
     var smallestBudgetBytesRecomputing: Int?
@@ -285,7 +287,8 @@ struct PlanCommand: ParsableCommand {
         measurements: measure
           ? measurements.map { .init(microBatch: $0.microBatch, predictedPeakBytes: $0.predicted, measuredPeakBytes: $0.measured) }
           : nil, recompute: recompute?.recomputes, recomputedSegments: recompute?.segmentBounds,
-        recomputeLean: recompute?.lean, recomputeArithmeticRatio: recompute?.workRatio, smallestBudgetBytesKeepingActivations: recompute?.smallestKeeping,
+        recomputeLean: recompute?.lean, recomputeSelective: recompute?.selective,
+        recomputeArithmeticRatio: recompute?.workRatio, smallestBudgetBytesKeepingActivations: recompute?.smallestKeeping,
         smallestBudgetBytesRecomputing: recompute?.smallestRecomputing))
   }
 }
@@ -363,6 +366,7 @@ extension PlanCommand {
       output.recompute = recomputeReport?.recomputes
       output.recomputedSegments = recomputeReport?.segmentBounds
       output.recomputeLean = recomputeReport?.lean
+      output.recomputeSelective = recomputeReport?.selective
       output.recomputeArithmeticRatio = recomputeReport?.workRatio
       output.smallestBudgetBytesKeepingActivations = recomputeReport?.smallestKeeping
       output.smallestBudgetBytesRecomputing = recomputeReport?.smallestRecomputing
@@ -409,6 +413,7 @@ extension PlanCommand {
     var recompute: Bool?
     var recomputedSegments: [[Int]]?
     var recomputeLean: Bool?
+    var recomputeSelective: Bool?
     var recomputeArithmeticRatio: Double?
     var smallestBudgetBytesKeepingActivations: Int?
     var smallestBudgetBytesRecomputing: Int?

@@ -79,7 +79,7 @@ struct TrainCommand: ParsableCommand {
 
   @Option(
     help:
-      "Segments (transformer blocks, convolution stages) recompute their activations in backward: none, all, or auto (the segments and micro-batch the planner predicts to train fastest within the budget; for sequences, at the longest sample).")
+      "Segments (transformer blocks, convolution stages) recompute their activations in backward: none, all, selective (transformer blocks recompute only their attention weights and GELU outputs), or auto (the segments and micro-batch the planner predicts to train fastest within the budget; for sequences, at the longest sample).")
   var recompute: RecomputePolicy = .none
 
   @Flag(help: "Print nothing but errors.")
@@ -144,7 +144,9 @@ struct TrainCommand: ParsableCommand {
       if let targetBatch, let budget {
         // Whether the longest sample fits at all: with recomputation, in the least memory it
         // takes (every segment, lean), which the trainer's own choice never exceeds.
-        if recompute != .none {
+        if recompute == .selective {
+          RecomputePolicy.apply(.selective, to: shapeModel)
+        } else if recompute != .none {
           RecomputePolicy.apply(RecomputePolicy.segments(of: shapeModel), lean: true, to: shapeModel)
         }
         let planner = try userFacing {
@@ -223,12 +225,12 @@ struct TrainCommand: ParsableCommand {
       }
       if budget != nil, let sequencePlan = try userFacing({ try trainer.sequencePlan(for: dataset) }) {
         print(sequencePlan.summary)
-        if !trainer.recomputedSegments.isEmpty {
+        if trainer.recomputes {
           print("recompute         \(trainer.recomputeDescription)")
         }
       } else if budget != nil {
         print(trainer.plan)
-        if !trainer.recomputedSegments.isEmpty {
+        if trainer.recomputes {
           print("recompute            \(trainer.recomputeDescription)")
         }
       } else {

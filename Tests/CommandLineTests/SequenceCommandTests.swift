@@ -240,7 +240,7 @@ struct SequenceOptionErrorTests {
     (["bench", "--model", token, "--sequence-length", "4", "--input-shape", "4"], "cannot be mixed"),
     (["bench", "--model", "linear(4,2)", "--sequence-length", "4"], "--sequence-length needs a token model"),
     (["bench", "--model", token, "--sequence-length", "4", "--steps", "0"], "--steps is 0"),
-    (["bench", "--model", token, "--sequence-length", "4", "--recompute", "auto"], "bench --recompute takes none or all"),
+    (["bench", "--model", token, "--sequence-length", "4", "--recompute", "auto"], "bench --recompute takes none, all or selective"),
     (["bench", "--model", token, "--sequence-length", "4", "--recompute", "all", "--compare-recompute"], "leave --recompute at none"),
     (["plan", "--model", token, "--target-batch", "2", "--budget", "1MB", "--data", "x.csv"], "plan --data reads sequence data"),
     (["plan", "--model", token, "--target-batch", "2", "--budget", "1MB", "--data", "x.jsonl", "--dataset-size", "3"], "--dataset-size and --data cannot be mixed"),

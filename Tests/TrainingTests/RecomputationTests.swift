@@ -121,6 +121,73 @@ struct RecomputationTests {
     #expect(weights[0] == weights[1] && weights[0] == weights[2])
   }
 
+  /// Selective recomputation (attention weights and GELU outputs computed again in
+  /// backward): the same weights bit for bit, alone and beside a fully recomputed block,
+  /// dropout and AdamW included; predicted = measured; less memory than keeping, more
+  /// than recomputing every block; and where keeping holds one sample and selective two,
+  /// the planner offers it and its predicted throughput wins.
+  @Test(.measuresMemory) func selectiveRecomputationIsExactAndPredicted() throws {
+    func train(segments: (Sequential) -> [Range<Int>], selective: Bool) throws -> [[Float]] {
+      let model = try Self.model(recomputes: false)
+      RecomputePolicy.apply(segments(model), selective: selective, to: model)
+      #expect(RecomputePolicy.isSelective(model) == selective)
+      let trainer = try Trainer(
+        model: model, optimizer: try AdamW(learningRate: 0.01), loss: .tokenCrossEntropy, microBatch: 2,
+        accumulationCount: 2, options: TrainerOptions(seed: 4))
+      try trainer.fit(try Self.data(), epochs: 2)
+      return model.parameters.map(\.values)
+    }
+    let plain = try train(segments: { _ in [] }, selective: false)
+    #expect(try plain == train(segments: { _ in [] }, selective: true))
+    #expect(try plain == train(segments: { [$0.recomputableSegments[1]] }, selective: true))
+    // Predicted = measured, at two lengths and micro-batches.
+    for length in [17, 48] {
+      var peaks: [String: Int] = [:]
+      for (name, segments, selective) in [("keep", false, false), ("selective", false, true), ("all", true, false)] {
+        let (shapeModel, estimator) = try Self.shapeEstimator(Self.spec, length: length)
+        estimator.recompute(segments ? shapeModel.recomputableSegments : [], selective: selective)
+        let real = RecomputePolicy.applySame(as: shapeModel, to: try Self.model(recomputes: false))
+        #expect(RecomputePolicy.isSelective(real) == selective)
+        let measurement = try MemoryMeasurement(
+          model: real, optimizer: try SGD(learningRate: 0.1), loss: .tokenCrossEntropy, sampleShape: [length])
+        for m in [1, 4] {
+          let predicted = estimator.estimate(microBatch: m).peakBytes
+          #expect(predicted == measurement.peakBytes(microBatch: m), "\(name), length \(length), m=\(m)")
+          if m == 4 { peaks[name] = predicted }
+        }
+      }
+      if length == 48 { #expect(peaks["all"]! < peaks["selective"]! && peaks["selective"]! < peaks["keep"]!, "\(peaks)") }
+    }
+    // The planner's options at 256 tokens, where the attention weights are most of a block's
+    // activations: a budget of one sample keeping them.
+    let spec =
+      "embedding(64,32) positionalembedding(256,32) transformerblock(32,4) transformerblock(32,4) linear(32,64)"
+    let (model, estimator) = try Self.shapeEstimator(spec, length: 256)
+    let bytes = estimator.estimate(microBatch: 1).peakBytes
+    let options = RecomputeChoice.options(estimator: estimator, upTo: 8, bytes: bytes)
+    #expect(options[0].segments == [] && !options[0].selective && options[0].microBatch == 1, "\(options)")
+    let selective = try #require(options.first { $0.segments == [] && $0.selective }, "\(options)")
+    #expect(selective.microBatch >= 2)
+    #expect(!RecomputePolicy.isSelective(model), "options leave the model as it was")
+    RecomputeChoice.applyBest(estimator: estimator, upTo: 8, budget: .bytes(bytes * 101 / 100 + 1), marginBytes: 0)
+    #expect(RecomputePolicy.isSelective(model) || !RecomputePolicy.recomputed(in: model).isEmpty)
+  }
+
+  /// An option that recomputes at least what another does and holds no more samples is
+  /// never the faster one: it is not timed.
+  @Test func dominatedOptionsAreLeftOut() {
+    let none = RecomputeChoice.Option(segments: [], microBatch: 2, multiplyAddsPerSample: 1)
+    let selective = RecomputeChoice.Option(segments: [], selective: true, microBatch: 2, multiplyAddsPerSample: 1)
+    let more = RecomputeChoice.Option(segments: [], selective: true, microBatch: 3, multiplyAddsPerSample: 1)
+    let one = RecomputeChoice.Option(segments: [2..<3], microBatch: 3, multiplyAddsPerSample: 1.2)
+    let both = RecomputeChoice.Option(segments: [2..<3, 3..<4], microBatch: 3, multiplyAddsPerSample: 1.3)
+    let lean = RecomputeChoice.Option(segments: [2..<3, 3..<4], lean: true, microBatch: 5, multiplyAddsPerSample: 1.3)
+    #expect(selective.isDominated(by: none) && !none.isDominated(by: selective))
+    #expect(!more.isDominated(by: none) && !none.isDominated(by: more))
+    #expect(both.isDominated(by: one) && !one.isDominated(by: both) && !one.isDominated(by: more))
+    #expect(!lean.isDominated(by: both) && !both.isDominated(by: lean) && !none.isDominated(by: none))
+  }
+
   /// The planner traces the recomputation like any step: predicted = measured, and the
   /// peak of long sequences is lower.
   @Test(.measuresMemory) func recomputationIsPredictedExactlyAndSavesMemory() throws {
@@ -210,7 +277,8 @@ struct RecomputedStageTests {
     model.recomputedSegments = []
     let bytes = estimator.estimate(microBatch: 2).peakBytes
     let tight = RecomputeChoice.options(estimator: estimator, upTo: 16, bytes: bytes)
-    #expect(tight[0].microBatch == 2 && tight[7].microBatch > 4, "\(tight)")
+    let everySegment = try #require(tight.first { $0.segments == model.recomputableSegments && !$0.lean })
+    #expect(tight[0].microBatch == 2 && tight[0].segments == [] && everySegment.microBatch > 4, "\(tight)")
     let best = try #require(RecomputeChoice.best(of: tight))
     #expect(tight.allSatisfy { $0.relativeThroughput <= best.relativeThroughput })
     #expect(best.recomputes, "\(tight)")
@@ -259,12 +327,16 @@ struct RecomputeCommandTests {
       #expect(result.status == 0, "\(result.error)")
       return try #require(try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any])
     }
-    let none = try plan("none"), all = try plan("all"), auto = try plan("auto")
+    let none = try plan("none"), all = try plan("all"), auto = try plan("auto"), selective = try plan("selective")
     #expect(none["recompute"] as? Bool == false && all["recompute"] as? Bool == true && auto["recompute"] is Bool)
+    #expect(selective["recompute"] as? Bool == true && selective["recompute_selective"] as? Bool == true)
+    #expect(none["recompute_selective"] as? Bool == false && (selective["recomputed_segments"] as? [Any])?.isEmpty == true)
     let keeping = try #require(none["smallest_budget_bytes_keeping_activations"] as? Int)
     let recomputing = try #require(none["smallest_budget_bytes_recomputing"] as? Int)
     #expect(recomputing < keeping)
     #expect(all["smallest_budget_bytes"] as? Int == recomputing && none["smallest_budget_bytes"] as? Int == keeping)
+    let selectiveSmallest = try #require(selective["smallest_budget_bytes"] as? Int)
+    #expect(recomputing < selectiveSmallest && selectiveSmallest < keeping, "\(selectiveSmallest)")
     // `--measure` runs the real model recomputing as planned.
     let measured = try CommandRunner.run([
       "plan", "--data", data, "--model", model, "--target-batch", "4", "--budget", "8MB", "--recompute", "all",
@@ -281,7 +353,7 @@ struct RecomputeCommandTests {
     #expect((alone["measured_peak_bytes"] as? Int ?? .max) < keeping, "\(alone)")
     // Training with recomputation ends where training without it ends.
     var saved: [String] = []
-    for policy in ["none", "all"] {
+    for policy in ["none", "all", "selective"] {
       let path = directory.appendingPathComponent("\(policy).safetensors").path
       let result = try CommandRunner.run([
         "train", "--data", data, "--model", model, "--target-batch", "4", "--budget", "8MB", "--epochs", "2",
@@ -290,8 +362,11 @@ struct RecomputeCommandTests {
       #expect(result.status == 0, "\(result.error)")
       saved.append(path)
     }
-    let a = try SafetensorsFile.read(path: saved[0]), b = try SafetensorsFile.read(path: saved[1])
-    for name in a.entries.keys { #expect(try a.floatTensor(name).values == b.floatTensor(name).values, "\(name)") }
+    let a = try SafetensorsFile.read(path: saved[0])
+    for other in saved.dropFirst() {
+      let b = try SafetensorsFile.read(path: other)
+      for name in a.entries.keys { #expect(try a.floatTensor(name).values == b.floatTensor(name).values, "\(other): \(name)") }
+    }
     // A budget only recomputation holds: `train` takes it with `all` and `auto` (the check
     // that every sample fits counts the recomputation), and refuses it with `none`.
     let between = String((keeping + recomputing) / 2)
