@@ -139,6 +139,17 @@ public final class Sequential: Layer {
     set { for case let block as TransformerBlock in layers { block.recomputesSelectively = newValue } }
   }
 
+  /// Whether the convolutions unfold several samples per product where their planes are
+  /// small (``Conv2d/unfoldsSamplesTogether``); `nil` for a model without convolutions.
+  /// Setting it sets every convolution.
+  public var unfoldsSamplesTogether: Bool? {
+    get {
+      let convolutions = layers.compactMap { $0 as? Conv2d }
+      return convolutions.isEmpty ? nil : convolutions.contains { $0.unfoldsSamplesTogether }
+    }
+    set { for case let convolution as Conv2d in layers { convolution.unfoldsSamplesTogether = newValue ?? true } }
+  }
+
   public func outputShape(forInput shape: [Int]) throws(ShapeError) -> [Int] {
     var current = shape
     for layer in layers { current = try layer.outputShape(forInput: current) }

@@ -107,16 +107,21 @@ public final class MemoryEstimator {
   /// The largest micro-batch whose tensors could fit in `bytes` at all, so that no larger
   /// one needs to be traced (where its shape arithmetic could overflow).
   ///
-  /// Every buffer of a micro-step grows by a fixed number of elements per sample (its
-  /// growth between traces of 1 and 2 samples); at `m` samples a buffer holds at least `m`
-  /// times that, so `m` beyond `bytes / (4 · largest growth)` cannot fit.
+  /// Past a few hundred samples every buffer of a micro-step grows by a fixed number of
+  /// elements per sample or not at all (a convolution's workspace stops growing at the
+  /// samples it unfolds together, at most 256): its growth per sample between traces of
+  /// 256 and 512 samples. At `m` samples a growing buffer holds at least `m` times that, so
+  /// `m` beyond `bytes / (4 · largest growth)` cannot fit.
   public func largestFittingMicroBatch(bytes: Int) -> Int {
     func sizes(_ trace: AllocationTrace) -> [Int] {
       trace.events.compactMap { if case .allocate(_, let count, _) = $0 { count } else { nil } }
     }
-    let one = sizes(trace(microBatch: 1)), two = sizes(trace(microBatch: 2))
+    let (small, large) = (256, 512)
+    let one = sizes(trace(microBatch: small)), two = sizes(trace(microBatch: large))
     let growth =
-      one.count == two.count ? zip(one, two).map { $1 - $0 }.max() ?? 1 : two.max() ?? 1
+      one.count == two.count
+      ? zip(one, two).map { ($1 - $0 + large - small - 1) / (large - small) }.max() ?? 1
+      : ((two.max() ?? 1) + large - 1) / large
     return max(1, bytes / MemoryLayout<Float>.stride / max(growth, 1))
   }
 

@@ -114,6 +114,7 @@ public enum Planner {
   ) throws(PlanningError) -> Plan {
     guard targetBatch >= 1 else { throw .invalidTargetBatch(targetBatch) }
     if let datasetSize, datasetSize < 1 { throw .invalidDatasetSize(datasetSize) }
+    unfoldSamplesTogetherIfFree(estimator: estimator, upTo: targetBatch, bytes: budget.bytes)
     guard let low = largestMicroBatch(estimator: estimator, upTo: targetBatch, bytes: budget.bytes) else {
       let one = estimator.estimate(microBatch: 1)
       let p = estimator.persistent
@@ -127,6 +128,38 @@ public enum Planner {
     return makePlan(
       estimator: estimator, targetBatch: targetBatch, budget: budget, datasetSize: datasetSize, layerNames: layerNames,
       microBatch: low)
+  }
+
+  /// Sets the convolutions of `estimator`'s model to unfold several samples per product
+  /// (``NeuralNetwork/Conv2d/unfoldsSamplesTogether``: faster products over small planes,
+  /// a larger workspace) only where that costs no samples: where one sample at a time
+  /// lets a larger micro-batch up to `limit` fit in `bytes`, they unfold one at a time. The
+  /// workspace is thereby bounded by what the budget leaves.
+  static func unfoldSamplesTogetherIfFree(estimator: MemoryEstimator, upTo limit: Int, bytes: Int) {
+    guard let model = estimator.model as? Sequential, model.unfoldsSamplesTogether != nil else { return }
+    func set(_ together: Bool) {
+      guard model.unfoldsSamplesTogether != together else { return }
+      model.unfoldsSamplesTogether = together
+      estimator.warmUp()
+    }
+    set(true)
+    let together = largestMicroBatch(estimator: estimator, upTo: limit, bytes: bytes) ?? 0
+    guard together < limit else { return }
+    set(false)
+    let apart = largestMicroBatch(estimator: estimator, upTo: limit, bytes: bytes) ?? 0
+    if apart <= together { set(true) }
+  }
+
+  /// Sets `model` to run as `source` (a shape-only copy of it) was planned: the same
+  /// segments recomputing (``RecomputePolicy/applySame(as:to:)``) and the convolutions
+  /// unfolding their samples the same way. Returns `model`.
+  @discardableResult
+  public static func applySameChoices(as source: any Layer, to model: any Layer) -> any Layer {
+    RecomputePolicy.applySame(as: source, to: model)
+    if let source = source as? Sequential, let model = model as? Sequential {
+      model.unfoldsSamplesTogether = source.unfoldsSamplesTogether
+    }
+    return model
   }
 
   /// The plan for a given micro-batch (which the caller knows to fit), with its windows and

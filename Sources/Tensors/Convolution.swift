@@ -22,6 +22,15 @@ public struct WindowGeometry: Sendable, Equatable {
 }
 
 extension WindowGeometry {
+  /// Whether every output plane has the input's extents at stride 1 ("same" padding, such
+  /// as a 3×3 window with padding 1): then the window position `(ky, kx)` reads the input
+  /// plane shifted by one constant offset, `(ky·dilation − padding)·W + kx·dilation −
+  /// padding` in the flattened plane, so a row of the unfolded columns is one contiguous copy
+  /// of the plane, with zeros where the shift leaves it (``ShiftedPlane``).
+  func keepsExtents(height: Int, width: Int, outputHeight: Int, outputWidth: Int) -> Bool {
+    stride == 1 && outputHeight == height && outputWidth == width
+  }
+
   /// The output columns `ox` whose input column `ox·stride + offset` lies in `[0, width)`.
   func validColumns(offset: Int, width: Int, outputWidth: Int) -> Range<Int> {
     let start = offset >= 0 ? 0 : (-offset + stride - 1) / stride
@@ -31,18 +40,87 @@ extension WindowGeometry {
   }
 }
 
-extension Tensor {
-  /// Unfolds one sample `[C, H, W]` (at `source`) into columns `[C·kh·kw, Ho·Wo]`: each
-  /// output row is a strided run of one input row (a copy at stride 1), zeros outside.
-  static func im2col(
-    _ source: UnsafePointer<Float>, channels: Int, height: Int, width: Int, geometry g: WindowGeometry,
-    outputHeight: Int, outputWidth: Int, into columns: UnsafeMutablePointer<Float>
+/// One window position of a convolution that keeps its plane's extents
+/// (``WindowGeometry/keepsExtents(height:width:outputHeight:outputWidth:)``): the plane read
+/// shifted by `rowShift` rows and `columnShift` columns. Output position `i` of the flattened
+/// `[H, W]` plane reads input position `i + rowShift·W + columnShift` when its row and column
+/// land inside the plane, and zero padding otherwise.
+struct ShiftedPlane {
+  let height: Int, width: Int, rowShift: Int, columnShift: Int
+
+  /// The output rows that read inside the plane.
+  var rows: Range<Int> { Swift.max(0, -rowShift)..<Swift.max(Swift.max(0, -rowShift), Swift.min(height, height - rowShift)) }
+  /// The output columns that read inside the plane.
+  var columns: Range<Int> { Swift.max(0, -columnShift)..<Swift.max(Swift.max(0, -columnShift), Swift.min(width, width - columnShift)) }
+  /// The flattened output positions from the first inside to the last inside, one
+  /// contiguous run (columns outside in between are fixed up by the caller).
+  var run: Range<Int> {
+    guard !rows.isEmpty && !columns.isEmpty else { return 0..<0 }
+    return (rows.lowerBound * width + columns.lowerBound)..<((rows.upperBound - 1) * width + columns.upperBound)
+  }
+  /// What to add to an output position to get the input position it reads.
+  var offset: Int { rowShift * width + columnShift }
+
+  /// Calls `body(channel, row, plane)` for every row of a sample's unfolded columns, in
+  /// order: each channel's window positions, the plane shifted for each.
+  static func forEach(
+    channels: Int, height: Int, width: Int, geometry g: WindowGeometry, _ body: (Int, Int, ShiftedPlane) -> Void
   ) {
     var row = 0
     for c in 0..<channels {
       for ky in 0..<g.kernelHeight {
         for kx in 0..<g.kernelWidth {
-          let target = columns + row * outputHeight * outputWidth
+          body(
+            c, row,
+            ShiftedPlane(
+              height: height, width: width, rowShift: ky * g.dilation - g.padding,
+              columnShift: kx * g.dilation - g.padding))
+          row += 1
+        }
+      }
+    }
+  }
+
+  /// Calls `body` with every run of output positions, inside the rows that read the plane,
+  /// whose columns fall outside it (at most one run per row side).
+  func forEachOutsideRun(_ body: (Range<Int>) -> Void) {
+    let columns = self.columns
+    for row in rows {
+      if columns.lowerBound > 0 { body((row * width)..<(row * width + columns.lowerBound)) }
+      if columns.upperBound < width { body((row * width + columns.upperBound)..<((row + 1) * width)) }
+    }
+  }
+}
+
+extension Tensor {
+  /// Unfolds one sample `[C, H, W]` (at `source`) into columns `[C·kh·kw, Ho·Wo]`, rows
+  /// `rowStride` floats apart (`Ho·Wo` unless several samples are side by side): each
+  /// output row is a strided run of one input row (a copy at stride 1), zeros outside.
+  static func im2col(
+    _ source: UnsafePointer<Float>, channels: Int, height: Int, width: Int, geometry g: WindowGeometry,
+    outputHeight: Int, outputWidth: Int, into columns: UnsafeMutablePointer<Float>, rowStride: Int
+  ) {
+    if g.keepsExtents(height: height, width: width, outputHeight: outputHeight, outputWidth: outputWidth) {
+      // One contiguous copy per window position; then zeros where the shift leaves the plane.
+      let plane = height * width
+      ShiftedPlane.forEach(channels: channels, height: height, width: width, geometry: g) { c, row, shifted in
+        let target = columns + row * rowStride, run = shifted.run
+        if run.isEmpty {
+          target.update(repeating: 0, count: plane)
+        } else {
+          target.update(repeating: 0, count: run.lowerBound)
+          (target + run.lowerBound).update(from: source + c * plane + run.lowerBound + shifted.offset, count: run.count)
+          (target + run.upperBound).update(repeating: 0, count: plane - run.upperBound)
+          shifted.forEachOutsideRun { (target + $0.lowerBound).update(repeating: 0, count: $0.count) }
+        }
+      }
+      return
+    }
+    var row = 0
+    for c in 0..<channels {
+      for ky in 0..<g.kernelHeight {
+        for kx in 0..<g.kernelWidth {
+          let target = columns + row * rowStride
           let offset = kx * g.dilation - g.padding
           let valid = g.validColumns(offset: offset, width: width, outputWidth: outputWidth)
           for oy in 0..<outputHeight {
@@ -70,16 +148,35 @@ extension Tensor {
     }
   }
 
-  /// Folds columns `[C·kh·kw, Ho·Wo]` back, adding into one sample's gradient `[C, H, W]`.
+  /// Folds columns `[C·kh·kw, Ho·Wo]` (rows `rowStride` floats apart) back, adding into one
+  /// sample's gradient `[C, H, W]`. Where the window keeps the plane's extents, the columns
+  /// that read padding are set to zero on the way (they are scratch), so that each window
+  /// position adds one contiguous run: `x + 0 = x`, the same sums as adding row by row.
   static func col2im(
-    _ columns: UnsafePointer<Float>, channels: Int, height: Int, width: Int, geometry g: WindowGeometry,
-    outputHeight: Int, outputWidth: Int, into target: UnsafeMutablePointer<Float>
+    _ columns: UnsafeMutablePointer<Float>, channels: Int, height: Int, width: Int, geometry g: WindowGeometry,
+    outputHeight: Int, outputWidth: Int, into target: UnsafeMutablePointer<Float>, rowStride: Int
   ) {
+    if g.keepsExtents(height: height, width: width, outputHeight: outputHeight, outputWidth: outputWidth) {
+      let plane = height * width
+      ShiftedPlane.forEach(channels: channels, height: height, width: width, geometry: g) { c, row, shifted in
+        let source = columns + row * rowStride, run = shifted.run
+        guard !run.isEmpty else { return }
+        shifted.forEachOutsideRun { range in
+          if range.overlaps(run) {
+            let inside = range.clamped(to: run)
+            (source + inside.lowerBound).update(repeating: 0, count: inside.count)
+          }
+        }
+        VectorMath.add(
+          source + run.lowerBound, into: target + c * plane + run.lowerBound + shifted.offset, count: run.count)
+      }
+      return
+    }
     var row = 0
     for c in 0..<channels {
       for ky in 0..<g.kernelHeight {
         for kx in 0..<g.kernelWidth {
-          let source = columns + row * outputHeight * outputWidth
+          let source = columns + row * rowStride
           let offset = kx * g.dilation - g.padding
           let valid = g.validColumns(offset: offset, width: width, outputWidth: outputWidth)
           for oy in 0..<outputHeight {
@@ -100,22 +197,31 @@ extension Tensor {
   }
 
   /// A 2-D convolution of `input` `[N, C, H, W]` with `weight` `[O, C, kh, kw]` and an
-  /// optional `bias` `[O]`, as PyTorch's `conv2d` (groups = 1): each sample is unfolded
-  /// (im2col, one `[C·kh·kw, Ho·Wo]` workspace at a time) and multiplied by the weight with
-  /// `cblas_sgemm`. Backward recomputes the columns rather than keeping them.
+  /// optional `bias` `[O]`, as PyTorch's `conv2d` (groups = 1): the samples are unfolded
+  /// (im2col) `samplesPerProduct` at a time, side by side in one `[C·kh·kw, G·Ho·Wo]`
+  /// workspace, and multiplied by the weight with `cblas_sgemm`. Backward recomputes the
+  /// columns rather than keeping them.
   ///
-  /// When each sample's products allocate nothing on one OpenBLAS thread (probed), the
-  /// samples are shared between two threads (``ParallelWork``), each with its own workspace
-  /// (traced) and its products on one OpenBLAS thread: two samples at once on two cores
+  /// One sample per product is the default. Several make the products wider, which pays
+  /// where one sample's plane is small (a product of 64 columns runs well below `sgemm`'s
+  /// speed); their output passes through a `[O, G·Ho·Wo]` staging buffer (and the output's
+  /// gradient too, in backward), since samples side by side are not NCHW.
+  ///
+  /// When each group's products allocate nothing on one OpenBLAS thread (probed), the
+  /// groups are shared between two threads (``ParallelWork``), each with its own workspace
+  /// (traced) and its products on one OpenBLAS thread: two groups at once on two cores
   /// rather than each small product split between OpenBLAS's threads. The second half's
   /// weight and bias gradients are summed apart and added after (fixed halves: the same sums
   /// whichever thread runs them).
+  /// - Precondition: `samplesPerProduct ≥ 1`.
   public static func convolution2D(
-    _ input: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0, dilation: Int = 1
+    _ input: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0, dilation: Int = 1,
+    samplesPerProduct: Int = 1
   ) -> Tensor {
     precondition(
       input.rank == 4 && weight.rank == 4 && input.shape[1] == weight.shape[1],
       "conv2d shapes \(input.shape), \(weight.shape)")
+    precondition(samplesPerProduct >= 1, "samplesPerProduct is \(samplesPerProduct), expected ≥ 1")
     let (n, channels, height, width) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
     let outputs = weight.shape[0]
     let geometry = WindowGeometry(
@@ -126,29 +232,43 @@ extension Tensor {
     let plane = outputHeight * outputWidth
     let patch = channels * geometry.kernelHeight * geometry.kernelWidth
     let sampleSize = channels * height * width
-    let samples = SampleLanes(samples: n, outputs: outputs, patch: patch, plane: plane)
-    let lanes = samples.lanes
+    let groups = ProductGroups(samples: n, perProduct: samplesPerProduct, plane: plane)
+    let columnsPerGroup = groups.perProduct * plane
+    let lanes = SampleLanes(groups: groups, outputs: outputs, patch: patch).lanes
     let result = Tensor(uninitializedShape: [n, outputs, outputHeight, outputWidth])
     let computes = result.hasElements
     let shared = computes && lanes == 2
+    /// Unfolds a group's samples side by side into `workspace`, rows `span` (the group's
+    /// columns) apart.
+    func unfold(_ source: Tensor, _ samples: Range<Int>, into workspace: UnsafeMutablePointer<Float>) {
+      for (index, sample) in samples.enumerated() {
+        im2col(
+          source.storage.base + sample * sampleSize, channels: channels, height: height, width: width,
+          geometry: geometry, outputHeight: outputHeight, outputWidth: outputWidth, into: workspace + index * plane,
+          rowStride: samples.count * plane)
+      }
+    }
     do {
-      let columns = Tensor(uninitializedShape: [lanes, patch, plane])
+      let workspaces = Tensor(uninitializedShape: [lanes, patch, columnsPerGroup])
+      let staging = groups.stages ? Tensor(uninitializedShape: [lanes, outputs, columnsPerGroup]) : nil
       withOneThread(shared) {
-        ParallelWork.forEach(n, lanes: lanes, shared: shared, computes: computes) { sample, lane in
-          let workspace = columns.storage.base + lane * patch * plane
-          if computes {
-            im2col(
-              input.storage.base + sample * sampleSize, channels: channels, height: height, width: width,
-              geometry: geometry, outputHeight: outputHeight, outputWidth: outputWidth, into: workspace)
-          }
-          let out = result.storage.base + sample * outputs * plane
+        groups.forEach(lanes: lanes, shared: shared, computes: computes) { samples, lane in
+          let workspace = workspaces.storage.base + lane * patch * columnsPerGroup
+          let span = samples.count * plane
+          if computes { unfold(input, samples, into: workspace) }
+          // One sample: straight into the output. Several: into staging, then to each sample.
+          let out = staging.map { $0.storage.base + lane * outputs * columnsPerGroup }
+            ?? result.storage.base + samples.lowerBound * outputs * plane
           // The bias is written first and the product added to it (no separate pass).
           if computes, let bias {
-            for o in 0..<outputs { (out + o * plane).update(repeating: bias.storage.base[o], count: plane) }
+            for o in 0..<outputs { (out + o * span).update(repeating: bias.storage.base[o], count: span) }
           }
           gemm(
-            weight.storage.base, workspace, out, m: outputs, n: plane, k: patch, transposeA: false,
+            weight.storage.base, workspace, out, m: outputs, n: span, k: patch, transposeA: false,
             transposeB: false, accumulate: bias != nil, computes: computes, oneThreadHeld: lanes == 2)
+          if computes && staging != nil {
+            groups.copy(out, rowStride: span, toSamples: samples, of: result.storage.base, outputs: outputs)
+          }
         }
       }
     }
@@ -164,7 +284,7 @@ extension Tensor {
       // exist, as in a prepared training step, so nothing is allocated for it).
       let accumulatesInPlace = weightIsLeaf && (weight.storedGradient != nil || !computes)
       var gradientWeight: Tensor? = nil
-      // Whether the first sample's product adds to the gradient (false: it overwrites a
+      // Whether the first group's product adds to the gradient (false: it overwrites a
       // buffer that zeroGradient() cleared).
       var addsToWeightGradient = true
       if weight.isDifferentiable {
@@ -178,57 +298,68 @@ extension Tensor {
         }
       }
       let gradientBias = bias?.isDifferentiable == true ? Tensor(zeros: [outputs]) : nil
-      // The second half's weight and bias gradients, summed apart when the samples are split.
+      // The second half's weight and bias gradients, summed apart when the groups are split.
       let partial = lanes == 2 && weight.isDifferentiable ? Tensor(uninitializedShape: weight.shape) : nil
       let partialBias = lanes == 2 && gradientBias != nil ? Tensor(zeros: [outputs]) : nil
-      let columns = Tensor(uninitializedShape: [lanes, patch, plane])
-      let columnGradient = gradientInput != nil ? Tensor(uninitializedShape: [lanes, patch, plane]) : nil
-      let half = n / 2
+      let workspaces = Tensor(uninitializedShape: [lanes, patch, columnsPerGroup])
+      let columnGradient = gradientInput != nil ? Tensor(uninitializedShape: [lanes, patch, columnsPerGroup]) : nil
+      // Several samples' output gradients side by side, as the products take them.
+      let staging = groups.stages ? Tensor(uninitializedShape: [lanes, outputs, columnsPerGroup]) : nil
+      let half = groups.count / 2
       withOneThread(shared) {
-        ParallelWork.forEach(n, lanes: lanes, shared: shared, computes: computes) { sample, lane in
-          let gy = g.storage.base + sample * outputs * plane
-          let workspace = columns.storage.base + lane * patch * plane
+        groups.forEach(lanes: lanes, shared: shared, computes: computes) { samples, lane in
+          let span = samples.count * plane
+          let gy: UnsafePointer<Float>
+          if let staging {
+            let gathered = staging.storage.base + lane * outputs * columnsPerGroup
+            if computes {
+              groups.copy(fromSamples: samples, of: g.storage.base, outputs: outputs, to: gathered, rowStride: span)
+            }
+            gy = UnsafePointer(gathered)
+          } else {
+            gy = UnsafePointer(g.storage.base + samples.lowerBound * outputs * plane)
+          }
+          let workspace = workspaces.storage.base + lane * patch * columnsPerGroup
           // Lane 1 (the second half, when split) sums into `partial`, starting afresh.
           let target = lane == 1 ? partial : gradientWeight
-          let first = lane == 1 ? sample == half : sample == 0
+          let group = samples.lowerBound / groups.perProduct
+          let first = lane == 1 ? group == half : group == 0
           if let target {
-            if computes {
-              im2col(
-                x.storage.base + sample * sampleSize, channels: channels, height: height, width: width,
-                geometry: geometry, outputHeight: outputHeight, outputWidth: outputWidth, into: workspace)
-            }
+            if computes { unfold(x, samples, into: workspace) }
             // dW += dY · colsᵀ
             gemm(
-              gy, workspace, target.storage.base, m: outputs, n: patch, k: plane, transposeA: false,
+              gy, workspace, target.storage.base, m: outputs, n: patch, k: span, transposeA: false,
               transposeB: true, accumulate: !first || (lane == 0 && addsToWeightGradient),
               computes: computes && target.hasElements, oneThreadHeld: lanes == 2)
           } else if weightIsLeaf && !computes {
             traceProduct(
-              m: outputs, n: patch, k: plane, transposeA: false, transposeB: true, oneThreadHeld: lanes == 2)
+              m: outputs, n: patch, k: span, transposeA: false, transposeB: true, oneThreadHeld: lanes == 2)
           }
           if computes, let biasTarget = lane == 1 ? partialBias : gradientBias {
             // db += Σ over the plane of dY, per output channel.
             let gb = biasTarget.storage.base
-            for o in 0..<outputs { gb[o] += VectorMath.sum(gy + o * plane, count: plane) }
+            for o in 0..<outputs { gb[o] += VectorMath.sum(gy + o * span, count: span) }
           }
           if let gradientInput, let columnGradient {
             // dcols = Wᵀ · dY, folded back into dX.
-            let scratch = columnGradient.storage.base + lane * patch * plane
+            let scratch = columnGradient.storage.base + lane * patch * columnsPerGroup
             gemm(
-              w.storage.base, gy, scratch, m: patch, n: plane, k: outputs, transposeA: true,
+              w.storage.base, gy, scratch, m: patch, n: span, k: outputs, transposeA: true,
               transposeB: false, accumulate: false, computes: computes, oneThreadHeld: lanes == 2)
             if computes {
-              let target = gradientInput.storage.base + sample * sampleSize
-              target.update(repeating: 0, count: sampleSize)
-              col2im(
-                scratch, channels: channels, height: height, width: width, geometry: geometry,
-                outputHeight: outputHeight, outputWidth: outputWidth, into: target)
+              for (index, sample) in samples.enumerated() {
+                let target = gradientInput.storage.base + sample * sampleSize
+                target.update(repeating: 0, count: sampleSize)
+                col2im(
+                  scratch + index * plane, channels: channels, height: height, width: width, geometry: geometry,
+                  outputHeight: outputHeight, outputWidth: outputWidth, into: target, rowStride: span)
+              }
             }
           }
         }
       }
       if computes {
-        // The first half (at least one sample) wrote the gradients; the second's sums are added.
+        // The first half (at least one group) wrote the gradients; the second's sums are added.
         if let partial, let gradientWeight {
           VectorMath.add(partial.storage.base, into: gradientWeight.storage.base, count: weight.count)
         }
@@ -242,19 +373,77 @@ extension Tensor {
     }
   }
 
-  /// How a convolution's samples are shared between threads: two lanes when there are two
-  /// samples or more, enough work, and none of the per-sample products allocates inside BLAS
-  /// on one OpenBLAS thread (probed; asked before any one-thread region, since a probe takes
-  /// the BLAS lock); else one.
+  /// The samples of a convolution taken `perProduct` at a time (the last group may hold
+  /// fewer), and how each group's output and gradient move between NCHW and the
+  /// side-by-side layout of its products.
+  struct ProductGroups {
+    let samples: Int, perProduct: Int, plane: Int
+
+    init(samples: Int, perProduct: Int, plane: Int) {
+      (self.samples, self.plane) = (samples, plane)
+      self.perProduct = Swift.max(1, Swift.min(perProduct, samples))
+    }
+
+    /// How many groups.
+    var count: Int { (samples + perProduct - 1) / perProduct }
+    /// Whether outputs pass through a staging buffer (more than one sample per product).
+    var stages: Bool { perProduct > 1 }
+
+    /// The samples of group `index`.
+    func samples(_ index: Int) -> Range<Int> { (index * perProduct)..<Swift.min(samples, (index + 1) * perProduct) }
+
+    /// Calls `body(samples, lane)` for every group, as ``ParallelWork/forEach(_:lanes:shared:computes:_:)``
+    /// does for items. Under shape tracing (`computes` false) also for a last group smaller
+    /// than the others: its products have other extents, which a trace records.
+    func forEach(lanes: Int, shared: Bool, computes: Bool, _ body: (Range<Int>, Int) -> Void) {
+      ParallelWork.forEach(count, lanes: lanes, shared: shared, computes: computes) { body(samples($0), $1) }
+      if !computes && count > 1 && samples % perProduct != 0 { body(samples(count - 1), lanes == 2 ? 1 : 0) }
+    }
+
+    /// Copies rows `[outputs, samples.count · plane]` (`rowStride` apart) to the samples'
+    /// places in an NCHW tensor at `target`.
+    func copy(
+      _ source: UnsafePointer<Float>, rowStride: Int, toSamples group: Range<Int>, of target: UnsafeMutablePointer<Float>,
+      outputs: Int
+    ) {
+      for (index, sample) in group.enumerated() {
+        for o in 0..<outputs {
+          (target + (sample * outputs + o) * plane).update(from: source + o * rowStride + index * plane, count: plane)
+        }
+      }
+    }
+
+    /// The reverse: the samples' `[outputs, plane]` of the NCHW tensor at `source` side by
+    /// side into rows `rowStride` apart at `target`.
+    func copy(
+      fromSamples group: Range<Int>, of source: UnsafePointer<Float>, outputs: Int, to target: UnsafeMutablePointer<Float>,
+      rowStride: Int
+    ) {
+      for (index, sample) in group.enumerated() {
+        for o in 0..<outputs {
+          (target + o * rowStride + index * plane).update(from: source + (sample * outputs + o) * plane, count: plane)
+        }
+      }
+    }
+  }
+
+  /// How a convolution's groups of samples are shared between threads: two lanes when
+  /// there are two groups or more, enough work, and none of the groups' products (of the
+  /// full groups and of a smaller last one) allocates inside BLAS on one OpenBLAS thread
+  /// (probed; asked before any one-thread region, since a probe takes the BLAS lock); else
+  /// one.
   struct SampleLanes {
-    let samples: Int, outputs: Int, patch: Int, plane: Int
+    let groups: ProductGroups, outputs: Int, patch: Int
 
     var lanes: Int {
-      guard ParallelWork.splits(samples, elementsPerItem: patch * plane), let allocates = BLASCall.productAllocates
+      let full = groups.perProduct * groups.plane
+      guard ParallelWork.splits(groups.count, elementsPerItem: patch * full), let allocates = BLASCall.productAllocates
       else { return 1 }
-      let allocating =
-        allocates(outputs, plane, patch, false, false) || allocates(outputs, patch, plane, false, true)
-        || allocates(patch, plane, outputs, true, false)
+      let widths = Set([full, groups.samples(groups.count - 1).count * groups.plane])
+      let allocating = widths.contains { width in
+        allocates(outputs, width, patch, false, false) || allocates(outputs, patch, width, false, true)
+          || allocates(patch, width, outputs, true, false)
+      }
       return allocating ? 1 : 2
     }
   }

@@ -120,7 +120,8 @@ struct BenchCommand: ParsableCommand {
     try requireMemoryMeasurement()
     let measurement = try userFacing {
       try MemoryMeasurement(
-        model: try recomputing(buildModel(specification, seed: 0)), optimizer: try optimizerOptions.makeOptimizer(),
+        model: try Planner.applySameChoices(as: shapeModel, to: buildModel(specification, seed: 0)),
+        optimizer: try optimizerOptions.makeOptimizer(),
         loss: lossFunction, sampleShape: inputShape)
     }
     let sweep = Sweep(estimator: estimator, measurement: measurement)
@@ -151,8 +152,7 @@ struct BenchCommand: ParsableCommand {
           model: shapeModel, sampleShape: inputShape, targetShape: lossFunction.targetShape(outputShape: outputShape),
           loss: lossFunction, optimizer: try optimizerOptions.makeOptimizer())
       }
-      let model = try buildModel(specification, seed: 0)
-      RecomputePolicy.apply(.all, to: model)
+      let model = Planner.applySameChoices(as: shapeModel, to: try buildModel(specification, seed: 0))
       let recomputingMeasurement = try userFacing {
         try MemoryMeasurement(
           model: model, optimizer: try optimizerOptions.makeOptimizer(), loss: lossFunction, sampleShape: inputShape)
@@ -205,12 +205,6 @@ struct BenchCommand: ParsableCommand {
           notes.joined(separator: ", ")))
     }
     return points
-  }
-
-  /// `model` with its transformer blocks set to --recompute.
-  func recomputing(_ model: Sequential) -> Sequential {
-    RecomputePolicy.apply(recompute, to: model)
-    return model
   }
 
   func write(_ text: String, to path: String) throws {

@@ -143,7 +143,7 @@ struct PlanCommand: ParsableCommand {
       try userFacing { try Sweep.checkTimedWindow(targetBatch: targetBatch, microBatch: plan.microBatch) }
       let measurement = try userFacing {
         try MemoryMeasurement(
-          model: try RecomputePolicy.applySame(as: model, to: buildModel(specification, seed: 0)),
+          model: try Planner.applySameChoices(as: model, to: buildModel(specification, seed: 0)),
           optimizer: try optimizerOptions.makeOptimizer(), loss: loss.loss,
           sampleShape: inputShape)
       }
@@ -162,7 +162,7 @@ struct PlanCommand: ParsableCommand {
     if measure {
       try checkRunnable(microBatches: measuredSizes(plan: plan), estimator: estimator, option: "--measure-at")
       // Measured as planned: the same segments recompute.
-      let real = RecomputePolicy.applySame(as: model, to: try buildModel(specification, seed: 0))
+      let real = Planner.applySameChoices(as: model, to: try buildModel(specification, seed: 0))
       let measurement = try userFacing {
         try MemoryMeasurement(
           model: real, optimizer: try optimizerOptions.makeOptimizer(), loss: loss.loss, sampleShape: inputShape)
@@ -351,7 +351,7 @@ extension PlanCommand {
       let longestAlone = SequencePlan.MicroBatchShape(samples: 1, paddedLength: plan.longestLength)
       if !shapes.contains(longestAlone) { shapes.append(longestAlone) }
       // Measured as planned: the same segments recompute.
-      let real = RecomputePolicy.applySame(as: model, to: try buildModel(specification, seed: 0))
+      let real = Planner.applySameChoices(as: model, to: try buildModel(specification, seed: 0))
       for shape in shapes {
         let measurement = try userFacing {
           try MemoryMeasurement(

@@ -289,3 +289,45 @@ struct ConvolutionalPredictionTests {
     }
   }
 }
+
+/// Convolutions over small planes unfold several samples per product: predicted exactly,
+/// a part of the budget, and given up by the planner where it would cost samples.
+@Suite("Unfolding several samples per product")
+struct UnfoldingTogetherTests {
+  static let spec = "conv2d(4,16,3,padding=1) relu conv2d(16,16,3,padding=1) relu maxpool2d(2) flatten linear(256,10)"
+
+  @Test(.measuresMemory) func predictedExactlyAndKeptOnlyWhereItCostsNoSamples() throws {
+    // 8×8 planes: four samples per product, the last group smaller at 3, 6 and 9 samples.
+    #expect(Conv2d.samplesPerProduct(plane: 64) == 4 && Conv2d.samplesPerProduct(plane: 1024) == 1)
+    var peaks: [Bool: Int] = [:]
+    for together in [true, false] {
+      let shapeModel = try shapeOnlyModel(Self.spec)
+      shapeModel.unfoldsSamplesTogether = together
+      let estimator = try MemoryEstimator(
+        model: shapeModel, sampleShape: [4, 8, 8], loss: .crossEntropy, optimizer: try SGD(learningRate: 0.1))
+      let real = try ModelSpecification(parsing: Self.spec).build(seed: 0)
+      Planner.applySameChoices(as: shapeModel, to: real)
+      #expect(real.unfoldsSamplesTogether == together)
+      let measurement = try MemoryMeasurement(
+        model: real, optimizer: try SGD(learningRate: 0.1), loss: .crossEntropy, sampleShape: [4, 8, 8])
+      for m in [1, 3, 4, 6, 9] {
+        let predicted = estimator.estimate(microBatch: m).peakBytes
+        #expect(predicted == measurement.peakBytes(microBatch: m), "together \(together), m=\(m)")
+      }
+      peaks[together] = estimator.estimate(microBatch: 8).peakBytes
+    }
+    #expect(peaks[true]! > peaks[false]!, "the wider workspace: \(peaks)")
+    // Room for the whole window: together. Room for 8 samples only one at a time: apart, 8.
+    let shapeModel = try shapeOnlyModel(Self.spec)
+    let estimator = try MemoryEstimator(
+      model: shapeModel, sampleShape: [4, 8, 8], loss: .crossEntropy, optimizer: try SGD(learningRate: 0.1))
+    let roomy = try Planner.plan(estimator: estimator, targetBatch: 8, budget: .bytes(peaks[true]!), marginBytes: 0)
+    #expect(roomy.microBatch == 8 && shapeModel.unfoldsSamplesTogether == true)
+    let tight = try Planner.plan(estimator: estimator, targetBatch: 8, budget: .bytes(peaks[false]!), marginBytes: 0)
+    #expect(tight.microBatch == 8 && shapeModel.unfoldsSamplesTogether == false)
+    #expect(tight.predictedPeakBytes == peaks[false]!)
+    // And back, when the budget allows it again.
+    _ = try Planner.plan(estimator: estimator, targetBatch: 8, budget: .bytes(peaks[true]!), marginBytes: 0)
+    #expect(shapeModel.unfoldsSamplesTogether == true)
+  }
+}

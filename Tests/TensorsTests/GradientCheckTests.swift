@@ -145,6 +145,70 @@ struct ConvolutionGradientTests {
     }
   }
 
+  /// Windows that keep the plane's extents ("same" padding) unfold and fold each window
+  /// position as one shifted copy of the plane: against the definition, summed directly,
+  /// and against finite differences, including planes narrower or shorter than the
+  /// window's reach (whole positions in the padding) and dilation.
+  @Test(arguments: [(3, 1, 1, 5, 6), (5, 2, 1, 4, 7), (3, 2, 2, 6, 5), (1, 0, 1, 3, 4), (3, 1, 1, 1, 4), (5, 2, 1, 2, 1)])
+  func convolutionKeepingTheExtents(kernel: Int, padding: Int, dilation: Int, height: Int, width: Int) {
+    let (n, c, o) = (2, 3, 4)
+    let x = randomTensor([n, c, height, width], seed: 15)
+    let w = randomTensor([o, c, kernel, kernel], seed: 16)
+    let b = randomTensor([o], seed: 17)
+    let y = Tensor.convolution2D(x, weight: w, bias: b, padding: padding, dilation: dilation)
+    #expect(y.shape == [n, o, height, width])
+    var expected = [Float]()
+    for sample in 0..<n {
+      for out in 0..<o {
+        for oy in 0..<height {
+          for ox in 0..<width {
+            var sum = Double(b.values[out])
+            for channel in 0..<c {
+              for ky in 0..<kernel {
+                for kx in 0..<kernel {
+                  let (iy, ix) = (oy + ky * dilation - padding, ox + kx * dilation - padding)
+                  guard iy >= 0 && iy < height && ix >= 0 && ix < width else { continue }
+                  sum +=
+                    Double(x.values[((sample * c + channel) * height + iy) * width + ix])
+                    * Double(w.values[((out * c + channel) * kernel + ky) * kernel + kx])
+                }
+              }
+            }
+            expected.append(Float(sum))
+          }
+        }
+      }
+    }
+    expectClose(y.values, expected, relative: 1e-5)
+    checkGradients(of: [x, w, b]) {
+      Tensor.convolution2D($0[0], weight: $0[1], bias: $0[2], padding: padding, dilation: dilation)
+    }
+  }
+
+  /// Several samples unfolded side by side per product (the last group smaller) give what
+  /// one sample per product gives, to rounding (the sums over a group's columns run in
+  /// another order), output and every gradient; and finite differences agree.
+  @Test(arguments: [(1, 1), (2, 0)])
+  func samplesSideBySide(stride: Int, padding: Int) {
+    let x = randomTensor([7, 2, 6, 5], seed: 25)
+    let w = randomTensor([3, 2, 3, 3], seed: 26)
+    let b = randomTensor([3], seed: 27)
+    func run(_ perProduct: Int) -> [[Float]] {
+      let (x, w, b) = (x.detached(), w.detached(), b.detached())
+      for tensor in [x, w, b] { tensor.requiresGradient = true }
+      let y = Tensor.convolution2D(x, weight: w, bias: b, stride: stride, padding: padding, samplesPerProduct: perProduct)
+      (y * y).sum().backward()
+      return [y.values, x.gradient!.values, w.gradient!.values, b.gradient!.values]
+    }
+    let one = run(1)
+    for perProduct in [2, 3, 8] {
+      for (a, e) in zip(run(perProduct), one) { expectClose(a, e, relative: 1e-5, "\(perProduct) per product") }
+    }
+    checkGradients(of: [x, w, b]) {
+      Tensor.convolution2D($0[0], weight: $0[1], bias: $0[2], stride: stride, padding: padding, samplesPerProduct: 3)
+    }
+  }
+
   @Test func convolutionMatchesTheDefinition() {
     // One sample, one channel, a 3×3 input and a 2×2 kernel: each output is a dot product.
     let x = Tensor((1...9).map(Float.init), shape: [1, 1, 3, 3])
