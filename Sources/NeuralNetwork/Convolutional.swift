@@ -61,12 +61,11 @@ public final class Conv2d: Layer, CustomStringConvertible {
   public var unfoldsSamplesTogether = true
 
   /// Samples side by side per product for an output plane of `plane` positions: enough for
-  /// 256 columns, one from 256 positions up. Measured with OpenBLAS's `sgemm` on one
-  /// thread, a convolution's products over 64-position planes (128 outputs, 576 inputs per
-  /// position) ran 1.2–1.4× as fast four samples at a time, while 16 samples (1,024
-  /// columns and more) ran no faster, their columns no longer in the core's cache; at 256
-  /// positions and more one sample per product was as fast or faster (benchmarks.md).
-  public static func samplesPerProduct(plane: Int) -> Int { max(1, 256 / max(plane, 1)) }
+  /// 64 columns, one from 64 positions up. Measured with OpenBLAS's `sgemm` on one thread
+  /// (the AVX-512 kernels), the three products of a convolution over 16-position planes
+  /// ran 1.1–2× as fast four samples at a time; over 64 positions and more, several
+  /// samples per product were as often slower as faster (benchmarks.md).
+  public static func samplesPerProduct(plane: Int) -> Int { max(1, 64 / max(plane, 1)) }
 
   public func callAsFunction(_ input: Tensor) -> Tensor {
     var perProduct = 1

@@ -294,22 +294,22 @@ struct ConvolutionalPredictionTests {
 /// a part of the budget, and given up by the planner where it would cost samples.
 @Suite("Unfolding several samples per product")
 struct UnfoldingTogetherTests {
-  static let spec = "conv2d(4,16,3,padding=1) relu conv2d(16,16,3,padding=1) relu maxpool2d(2) flatten linear(256,10)"
+  static let spec = "conv2d(4,16,3,padding=1) relu conv2d(16,16,3,padding=1) relu maxpool2d(2) flatten linear(64,10)"
 
   @Test(.measuresMemory) func predictedExactlyAndKeptOnlyWhereItCostsNoSamples() throws {
-    // 8×8 planes: four samples per product, the last group smaller at 3, 6 and 9 samples.
-    #expect(Conv2d.samplesPerProduct(plane: 64) == 4 && Conv2d.samplesPerProduct(plane: 1024) == 1)
+    // 4×4 planes: four samples per product, the last group smaller at 3, 6 and 9 samples.
+    #expect(Conv2d.samplesPerProduct(plane: 16) == 4 && Conv2d.samplesPerProduct(plane: 64) == 1)
     var peaks: [Bool: Int] = [:]
     for together in [true, false] {
       let shapeModel = try shapeOnlyModel(Self.spec)
       shapeModel.unfoldsSamplesTogether = together
       let estimator = try MemoryEstimator(
-        model: shapeModel, sampleShape: [4, 8, 8], loss: .crossEntropy, optimizer: try SGD(learningRate: 0.1))
+        model: shapeModel, sampleShape: [4, 4, 4], loss: .crossEntropy, optimizer: try SGD(learningRate: 0.1))
       let real = try ModelSpecification(parsing: Self.spec).build(seed: 0)
       Planner.applySameChoices(as: shapeModel, to: real)
       #expect(real.unfoldsSamplesTogether == together)
       let measurement = try MemoryMeasurement(
-        model: real, optimizer: try SGD(learningRate: 0.1), loss: .crossEntropy, sampleShape: [4, 8, 8])
+        model: real, optimizer: try SGD(learningRate: 0.1), loss: .crossEntropy, sampleShape: [4, 4, 4])
       for m in [1, 3, 4, 6, 9] {
         let predicted = estimator.estimate(microBatch: m).peakBytes
         #expect(predicted == measurement.peakBytes(microBatch: m), "together \(together), m=\(m)")
@@ -320,7 +320,7 @@ struct UnfoldingTogetherTests {
     // Room for the whole window: together. Room for 8 samples only one at a time: apart, 8.
     let shapeModel = try shapeOnlyModel(Self.spec)
     let estimator = try MemoryEstimator(
-      model: shapeModel, sampleShape: [4, 8, 8], loss: .crossEntropy, optimizer: try SGD(learningRate: 0.1))
+      model: shapeModel, sampleShape: [4, 4, 4], loss: .crossEntropy, optimizer: try SGD(learningRate: 0.1))
     let roomy = try Planner.plan(estimator: estimator, targetBatch: 8, budget: .bytes(peaks[true]!), marginBytes: 0)
     #expect(roomy.microBatch == 8 && shapeModel.unfoldsSamplesTogether == true)
     let tight = try Planner.plan(estimator: estimator, targetBatch: 8, budget: .bytes(peaks[false]!), marginBytes: 0)
