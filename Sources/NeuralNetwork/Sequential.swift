@@ -40,7 +40,7 @@ public final class Sequential: Layer {
   var stageLayers: [Int: (range: Range<Int>, layer: Sequential)] = [:]
 
   public func callAsFunction(_ input: Tensor) -> Tensor {
-    if ShapeTracing.current == nil && stageLayers.isEmpty { return layers.reduce(input) { $1($0) } }
+    if stageLayers.isEmpty { return run(layers.indices, input) }
     var output = input
     var index = 0
     while index < layers.count {
@@ -56,17 +56,38 @@ public final class Sequential: Layer {
   }
 
   /// Runs the layers at `positions`; under memory tracing each buffer is tagged with the
-  /// layer that made it.
+  /// layer that made it. A ReLU followed by max pooling runs after it
+  /// (``poolsFirst(_:_:)``).
   func run(_ positions: Range<Int>, _ input: Tensor) -> Tensor {
-    guard let trace = ShapeTracing.current else { return layers[positions].reduce(input) { $1($0) } }
-    let outer = trace.currentLayer
-    defer { trace.currentLayer = outer }
+    let trace = ShapeTracing.current
+    let outer = trace?.currentLayer
+    defer { trace?.currentLayer = outer }
+    func apply(_ position: Int, _ input: Tensor) -> Tensor {
+      trace?.currentLayer = position
+      return layers[position](input)
+    }
     var output = input
-    for index in positions {
-      trace.currentLayer = index
-      output = layers[index](output)
+    var index = positions.lowerBound
+    while index < positions.upperBound {
+      if index + 1 < positions.upperBound && Self.poolsFirst(layers[index], layers[index + 1]) {
+        output = apply(index, apply(index + 1, output))
+        index += 2
+      } else {
+        output = apply(index, output)
+        index += 1
+      }
     }
     return output
+  }
+
+  /// Whether `first` then `second` is a ReLU then max pooling, which run the other way
+  /// round: `max(relu(a), relu(b), …) = relu(max(a, b, …))`, since ReLU never reorders
+  /// values, and the gradient reaches the same element (the window's first maximum when it
+  /// is positive) or none (a window of values ≤ 0 passes no gradient either way). So the
+  /// same values and gradients, bit for bit, with the ReLU over a tensor the pooling made
+  /// smaller (four times at 2×2), in time and in memory.
+  public static func poolsFirst(_ first: any Layer, _ second: any Layer) -> Bool {
+    first is ReLU && (second as? Pool2d)?.kind == .maximum
   }
 
   /// The parts of the model that can recompute their activations in backward, by layer

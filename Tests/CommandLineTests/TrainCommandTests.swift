@@ -246,7 +246,7 @@ struct DemoCommandTests {
       #expect(accuracy >= 95, "\(line)")
       #expect(line.hasSuffix(" 0 budget violations"), "\(line)")
     }
-    #expect(result.output.contains("each window          5 micro-batches"), "the CNN's plan should accumulate")
+    #expect(result.output.contains("each window          4 micro-batches"), "the CNN's plan should accumulate")
     // The language model: windows composed by length, a falling loss within the budget, a sample.
     #expect(result.output.contains("composed by length"), "\(result.output)")
     let losses = result.output.split(separator: "\n").filter { $0.hasPrefix("epoch ") && $0.contains("token loss") }

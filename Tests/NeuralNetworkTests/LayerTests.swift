@@ -168,6 +168,42 @@ struct ModelSpecificationTests {
 
 @Suite("Convolutional layers")
 struct ConvolutionalLayerTests {
+  /// A ReLU before max pooling runs after it, on the pooled tensor: the same values and
+  /// the same input gradient as the two in their order, bit for bit, with windows of
+  /// negative values, zeros, ties and mixed signs; the pooled ReLU's tensor is smaller.
+  @Test func reluBeforeMaxPoolingRunsAfterItWithTheSameResults() {
+    let values: [Float] = [
+      -1, -2, 0, 3, 3, -0.5, 0, 0,
+      -3, -4, 1, 3, 2, 1, -0, 0,
+      0.5, 0.25, -7, 2, 5, 5, -1, 4,
+      -0.5, 0.25, 2, -2, 5, -6, 4, 1,
+    ]
+    let model = Sequential([ReLU(), Pool2d(.maximum, kernelSize: 2)])
+    let x = Tensor(values, shape: [1, 2, 4, 4])
+    x.requiresGradient = true
+    let y = model(x)
+    let seed = Tensor((0..<8).map { Float($0) + 0.5 }, shape: [1, 2, 2, 2])
+    y.backward(seed: seed)
+    let reference = Tensor(values, shape: [1, 2, 4, 4])
+    reference.requiresGradient = true
+    let expected = reference.relu().maxPooled2D(kernel: 2)
+    expected.backward(seed: seed)
+    #expect(y.values == expected.values)
+    #expect(x.gradient!.values == reference.gradient!.values)
+    #expect(x.gradient!.values.contains { $0 != 0 } && x.gradient!.values.contains(0))
+    // Traced, the ReLU's (layer 0's) tensors are the pooled size, 8 floats, not 32.
+    let trace = AllocationTrace()
+    let shapeModel = ShapeTracing.run(trace) { Sequential([ReLU(), Pool2d(.maximum, kernelSize: 2)]) }
+    ShapeTracing.run(trace) { _ = shapeModel(Tensor(uninitializedShape: [1, 2, 4, 4])) }
+    let reluSizes = trace.events.compactMap { event -> Int? in
+      if case .allocate(_, let count, 0) = event { count } else { nil }
+    }
+    #expect(!reluSizes.isEmpty && reluSizes.allSatisfy { $0 == 8 }, "\(trace.events)")
+    #expect(Sequential.poolsFirst(ReLU(), Pool2d(.maximum, kernelSize: 2)))
+    #expect(!Sequential.poolsFirst(ReLU(), Pool2d(.average, kernelSize: 2)))
+    #expect(!Sequential.poolsFirst(Pool2d(.maximum, kernelSize: 2), ReLU()))
+  }
+
   @Test func cnnSpecificationNamesAndShapes() throws {
     let specification = try ModelSpecification(
       parsing:
