@@ -46,6 +46,9 @@ public struct Plan: Sendable, Equatable, CustomStringConvertible {
   /// The processes sharing each window (data parallel); `targetBatch` is then one
   /// process's largest share.
   public var processes = 1
+  /// When the micro-batch was chosen for speed below the largest that fits (`plan
+  /// --objective throughput`), that largest; `nil` when the micro-batch is the largest.
+  public var largestFittingMicroBatch: Int?
 
   /// `P + max(A(M), reduction)`: the micro-steps' peak, or the gradient reduction's.
   public var predictedPeakBytes: Int { persistent.totalBytes + max(transientBytes, reductionWorkspaceBytes) }
@@ -91,7 +94,10 @@ public struct Plan: Sendable, Equatable, CustomStringConvertible {
         : "target batch         \(targetBatch)",
       budgetBytes >= MemoryBudget.maximumBytes
         ? "micro-batch          \(microBatch) (fixed)"
-        : "largest micro-batch  \(microBatch) (the largest that fits the budget)",
+        : largestFittingMicroBatch.flatMap { largest -> String? in
+          largest == microBatch
+            ? nil : "micro-batch          \(microBatch) (the fastest measured; up to \(largest) fit the budget)"
+        } ?? "largest micro-batch  \(microBatch) (the largest that fits the budget)",
       "each window          \(window(windowSizes))",
     ]
     if let lastWindowSizes, let datasetSize {

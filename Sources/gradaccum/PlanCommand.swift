@@ -154,9 +154,11 @@ struct PlanCommand: ParsableCommand {
         candidates.append((size, sweep.point(microBatch: size, targetBatch: targetBatch, repeat: 3).stepSeconds!))
       }
       let fastest = candidates.min { $0.stepSeconds < $1.stepSeconds }!.microBatch
+      let largest = plan.microBatch
       plan = Planner.makePlan(
         estimator: estimator, targetBatch: targetBatch, budget: budget, datasetSize: datasetSize,
         layerNames: specification.layers.map(\.text), microBatch: fastest, marginBytes: plan.marginBytes)
+      plan.largestFittingMicroBatch = largest
     }
     var measurements: [(microBatch: Int, predicted: Int, measured: Int)] = []
     if measure {

@@ -114,5 +114,17 @@ struct ThroughputObjectiveTests {
     #expect(object["micro_batch"] as? Int == fastest["micro_batch"] as? Int)
     #expect((object["window_sizes"] as! [Int]).reduce(0, +) == 64)
     #expect((object["predicted_peak_bytes"] as! Int) <= (object["budget_bytes"] as! Int))
+    // The text says whether the micro-batch is the largest that fits or a faster smaller one.
+    let largest = sizes.max()!
+    let text = try CommandRunner.run([
+      "plan", "--model", "linear(64,128) relu linear(128,10)", "--input-shape", "64", "--target-batch", "64",
+      "--budget", "1MB", "--objective", "throughput",
+    ])
+    let line = try #require(text.output.split(separator: "\n").first { $0.contains("micro-batch  ") && $0.contains("(") })
+    if line.hasPrefix("largest micro-batch") {
+      #expect(line.contains(" \(largest) (the largest that fits the budget)"), "\(line)")
+    } else {
+      #expect(line.hasPrefix("micro-batch ") && line.contains("(the fastest measured; up to \(largest) fit the budget)"), "\(line)")
+    }
   }
 }
