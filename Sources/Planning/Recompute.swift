@@ -45,12 +45,6 @@ public enum RecomputePolicy: String, Sendable, CaseIterable {
     (model as? Sequential)?.selectiveRecomputation ?? false
   }
 
-  /// Whether selective recomputation can change anything in `model`: it has transformer
-  /// blocks.
-  public static func canRecomputeSelectively(_ model: any Layer) -> Bool {
-    (model as? Sequential)?.layers.contains { $0 is TransformerBlock } ?? false
-  }
-
   /// Sets `model` as `policy` says without a budget: `all` every segment recomputing (heads
   /// shared between two threads), `selective` the blocks selective, `none` (and `auto`,
   /// before it chooses) keeping every activation.

@@ -73,7 +73,8 @@ extension NonFinitePolicy: ExpressibleByArgument {}
 extension RecomputePolicy: ExpressibleByArgument {}
 
 /// What recomputation costs and saves for a model, for `plan`: the smallest budget with
-/// activations kept and with every segment recomputed, and the choice made.
+/// activations kept, with transformer blocks selective and with every segment recomputed,
+/// and the choice made.
 struct RecomputeReport {
   /// The segments that can recompute, and those that do.
   var segments: [Range<Int>]
@@ -84,6 +85,8 @@ struct RecomputeReport {
   /// outputs.
   var selective: Bool
   var smallestKeeping: Int
+  /// With transformer blocks recomputing selectively (`nil` without blocks).
+  var smallestSelective: Int?
   var smallestRecomputing: Int
   /// The step's multiply-adds per sample with the chosen segments, over those keeping
   /// every activation (at one sample): the predicted cost of recomputing.
@@ -101,8 +104,8 @@ struct RecomputeReport {
   ) -> RecomputeReport? {
     let segments = RecomputePolicy.segments(of: estimator.model)
     guard !segments.isEmpty else { return nil }
-    func measure(_ chosen: [Range<Int>], lean: Bool = false) -> (smallest: Int, work: Int) {
-      estimator.recompute(chosen, lean: lean)
+    func measure(_ chosen: [Range<Int>], lean: Bool = false, selective: Bool = false) -> (smallest: Int, work: Int) {
+      estimator.recompute(chosen, lean: lean, selective: selective)
       return (
         Planner.smallestBudget(peakBytes: estimator.estimate(microBatch: 1).peakBytes, fixedMargin: nil),
         estimator.multiplyAdds(microBatch: 1)
@@ -110,6 +113,8 @@ struct RecomputeReport {
     }
     // The smallest budget recomputing is the lean one's (no more memory than sharing heads).
     let keeping = measure([]), recomputing = measure(segments, lean: true)
+    let hasBlocks = (estimator.model as? Sequential)?.layers.contains { $0 is TransformerBlock } ?? false
+    let selectiveSmallest = hasBlocks ? measure([], selective: true).smallest : nil
     let chosen: [Range<Int>]
     switch policy {
     case .none, .selective:
@@ -126,7 +131,7 @@ struct RecomputeReport {
     let work = chosen.isEmpty && !selective ? keeping.work : estimator.multiplyAdds(microBatch: 1)
     return RecomputeReport(
       segments: segments, recomputed: chosen, lean: lean && !chosen.isEmpty, selective: selective,
-      smallestKeeping: keeping.smallest,
+      smallestKeeping: keeping.smallest, smallestSelective: selectiveSmallest,
       smallestRecomputing: recomputing.smallest, workRatio: Double(work) / Double(max(keeping.work, 1)))
   }
 
@@ -138,7 +143,9 @@ struct RecomputeReport {
         : recomputes
         ? "recompute         \(recomputed.count) of \(segments.count) segments, \(RecomputePolicy.describe(recomputed, lean: lean, selective: selective, detail: "\(cost) arithmetic per sample"))"
         : "recompute         none (activations kept; \(segments.count) segment\(segments.count == 1 ? "" : "s") could recompute: \(RecomputePolicy.describe(segments)))",
-      "smallest budget   \(formatBytes(smallestKeeping)) keeping activations, \(formatBytes(smallestRecomputing)) recomputing every segment",
+      "smallest budget   \(formatBytes(smallestKeeping)) keeping activations, "
+        + (smallestSelective.map { "\(formatBytes($0)) selective, " } ?? "")
+        + "\(formatBytes(smallestRecomputing)) recomputing every segment",
     ]
   }
 }

@@ -264,6 +264,7 @@ struct PlanCommand: ParsableCommand {
     var recomputeSelective: Bool?
     var recomputeArithmeticRatio: Double?
     var smallestBudgetBytesKeepingActivations: Int?
+    var smallestBudgetBytesSelective: Int?
     var smallestBudgetBytesRecomputing: Int?
   }
 
@@ -291,6 +292,7 @@ struct PlanCommand: ParsableCommand {
           : nil, recompute: recompute?.recomputes, recomputedSegments: recompute?.segmentBounds,
         recomputeLean: recompute?.lean, recomputeSelective: recompute?.selective,
         recomputeArithmeticRatio: recompute?.workRatio, smallestBudgetBytesKeepingActivations: recompute?.smallestKeeping,
+        smallestBudgetBytesSelective: recompute?.smallestSelective,
         smallestBudgetBytesRecomputing: recompute?.smallestRecomputing))
   }
 }
@@ -371,6 +373,7 @@ extension PlanCommand {
       output.recomputeSelective = recomputeReport?.selective
       output.recomputeArithmeticRatio = recomputeReport?.workRatio
       output.smallestBudgetBytesKeepingActivations = recomputeReport?.smallestKeeping
+      output.smallestBudgetBytesSelective = recomputeReport?.smallestSelective
       output.smallestBudgetBytesRecomputing = recomputeReport?.smallestRecomputing
       print(JSONOutput.line(output))
       return
@@ -418,6 +421,7 @@ extension PlanCommand {
     var recomputeSelective: Bool?
     var recomputeArithmeticRatio: Double?
     var smallestBudgetBytesKeepingActivations: Int?
+    var smallestBudgetBytesSelective: Int?
     var smallestBudgetBytesRecomputing: Int?
 
     init(plan: SequencePlan, measurements: [(shape: SequencePlan.MicroBatchShape, predicted: Int, measured: Int)]?) {

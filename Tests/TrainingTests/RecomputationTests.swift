@@ -337,6 +337,7 @@ struct RecomputeCommandTests {
     #expect(all["smallest_budget_bytes"] as? Int == recomputing && none["smallest_budget_bytes"] as? Int == keeping)
     let selectiveSmallest = try #require(selective["smallest_budget_bytes"] as? Int)
     #expect(recomputing < selectiveSmallest && selectiveSmallest < keeping, "\(selectiveSmallest)")
+    #expect(none["smallest_budget_bytes_selective"] as? Int == selectiveSmallest)
     // `--measure` runs the real model recomputing as planned.
     let measured = try CommandRunner.run([
       "plan", "--data", data, "--model", model, "--target-batch", "4", "--budget", "8MB", "--recompute", "all",
