@@ -22,11 +22,8 @@ extension Tensor {
       // Column sums of a matrix (a bias's gradient): the columns split between two threads
       // (``ParallelWork``; traced too), each summed over the rows in order.
       ParallelWork.split(inner, elementsPerItem: extent, computes: result.hasElements) { columns in
-        let target = out + columns.lowerBound
-        target.initialize(repeating: 0, count: columns.count)
-        for j in 0..<extent {
-          VectorMath.add(x + j * inner + columns.lowerBound, into: target, count: columns.count)
-        }
+        VectorMath.columnSums(
+          x + columns.lowerBound, rows: extent, stride: inner, count: columns.count, into: out + columns.lowerBound)
       }
       return result
     }

@@ -95,6 +95,54 @@ enum VectorMath {
     }
   }
 
+  /// `target[c] = Σ_r values[r·stride + c]` for `c < count`: each column summed over the
+  /// `rows` in order, from zero (the same sums, bit for bit, as adding row after row into a
+  /// zeroed target), 64 columns at a time in registers so that the sums are not stored and
+  /// loaded again for every row.
+  static func columnSums(
+    _ values: UnsafePointer<Float>, rows: Int, stride: Int, count: Int, into target: UnsafeMutablePointer<Float>
+  ) {
+    @inline(__always) func load(_ pointer: UnsafePointer<Float>) -> SIMD16<Float> {
+      UnsafeRawPointer(pointer).loadUnaligned(as: SIMD16<Float>.self)
+    }
+    @inline(__always) func store(_ value: SIMD16<Float>, _ pointer: UnsafeMutablePointer<Float>) {
+      UnsafeMutableRawPointer(pointer).storeBytes(of: value, as: SIMD16<Float>.self)
+    }
+    var c = 0
+    while c + 64 <= count {
+      var (a0, a1, a2, a3) = (SIMD16<Float>(), SIMD16<Float>(), SIMD16<Float>(), SIMD16<Float>())
+      var row = values + c
+      for _ in 0..<rows {
+        a0 += load(row)
+        a1 += load(row + 16)
+        a2 += load(row + 32)
+        a3 += load(row + 48)
+        row += stride
+      }
+      store(a0, target + c)
+      store(a1, target + c + 16)
+      store(a2, target + c + 32)
+      store(a3, target + c + 48)
+      c += 64
+    }
+    while c + 16 <= count {
+      var sum = SIMD16<Float>()
+      var row = values + c
+      for _ in 0..<rows {
+        sum += load(row)
+        row += stride
+      }
+      store(sum, target + c)
+      c += 16
+    }
+    while c < count {
+      var sum: Float = 0
+      for r in 0..<rows { sum += values[r * stride + c] }
+      target[c] = sum
+      c += 1
+    }
+  }
+
   /// `Σ term(i)` for `i < count`, in four running Double sums added at the end (the sums of
   /// a normalization's rows: independent additions pipeline, one chain would wait on each).
   @inline(__always)

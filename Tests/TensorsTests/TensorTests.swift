@@ -300,12 +300,15 @@ struct ParallelWorkTests {
     expectClose(weight.gradient!.values, weightSum.map { Float($0) }, relative: 1e-4)
     expectClose(bias.gradient!.values, biasSum.map { Float($0) }, relative: 1e-4)
     // Column sums (a bias's gradient), columns split: each the rows added in order.
-    let matrix = randomTensor([600, 128], seed: 11)
-    let sums = matrix.summedKeepingDimension(0).values
-    for column in 0..<128 {
-      var total: Float = 0
-      for row in 0..<600 { total += matrix.values[row * 128 + column] }
-      #expect(sums[column] == total)
+    // Widths that leave blocks of 64, of 16 and single columns, split or not.
+    for (rows, columns) in [(600, 128), (600, 200), (600, 83), (3, 7), (1, 64)] {
+      let matrix = randomTensor([rows, columns], seed: 11)
+      let sums = matrix.summedKeepingDimension(0).values
+      for column in 0..<columns {
+        var total: Float = 0
+        for row in 0..<rows { total += matrix.values[row * columns + column] }
+        #expect(sums[column] == total, "\(rows) × \(columns), column \(column)")
+      }
     }
     let logits = randomTensor([300, 257], seed: 6)
     let logRows = logits.logSoftmax().values
