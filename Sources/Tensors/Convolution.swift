@@ -111,7 +111,9 @@ extension Tensor {
           target.update(repeating: 0, count: run.lowerBound)
           (target + run.lowerBound).update(from: source + c * plane + run.lowerBound + shifted.offset, count: run.count)
           (target + run.upperBound).update(repeating: 0, count: plane - run.upperBound)
-          shifted.forEachOutsideRun { (target + $0.lowerBound).update(repeating: 0, count: $0.count) }
+          // A run is as long as the column shift (one float for a 3×3 window): stored
+          // directly, not through a `memset` call per row.
+          shifted.forEachOutsideRun { run in for index in run { target[index] = 0 } }
         }
       }
       return
@@ -162,10 +164,7 @@ extension Tensor {
         let source = columns + row * rowStride, run = shifted.run
         guard !run.isEmpty else { return }
         shifted.forEachOutsideRun { range in
-          if range.overlaps(run) {
-            let inside = range.clamped(to: run)
-            (source + inside.lowerBound).update(repeating: 0, count: inside.count)
-          }
+          for index in range.clamped(to: run) { source[index] = 0 }
         }
         VectorMath.add(
           source + run.lowerBound, into: target + c * plane + run.lowerBound + shifted.offset, count: run.count)
