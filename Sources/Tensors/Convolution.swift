@@ -132,10 +132,9 @@ extension Tensor {
               out.update(repeating: 0, count: outputWidth)
               continue
             }
-            if valid.lowerBound > 0 { out.update(repeating: 0, count: valid.lowerBound) }
-            if valid.upperBound < outputWidth {
-              (out + valid.upperBound).update(repeating: 0, count: outputWidth - valid.upperBound)
-            }
+            // A few floats of padding at either edge: stored directly, not a `memset` call.
+            for ox in 0..<valid.lowerBound { out[ox] = 0 }
+            for ox in valid.upperBound..<outputWidth { out[ox] = 0 }
             let input = source + (c * height + y) * width + offset
             // Rows are short: an inline loop beats a memmove call per row.
             if g.stride == 1 {
