@@ -37,14 +37,10 @@ extension Tensor {
         out[o] = Float(total)
       }
     } else {
-      // Rows added into the output, vectorized; no temporary buffer, so the memory of a
+      // Each outer slice's column sums, vectorized; no temporary buffer, so the memory of a
       // reduction is exactly its result.
       for o in 0..<outer {
-        let target = out + o * inner
-        target.initialize(repeating: 0, count: inner)
-        for j in 0..<extent {
-          VectorMath.add(x + (o * extent + j) * inner, into: target, count: inner)
-        }
+        VectorMath.columnSums(x + o * extent * inner, rows: extent, stride: inner, count: inner, into: out + o * inner)
       }
     }
     return result
