@@ -40,11 +40,12 @@ extension WindowGeometry {
   }
 }
 
-/// One window position of a convolution that keeps its plane's extents
-/// (``WindowGeometry/keepsExtents(height:width:outputHeight:outputWidth:)``): the plane read
-/// shifted by `rowShift` rows and `columnShift` columns. Output position `i` of the flattened
-/// `[H, W]` plane reads input position `i + rowShift·W + columnShift` when its row and column
-/// land inside the plane, and zero padding otherwise.
+/// One window position `(ky, kx)` of a convolution: output position `(oy, ox)` reads input
+/// row `oy·stride + rowShift` and column `ox·stride + columnShift`. Where the window keeps
+/// the plane's extents (``WindowGeometry/keepsExtents(height:width:outputHeight:outputWidth:)``,
+/// stride 1), output position `i` of the flattened `[H, W]` plane reads input position
+/// `i + rowShift·W + columnShift` when its row and column land inside the plane, and zero
+/// padding otherwise: ``rows``, ``columns``, ``run`` and ``offset`` describe that case.
 struct ShiftedPlane {
   let height: Int, width: Int, rowShift: Int, columnShift: Int
 
@@ -61,8 +62,8 @@ struct ShiftedPlane {
   /// What to add to an output position to get the input position it reads.
   var offset: Int { rowShift * width + columnShift }
 
-  /// Calls `body(channel, row, plane)` for every row of a sample's unfolded columns, in
-  /// order: each channel's window positions, the plane shifted for each.
+  /// Calls `body(channel, row, position)` for every row of a sample's unfolded columns, in
+  /// order: each channel's window positions.
   static func forEach(
     channels: Int, height: Int, width: Int, geometry g: WindowGeometry, _ body: (Int, Int, ShiftedPlane) -> Void
   ) {
@@ -118,32 +119,25 @@ extension Tensor {
       }
       return
     }
-    var row = 0
-    for c in 0..<channels {
-      for ky in 0..<g.kernelHeight {
-        for kx in 0..<g.kernelWidth {
-          let target = columns + row * rowStride
-          let offset = kx * g.dilation - g.padding
-          let valid = g.validColumns(offset: offset, width: width, outputWidth: outputWidth)
-          for oy in 0..<outputHeight {
-            let y = oy * g.stride - g.padding + ky * g.dilation
-            let out = target + oy * outputWidth
-            guard y >= 0 && y < height && !valid.isEmpty else {
-              out.update(repeating: 0, count: outputWidth)
-              continue
-            }
-            // A few floats of padding at either edge: stored directly, not a `memset` call.
-            for ox in 0..<valid.lowerBound { out[ox] = 0 }
-            for ox in valid.upperBound..<outputWidth { out[ox] = 0 }
-            let input = source + (c * height + y) * width + offset
-            // Rows are short: an inline loop beats a memmove call per row.
-            if g.stride == 1 {
-              for ox in valid { out[ox] = input[ox] }
-            } else {
-              for ox in valid { out[ox] = input[ox * g.stride] }
-            }
-          }
-          row += 1
+    ShiftedPlane.forEach(channels: channels, height: height, width: width, geometry: g) { c, row, position in
+      let target = columns + row * rowStride
+      let valid = g.validColumns(offset: position.columnShift, width: width, outputWidth: outputWidth)
+      for oy in 0..<outputHeight {
+        let y = oy * g.stride + position.rowShift
+        let out = target + oy * outputWidth
+        guard y >= 0 && y < height && !valid.isEmpty else {
+          out.update(repeating: 0, count: outputWidth)
+          continue
+        }
+        // A few floats of padding at either edge: stored directly, not a `memset` call.
+        for ox in 0..<valid.lowerBound { out[ox] = 0 }
+        for ox in valid.upperBound..<outputWidth { out[ox] = 0 }
+        let input = source + (c * height + y) * width + position.columnShift
+        // Rows are short: an inline loop beats a memmove call per row.
+        if g.stride == 1 {
+          for ox in valid { out[ox] = input[ox] }
+        } else {
+          for ox in valid { out[ox] = input[ox * g.stride] }
         }
       }
     }
@@ -170,25 +164,18 @@ extension Tensor {
       }
       return
     }
-    var row = 0
-    for c in 0..<channels {
-      for ky in 0..<g.kernelHeight {
-        for kx in 0..<g.kernelWidth {
-          let source = columns + row * rowStride
-          let offset = kx * g.dilation - g.padding
-          let valid = g.validColumns(offset: offset, width: width, outputWidth: outputWidth)
-          for oy in 0..<outputHeight {
-            let y = oy * g.stride - g.padding + ky * g.dilation
-            guard y >= 0 && y < height else { continue }
-            let input = source + oy * outputWidth
-            let output = target + (c * height + y) * width + offset
-            if g.stride == 1 {
-              VectorMath.add(input + valid.lowerBound, into: output + valid.lowerBound, count: valid.count)
-            } else {
-              for ox in valid { output[ox &* g.stride] += input[ox] }
-            }
-          }
-          row += 1
+    ShiftedPlane.forEach(channels: channels, height: height, width: width, geometry: g) { c, row, position in
+      let source = columns + row * rowStride
+      let valid = g.validColumns(offset: position.columnShift, width: width, outputWidth: outputWidth)
+      for oy in 0..<outputHeight {
+        let y = oy * g.stride + position.rowShift
+        guard y >= 0 && y < height else { continue }
+        let input = source + oy * outputWidth
+        let output = target + (c * height + y) * width + position.columnShift
+        if g.stride == 1 {
+          VectorMath.add(input + valid.lowerBound, into: output + valid.lowerBound, count: valid.count)
+        } else {
+          for ox in valid { output[ox &* g.stride] += input[ox] }
         }
       }
     }
