@@ -28,6 +28,12 @@ public enum RecomputePolicy: String, Sendable, CaseIterable {
     (model as? Sequential)?.recomputableSegments ?? []
   }
 
+  /// The model's segments that are transformer blocks: those that selective recomputation
+  /// applies to when they do not recompute whole.
+  public static func blockSegments(of model: any Layer) -> [Range<Int>] {
+    segments(of: model).filter { (model as? Sequential)?.layers[$0.lowerBound] is TransformerBlock }
+  }
+
   /// The model's segments that recompute now.
   public static func recomputed(in model: any Layer) -> [Range<Int>] {
     (model as? Sequential)?.recomputedSegments ?? []
@@ -193,9 +199,7 @@ public enum RecomputeChoice {
       let work = m > 0 ? Double(estimator.multiplyAdds(microBatch: m)) / Double(m) : 0
       return Option(segments: segments, lean: lean, selective: selective, microBatch: m, multiplyAddsPerSample: work)
     }
-    let blocks = RecomputePolicy.segments(of: model).filter {
-      (model as? Sequential)?.layers[$0.lowerBound] is TransformerBlock
-    }
+    let blocks = RecomputePolicy.blockSegments(of: model)
     return candidates(estimator: estimator).flatMap { segments in
       var found = [option(segments)]
       if !blocks.allSatisfy(segments.contains), found[0].microBatch < limit {

@@ -113,7 +113,7 @@ struct RecomputeReport {
     }
     // The smallest budget recomputing is the lean one's (no more memory than sharing heads).
     let keeping = measure([]), recomputing = measure(segments, lean: true)
-    let hasBlocks = (estimator.model as? Sequential)?.layers.contains { $0 is TransformerBlock } ?? false
+    let hasBlocks = !RecomputePolicy.blockSegments(of: estimator.model).isEmpty
     let selectiveSmallest = hasBlocks ? measure([], selective: true).smallest : nil
     let chosen: [Range<Int>]
     switch policy {
