@@ -49,7 +49,7 @@ struct BenchCommand: ParsableCommand {
 
   @Flag(
     help:
-      "Also sweep with every segment (transformer block, convolution stage) recomputing its activations, and show both (table, CSV column recompute, chart).")
+      "Also sweep with every segment (transformer block, convolution stage) recomputing its activations, and with the transformer blocks recomputing selectively when there are any; show every sweep (tables, CSV column recompute: none, all or selective; chart).")
   var compareRecompute = false
 
   @Option(
@@ -141,40 +141,46 @@ struct BenchCommand: ParsableCommand {
     print("kernels OpenBLAS \(BLASKernels.coreName), \(BLASThreading.defaultThreads) thread\(BLASThreading.defaultThreads == 1 ? "" : "s")\(recompute == .none ? "" : "; recompute " + RecomputePolicy.describe(RecomputePolicy.recomputed(in: shapeModel), lean: false, selective: RecomputePolicy.isSelective(shapeModel)))")
     print("")
     let points = table(sweep, sizes: sizes, chosen: chosen, budget: budget)
-    var comparison: [Sweep.Point] = []
+    var comparisons: [(policy: RecomputePolicy, points: [Sweep.Point])] = []
     if compareRecompute {
       guard !RecomputePolicy.segments(of: shapeModel).isEmpty else {
         throw UsageError("--compare-recompute needs a model with transformer blocks or convolution stages, which are what recomputes")
       }
-      RecomputePolicy.apply(.all, to: shapeModel)
-      let recomputingEstimator = try userFacing {
-        try MemoryEstimator(
-          model: shapeModel, sampleShape: inputShape, targetShape: lossFunction.targetShape(outputShape: outputShape),
-          loss: lossFunction, optimizer: try optimizerOptions.makeOptimizer())
+      let policies: [RecomputePolicy] = RecomputePolicy.blockSegments(of: shapeModel).isEmpty ? [.all] : [.all, .selective]
+      for policy in policies {
+        RecomputePolicy.apply(policy, to: shapeModel)
+        let estimator = try userFacing {
+          try MemoryEstimator(
+            model: shapeModel, sampleShape: inputShape, targetShape: lossFunction.targetShape(outputShape: outputShape),
+            loss: lossFunction, optimizer: try optimizerOptions.makeOptimizer())
+        }
+        let model = Planner.applySameChoices(as: shapeModel, to: try buildModel(specification, seed: 0))
+        let measurement = try userFacing {
+          try MemoryMeasurement(
+            model: model, optimizer: try optimizerOptions.makeOptimizer(), loss: lossFunction, sampleShape: inputShape)
+        }
+        print("")
+        if policy == .selective {
+          print("with every transformer block recomputing only its attention weights and GELU outputs in backward:")
+        } else {
+          print("with every segment (\(RecomputePolicy.describe(RecomputePolicy.segments(of: shapeModel)))) recomputing its activations in backward:")
+        }
+        print("")
+        comparisons.append(
+          (policy, table(Sweep(estimator: estimator, measurement: measurement), sizes: sizes, chosen: nil, budget: budget)))
       }
-      let model = Planner.applySameChoices(as: shapeModel, to: try buildModel(specification, seed: 0))
-      let recomputingMeasurement = try userFacing {
-        try MemoryMeasurement(
-          model: model, optimizer: try optimizerOptions.makeOptimizer(), loss: lossFunction, sampleShape: inputShape)
-      }
-      print("")
-      print("with every segment (\(RecomputePolicy.describe(RecomputePolicy.segments(of: shapeModel)))) recomputing its activations in backward:")
-      print("")
-      comparison = table(
-        Sweep(estimator: recomputingEstimator, measurement: recomputingMeasurement), sizes: sizes, chosen: nil,
-        budget: budget)
     }
     if let csv {
       var lines = [
         "micro_batch,predicted_peak_bytes,measured_peak_bytes,samples_per_second,step_seconds"
           + (sequenceLength == nil ? "" : ",tokens_per_second") + (compareRecompute ? ",recompute" : "")
       ]
-      for (recomputes, series) in [(false, points), (true, comparison)] {
+      for (policy, series) in [(RecomputePolicy.none, points)] + comparisons {
         for point in series {
           lines.append(
             "\(point.microBatch),\(point.predictedPeakBytes),\(point.measuredPeakBytes),\(String(format: "%.3f", point.samplesPerSecond)),\(point.stepSeconds.map { String(format: "%.6f", $0) } ?? "")"
               + (sequenceLength.map { String(format: ",%.1f", point.samplesPerSecond * Double($0)) } ?? "")
-              + (compareRecompute ? (recomputes ? ",1" : ",0") : ""))
+              + (compareRecompute ? ",\(policy.rawValue)" : ""))
         }
       }
       try write(lines.joined(separator: "\n") + "\n", to: csv)
@@ -182,7 +188,7 @@ struct BenchCommand: ParsableCommand {
     if let svg {
       var chart = SweepChart(
         title: "\(specification), \(lossName), \(optimizerName)", points: points, budgetBytes: budget?.bytes, chosenMicroBatch: chosen)
-      if !comparison.isEmpty { chart.comparison = (label: "recomputing", points: comparison) }
+      chart.comparisons = comparisons.map { (label: $0.policy == .selective ? "selective" : "recomputing", points: $0.points) }
       try write(chart.svg(), to: svg)
     }
   }

@@ -9,9 +9,9 @@ struct SweepChart {
   let points: [Sweep.Point]
   let budgetBytes: Int?
   let chosenMicroBatch: Int?
-  /// A second sweep of the same sizes drawn beside the first (such as with recomputation),
-  /// and its name in the legend.
-  var comparison: (label: String, points: [Sweep.Point])?
+  /// Further sweeps of the same sizes drawn beside the first (such as with recomputation),
+  /// each with its name in the legend.
+  var comparisons: [(label: String, points: [Sweep.Point])] = []
 
   let width = 860.0, height = 500.0
   let left = 90.0, right = 100.0, top = 50.0, bottom = 70.0
@@ -21,7 +21,7 @@ struct SweepChart {
     let sizes = points.map { Double($0.microBatch) }
     let low = log2(sizes.min() ?? 1), high = max(log2(sizes.max() ?? 2), low + 1)
     func x(_ m: Double) -> Double { left + (log2(m) - low) / (high - low) * plotWidth }
-    let allPoints = points + (comparison?.points ?? [])
+    let allPoints = points + comparisons.flatMap(\.points)
     let maximumRate = niceCeiling(allPoints.map(\.samplesPerSecond).max() ?? 1)
     let mebibytes =
       allPoints.flatMap { [Double($0.measuredPeakBytes), Double($0.predictedPeakBytes)] } + [Double(budgetBytes ?? 0)]
@@ -87,17 +87,21 @@ struct SweepChart {
       }
     }
     draw(points, rate: "#1f5fbf", measured: "#f4a582", predicted: "#8c2d04")
-    if let comparison { draw(comparison.points, rate: "#6a3d9a", measured: "#cab2d6", predicted: "#3f007d") }
+    // Purple, then green, for the comparisons.
+    let comparisonColors = [("#6a3d9a", "#cab2d6", "#3f007d"), ("#1b7837", "#a6dba0", "#00441b")]
+    for (comparison, colors) in zip(comparisons, comparisonColors) {
+      draw(comparison.points, rate: colors.0, measured: colors.1, predicted: colors.2)
+    }
     // Legend, on a white panel so that no line runs through its labels.
     var entries: [(sample: (Double, Double) -> String, label: String)] = [
       ({ self.line($0, $1, $0 + 24, $1, stroke: "#1f5fbf", width: 2) }, "throughput"),
       ({ self.line($0, $1, $0 + 24, $1, stroke: "#f4a582", width: 6) }, "measured peak"),
       ({ self.line($0, $1, $0 + 24, $1, stroke: "#8c2d04", dash: "5 3", width: 1.5) }, "predicted peak"),
     ]
-    if let comparison {
+    for (comparison, colors) in zip(comparisons, comparisonColors) {
       entries += [
-        ({ self.line($0, $1, $0 + 24, $1, stroke: "#6a3d9a", width: 2) }, "throughput, \(comparison.label)"),
-        ({ self.line($0, $1, $0 + 24, $1, stroke: "#cab2d6", width: 6) }, "measured peak, \(comparison.label)"),
+        ({ self.line($0, $1, $0 + 24, $1, stroke: colors.0, width: 2) }, "throughput, \(comparison.label)"),
+        ({ self.line($0, $1, $0 + 24, $1, stroke: colors.1, width: 6) }, "measured peak, \(comparison.label)"),
       ]
     }
     if let budgetBytes {
@@ -112,7 +116,7 @@ struct SweepChart {
     }
     let legendX = left + 12, legendY = top + 14
     elements.append(
-      "<rect x=\"\(legendX - 8)\" y=\"\(legendY - 12)\" width=\"\(comparison == nil ? 190 : 240)\" height=\"\(Double(entries.count) * 18 + 8)\" fill=\"white\" fill-opacity=\"0.92\" stroke=\"#ccc\"/>"
+      "<rect x=\"\(legendX - 8)\" y=\"\(legendY - 12)\" width=\"\(comparisons.isEmpty ? 190 : 240)\" height=\"\(Double(entries.count) * 18 + 8)\" fill=\"white\" fill-opacity=\"0.92\" stroke=\"#ccc\"/>"
     )
     for (index, entry) in entries.enumerated() {
       let y = legendY + Double(index) * 18

@@ -384,8 +384,9 @@ struct RecomputeCommandTests {
     }
   }
 
-  /// `bench --compare-recompute`: both sweeps, predicted = measured in each, recomputation
-  /// lighter where activations dominate; a model without transformer blocks is refused.
+  /// `bench --compare-recompute`: the sweeps keeping, recomputing and selective,
+  /// predicted = measured in each, recomputation lighter where activations dominate and
+  /// selective between the two; a model without segments is refused.
   @Test(.measuresMemory) func benchComparesWithAndWithoutRecomputation() throws {
     let directory = try CommandRunner.temporaryDirectory()
     let csv = directory.appendingPathComponent("sweep.csv").path, svg = directory.appendingPathComponent("sweep.svg").path
@@ -397,15 +398,28 @@ struct RecomputeCommandTests {
     ])
     #expect(result.status == 0, "\(result.error)")
     #expect(result.output.contains("recomputing its activations"))
+    #expect(result.output.contains("recomputing only its attention weights and GELU outputs"))
     let rows = try String(contentsOfFile: csv, encoding: .utf8).split(separator: "\n").dropFirst().map {
       $0.split(separator: ",").map(String.init)
     }
-    #expect(rows.count == 4)
+    #expect(rows.count == 6)
     for row in rows { #expect(row[1] == row[2], "predicted = measured: \(row)") }
-    let keeping = rows.filter { $0.last == "0" }, recomputing = rows.filter { $0.last == "1" }
-    // Three blocks at 64 tokens: recomputing holds less at 4 samples.
-    #expect(Int(recomputing[1][2])! < Int(keeping[1][2])!, "\(keeping) \(recomputing)")
-    #expect(try String(contentsOfFile: svg, encoding: .utf8).contains("throughput, recomputing"))
+    let keeping = rows.filter { $0.last == "none" }, recomputing = rows.filter { $0.last == "all" }
+    let selective = rows.filter { $0.last == "selective" }
+    #expect(keeping.count == 2 && recomputing.count == 2 && selective.count == 2, "\(rows)")
+    // Three blocks at 64 tokens: recomputing holds less at 4 samples, selective in between.
+    #expect(Int(recomputing[1][2])! < Int(selective[1][2])!, "\(selective) \(recomputing)")
+    #expect(Int(selective[1][2])! < Int(keeping[1][2])!, "\(keeping) \(selective)")
+    let chart = try String(contentsOfFile: svg, encoding: .utf8)
+    #expect(chart.contains("throughput, recomputing") && chart.contains("throughput, selective"))
+    // Convolution stages recompute whole; there is no selective sweep without blocks.
+    let convolutional = try CommandRunner.run([
+      "bench", "--model", "conv2d(1,4,3,padding=1) relu maxpool2d(2) flatten linear(256,10)", "--input-shape", "1x16x16",
+      "--micro-batches", "2", "--repeat", "1", "--compare-recompute", "--csv", csv,
+    ])
+    #expect(convolutional.status == 0, "\(convolutional.error)")
+    let convolutionalRows = try String(contentsOfFile: csv, encoding: .utf8).split(separator: "\n").dropFirst()
+    #expect(convolutionalRows.map { $0.split(separator: ",").last! } == ["none", "all"], "\(convolutionalRows)")
     let refused = try CommandRunner.run([
       "bench", "--model", "linear(4,2)", "--input-shape", "4", "--micro-batches", "1", "--compare-recompute",
     ])
