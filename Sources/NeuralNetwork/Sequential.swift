@@ -171,6 +171,19 @@ public final class Sequential: Layer {
     set { for case let convolution as Conv2d in layers { convolution.unfoldsSamplesTogether = newValue ?? true } }
   }
 
+  /// Whether any convolution would unfold several samples per product for samples of
+  /// `shape` (its output plane is small enough, ``Conv2d/samplesPerProduct(plane:)``),
+  /// whether or not it is set to; `false` for a shape the model does not take.
+  public func convolutionsGroupSamples(forInput shape: [Int]) -> Bool {
+    var current = shape
+    for layer in layers {
+      guard let next = try? layer.outputShape(forInput: current) else { return false }
+      if layer is Conv2d && next.count == 3 && Conv2d.samplesPerProduct(plane: next[1] * next[2]) > 1 { return true }
+      current = next
+    }
+    return false
+  }
+
   public func outputShape(forInput shape: [Int]) throws(ShapeError) -> [Int] {
     var current = shape
     for layer in layers { current = try layer.outputShape(forInput: current) }

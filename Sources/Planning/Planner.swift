@@ -136,7 +136,9 @@ public enum Planner {
   /// lets a larger micro-batch up to `limit` fit in `bytes`, they unfold one at a time. The
   /// workspace is thereby bounded by what the budget leaves.
   static func unfoldSamplesTogetherIfFree(estimator: MemoryEstimator, upTo limit: Int, bytes: Int) {
-    guard let model = estimator.model as? Sequential, model.unfoldsSamplesTogether != nil else { return }
+    guard let model = estimator.model as? Sequential, model.unfoldsSamplesTogether != nil,
+      model.convolutionsGroupSamples(forInput: estimator.sampleShape)
+    else { return }
     func set(_ together: Bool) {
       guard model.unfoldsSamplesTogether != together else { return }
       model.unfoldsSamplesTogether = together

@@ -330,4 +330,17 @@ struct UnfoldingTogetherTests {
     _ = try Planner.plan(estimator: estimator, targetBatch: 8, budget: .bytes(peaks[true]!), marginBytes: 0)
     #expect(shapeModel.unfoldsSamplesTogether == true)
   }
+
+  /// Whether any convolution groups samples follows from the sample's planes, so the
+  /// planner searches again without grouping only where a convolution groups.
+  @Test func groupingFollowsThePlanes() throws {
+    let model = try shapeOnlyModel(Self.spec)
+    #expect(model.convolutionsGroupSamples(forInput: [4, 4, 4]))
+    // 16×16 planes: 256 positions, one sample per product (and a linear layer of the wrong width).
+    #expect(!model.convolutionsGroupSamples(forInput: [4, 16, 16]))
+    let strided = try shapeOnlyModel("conv2d(4,8,3,padding=1) relu conv2d(8,8,3,stride=2,padding=1) flatten linear(128,10)")
+    #expect(strided.convolutionsGroupSamples(forInput: [4, 8, 8]), "the strided convolution's 4×4 output plane")
+    #expect(!(try shapeOnlyModel("linear(4,2)")).convolutionsGroupSamples(forInput: [4]))
+    #expect(!model.convolutionsGroupSamples(forInput: [3, 4, 4]), "a shape the model does not take")
+  }
 }
