@@ -82,6 +82,20 @@ struct ShiftedPlane {
     }
   }
 
+  /// Zeros at `positions` of `target`: a run as short as a window's column shift (one float
+  /// for a 3×3 window), stored directly. A loop of zero stores is compiled into a `memset`
+  /// call, which for one or two floats costs many times the stores.
+  static func storeZeros(_ target: UnsafeMutablePointer<Float>, at positions: Range<Int>) {
+    switch positions.count {
+    case 0: break
+    case 1: target[positions.lowerBound] = 0
+    case 2:
+      target[positions.lowerBound] = 0
+      target[positions.lowerBound + 1] = 0
+    default: (target + positions.lowerBound).update(repeating: 0, count: positions.count)
+    }
+  }
+
   /// Calls `body` with every run of output positions, inside the rows that read the plane,
   /// whose columns fall outside it (at most one run per row side).
   func forEachOutsideRun(_ body: (Range<Int>) -> Void) {
@@ -97,9 +111,15 @@ extension Tensor {
   /// Unfolds one sample `[C, H, W]` (at `source`) into columns `[C·kh·kw, Ho·Wo]`, rows
   /// `rowStride` floats apart (`Ho·Wo` unless several samples are side by side): each
   /// output row is a strided run of one input row (a copy at stride 1), zeros outside.
+  ///
+  /// Where the zeros go depends only on the geometry, not on the sample: `zerosInPlace`
+  /// says the columns already hold another sample unfolded with the same geometry and row
+  /// stride, so that only the values are written (short zero runs at each row's start and
+  /// end cost a `memset` call each, hundreds of thousands per step of a wide convolution).
   static func im2col(
     _ source: UnsafePointer<Float>, channels: Int, height: Int, width: Int, geometry g: WindowGeometry,
-    outputHeight: Int, outputWidth: Int, into columns: UnsafeMutablePointer<Float>, rowStride: Int
+    outputHeight: Int, outputWidth: Int, into columns: UnsafeMutablePointer<Float>, rowStride: Int,
+    zerosInPlace: Bool = false
   ) {
     if g.keepsExtents(height: height, width: width, outputHeight: outputHeight, outputWidth: outputWidth) {
       // One contiguous copy per window position; then zeros where the shift leaves the plane.
@@ -107,14 +127,16 @@ extension Tensor {
       ShiftedPlane.forEach(channels: channels, height: height, width: width, geometry: g) { c, row, shifted in
         let target = columns + row * rowStride, run = shifted.run
         if run.isEmpty {
-          target.update(repeating: 0, count: plane)
+          if !zerosInPlace { target.update(repeating: 0, count: plane) }
         } else {
-          target.update(repeating: 0, count: run.lowerBound)
+          if !zerosInPlace {
+            target.update(repeating: 0, count: run.lowerBound)
+            (target + run.upperBound).update(repeating: 0, count: plane - run.upperBound)
+          }
           (target + run.lowerBound).update(from: source + c * plane + run.lowerBound + shifted.offset, count: run.count)
-          (target + run.upperBound).update(repeating: 0, count: plane - run.upperBound)
-          // A run is as long as the column shift (one float for a 3×3 window): stored
-          // directly, not through a `memset` call per row.
-          shifted.forEachOutsideRun { run in for index in run { target[index] = 0 } }
+          // Inside the run, where the copy read the next row: as long as the column shift
+          // (one float for a 3×3 window), stored directly, not through a `memset` call.
+          shifted.forEachOutsideRun { ShiftedPlane.storeZeros(target, at: $0) }
         }
       }
       return
@@ -126,12 +148,14 @@ extension Tensor {
         let y = oy * g.stride + position.rowShift
         let out = target + oy * outputWidth
         guard y >= 0 && y < height && !valid.isEmpty else {
-          out.update(repeating: 0, count: outputWidth)
+          if !zerosInPlace { out.update(repeating: 0, count: outputWidth) }
           continue
         }
-        // A few floats of padding at either edge: stored directly, not a `memset` call.
-        for ox in 0..<valid.lowerBound { out[ox] = 0 }
-        for ox in valid.upperBound..<outputWidth { out[ox] = 0 }
+        // A few floats of padding at either edge.
+        if !zerosInPlace {
+          for ox in 0..<valid.lowerBound { out[ox] = 0 }
+          for ox in valid.upperBound..<outputWidth { out[ox] = 0 }
+        }
         let input = source + (c * height + y) * width + position.columnShift
         // Rows are short: an inline loop beats a memmove call per row.
         if g.stride == 1 {
@@ -156,9 +180,7 @@ extension Tensor {
       ShiftedPlane.forEach(channels: channels, height: height, width: width, geometry: g) { c, row, shifted in
         let source = columns + row * rowStride, run = shifted.run
         guard !run.isEmpty else { return }
-        shifted.forEachOutsideRun { range in
-          for index in range.clamped(to: run) { source[index] = 0 }
-        }
+        shifted.forEachOutsideRun { ShiftedPlane.storeZeros(source, at: $0.clamped(to: run)) }
         VectorMath.add(
           source + run.lowerBound, into: target + c * plane + run.lowerBound + shifted.offset, count: run.count)
       }
@@ -223,14 +245,18 @@ extension Tensor {
     let result = Tensor(uninitializedShape: [n, outputs, outputHeight, outputWidth])
     let computes = result.hasElements
     let shared = computes && lanes == 2
-    /// Unfolds a group's samples side by side into `workspace`, rows `span` (the group's
-    /// columns) apart.
-    func unfold(_ source: Tensor, _ samples: Range<Int>, into workspace: UnsafeMutablePointer<Float>) {
+    /// Unfolds a group's samples side by side into its lane's `workspace`, rows `span` (the
+    /// group's columns) apart; the zeros only where the workspace does not hold them yet
+    /// (``ProductGroups/findsZerosInPlace(_:lanes:)``).
+    func unfold(
+      _ source: Tensor, _ samples: Range<Int>, lanes: Int, into workspace: UnsafeMutablePointer<Float>
+    ) {
+      let zerosInPlace = groups.findsZerosInPlace(samples, lanes: lanes)
       for (index, sample) in samples.enumerated() {
         im2col(
           source.storage.base + sample * sampleSize, channels: channels, height: height, width: width,
           geometry: geometry, outputHeight: outputHeight, outputWidth: outputWidth, into: workspace + index * plane,
-          rowStride: samples.count * plane)
+          rowStride: samples.count * plane, zerosInPlace: zerosInPlace)
       }
     }
     do {
@@ -240,7 +266,7 @@ extension Tensor {
         groups.forEach(lanes: lanes, shared: shared, computes: computes) { samples, lane in
           let workspace = workspaces.storage.base + lane * patch * columnsPerGroup
           let span = samples.count * plane
-          if computes { unfold(input, samples, into: workspace) }
+          if computes { unfold(input, samples, lanes: lanes, into: workspace) }
           // One sample: straight into the output. Several: into staging, then to each sample.
           let out = staging.map { $0.storage.base + lane * outputs * columnsPerGroup }
             ?? result.storage.base + samples.lowerBound * outputs * plane
@@ -310,7 +336,7 @@ extension Tensor {
           let group = samples.lowerBound / groups.perProduct
           let first = lane == 1 ? group == half : group == 0
           if let target {
-            if computes { unfold(x, samples, into: workspace) }
+            if computes { unfold(x, samples, lanes: lanes, into: workspace) }
             // dW += dY · colsᵀ
             gemm(
               gy, workspace, target.storage.base, m: outputs, n: patch, k: span, transposeA: false,
@@ -376,6 +402,16 @@ extension Tensor {
 
     /// The samples of group `index`.
     func samples(_ index: Int) -> Range<Int> { (index * perProduct)..<Swift.min(samples, (index + 1) * perProduct) }
+
+    /// Whether a lane's workspace, when `group` (a full group) is unfolded into it, already
+    /// holds the zeros of that unfolding: every group but the first of its lane (as
+    /// ``forEach(lanes:shared:computes:_:)`` deals them) follows a full group of the same
+    /// lane, whose unfolding left zeros in the same places. A smaller last group has other
+    /// row strides and writes its own.
+    func findsZerosInPlace(_ group: Range<Int>, lanes: Int) -> Bool {
+      let index = group.lowerBound / perProduct
+      return group.count == perProduct && index != 0 && !(lanes == 2 && index == count / 2)
+    }
 
     /// Calls `body(samples, lane)` for every group, as ``ParallelWork/forEach(_:lanes:shared:computes:_:)``
     /// does for items. Under shape tracing (`computes` false) also for a last group smaller
