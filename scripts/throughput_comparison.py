@@ -6,7 +6,7 @@ median of its repeats) and the same step in PyTorch (2 threads) for several roun
 prints a markdown table of the medians over rounds and their ratio. Needs
 `pip install torch` (only this script does).
 
-Usage: python3 scripts/throughput_comparison.py [--rounds N] [--gradaccum PATH] [mlp|cnn|transformer ...]
+Usage: python3 scripts/throughput_comparison.py [--rounds N] [--gradaccum PATH] [mlp|cnn|cnn2|cnn-wide|transformer ...]
 """
 import argparse
 import csv
@@ -25,6 +25,9 @@ CASES = {
     # Two conv blocks and a classifier.
     "cnn2": ("conv2d(3,32,3,padding=1) relu maxpool2d(2) conv2d(32,64,3,padding=1) relu maxpool2d(2) flatten "
              "linear(4096,10)", "3x32x32", "cross-entropy", [64]),
+    # Wide 3×3 convolutions over small (8×8) planes, as deep in a CNN.
+    "cnn-wide": ("conv2d(64,128,3,padding=1) relu conv2d(128,128,3,padding=1) relu maxpool2d(2) flatten "
+                 "linear(2048,10)", "64x8x8", "cross-entropy", [64]),
     # Sequences of 128 tokens ("seq128"), next-token cross-entropy.
     "transformer": (TRANSFORMER, "seq128", "cross-entropy", [16]),
 }
@@ -45,7 +48,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--gradaccum", default=".build/release/gradaccum")
-    parser.add_argument("cases", nargs="*", default=[], help="mlp, cnn, cnn2, transformer (default: mlp and cnn)")
+    parser.add_argument("cases", nargs="*", default=[], help="mlp, cnn, cnn2, cnn-wide, transformer (default: mlp and cnn)")
     args = parser.parse_args()
     for name in args.cases or ["mlp", "cnn"]:
         if name not in CASES:
