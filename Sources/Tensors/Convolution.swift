@@ -1,4 +1,5 @@
 import CBLAS
+import VectorKernels
 
 /// The geometry of a 2-D convolution or pooling window over NCHW tensors.
 public struct WindowGeometry: Sendable, Equatable {
@@ -108,6 +109,10 @@ struct ShiftedPlane {
 }
 
 extension Tensor {
+  /// Whether windows that keep the plane's extents unfold and fold with the masked AVX-512
+  /// kernels (the CPU has AVX-512F).
+  static let unfoldsMasked = gradaccum_has_avx512f() != 0
+
   /// Unfolds one sample `[C, H, W]` (at `source`) into columns `[C·kh·kw, Ho·Wo]`, rows
   /// `rowStride` floats apart (`Ho·Wo` unless several samples are side by side): each
   /// output row is a strided run of one input row (a copy at stride 1), zeros outside.
@@ -116,11 +121,22 @@ extension Tensor {
   /// says the columns already hold another sample unfolded with the same geometry and row
   /// stride, so that only the values are written (short zero runs at each row's start and
   /// end cost a `memset` call each, hundreds of thousands per step of a wide convolution).
+  ///
+  /// `masked`: on a CPU with AVX-512, a window that keeps the plane's extents is unfolded by
+  /// `gradaccum_unfold_keeping_extents` (the flattened plane 16 positions at a time, masked
+  /// loads, no bounds to test per run); the same values as the loops below.
   static func im2col(
     _ source: UnsafePointer<Float>, channels: Int, height: Int, width: Int, geometry g: WindowGeometry,
     outputHeight: Int, outputWidth: Int, into columns: UnsafeMutablePointer<Float>, rowStride: Int,
-    zerosInPlace: Bool = false
+    zerosInPlace: Bool = false, masked: Bool = unfoldsMasked
   ) {
+    if masked && gradaccum_unfolds_masked(height, width) != 0
+      && g.keepsExtents(height: height, width: width, outputHeight: outputHeight, outputWidth: outputWidth)
+    {
+      gradaccum_unfold_keeping_extents(
+        source, channels, height, width, g.kernelHeight, g.kernelWidth, g.padding, g.dilation, columns, rowStride)
+      return
+    }
     if g.keepsExtents(height: height, width: width, outputHeight: outputHeight, outputWidth: outputWidth) {
       // One contiguous copy per window position; then zeros where the shift leaves the plane.
       let plane = height * width
@@ -171,10 +187,20 @@ extension Tensor {
   /// sample's gradient `[C, H, W]`. Where the window keeps the plane's extents, the columns
   /// that read padding are set to zero on the way (they are scratch), so that each window
   /// position adds one contiguous run: `x + 0 = x`, the same sums as adding row by row.
+  /// `masked`: as for ``im2col(_:channels:height:width:geometry:outputHeight:outputWidth:into:rowStride:zerosInPlace:masked:)``,
+  /// `gradaccum_fold_keeping_extents` (which leaves the columns as they are).
   static func col2im(
     _ columns: UnsafeMutablePointer<Float>, channels: Int, height: Int, width: Int, geometry g: WindowGeometry,
-    outputHeight: Int, outputWidth: Int, into target: UnsafeMutablePointer<Float>, rowStride: Int
+    outputHeight: Int, outputWidth: Int, into target: UnsafeMutablePointer<Float>, rowStride: Int,
+    masked: Bool = unfoldsMasked
   ) {
+    if masked && gradaccum_unfolds_masked(height, width) != 0
+      && g.keepsExtents(height: height, width: width, outputHeight: outputHeight, outputWidth: outputWidth)
+    {
+      gradaccum_fold_keeping_extents(
+        columns, channels, height, width, g.kernelHeight, g.kernelWidth, g.padding, g.dilation, target, rowStride)
+      return
+    }
     if g.keepsExtents(height: height, width: width, outputHeight: outputHeight, outputWidth: outputWidth) {
       let plane = height * width
       ShiftedPlane.forEach(channels: channels, height: height, width: width, geometry: g) { c, row, shifted in

@@ -406,3 +406,57 @@ struct MatrixProductShapeTests {
     #expect(BLASThreading.defaultThreads == 1 || BLASThreading.usesThreads(m: 130, n: 130, k: 130))
   }
 }
+
+/// The masked AVX-512 unfolding and folding of windows that keep the plane's extents give
+/// the loops' results bit for bit: planes narrower than, as wide as and wider than 16
+/// columns, padding beyond the window's reach, dilation, and columns side by side.
+@Suite("Masked unfolding")
+struct MaskedUnfoldingTests {
+  @Test(
+    .enabled(if: Tensor.unfoldsMasked, "needs AVX-512F"),
+    arguments: [
+      (3, 1, 1, 8, 8), (3, 1, 1, 5, 6), (5, 2, 1, 17, 19), (3, 2, 2, 6, 5), (1, 0, 1, 3, 4), (3, 1, 1, 1, 4),
+      (5, 2, 1, 2, 1), (3, 1, 1, 32, 32), (3, 1, 1, 33, 3), (7, 3, 1, 16, 16),
+    ])
+  func maskedEqualsLoops(kernel: Int, padding: Int, dilation: Int, height: Int, width: Int) {
+    let channels = 3, plane = height * width
+    let geometry = WindowGeometry(kernelHeight: kernel, kernelWidth: kernel, padding: padding, dilation: dilation)
+    let rows = channels * kernel * kernel
+    var generator = RandomGenerator(seed: 41)
+    let source = (0..<(channels * plane)).map { _ in Float.random(in: -1...1, using: &generator) }
+    // Two samples side by side: rows twice the plane apart, this one at the second place.
+    let rowStride = 2 * plane
+    func unfold(masked: Bool) -> [Float] {
+      var columns = [Float](repeating: .nan, count: rows * rowStride)
+      columns.withUnsafeMutableBufferPointer { out in
+        source.withUnsafeBufferPointer { input in
+          Tensor.im2col(
+            input.baseAddress!, channels: channels, height: height, width: width, geometry: geometry,
+            outputHeight: height, outputWidth: width, into: out.baseAddress! + plane, rowStride: rowStride,
+            masked: masked)
+        }
+      }
+      return columns
+    }
+    let (masked, loops) = (unfold(masked: true), unfold(masked: false))
+    #expect(masked.map(\.bitPattern) == loops.map(\.bitPattern))
+    #expect(masked.contains { $0 != 0 && !$0.isNaN }, "some values unfolded")
+    // Folding adds into a gradient that already holds values.
+    let columns = (0..<(rows * rowStride)).map { _ in Float.random(in: -1...1, using: &generator) }
+    let start = (0..<(channels * plane)).map { _ in Float.random(in: -1...1, using: &generator) }
+    func fold(masked: Bool) -> [Float] {
+      var scratch = columns, target = start
+      scratch.withUnsafeMutableBufferPointer { input in
+        target.withUnsafeMutableBufferPointer { out in
+          Tensor.col2im(
+            input.baseAddress! + plane, channels: channels, height: height, width: width, geometry: geometry,
+            outputHeight: height, outputWidth: width, into: out.baseAddress!, rowStride: rowStride, masked: masked)
+        }
+      }
+      return target
+    }
+    let (maskedFold, loopsFold) = (fold(masked: true), fold(masked: false))
+    #expect(maskedFold.map(\.bitPattern) == loopsFold.map(\.bitPattern))
+    #expect(maskedFold != start, "something was added")
+  }
+}

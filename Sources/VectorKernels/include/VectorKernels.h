@@ -22,4 +22,28 @@ void gradaccum_exponentials(const float *values, float *output, long count, floa
 /// the last place add up over a run). `output` may be `g`.
 void gradaccum_log_softmax_gradient(const float *g, const float *log_probabilities, float total, float *output, long count);
 
+/// Whether the CPU has AVX-512F, which the unfolding kernels below need (1) or not (0).
+int gradaccum_has_avx512f(void);
+
+/// Whether the masked kernels below take a plane of `height × width` (1: up to 32,768
+/// positions, whose chunks' masks they keep on the stack) or not (0).
+int gradaccum_unfolds_masked(long height, long width);
+
+/// Unfolds one sample `[C, H, W]` for a window that keeps the plane's extents (stride 1,
+/// output `H × W`): column row `(c·kh + ky)·kw + kx` (at `columns + row · row_stride`, `H·W`
+/// floats) holds input `[c, oy + ky·dilation − padding, x + kx·dilation − padding]` at
+/// output position `(oy, x)`, zero where that lies outside the plane. Masked AVX-512 loads
+/// and stores over the flattened plane, 16 positions at a time; only where
+/// `gradaccum_has_avx512f()` and `gradaccum_unfolds_masked(height, width)`.
+void gradaccum_unfold_keeping_extents(
+    const float *source, long channels, long height, long width, long kernel_height, long kernel_width,
+    long padding, long dilation, float *columns, long row_stride);
+
+/// The reverse, adding: every column entry that reads inside the plane is added to the
+/// input position it reads, window positions in order (the same additions, in the same
+/// order, as adding row by row). Only where the unfolding kernel may run.
+void gradaccum_fold_keeping_extents(
+    const float *columns, long channels, long height, long width, long kernel_height, long kernel_width,
+    long padding, long dilation, float *target, long row_stride);
+
 #endif
