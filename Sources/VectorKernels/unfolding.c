@@ -5,21 +5,32 @@
 
 int gradaccum_has_avx512f(void) { return __builtin_cpu_supports("avx512f"); }
 
+// The lanes `i` of the chunk at `start` whose position `start + i` lies in `[low, high)`.
+static inline uint32_t lanes_within(long start, long low, long high) {
+  long first = low - start, end = high - start;
+  if (first < 0) first = 0;
+  if (end > 16) end = 16;
+  if (end <= first) return 0;
+  const uint32_t upto = end == 16 ? 0xFFFFu : ((1u << end) - 1u);
+  return upto & ~((1u << first) - 1u);
+}
+
 // For window position (ky, kx), output position p = y·W + x of the flattened plane reads
 // input position p + offset (offset = row_shift·W + column_shift) when row y + row_shift and
 // column x + column_shift lie in the plane. Writes, for each 16-position chunk of the plane,
-// the lanes that read inside it.
+// the lanes that read inside it: row by row, each row's run of such columns.
 static void reading_lanes(long height, long width, long row_shift, long column_shift, __mmask16 *masks) {
-  const long plane = height * width;
-  long x = 0, y = 0;
-  for (long chunk = 0; chunk * 16 < plane; chunk++) {
-    uint32_t mask = 0;
-    for (long lane = 0; lane < 16 && chunk * 16 + lane < plane; lane++) {
-      const long ix = x + column_shift, iy = y + row_shift;
-      if (ix >= 0 && ix < width && iy >= 0 && iy < height) mask |= 1u << lane;
-      if (++x == width) { x = 0; y++; }
+  const long chunks = (height * width + 15) / 16;
+  for (long chunk = 0; chunk < chunks; chunk++) masks[chunk] = 0;
+  const long low = column_shift < 0 ? -column_shift : 0;
+  const long high = column_shift > 0 ? width - column_shift : width;
+  if (high <= low) return;
+  for (long y = 0; y < height; y++) {
+    if (y + row_shift < 0 || y + row_shift >= height) continue;
+    const long first = y * width + low, end = y * width + high;
+    for (long chunk = first / 16; chunk * 16 < end; chunk++) {
+      masks[chunk] = (__mmask16)(masks[chunk] | lanes_within(chunk * 16, first, end));
     }
-    masks[chunk] = (__mmask16)mask;
   }
 }
 
