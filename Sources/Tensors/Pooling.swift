@@ -1,3 +1,5 @@
+import VectorKernels
+
 extension Tensor {
   /// Max pooling of `[N, C, H, W]` over `kernel × kernel` windows with `stride` (PyTorch's
   /// default stride is the kernel) and no padding. Gradients go to each window's maximum
@@ -14,7 +16,9 @@ extension Tensor {
 
   /// Planes (`N·C` of them) are shared between two threads (``ParallelWork``) when large
   /// enough; every output element is computed the same way whichever thread runs it.
-  func pooled2D(kernel: Int, stride: Int, maximum: Bool) -> Tensor {
+  /// `masked`: 2×2 max pooling with stride 2 runs in the AVX-512 kernels where the CPU has
+  /// them (``unfoldsMasked``), else in the Swift loops; the same values either way.
+  func pooled2D(kernel: Int, stride: Int, maximum: Bool, masked: Bool = unfoldsMasked) -> Tensor {
     precondition(rank == 4 && kernel >= 1 && stride >= 1, "pooling needs [N, C, H, W], got \(shape)")
     let (n, channels, height, width) = (shape[0], shape[1], shape[2], shape[3])
     let outputHeight = (height - kernel) / stride + 1, outputWidth = (width - kernel) / stride + 1
@@ -24,12 +28,17 @@ extension Tensor {
     // for planes of up to 2²⁴ values, whatever the batch).
     let positions = maximum ? Tensor(uninitializedShape: result.shape) : nil
     let planeSize = height * width, outputPlane = outputHeight * outputWidth
+    // 2×2 windows with stride 2, the common case, sixteen at a time with AVX-512 where the CPU
+    // has it (the same values and positions as `maximumPlane`, and the same gradients).
+    let poolsMasked = maximum && masked && kernel == 2 && stride == 2 && planeSize < 1 << 24
     let x = storage.base, y = result.storage.base
     ParallelWork.split(n * channels, elementsPerItem: planeSize, computes: result.hasElements) { planes in
       for plane in planes {
         let offset = plane * planeSize
         let out = y + plane * outputPlane
-        if let positions {
+        if let positions, poolsMasked {
+          gradaccum_max_pool_2x2(x + offset, width, outputHeight, outputWidth, out, positions.storage.base + plane * outputPlane)
+        } else if let positions {
           Self.maximumPlane(
             x + offset, width: width, kernel: kernel, stride: stride, outputHeight: outputHeight,
             outputWidth: outputWidth, into: out, positions: positions.storage.base + plane * outputPlane)
@@ -55,6 +64,15 @@ extension Tensor {
       // Each plane's gradient gets only its own plane's outputs, so planes split freely;
       // each thread zeroes its own planes first.
       ParallelWork.split(n * channels, elementsPerItem: planeSize, computes: gradient.hasElements) { planes in
+        if let positions, poolsMasked {
+          // Every position written, the zeros too.
+          for plane in planes {
+            gradaccum_max_pool_2x2_gradient(
+              gy + plane * outputPlane, positions.storage.base + plane * outputPlane, height, width, outputHeight,
+              outputWidth, dx + plane * planeSize)
+          }
+          return
+        }
         (dx + planes.lowerBound * planeSize).update(repeating: 0, count: planes.count * planeSize)
         if let positions {
           for plane in planes {

@@ -97,3 +97,92 @@ __attribute__((target("avx512f"))) void gradaccum_fold_keeping_extents(
     }
   }
 }
+
+// One 2×2 window's maximum as `Tensor.maximumPlane` keeps it: `value` replaces `best` when
+// `best` is not NaN and `value` is larger or NaN (the first maximum on ties; a NaN stays).
+static inline void keep_scalar(const float *source, long candidate, float *best, long *index) {
+  const float value = source[candidate];
+  if (*best == *best && !(value <= *best)) {
+    *best = value;
+    *index = candidate;
+  }
+}
+
+__attribute__((target("avx512f"))) void gradaccum_max_pool_2x2(
+    const float *source, long width, long output_height, long output_width, float *out, float *positions) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __m512i steps = even;
+  for (long oy = 0; oy < output_height; oy++) {
+    const long top = 2 * oy * width;
+    long ox = 0;
+    for (; ox + 16 <= output_width; ox += 16) {
+      const long first = top + 2 * ox;
+      const __m512 u0 = _mm512_loadu_ps(source + first), u1 = _mm512_loadu_ps(source + first + 16);
+      const __m512 l0 = _mm512_loadu_ps(source + first + width), l1 = _mm512_loadu_ps(source + first + width + 16);
+      __m512 best = _mm512_permutex2var_ps(u0, even, u1);
+      __m512i index = _mm512_setzero_si512();
+      const __m512 candidates[3] = {
+          _mm512_permutex2var_ps(u0, odd, u1), _mm512_permutex2var_ps(l0, even, l1), _mm512_permutex2var_ps(l0, odd, l1)};
+      const int places[3] = {1, (int)width, (int)width + 1};
+      for (int k = 0; k < 3; k++) {
+        const __mmask16 ordered = _mm512_cmp_ps_mask(best, best, _CMP_ORD_Q);
+        const __mmask16 replaces = _mm512_mask_cmp_ps_mask(ordered, candidates[k], best, _CMP_NLE_UQ);
+        best = _mm512_mask_mov_ps(best, replaces, candidates[k]);
+        index = _mm512_mask_mov_epi32(index, replaces, _mm512_set1_epi32(places[k]));
+      }
+      _mm512_storeu_ps(out + oy * output_width + ox, best);
+      const __m512i flat = _mm512_add_epi32(_mm512_add_epi32(index, steps), _mm512_set1_epi32((int)first));
+      _mm512_storeu_ps(positions + oy * output_width + ox, _mm512_cvtepi32_ps(flat));
+    }
+    for (; ox < output_width; ox++) {
+      const long first = top + 2 * ox;
+      long index = first;
+      float best = source[first];
+      keep_scalar(source, first + 1, &best, &index);
+      keep_scalar(source, first + width, &best, &index);
+      keep_scalar(source, first + width + 1, &best, &index);
+      out[oy * output_width + ox] = best;
+      positions[oy * output_width + ox] = (float)index;
+    }
+  }
+}
+
+__attribute__((target("avx512f"))) void gradaccum_max_pool_2x2_gradient(
+    const float *gradient, const float *positions, long height, long width, long output_height, long output_width,
+    float *target) {
+  // Interleaving two 16-lane halves into 32 consecutive floats.
+  const __m512i low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const __m512i steps = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512 zero = _mm512_setzero_ps();
+  for (long oy = 0; oy < output_height; oy++) {
+    const long top = 2 * oy * width;
+    long ox = 0;
+    for (; ox + 16 <= output_width; ox += 16) {
+      const long first = top + 2 * ox;
+      const long at = oy * output_width + ox;
+      // 0 + g, as adding into the zeroed gradient gives (−0 becomes +0).
+      const __m512 g = _mm512_add_ps(zero, _mm512_loadu_ps(gradient + at));
+      const __m512i place = _mm512_sub_epi32(
+          _mm512_cvtps_epi32(_mm512_loadu_ps(positions + at)), _mm512_add_epi32(steps, _mm512_set1_epi32((int)first)));
+      const __m512 ue = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(place, _mm512_setzero_si512()), g);
+      const __m512 uo = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(place, _mm512_set1_epi32(1)), g);
+      const __m512 le = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(place, _mm512_set1_epi32((int)width)), g);
+      const __m512 lo = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(place, _mm512_set1_epi32((int)width + 1)), g);
+      _mm512_storeu_ps(target + first, _mm512_permutex2var_ps(ue, low, uo));
+      _mm512_storeu_ps(target + first + 16, _mm512_permutex2var_ps(ue, high, uo));
+      _mm512_storeu_ps(target + first + width, _mm512_permutex2var_ps(le, low, lo));
+      _mm512_storeu_ps(target + first + width + 16, _mm512_permutex2var_ps(le, high, lo));
+    }
+    for (; ox < output_width; ox++) {
+      const long first = top + 2 * ox, at = oy * output_width + ox;
+      target[first] = target[first + 1] = target[first + width] = target[first + width + 1] = 0;
+      target[(long)positions[at]] += gradient[at];
+    }
+    // A column no window covers (odd width).
+    for (long x = 2 * output_width; x < width; x++) target[top + x] = target[top + width + x] = 0;
+  }
+  // Rows no window covers (odd height).
+  for (long index = 2 * output_height * width; index < height * width; index++) target[index] = 0;
+}

@@ -460,3 +460,33 @@ struct MaskedUnfoldingTests {
     #expect(maskedFold != start, "something was added")
   }
 }
+
+/// 2×2 max pooling with stride 2 in the AVX-512 kernels gives the Swift loops' maxima,
+/// positions and gradients bit for bit: rows of 16 windows and more, leftover windows,
+/// odd extents, ties, NaN, zeros of both signs and negative windows.
+@Suite("Masked max pooling")
+struct MaskedPoolingTests {
+  @Test(.enabled(if: Tensor.unfoldsMasked, "needs AVX-512F"), arguments: [(32, 32), (5, 34), (9, 9), (2, 66), (3, 2)])
+  func maskedEqualsLoops(height: Int, width: Int) {
+    let planes = 3, count = planes * height * width
+    var generator = RandomGenerator(seed: 43)
+    // Few distinct values, so that windows tie; some NaN, some -0.
+    let palette: [Float] = [-2, -1, -0.0, 0, 0.5, 1, 3, .nan]
+    let values = (0..<count).map { _ in palette[Int.random(in: 0..<palette.count, using: &generator)] }
+    let outputs = planes * (height / 2) * (width / 2)
+    let seed = (0..<outputs).map { index in index % 7 == 0 ? -0.0 : Float.random(in: -1...1, using: &generator) }
+    func run(masked: Bool) -> (values: [UInt32], gradient: [UInt32]) {
+      // A freed block of the gradient's size holding NaN, which the allocator is likely to
+      // hand out again: every position of the gradient must be written.
+      _ = Tensor(repeating: .nan, shape: [1, planes, height, width]).values.count
+      let x = Tensor(values, shape: [1, planes, height, width], requiresGradient: true)
+      let y = x.pooled2D(kernel: 2, stride: 2, maximum: true, masked: masked)
+      y.backward(seed: Tensor(seed, shape: y.shape))
+      return (y.values.map(\.bitPattern), x.gradient!.values.map(\.bitPattern))
+    }
+    let (masked, loops) = (run(masked: true), run(masked: false))
+    #expect(masked.values == loops.values)
+    #expect(masked.gradient == loops.gradient)
+    #expect(masked.gradient.contains { Float(bitPattern: $0) != 0 }, "gradients reach the maxima")
+  }
+}

@@ -46,4 +46,19 @@ void gradaccum_fold_keeping_extents(
     const float *columns, long channels, long height, long width, long kernel_height, long kernel_width,
     long padding, long dilation, float *target, long row_stride);
 
+/// One plane's 2×2 max pooling with stride 2 (`output_height × output_width` windows of a
+/// plane `width` wide): each window's maximum (NaN wins; the first on ties) and its index in
+/// the plane as a float, as `Tensor.maximumPlane`, sixteen windows at a time. Only where
+/// `gradaccum_has_avx512f()`, for planes of fewer than 2²⁴ positions.
+void gradaccum_max_pool_2x2(
+    const float *source, long width, long output_height, long output_width, float *out, float *positions);
+
+/// Its gradient into one `height × width` plane, every position written: each window's
+/// gradient (plus zero, as when added to zeros) at the position it took its maximum from,
+/// zeros elsewhere, the four positions of a window at once, sixteen windows at a time. Only
+/// where `gradaccum_max_pool_2x2` may run.
+void gradaccum_max_pool_2x2_gradient(
+    const float *gradient, const float *positions, long height, long width, long output_height, long output_width,
+    float *target);
+
 #endif
