@@ -109,9 +109,9 @@ struct ShiftedPlane {
 }
 
 extension Tensor {
-  /// Whether windows that keep the plane's extents unfold and fold with the masked AVX-512
-  /// kernels (the CPU has AVX-512F).
-  static let unfoldsMasked = gradaccum_has_avx512f() != 0
+  /// Whether the CPU has AVX-512F, so that windows that keep the plane's extents unfold and
+  /// fold, and 2×2 max pooling runs, in the masked AVX-512 kernels of `VectorKernels`.
+  static let runsMaskedKernels = gradaccum_has_avx512f() != 0
 
   /// Unfolds one sample `[C, H, W]` (at `source`) into columns `[C·kh·kw, Ho·Wo]`, rows
   /// `rowStride` floats apart (`Ho·Wo` unless several samples are side by side): each
@@ -128,7 +128,7 @@ extension Tensor {
   static func im2col(
     _ source: UnsafePointer<Float>, channels: Int, height: Int, width: Int, geometry g: WindowGeometry,
     outputHeight: Int, outputWidth: Int, into columns: UnsafeMutablePointer<Float>, rowStride: Int,
-    zerosInPlace: Bool = false, masked: Bool = unfoldsMasked
+    zerosInPlace: Bool = false, masked: Bool = runsMaskedKernels
   ) {
     if masked && gradaccum_unfolds_masked(height, width) != 0
       && g.keepsExtents(height: height, width: width, outputHeight: outputHeight, outputWidth: outputWidth)
@@ -192,7 +192,7 @@ extension Tensor {
   static func col2im(
     _ columns: UnsafeMutablePointer<Float>, channels: Int, height: Int, width: Int, geometry g: WindowGeometry,
     outputHeight: Int, outputWidth: Int, into target: UnsafeMutablePointer<Float>, rowStride: Int,
-    masked: Bool = unfoldsMasked
+    masked: Bool = runsMaskedKernels
   ) {
     if masked && gradaccum_unfolds_masked(height, width) != 0
       && g.keepsExtents(height: height, width: width, outputHeight: outputHeight, outputWidth: outputWidth)

@@ -17,8 +17,8 @@ extension Tensor {
   /// Planes (`N·C` of them) are shared between two threads (``ParallelWork``) when large
   /// enough; every output element is computed the same way whichever thread runs it.
   /// `masked`: 2×2 max pooling with stride 2 runs in the AVX-512 kernels where the CPU has
-  /// them (``unfoldsMasked``), else in the Swift loops; the same values either way.
-  func pooled2D(kernel: Int, stride: Int, maximum: Bool, masked: Bool = unfoldsMasked) -> Tensor {
+  /// them (``runsMaskedKernels``), else in the Swift loops; the same values either way.
+  func pooled2D(kernel: Int, stride: Int, maximum: Bool, masked: Bool = runsMaskedKernels) -> Tensor {
     precondition(rank == 4 && kernel >= 1 && stride >= 1, "pooling needs [N, C, H, W], got \(shape)")
     let (n, channels, height, width) = (shape[0], shape[1], shape[2], shape[3])
     let outputHeight = (height - kernel) / stride + 1, outputWidth = (width - kernel) / stride + 1

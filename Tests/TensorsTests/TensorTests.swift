@@ -413,7 +413,7 @@ struct MatrixProductShapeTests {
 @Suite("Masked unfolding")
 struct MaskedUnfoldingTests {
   @Test(
-    .enabled(if: Tensor.unfoldsMasked, "needs AVX-512F"),
+    .enabled(if: Tensor.runsMaskedKernels, "needs AVX-512F"),
     arguments: [
       (3, 1, 1, 8, 8), (3, 1, 1, 5, 6), (5, 2, 1, 17, 19), (3, 2, 2, 6, 5), (1, 0, 1, 3, 4), (3, 1, 1, 1, 4),
       (5, 2, 1, 2, 1), (3, 1, 1, 32, 32), (3, 1, 1, 33, 3), (7, 3, 1, 16, 16),
@@ -466,7 +466,7 @@ struct MaskedUnfoldingTests {
 /// odd extents, ties, NaN, zeros of both signs and negative windows.
 @Suite("Masked max pooling")
 struct MaskedPoolingTests {
-  @Test(.enabled(if: Tensor.unfoldsMasked, "needs AVX-512F"), arguments: [(32, 32), (5, 34), (9, 9), (2, 66), (3, 2)])
+  @Test(.enabled(if: Tensor.runsMaskedKernels, "needs AVX-512F"), arguments: [(32, 32), (5, 34), (9, 9), (2, 66), (3, 2)])
   func maskedEqualsLoops(height: Int, width: Int) {
     let planes = 3, count = planes * height * width
     var generator = RandomGenerator(seed: 43)

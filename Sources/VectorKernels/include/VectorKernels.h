@@ -5,6 +5,9 @@
 /// the program loads, by the CPU it runs on. Each does the same operations in the same order
 /// on every width (no contraction into fused multiply-adds, no reassociation), so results
 /// are the same bit for bit on every CPU, and the same as the formulas in `VectorMath`.
+/// The window kernels after `gradaccum_has_avx512f` (unfolding, folding, 2×2 max pooling;
+/// `windows.c`) exist for AVX-512 only: callers check that function and otherwise run
+/// their own loops, which give the same bits.
 
 /// `output[i] = 0.5·x·(1 + erf(x/√2))` for `count` values (`output` may be `input`).
 void gradaccum_gelu(const float *input, float *output, long count);

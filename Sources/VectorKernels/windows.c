@@ -1,3 +1,7 @@
+// Window kernels for AVX-512: unfolding and folding convolution windows that keep the
+// plane's extents, and 2×2 max pooling. Each gives, bit for bit, what the Swift loops of
+// `Tensors` give (tested against them); the Swift code calls them only where the CPU has
+// AVX-512F (`gradaccum_has_avx512f`).
 #include "VectorKernels.h"
 
 #include <immintrin.h>
