@@ -49,57 +49,65 @@ enum { MASKED_CHUNKS = 2048 };
 
 int gradaccum_unfolds_masked(long height, long width) { return height * width <= MASKED_CHUNKS * 16; }
 
-__attribute__((target("avx512f"))) void gradaccum_unfold_keeping_extents(
-    const float *source, long channels, long height, long width, long kernel_height, long kernel_width,
+// Window position (ky, kx): writes its chunk masks (`reading_lanes`) and returns, in bytes,
+// how far the input position an output position reads lies from it.
+static intptr_t window_position(
+    long ky, long kx, long height, long width, long padding, long dilation, __mmask16 *masks) {
+  const long row_shift = ky * dilation - padding, column_shift = kx * dilation - padding;
+  reading_lanes(height, width, row_shift, column_shift, masks);
+  return (intptr_t)(row_shift * width + column_shift) * (intptr_t)sizeof(float);
+}
+
+// Walks every window position and channel of a window that keeps the plane's extents, the
+// plane 16 positions at a time: unfolding copies the input positions each chunk reads into
+// its column row (zeros elsewhere); folding adds the column row's entries to the input
+// positions they read. Window positions are the outer loops, so that their masks are built
+// once for every channel; folding still adds into each input position window position by
+// window position, in order, since one channel's positions take additions from that
+// channel's column rows only.
+__attribute__((target("avx512f"), always_inline)) static inline void walk_keeping_extents(
+    int folding, float *plane_values, long channels, long height, long width, long kernel_height, long kernel_width,
     long padding, long dilation, float *columns, long row_stride) {
   const long plane = height * width, chunks = (plane + 15) / 16, window = kernel_height * kernel_width;
   __mmask16 masks[MASKED_CHUNKS];
   for (long ky = 0; ky < kernel_height; ky++) {
     for (long kx = 0; kx < kernel_width; kx++) {
-      const long row_shift = ky * dilation - padding, column_shift = kx * dilation - padding;
-      reading_lanes(height, width, row_shift, column_shift, masks);
-      const intptr_t offset = (intptr_t)(row_shift * width + column_shift) * (intptr_t)sizeof(float);
+      const intptr_t offset = window_position(ky, kx, height, width, padding, dilation, masks);
       for (long c = 0; c < channels; c++) {
-        // Integer addresses: the masked lanes of a load are never read (nor can they fault).
-        const intptr_t input = (intptr_t)(source + c * plane) + offset;
-        float *target = columns + (c * window + ky * kernel_width + kx) * row_stride;
+        // Integer addresses: the masked lanes of a load or store are never touched (nor can
+        // they fault).
+        const intptr_t shifted = (intptr_t)(plane_values + c * plane) + offset;
+        float *row = columns + (c * window + ky * kernel_width + kx) * row_stride;
         for (long chunk = 0; chunk < chunks; chunk++) {
-          const __m512 values =
-              _mm512_maskz_loadu_ps(masks[chunk], (const void *)(input + chunk * 16 * (intptr_t)sizeof(float)));
-          _mm512_mask_storeu_ps(target + chunk * 16, plane_lanes(chunk, plane), values);
+          const __mmask16 lanes = masks[chunk];
+          float *at = (float *)(shifted + chunk * 16 * (intptr_t)sizeof(float));
+          if (folding) {
+            if (!lanes) continue;
+            const __m512 sum = _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, at), _mm512_maskz_loadu_ps(lanes, row + chunk * 16));
+            _mm512_mask_storeu_ps(at, lanes, sum);
+          } else {
+            _mm512_mask_storeu_ps(row + chunk * 16, plane_lanes(chunk, plane), _mm512_maskz_loadu_ps(lanes, at));
+          }
         }
       }
     }
   }
 }
 
+__attribute__((target("avx512f"))) void gradaccum_unfold_keeping_extents(
+    const float *source, long channels, long height, long width, long kernel_height, long kernel_width,
+    long padding, long dilation, float *columns, long row_stride) {
+  // Only read: the input is not written when unfolding.
+  walk_keeping_extents(
+      0, (float *)source, channels, height, width, kernel_height, kernel_width, padding, dilation, columns, row_stride);
+}
+
 __attribute__((target("avx512f"))) void gradaccum_fold_keeping_extents(
     const float *columns, long channels, long height, long width, long kernel_height, long kernel_width,
     long padding, long dilation, float *target, long row_stride) {
-  const long plane = height * width, chunks = (plane + 15) / 16, window = kernel_height * kernel_width;
-  __mmask16 masks[MASKED_CHUNKS];
-  // Each input position receives its additions window position by window position, in
-  // order, as when the channels are the outer loop: one channel's positions take additions
-  // from that channel's column rows only.
-  for (long ky = 0; ky < kernel_height; ky++) {
-    for (long kx = 0; kx < kernel_width; kx++) {
-      const long row_shift = ky * dilation - padding, column_shift = kx * dilation - padding;
-      reading_lanes(height, width, row_shift, column_shift, masks);
-      const intptr_t offset = (intptr_t)(row_shift * width + column_shift) * (intptr_t)sizeof(float);
-      for (long c = 0; c < channels; c++) {
-        const intptr_t output = (intptr_t)(target + c * plane) + offset;
-        const float *source = columns + (c * window + ky * kernel_width + kx) * row_stride;
-        for (long chunk = 0; chunk < chunks; chunk++) {
-          const __mmask16 lanes = masks[chunk];
-          if (!lanes) continue;
-          float *at = (float *)(output + chunk * 16 * (intptr_t)sizeof(float));
-          const __m512 sum =
-              _mm512_add_ps(_mm512_maskz_loadu_ps(lanes, at), _mm512_maskz_loadu_ps(lanes, source + chunk * 16));
-          _mm512_mask_storeu_ps(at, lanes, sum);
-        }
-      }
-    }
-  }
+  // Only read: the columns are not written when folding.
+  walk_keeping_extents(
+      1, target, channels, height, width, kernel_height, kernel_width, padding, dilation, (float *)columns, row_stride);
 }
 
 // One 2×2 window's maximum as `Tensor.maximumPlane` keeps it: `value` replaces `best` when
