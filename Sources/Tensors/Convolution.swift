@@ -113,6 +113,14 @@ extension Tensor {
   /// fold, and 2×2 max pooling runs, in the masked AVX-512 kernels of `VectorKernels`.
   static let runsMaskedKernels = gradaccum_has_avx512f() != 0
 
+  /// Whether ``im2col(_:channels:height:width:geometry:outputHeight:outputWidth:into:rowStride:zerosInPlace:masked:)``
+  /// and ``col2im(_:channels:height:width:geometry:outputHeight:outputWidth:into:rowStride:masked:)``
+  /// hand a window to the masked kernels: `masked`, a window that keeps the plane's extents,
+  /// and a plane the kernels take.
+  static func windowRunsMasked(_ masked: Bool, keepsExtents: Bool, height: Int, width: Int) -> Bool {
+    masked && keepsExtents && gradaccum_unfolds_masked(height, width) != 0
+  }
+
   /// Unfolds one sample `[C, H, W]` (at `source`) into columns `[C·kh·kw, Ho·Wo]`, rows
   /// `rowStride` floats apart (`Ho·Wo` unless several samples are side by side): each
   /// output row is a strided run of one input row (a copy at stride 1), zeros outside.
@@ -130,14 +138,13 @@ extension Tensor {
     outputHeight: Int, outputWidth: Int, into columns: UnsafeMutablePointer<Float>, rowStride: Int,
     zerosInPlace: Bool = false, masked: Bool = runsMaskedKernels
   ) {
-    if masked && gradaccum_unfolds_masked(height, width) != 0
-      && g.keepsExtents(height: height, width: width, outputHeight: outputHeight, outputWidth: outputWidth)
-    {
+    let keepsExtents = g.keepsExtents(height: height, width: width, outputHeight: outputHeight, outputWidth: outputWidth)
+    if windowRunsMasked(masked, keepsExtents: keepsExtents, height: height, width: width) {
       gradaccum_unfold_keeping_extents(
         source, channels, height, width, g.kernelHeight, g.kernelWidth, g.padding, g.dilation, columns, rowStride)
       return
     }
-    if g.keepsExtents(height: height, width: width, outputHeight: outputHeight, outputWidth: outputWidth) {
+    if keepsExtents {
       // One contiguous copy per window position; then zeros where the shift leaves the plane.
       let plane = height * width
       ShiftedPlane.forEach(channels: channels, height: height, width: width, geometry: g) { c, row, shifted in
@@ -194,14 +201,13 @@ extension Tensor {
     outputHeight: Int, outputWidth: Int, into target: UnsafeMutablePointer<Float>, rowStride: Int,
     masked: Bool = runsMaskedKernels
   ) {
-    if masked && gradaccum_unfolds_masked(height, width) != 0
-      && g.keepsExtents(height: height, width: width, outputHeight: outputHeight, outputWidth: outputWidth)
-    {
+    let keepsExtents = g.keepsExtents(height: height, width: width, outputHeight: outputHeight, outputWidth: outputWidth)
+    if windowRunsMasked(masked, keepsExtents: keepsExtents, height: height, width: width) {
       gradaccum_fold_keeping_extents(
         columns, channels, height, width, g.kernelHeight, g.kernelWidth, g.padding, g.dilation, target, rowStride)
       return
     }
-    if g.keepsExtents(height: height, width: width, outputHeight: outputHeight, outputWidth: outputWidth) {
+    if keepsExtents {
       let plane = height * width
       ShiftedPlane.forEach(channels: channels, height: height, width: width, geometry: g) { c, row, shifted in
         let source = columns + row * rowStride, run = shifted.run
@@ -274,9 +280,7 @@ extension Tensor {
     /// Unfolds a group's samples side by side into its lane's `workspace`, rows `span` (the
     /// group's columns) apart; the zeros only where the workspace does not hold them yet
     /// (``ProductGroups/findsZerosInPlace(_:lanes:)``).
-    func unfold(
-      _ source: Tensor, _ samples: Range<Int>, lanes: Int, into workspace: UnsafeMutablePointer<Float>
-    ) {
+    func unfold(_ source: Tensor, _ samples: Range<Int>, into workspace: UnsafeMutablePointer<Float>) {
       let zerosInPlace = groups.findsZerosInPlace(samples, lanes: lanes)
       for (index, sample) in samples.enumerated() {
         im2col(
@@ -292,7 +296,7 @@ extension Tensor {
         groups.forEach(lanes: lanes, shared: shared, computes: computes) { samples, lane in
           let workspace = workspaces.storage.base + lane * patch * columnsPerGroup
           let span = samples.count * plane
-          if computes { unfold(input, samples, lanes: lanes, into: workspace) }
+          if computes { unfold(input, samples, into: workspace) }
           // One sample: straight into the output. Several: into staging, then to each sample.
           let out = staging.map { $0.storage.base + lane * outputs * columnsPerGroup }
             ?? result.storage.base + samples.lowerBound * outputs * plane
@@ -362,7 +366,7 @@ extension Tensor {
           let group = samples.lowerBound / groups.perProduct
           let first = lane == 1 ? group == half : group == 0
           if let target {
-            if computes { unfold(x, samples, lanes: lanes, into: workspace) }
+            if computes { unfold(x, samples, into: workspace) }
             // dW += dY · colsᵀ
             gemm(
               gy, workspace, target.storage.base, m: outputs, n: patch, k: span, transposeA: false,

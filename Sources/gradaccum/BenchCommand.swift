@@ -93,11 +93,23 @@ struct BenchCommand: ParsableCommand {
       throw UsageError("--sequence-length needs a token model, one that starts with embedding(V,d)")
     }
     let outputShape = try userFacing { try shapeModel.outputShape(forInput: inputShape) }
-    let estimator = try userFacing {
-      try MemoryEstimator(
-        model: shapeModel, sampleShape: inputShape, targetShape: lossFunction.targetShape(outputShape: outputShape),
-        loss: lossFunction, optimizer: try optimizerOptions.makeOptimizer())
+    /// Predictions for the shape-only model as it is set to recompute now.
+    func makeEstimator() throws -> MemoryEstimator {
+      try userFacing {
+        try MemoryEstimator(
+          model: shapeModel, sampleShape: inputShape, targetShape: lossFunction.targetShape(outputShape: outputShape),
+          loss: lossFunction, optimizer: try optimizerOptions.makeOptimizer())
+      }
     }
+    /// Measurements of a real model set to run as the shape-only one is now.
+    func makeMeasurement() throws -> MemoryMeasurement {
+      try userFacing {
+        try MemoryMeasurement(
+          model: try Planner.applySameChoices(as: shapeModel, to: buildModel(specification, seed: 0)),
+          optimizer: try optimizerOptions.makeOptimizer(), loss: lossFunction, sampleShape: inputShape)
+      }
+    }
+    let estimator = try makeEstimator()
     var chosen: Int?
     if let budget, let targetBatch {
       chosen = try userFacing {
@@ -118,13 +130,7 @@ struct BenchCommand: ParsableCommand {
     // Output files are checked before the sweep, which can take minutes.
     for path in [csv, svg].compactMap({ $0 }) { try checkWritable(path) }
     try requireMemoryMeasurement()
-    let measurement = try userFacing {
-      try MemoryMeasurement(
-        model: try Planner.applySameChoices(as: shapeModel, to: buildModel(specification, seed: 0)),
-        optimizer: try optimizerOptions.makeOptimizer(),
-        loss: lossFunction, sampleShape: inputShape)
-    }
-    let sweep = Sweep(estimator: estimator, measurement: measurement)
+    let sweep = Sweep(estimator: estimator, measurement: try makeMeasurement())
     if let steps {
       for size in sizes {
         sweep.runSteps(microBatch: size, count: steps)
@@ -149,16 +155,7 @@ struct BenchCommand: ParsableCommand {
       let policies: [RecomputePolicy] = RecomputePolicy.blockSegments(of: shapeModel).isEmpty ? [.all] : [.all, .selective]
       for policy in policies {
         RecomputePolicy.apply(policy, to: shapeModel)
-        let estimator = try userFacing {
-          try MemoryEstimator(
-            model: shapeModel, sampleShape: inputShape, targetShape: lossFunction.targetShape(outputShape: outputShape),
-            loss: lossFunction, optimizer: try optimizerOptions.makeOptimizer())
-        }
-        let model = Planner.applySameChoices(as: shapeModel, to: try buildModel(specification, seed: 0))
-        let measurement = try userFacing {
-          try MemoryMeasurement(
-            model: model, optimizer: try optimizerOptions.makeOptimizer(), loss: lossFunction, sampleShape: inputShape)
-        }
+        let comparison = Sweep(estimator: try makeEstimator(), measurement: try makeMeasurement())
         print("")
         if policy == .selective {
           print("with every transformer block recomputing only its attention weights and GELU outputs in backward:")
@@ -166,8 +163,7 @@ struct BenchCommand: ParsableCommand {
           print("with every segment (\(RecomputePolicy.describe(RecomputePolicy.segments(of: shapeModel)))) recomputing its activations in backward:")
         }
         print("")
-        comparisons.append(
-          (policy, table(Sweep(estimator: estimator, measurement: measurement), sizes: sizes, chosen: nil, budget: budget)))
+        comparisons.append((policy, table(comparison, sizes: sizes, chosen: nil, budget: budget)))
       }
     }
     if let csv {
