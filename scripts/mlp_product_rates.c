@@ -9,7 +9,8 @@
 //
 // Build and run (OpenBLAS from Debian's libopenblas-dev):
 //   cc -O2 scripts/mlp_product_rates.c -o /tmp/mlp_rates -lopenblas -lpthread
-//   OPENBLAS_CORETYPE=Cooperlake /tmp/mlp_rates 1024 halves   (or: threaded)
+//   OPENBLAS_CORETYPE=Cooperlake /tmp/mlp_rates 1024 halves   (or: threaded; add `first` for
+//   the first layer's output product alone)
 #include <cblas.h>
 #include <pthread.h>
 #include <sched.h>
@@ -76,17 +77,24 @@ static float *filled(long count) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 3 || atoi(argv[1]) < 1 || (strcmp(argv[2], "halves") && strcmp(argv[2], "threaded"))) {
-    fprintf(stderr, "usage: %s MICRO_BATCH halves|threaded\n", argv[0]);
+  if (argc < 3 || argc > 4 || atoi(argv[1]) < 1 || (strcmp(argv[2], "halves") && strcmp(argv[2], "threaded")) ||
+      (argc == 4 && strcmp(argv[3], "first"))) {
+    fprintf(stderr, "usage: %s MICRO_BATCH halves|threaded [first]\n", argv[0]);
     return 2;
   }
   int batch = atoi(argv[1]), halves = strcmp(argv[2], "halves") == 0;
+  // `first`: the first layer's output product alone (MICRO_BATCH × 784 · 784 × 512).
+  int firstOnly = argc == 4;
   int widths[4] = {784, 512, 512, 10};
   double flops = 0;
   for (int layer = 0; layer < 3; layer++) {
     int in = widths[layer], out = widths[layer + 1];
     float *x = filled((long)batch * in), *w = filled((long)out * in), *g = filled((long)batch * out);
     products[productCount++] = (struct product){batch, out, in, 0, 1, x, w, filled((long)batch * out)};
+    if (firstOnly) {
+      flops = 2.0 * batch * in * out;
+      break;
+    }
     products[productCount++] = (struct product){out, in, batch, 1, 0, g, x, filled((long)out * in)};
     flops += 4.0 * batch * in * out;
     if (layer > 0) {

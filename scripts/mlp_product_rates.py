@@ -7,6 +7,7 @@ docs/benchmarks.md ("Side by side with this build"). Needs `pip install torch`.
 Usage:
   cc -O2 scripts/mlp_product_rates.c -o /tmp/mlp_rates -lopenblas -lpthread
   OPENBLAS_CORETYPE=Cooperlake python3 scripts/mlp_product_rates.py /tmp/mlp_rates [--rounds N] [--micro-batches 256,1024]
+      [--first-product]
 """
 import argparse
 import re
@@ -19,11 +20,15 @@ import torch
 WIDTHS = [784, 512, 512, 10]
 
 
-def mkl_rate(batch):
-    """GFLOP/s of torch.mm over one step's products (output, weight gradient, input gradient)."""
+def mkl_rate(batch, first_only):
+    """GFLOP/s of torch.mm over one step's products (output, weight gradient, input gradient),
+    or over the first layer's output product alone."""
     torch.set_num_threads(2)
     products, flops = [], 0.0
-    for layer in range(3):
+    if first_only:
+        x, w = torch.rand(batch, WIDTHS[0]), torch.rand(WIDTHS[1], WIDTHS[0])
+        products, flops = [lambda: torch.mm(x, w.t())], 2.0 * batch * WIDTHS[0] * WIDTHS[1]
+    for layer in range(0 if first_only else 3):
         inputs, outputs = WIDTHS[layer], WIDTHS[layer + 1]
         x, w, g = torch.rand(batch, inputs), torch.rand(outputs, inputs), torch.rand(batch, outputs)
         products += [lambda x=x, w=w: torch.mm(x, w.t()), lambda g=g, x=x: torch.mm(g.t(), x)]
@@ -42,8 +47,9 @@ def mkl_rate(batch):
     return flops * rounds / (time.perf_counter() - start) / 1e9
 
 
-def openblas_rate(binary, batch, way):
-    line = subprocess.run([binary, str(batch), way], check=True, capture_output=True, text=True).stdout
+def openblas_rate(binary, batch, way, first_only):
+    line = subprocess.run([binary, str(batch), way] + (["first"] if first_only else []), check=True,
+                          capture_output=True, text=True).stdout
     return float(re.search(r"([0-9.]+) GFLOP/s", line).group(1))
 
 
@@ -52,15 +58,17 @@ def main():
     parser.add_argument("binary", help="scripts/mlp_product_rates.c, compiled")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--micro-batches", default="256,1024", help="comma-separated, such as 256,512,1024")
+    parser.add_argument("--first-product", action="store_true",
+                        help="the first layer's output product alone (MICRO_BATCH x 784 . 784 x 512)")
     args = parser.parse_args()
     print("| micro-batch | OpenBLAS, halves | OpenBLAS, its threads | MKL | halves / MKL |")
     print("|---:|---:|---:|---:|---:|")
     for batch in [int(size) for size in args.micro_batches.split(",")]:
         rates = {"halves": [], "threaded": [], "mkl": []}
         for _ in range(args.rounds):
-            rates["halves"].append(openblas_rate(args.binary, batch, "halves"))
-            rates["threaded"].append(openblas_rate(args.binary, batch, "threaded"))
-            rates["mkl"].append(mkl_rate(batch))
+            rates["halves"].append(openblas_rate(args.binary, batch, "halves", args.first_product))
+            rates["threaded"].append(openblas_rate(args.binary, batch, "threaded", args.first_product))
+            rates["mkl"].append(mkl_rate(batch, args.first_product))
         medians = {key: statistics.median(values) for key, values in rates.items()}
         print(f"| {batch} | {medians['halves']:.0f} | {medians['threaded']:.0f} | {medians['mkl']:.0f} | "
               f"{medians['halves'] / medians['mkl']:.2f} |", flush=True)
