@@ -278,16 +278,19 @@ public enum BLASCall {
       }
     }
 
-    /// Whether the rows of `C` are cut, else its columns: the longer side, and the rows of
-    /// a weight's gradient `Gᵀ·X` summed over fewer than 256 rows (a small micro-batch),
-    /// whichever is longer. Measured on one product per thread (`Cooperlake`, `SkylakeX`,
-    /// `Haswell`, `Sandybridge` kernels): cutting the columns of a `512 × 784` `Gᵀ·X` over
-    /// 16 rows took 240 µs against 67 µs for its rows with the AVX-512 kernels (88 µs whole
-    /// on one thread), over 1 row 50 against 24 µs, and from 1.0 to 1.4× the rows' time
-    /// over 4 to 192 rows with every family; from 256 rows either cut is within 10% of the
-    /// other, one way or the other by family.
+    /// Whether the rows of `C` are cut, else its columns: the longer side, but the rows of a
+    /// weight's gradient `Gᵀ·X` (of 32 rows or more) summed over fewer than 256 rows (a
+    /// small micro-batch), or with fewer than twice as many columns as rows, whichever is
+    /// longer. Measured on one product per thread (`Cooperlake`, `SkylakeX`, `Haswell`,
+    /// `Sandybridge` kernels): cutting the columns of a `512 × 784` `Gᵀ·X` over 16 rows
+    /// took 240 µs against 67 µs for its rows with the AVX-512 kernels (88 µs whole on one
+    /// thread), over 1 row 50 against 24 µs, and from 1.0 to 1.4× the rows' time over 4 to
+    /// 192 rows with every family. Both halves at once on two threads, as a step runs them
+    /// (`scripts/product_cuts.c`), its rows are also faster over 256 and 1,024 rows, by 1–10%
+    /// with every family (`Zen` too), while with four times as many columns as rows
+    /// (`128 × 512`, `64 × 288`) the columns are as fast or up to 20% faster.
     static func cutsRows(m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool) -> Bool {
-      m >= n || (transposeA && !transposeB && k < 256 && m >= 32)
+      m >= n || (transposeA && !transposeB && m >= 32 && (k < 256 || 2 * m > n))
     }
 
     /// Products of at least this many multiply-adds are cut (when their longer side has 32
