@@ -1,21 +1,32 @@
-// One matrix product cut in two halves, by the rows of its output or by its columns, both
-// halves at once on two threads as GradAccum runs them (`BLASCall.Halves`: each half a
-// one-thread sgemm, one on this thread, one on a helper that spins waiting for work).
-// Alternates the two cuts for several rounds and prints each cut's GFLOP/s (median over
-// rounds, each round the best of 10 runs of 10 products) and the ratio rows / columns per
-// round. Used for docs/benchmarks.md ("Which half of a weight's gradient to cut").
+// One matrix product cut in two parts, both at once on two threads as GradAccum runs them
+// (`BLASCall.Halves`: each part a one-thread sgemm, one on this thread, one on a helper that
+// spins waiting for work). Used for docs/benchmarks.md ("Which half of a weight's gradient
+// to cut", "Cores at different speeds"). Three ways to run it:
 //
-// Build and run (OpenBLAS from Debian's libopenblas-dev):
-//   cc -O2 scripts/product_cuts.c -o /tmp/product_cuts -lopenblas -lpthread
-//   OPENBLAS_CORETYPE=Cooperlake /tmp/product_cuts M N K TRANSPOSE_A TRANSPOSE_B [ROUNDS]
+//   product_cuts M N K TRANSPOSE_A TRANSPOSE_B [ROUNDS]
+//     alternates the halves by rows, the halves by columns and the whole product on this
+//     thread alone, and prints the GFLOP/s of each (median over rounds, each round the best
+//     of 10 runs of 10 products), rows / columns per round and two threads over one;
+//   product_cuts --balance M N K TRANSPOSE_A TRANSPOSE_B [ROUNDS]
+//     alternates rows cut in fixed halves and rows cut where the threads' measured rates say
+//     (as `CoreBalance`: the calling thread's share moved 0.3 of the way toward its rate
+//     against both after each product, kept within 0.375-0.625, cut at a multiple of 48
+//     rows), and prints per round the GFLOP/s of each and each thread's rate in the halves;
+//   product_cuts --bits M N K TRANSPOSE_A TRANSPOSE_B STEP
+//     counts the cuts of rows, and of columns, at multiples of STEP whose product differs in
+//     any bit from the whole product on one thread.
+//
 // for C[M, N] = op(A) · op(B) over K, row-major; e.g. `512 784 1024 1 0` is the MLP's first
-// weight gradient Gᵀ·X at micro-batch 1,024.
+// weight gradient Gᵀ·X at micro-batch 1,024. Build (OpenBLAS from Debian's libopenblas-dev):
+//   cc -O2 scripts/product_cuts.c -o /tmp/product_cuts -lopenblas -lpthread
+// and run with OPENBLAS_CORETYPE=Cooperlake (or another kernel family) set.
 #include <cblas.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 static double seconds(void) {
@@ -27,20 +38,31 @@ static double seconds(void) {
 static int m, n, k, transposeA, transposeB;
 static const float *a, *b;
 static float *c;
-static int cutsRows;
+// How the product is cut: by rows (else columns), after `cut` rows or columns.
+static int cutsRows, cut;
+// The seconds each part of the last product took, on this thread and on the helper, and
+// their sums since they were last set to zero.
+static double partSeconds[2], partTotals[2];
 
-// Half 0 or 1 of C = op(A) · op(B), cut as `cutsRows` says, with the whole operands'
-// leading dimensions.
-static void runHalf(int half) {
+// Rows (or columns) `first` up to `last` of C = op(A) · op(B) into `out`, with the whole
+// operands' leading dimensions.
+static void runPart(int first, int last, int byRows, float *out) {
   int lda = transposeA ? m : k, ldb = transposeB ? k : n;
-  int cut = (cutsRows ? m : n) / 2, first = half == 0 ? 0 : cut;
-  int rows = cutsRows ? (half == 0 ? cut : m - cut) : m;
-  int columns = cutsRows ? n : (half == 0 ? cut : n - cut);
-  const float *left = a + (cutsRows ? (transposeA ? first : (long)first * lda) : 0);
-  const float *right = b + (cutsRows ? 0 : (transposeB ? (long)first * ldb : first));
-  float *out = c + (cutsRows ? (long)first * n : first);
+  int rows = byRows ? last - first : m, columns = byRows ? n : last - first;
+  if (rows <= 0 || columns <= 0) return;
+  const float *left = a + (byRows ? (transposeA ? first : (long)first * lda) : 0);
+  const float *right = b + (byRows ? 0 : (transposeB ? (long)first * ldb : first));
   cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans, transposeB ? CblasTrans : CblasNoTrans, rows,
-              columns, k, 1, left, lda, right, ldb, 0, out, n);
+              columns, k, 1, left, lda, right, ldb, 0, out + (byRows ? (long)first * n : first), n);
+}
+
+// Part 0 (before the cut) or 1 (after it), timed.
+static void runHalf(int half) {
+  double start = seconds();
+  int length = cutsRows ? m : n;
+  runPart(half == 0 ? 0 : cut, half == 0 ? cut : length, cutsRows, c);
+  partSeconds[half] = seconds() - start;
+  partTotals[half] += partSeconds[half];
 }
 
 static atomic_int posted, finished, stopping;
@@ -60,7 +82,7 @@ static void *helper(void *unused) {
 
 static int handed;
 
-// Both halves of the product, one here and one on the helper.
+// Both parts of the product, one here and one on the helper.
 static void runProduct(void) {
   handed++;
   atomic_store(&posted, handed);
@@ -68,14 +90,30 @@ static void runProduct(void) {
   while (atomic_load(&finished) < handed) sched_yield();
 }
 
-// GFLOP/s of the product cut as `rows` says: the best of 10 runs of 10 products.
-static double rate(int rows) {
-  cutsRows = rows;
+// The whole product on this thread alone.
+static void runWhole(void) { runPart(0, m, 1, c); }
+
+// The calling thread's share of the rows, moved after each product by `runBalanced`.
+static double share = 0.5;
+
+static void runBalanced(void) {
+  const int step = 48;
+  int first = ((int)(m * 0.375 + 0.999999) + step - 1) / step, last = (int)(m * 0.625) / step;
+  int multiple = (int)(share * m / step + 0.5);
+  cut = (multiple < first ? first : multiple > last ? last : multiple) * step;
   runProduct();
+  double caller = cut / partSeconds[0], other = (m - cut) / partSeconds[1];
+  double moved = share + 0.3 * (caller / (caller + other) - share);
+  share = moved < 0.375 ? 0.375 : moved > 0.625 ? 0.625 : moved;
+}
+
+// GFLOP/s of `product`: the best of 10 runs of 10 products.
+static double rate(void (*product)(void)) {
+  product();
   double best = 1e30;
   for (int run = 0; run < 10; run++) {
     double start = seconds();
-    for (int product = 0; product < 10; product++) runProduct();
+    for (int index = 0; index < 10; index++) product();
     double elapsed = (seconds() - start) / 10;
     if (elapsed < best) best = elapsed;
   }
@@ -84,7 +122,11 @@ static double rate(int rows) {
 
 static float *filled(long count) {
   float *values = malloc(sizeof(float) * count);
-  for (long i = 0; i < count; i++) values[i] = 1e-3f * (float)(i % 7);
+  unsigned state = 1;
+  for (long i = 0; i < count; i++) {
+    state = state * 1664525u + 1013904223u;
+    values[i] = (float)(state >> 8) / 16777216.0f * 2 - 1;
+  }
   return values;
 }
 
@@ -98,36 +140,85 @@ static double median(double *values, int count) {
   return count % 2 ? values[count / 2] : (values[count / 2 - 1] + values[count / 2]) / 2;
 }
 
+// The cuts of rows and of columns at multiples of `step` that change any bit.
+static void countDifferingCuts(int step) {
+  float *whole = malloc(sizeof(float) * (long)m * n);
+  runPart(0, m, 1, whole);
+  for (int byRows = 1; byRows >= 0; byRows--) {
+    int length = byRows ? m : n, tried = 0, differing = 0;
+    for (int at = step; at < length; at += step) {
+      runPart(0, at, byRows, c);
+      runPart(at, length, byRows, c);
+      tried++;
+      differing += memcmp(c, whole, sizeof(float) * (long)m * n) != 0;
+    }
+    printf("%s cuts at multiples of %d: %d of %d differ from the whole product\n", byRows ? "row" : "column", step,
+           differing, tried);
+  }
+  free(whole);
+}
+
 int main(int argc, char **argv) {
-  if (argc < 6 || argc > 7) {
-    fprintf(stderr, "usage: %s M N K TRANSPOSE_A TRANSPOSE_B [ROUNDS]\n", argv[0]);
+  int balance = argc > 1 && strcmp(argv[1], "--balance") == 0, bits = argc > 1 && strcmp(argv[1], "--bits") == 0;
+  int first = balance || bits ? 2 : 1;
+  if (argc < first + 5 || argc > first + 6 || (bits && argc != first + 6)) {
+    fprintf(stderr, "usage: %s [--balance] M N K TRANSPOSE_A TRANSPOSE_B [ROUNDS]\n       %s --bits M N K "
+            "TRANSPOSE_A TRANSPOSE_B STEP\n", argv[0], argv[0]);
     return 2;
   }
-  m = atoi(argv[1]), n = atoi(argv[2]), k = atoi(argv[3]);
-  transposeA = atoi(argv[4]) != 0, transposeB = atoi(argv[5]) != 0;
-  int rounds = argc == 7 ? atoi(argv[6]) : 8;
-  if (m < 2 || n < 2 || k < 1 || rounds < 1 || rounds > 100) {
-    fprintf(stderr, "M and N must be 2 or more, K 1 or more, ROUNDS 1 to 100; got %s %s %s %d\n", argv[1], argv[2],
-            argv[3], rounds);
+  m = atoi(argv[first]), n = atoi(argv[first + 1]), k = atoi(argv[first + 2]);
+  transposeA = atoi(argv[first + 3]) != 0, transposeB = atoi(argv[first + 4]) != 0;
+  int last = argc == first + 6 ? atoi(argv[first + 5]) : 8;
+  if (m < 2 || n < 2 || k < 1 || last < 1 || (!bits && last > 100) || (balance && m < 384)) {
+    fprintf(stderr, "M and N must be 2 or more (M 384 or more with --balance), K 1 or more, ROUNDS 1 to 100, STEP 1 "
+            "or more; got %d %d %d, %d\n", m, n, k, last);
     return 2;
   }
-  a = filled((long)m * k), b = filled((long)k * n), c = filled((long)m * n);
+  a = filled((long)m * k), b = filled((long)k * n), c = malloc(sizeof(float) * (long)m * n);
   openblas_set_num_threads(1);
+  if (bits) {
+    countDifferingCuts(last);
+    return 0;
+  }
+  int rounds = last;
   pthread_t thread;
   pthread_create(&thread, NULL, helper, NULL);
-  double rows[100], columns[100], ratios[100];
-  printf("%d x %d x %d%s%s, GFLOP/s per round (rows, columns):", m, n, k, transposeA ? ", A transposed" : "",
-         transposeB ? ", B transposed" : "");
-  for (int round = 0; round < rounds; round++) {
-    rows[round] = rate(1);
-    columns[round] = rate(0);
-    ratios[round] = rows[round] / columns[round];
-    printf(" (%.0f, %.0f)", rows[round], columns[round]);
+  double first_[100], second[100], whole[100], ratios[100], scaling[100];
+  if (balance) {
+    printf("%d x %d x %d%s%s, GFLOP/s per round: fixed halves (this thread's rate, the helper's), following the "
+           "rates (share)\n", m, n, k, transposeA ? ", A transposed" : "", transposeB ? ", B transposed" : "");
+    for (int round = 0; round < rounds; round++) {
+      cutsRows = 1, cut = m / 2;
+      partTotals[0] = partTotals[1] = 0;
+      first_[round] = rate(runProduct);
+      // 111 products: the warm-up and 10 runs of 10.
+      double mine = 111 * 2.0 * cut * n * k / partTotals[0] / 1e9;
+      double theirs = 111 * 2.0 * (m - cut) * n * k / partTotals[1] / 1e9;
+      second[round] = rate(runBalanced);
+      ratios[round] = second[round] / first_[round];
+      printf("  %.0f (%.0f, %.0f), %.0f (%.2f)\n", first_[round], mine, theirs, second[round], share);
+    }
+    printf("fixed halves %.0f, following the rates %.0f GFLOP/s (medians); following / fixed per round, median %.3f\n",
+           median(first_, rounds), median(second, rounds), median(ratios, rounds));
+  } else {
+    printf("%d x %d x %d%s%s, GFLOP/s per round (rows, columns, whole on one thread):", m, n, k,
+           transposeA ? ", A transposed" : "", transposeB ? ", B transposed" : "");
+    for (int round = 0; round < rounds; round++) {
+      cutsRows = 1, cut = m / 2;
+      first_[round] = rate(runProduct);
+      cutsRows = 0, cut = n / 2;
+      second[round] = rate(runProduct);
+      whole[round] = rate(runWhole);
+      ratios[round] = first_[round] / second[round];
+      scaling[round] = (first_[round] > second[round] ? first_[round] : second[round]) / whole[round];
+      printf(" (%.0f, %.0f, %.0f)", first_[round], second[round], whole[round]);
+    }
+    printf("\nrows %.0f, columns %.0f, whole on one thread %.0f GFLOP/s (medians); rows / columns per round, median "
+           "%.3f; two threads over one, median %.2f\n",
+           median(first_, rounds), median(second, rounds), median(whole, rounds), median(ratios, rounds),
+           median(scaling, rounds));
   }
   atomic_store(&stopping, 1);
   pthread_join(thread, NULL);
-  double rowsMedian = median(rows, rounds), columnsMedian = median(columns, rounds);
-  printf("\nrows %.0f, columns %.0f GFLOP/s (medians); rows / columns per round, median %.3f\n", rowsMedian,
-         columnsMedian, median(ratios, rounds));
   return 0;
 }

@@ -257,10 +257,14 @@ public enum BLASCall {
     let cutsRows: Bool
     /// The extents `(m, n)` of the lower half and of the upper half.
     let lower: (m: Int, n: Int), upper: (m: Int, n: Int)
+    /// Where the rows may be cut instead of in halves, following the cores' speeds
+    /// (``CoreBalance``): `nil` when the cut is fixed.
+    let movableCuts: ClosedRange<Int>?
 
     /// `nil` when the product runs whole: on one thread by rule, without a helper thread, or
     /// when a half would allocate inside BLAS (or that is unknown). Asked outside any
-    /// one-thread region, since a probe takes the BLAS lock.
+    /// one-thread region, since a probe takes the BLAS lock. The cut moves only where no
+    /// part it can make allocates either.
     init?(m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool) {
       guard ParallelWork.helper != nil, Self.cuts(m: m, n: n, k: k), let allocates = productAllocates else {
         return nil
@@ -276,6 +280,16 @@ public enum BLASCall {
       if allocates(lower.m, lower.n, k, transposeA, transposeB) || allocates(upper.m, upper.n, k, transposeA, transposeB) {
         return nil
       }
+      // The parts of the first and the last cut, probed: those between are of sizes between
+      // theirs, all above the sizes where OpenBLAS changes its path.
+      let movable = cutsRows ? CoreBalance.cuts(m: m, n: n, k: k) : nil
+      let partsAllocate = movable.map { cuts in
+        [cuts.lowerBound, cuts.upperBound].contains { multiple in
+          let rows = multiple * CoreBalance.rowStep
+          return allocates(rows, n, k, transposeA, transposeB) || allocates(m - rows, n, k, transposeA, transposeB)
+        }
+      }
+      movableCuts = partsAllocate == false ? movable : nil
     }
 
     /// Whether the rows of `C` are cut, else its columns: the longer side, but the rows of a
@@ -316,29 +330,54 @@ public enum BLASCall {
     }
 
     /// `C (+)= A·B` as `start` says, the halves on two threads, each starting its own part
-    /// of `C`.
+    /// of `C`; where the cut may move, the calling thread's rows as ``CoreBalance`` says,
+    /// each part timed to move it for the next product.
     func run(
       _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, strides: Strides,
       start: Start
     ) {
       threadCountLock.exclusively {
-        openblas_set_num_threads(1)
-        ParallelWork.split(2, elementsPerItem: ParallelWork.minimumElements) { range in
-          for index in range {
-            let (m, n) = index == 0 ? lower : upper
-            // Where the half starts: 0, or the lower half's rows or columns.
-            let first = index == 0 ? 0 : cutsRows ? lower.m : lower.n
-            // Rows of C start rows of op(A); columns of C start columns of op(B).
-            let a = a + (cutsRows ? (transposeA ? first : first * strides.a) : 0)
-            let b = b + (cutsRows ? 0 : (transposeB ? first * strides.b : first))
-            let c = c + (cutsRows ? first * strides.c : first)
-            multiply(
-              a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, strides: strides,
-              start: cutsRows ? start : start.columns(from: first), oneThread: true)
+        let callerRows = movableCuts.map { CoreBalance.rows(of: lower.m + upper.m, within: $0) }
+        run(a, b, c, strides: strides, start: start, callerRows: callerRows)
+        if let callerRows, movableCuts != nil {
+          CoreBalance.record(callerRows: callerRows, helperRows: lower.m + upper.m - callerRows)
+        }
+      }
+    }
+
+    /// The product cut after `callerRows` rows (one of ``movableCuts``' multiples of
+    /// ``CoreBalance/rowStep``), or in the fixed halves when `nil`; each part timed into
+    /// ``CoreBalance/partSeconds`` when the cut may move. The caller holds
+    /// ``threadCountLock`` exclusively.
+    func run(
+      _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, strides: Strides,
+      start: Start, callerRows: Int?
+    ) {
+      let rows = self.lower.m + self.upper.m
+      let lower: (m: Int, n: Int) = callerRows.map { ($0, self.lower.n) } ?? self.lower
+      let upper: (m: Int, n: Int) = callerRows.map { (rows - $0, self.upper.n) } ?? self.upper
+      let timed = movableCuts != nil
+      openblas_set_num_threads(1)
+      ParallelWork.split(2, elementsPerItem: ParallelWork.minimumElements) { range in
+        for index in range {
+          let (m, n) = index == 0 ? lower : upper
+          // Where the half starts: 0, or the lower half's rows or columns.
+          let first = index == 0 ? 0 : cutsRows ? lower.m : lower.n
+          // Rows of C start rows of op(A); columns of C start columns of op(B).
+          let a = a + (cutsRows ? (transposeA ? first : first * strides.a) : 0)
+          let b = b + (cutsRows ? 0 : (transposeB ? first * strides.b : first))
+          let c = c + (cutsRows ? first * strides.c : first)
+          let started = timed ? CoreBalance.now() : 0
+          multiply(
+            a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, strides: strides,
+            start: cutsRows ? start : start.columns(from: first), oneThread: true)
+          if timed {
+            let seconds = CoreBalance.now() - started
+            if index == 0 { CoreBalance.partSeconds.0 = seconds } else { CoreBalance.partSeconds.1 = seconds }
           }
         }
-        openblas_set_num_threads(Int32(BLASThreading.defaultThreads))
       }
+      openblas_set_num_threads(Int32(BLASThreading.defaultThreads))
     }
   }
 

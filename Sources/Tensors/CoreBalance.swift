@@ -1,0 +1,81 @@
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// Where a large product's rows are cut between the calling thread and the helper
+/// (``BLASCall/Halves``): by how fast each core ran the products before.
+///
+/// A core of a virtual machine can run OpenBLAS's products a third slower than the other
+/// for seconds at a time (a neighbour on the host sharing what it caches), while a loop of
+/// multiply-adds on it keeps its speed. With fixed halves every product then waits for the
+/// slower core. So the calling thread's share of the rows follows the two cores' measured
+/// rates, within ``lowestShare`` and ``highestShare``, and the rows are cut at a multiple
+/// of ``rowStep``. Such cuts give the bits of the whole product on one thread with every
+/// OpenBLAS kernel family tried, so results do not depend on where the cut falls, and so
+/// not on timing; products whose cut may not move are cut in fixed halves as before.
+///
+/// Read and written only by the thread that owns the helper for a product, under
+/// ``BLASCall``'s thread-count lock held exclusively.
+enum CoreBalance {
+  /// Rows are cut at multiples of this many: of 16 (the row tile of the AVX-512, AVX and
+  /// SSE kernels) and of 6 (the `Haswell` and `Zen` kernels'), where cutting elsewhere
+  /// changes the last places of some values (`scripts/product_cuts.c --bits`).
+  static let rowStep = 48
+
+  /// The calling thread's share of the rows is kept within these.
+  static let lowestShare = 0.375, highestShare = 0.625
+
+  /// The fewest multiply-adds in either part: far above OpenBLAS's small-matrix and direct
+  /// `sgemm` kernels (at most 7.3 million), which sum in another order than the blocked one.
+  static let smallestPart = 1 << 23
+
+  /// How far one product's measured rates move the share (the rest is the past).
+  static let weightOfLatest = 0.3
+
+  /// The calling thread's share of the rows, following the measured rates.
+  nonisolated(unsafe) static var share = 0.5
+
+  /// The seconds each part of the last product took: `[0]` on the calling thread, `[1]` on
+  /// the helper (or on the calling thread too, when the helper came late).
+  nonisolated(unsafe) static var partSeconds = (0.0, 0.0)
+
+  /// The cuts a product of `m` rows may take, as multiples of ``rowStep`` (the first and
+  /// the last of them): `nil` when fewer than two fit within the shares, or when a part
+  /// would have fewer than ``smallestPart`` multiply-adds.
+  static func cuts(m: Int, n: Int, k: Int) -> ClosedRange<Int>? {
+    let first = (Int((Double(m) * lowestShare).rounded(.up)) + rowStep - 1) / rowStep
+    let last = Int(Double(m) * highestShare) / rowStep
+    guard last > first, (m - last * rowStep) &* n &* k >= smallestPart, first * rowStep &* n &* k >= smallestPart
+    else { return nil }
+    return first...last
+  }
+
+  /// The rows the calling thread takes at `share`: the multiple of ``rowStep`` nearest it,
+  /// within `cuts`.
+  static func rows(of m: Int, within cuts: ClosedRange<Int>, share: Double = share) -> Int {
+    let multiple = Int((share * Double(m) / Double(rowStep)).rounded())
+    return Swift.min(Swift.max(multiple, cuts.lowerBound), cuts.upperBound) * rowStep
+  }
+
+  /// `share` moved by ``weightOfLatest`` toward the calling thread's rate against both, and
+  /// kept within the bounds; unchanged unless both rates are positive and finite.
+  static func moved(_ share: Double, callerRate: Double, helperRate: Double) -> Double {
+    guard callerRate > 0, helperRate > 0, callerRate.isFinite, helperRate.isFinite else { return share }
+    let moved = share + weightOfLatest * (callerRate / (callerRate + helperRate) - share)
+    return Swift.min(Swift.max(moved, lowestShare), highestShare)
+  }
+
+  /// Moves ``share`` by the rates of the last product's parts (``partSeconds``).
+  static func record(callerRows: Int, helperRows: Int) {
+    let (callerSeconds, helperSeconds) = partSeconds
+    share = moved(
+      share, callerRate: Double(callerRows) / callerSeconds, helperRate: Double(helperRows) / helperSeconds)
+  }
+
+  /// Seconds on the monotonic clock.
+  static func now() -> Double {
+    var time = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &time)
+    return Double(time.tv_sec) + Double(time.tv_nsec) * 1e-9
+  }
+}
