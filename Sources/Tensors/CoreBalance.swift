@@ -35,9 +35,11 @@ enum CoreBalance {
   /// The calling thread's share of the rows, following the measured rates.
   nonisolated(unsafe) static var share = 0.5
 
-  /// The seconds each part of the last product took: `[0]` on the calling thread, `[1]` on
-  /// the helper (or on the calling thread too, when the helper came late).
-  nonisolated(unsafe) static var partSeconds = (0.0, 0.0)
+  /// The seconds the last product's first part took, on the calling thread.
+  nonisolated(unsafe) static var callerSeconds = 0.0
+  /// The seconds its second part took, on the helper (or on the calling thread too, when the
+  /// helper came late); written before the helper reports the part done.
+  nonisolated(unsafe) static var helperSeconds = 0.0
 
   /// The cuts a product of `m` rows may take, as multiples of ``rowStep`` (the first and
   /// the last of them): `nil` when fewer than two fit within the shares, or when a part
@@ -65,9 +67,9 @@ enum CoreBalance {
     return Swift.min(Swift.max(moved, lowestShare), highestShare)
   }
 
-  /// Moves ``share`` by the rates of the last product's parts (``partSeconds``).
+  /// Moves ``share`` by the rates of the last product's parts (``callerSeconds``,
+  /// ``helperSeconds``).
   static func record(callerRows: Int, helperRows: Int) {
-    let (callerSeconds, helperSeconds) = partSeconds
     share = moved(
       share, callerRate: Double(callerRows) / callerSeconds, helperRate: Double(helperRows) / helperSeconds)
   }

@@ -339,16 +339,16 @@ public enum BLASCall {
       threadCountLock.exclusively {
         let callerRows = movableCuts.map { CoreBalance.rows(of: lower.m + upper.m, within: $0) }
         run(a, b, c, strides: strides, start: start, callerRows: callerRows)
-        if let callerRows, movableCuts != nil {
+        if let callerRows {
           CoreBalance.record(callerRows: callerRows, helperRows: lower.m + upper.m - callerRows)
         }
       }
     }
 
     /// The product cut after `callerRows` rows (one of ``movableCuts``' multiples of
-    /// ``CoreBalance/rowStep``), or in the fixed halves when `nil`; each part timed into
-    /// ``CoreBalance/partSeconds`` when the cut may move. The caller holds
-    /// ``threadCountLock`` exclusively.
+    /// ``CoreBalance/rowStep``), or in the fixed halves when `nil`; each part timed (into
+    /// ``CoreBalance/callerSeconds`` and ``CoreBalance/helperSeconds``) when the cut may
+    /// move. The caller holds ``threadCountLock`` exclusively.
     func run(
       _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, strides: Strides,
       start: Start, callerRows: Int?
@@ -373,7 +373,7 @@ public enum BLASCall {
             start: cutsRows ? start : start.columns(from: first), oneThread: true)
           if timed {
             let seconds = CoreBalance.now() - started
-            if index == 0 { CoreBalance.partSeconds.0 = seconds } else { CoreBalance.partSeconds.1 = seconds }
+            if index == 0 { CoreBalance.callerSeconds = seconds } else { CoreBalance.helperSeconds = seconds }
           }
         }
       }
