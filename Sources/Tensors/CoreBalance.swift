@@ -12,10 +12,10 @@
 /// rates, within ``lowestShare`` and ``highestShare``, and the rows are cut at a multiple
 /// of ``rowStep``. Such cuts give the bits of the whole product on one thread with every
 /// OpenBLAS kernel family tried, so results do not depend on where the cut falls, and so
-/// not on timing; products whose cut may not move are cut in fixed halves as before.
+/// not on timing; products whose cut may not move are cut in fixed halves.
 ///
-/// Read and written only by the thread that owns the helper for a product, under
-/// ``BLASCall``'s thread-count lock held exclusively.
+/// Read and written under ``BLASCall``'s thread-count lock held exclusively, by the thread
+/// that holds it (``helperSeconds`` by the helper working for that thread).
 enum CoreBalance {
   /// Rows are cut at multiples of this many: of 16 (the row tile of the AVX-512, AVX and
   /// SSE kernels) and of 6 (the `Haswell` and `Zen` kernels'), where cutting elsewhere
