@@ -10,7 +10,7 @@
 //   product_cuts --balance M N K TRANSPOSE_A TRANSPOSE_B [ROUNDS]
 //     alternates rows cut in fixed halves and rows cut where the threads' measured rates say
 //     (as `CoreBalance`: the calling thread's share moved 0.3 of the way toward its rate
-//     against both after each product, kept within 0.375-0.625, cut at a multiple of 48
+//     against both after each product, kept within 0.375-0.625, cut at a multiple of 16
 //     rows), and prints per round the GFLOP/s of each and each thread's rate in the halves;
 //   product_cuts --bits M N K TRANSPOSE_A TRANSPOSE_B STEP
 //     counts the cuts of rows, and of columns, at multiples of STEP whose product differs in
@@ -97,7 +97,7 @@ static void runWhole(void) { runPart(0, m, 1, c); }
 static double share = 0.5;
 
 static void runBalanced(void) {
-  const int step = 48;
+  const int step = 16;
   int first = ((int)(m * 0.375 + 0.999999) + step - 1) / step, last = (int)(m * 0.625) / step;
   int multiple = (int)(share * m / step + 0.5);
   cut = (multiple < first ? first : multiple > last ? last : multiple) * step;

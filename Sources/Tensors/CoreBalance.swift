@@ -1,3 +1,5 @@
+import CBLAS
+
 #if canImport(Glibc)
   import Glibc
 #endif
@@ -10,17 +12,27 @@
 /// multiply-adds on it keeps its speed. With fixed halves every product then waits for the
 /// slower core. So the calling thread's share of the rows follows the two cores' measured
 /// rates, within ``lowestShare`` and ``highestShare``, and the rows are cut at a multiple
-/// of ``rowStep``. Such cuts give the bits of the whole product on one thread with every
-/// OpenBLAS kernel family tried, so results do not depend on where the cut falls, and so
-/// not on timing; products whose cut may not move are cut in fixed halves.
+/// of ``rowStep``. Such cuts give the bits of the whole product on one thread, so results
+/// do not depend on where the cut falls, and so not on timing; products whose cut may not
+/// move are cut in fixed halves.
 ///
 /// Read and written under ``BLASCall``'s thread-count lock held exclusively, by the thread
 /// that holds it (``helperSeconds`` by the helper working for that thread).
 enum CoreBalance {
-  /// Rows are cut at multiples of this many: of 16 (the row tile of the AVX-512, AVX and
-  /// SSE kernels) and of 6 (the `Haswell` and `Zen` kernels'), where cutting elsewhere
-  /// changes the last places of some values (`scripts/product_cuts.c --bits`).
-  static let rowStep = 48
+  /// Rows are cut at multiples of this many, or `nil` where the cut stays fixed: 16 with
+  /// the kernel families whose row tile divides 16, where no cut at a multiple of 16 changes
+  /// a bit (`scripts/product_cuts.c --bits`: `Cooperlake`, `SkylakeX`, `Sandybridge`,
+  /// `Prescott`). `Haswell` and `Zen` compute rows in tiles of 6: there every such cut but
+  /// the multiples of 48 changes the last places of some values, and multiples of 48 would
+  /// leave equal cores with parts up to 6% apart (240 and 272 of 512 rows), so there, as
+  /// with families not measured, the cut stays in fixed halves.
+  static let rowStep: Int? = {
+    guard let name = openblas_get_corename() else { return nil }
+    let measured =
+      strcmp(name, "Cooperlake") == 0 || strcmp(name, "SkylakeX") == 0 || strcmp(name, "Sandybridge") == 0
+      || strcmp(name, "Prescott") == 0
+    return measured ? 16 : nil
+  }()
 
   /// The calling thread's share of the rows is kept within these.
   static let lowestShare = 0.375, highestShare = 0.625
@@ -42,9 +54,10 @@ enum CoreBalance {
   nonisolated(unsafe) static var helperSeconds = 0.0
 
   /// The cuts a product of `m` rows may take, as multiples of ``rowStep`` (the first and
-  /// the last of them): `nil` when fewer than two fit within the shares, or when a part
-  /// would have fewer than ``smallestPart`` multiply-adds.
+  /// the last of them): `nil` where the cut stays fixed, when fewer than two fit within the
+  /// shares, or when a part would have fewer than ``smallestPart`` multiply-adds.
   static func cuts(m: Int, n: Int, k: Int) -> ClosedRange<Int>? {
+    guard let rowStep else { return nil }
     let first = (Int((Double(m) * lowestShare).rounded(.up)) + rowStep - 1) / rowStep
     let last = Int(Double(m) * highestShare) / rowStep
     guard last > first, (m - last * rowStep) &* n &* k >= smallestPart, first * rowStep &* n &* k >= smallestPart
@@ -53,10 +66,11 @@ enum CoreBalance {
   }
 
   /// The rows the calling thread takes at `share`: the multiple of ``rowStep`` nearest it,
-  /// within `cuts`.
+  /// within `cuts` (from ``cuts(m:n:k:)``).
   static func rows(of m: Int, within cuts: ClosedRange<Int>, share: Double = share) -> Int {
-    let multiple = Int((share * Double(m) / Double(rowStep)).rounded())
-    return Swift.min(Swift.max(multiple, cuts.lowerBound), cuts.upperBound) * rowStep
+    let step = rowStep ?? 1
+    let multiple = Int((share * Double(m) / Double(step)).rounded())
+    return Swift.min(Swift.max(multiple, cuts.lowerBound), cuts.upperBound) * step
   }
 
   /// `share` moved by ``weightOfLatest`` toward the calling thread's rate against both, and

@@ -285,7 +285,7 @@ public enum BLASCall {
       let movable = cutsRows ? CoreBalance.cuts(m: m, n: n, k: k) : nil
       let partsAllocate = movable.map { cuts in
         [cuts.lowerBound, cuts.upperBound].contains { multiple in
-          let rows = multiple * CoreBalance.rowStep
+          let rows = multiple * (CoreBalance.rowStep ?? 1)
           return allocates(rows, n, k, transposeA, transposeB) || allocates(m - rows, n, k, transposeA, transposeB)
         }
       }
