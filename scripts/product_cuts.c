@@ -160,15 +160,15 @@ static void countDifferingCuts(int step) {
 
 int main(int argc, char **argv) {
   int balance = argc > 1 && strcmp(argv[1], "--balance") == 0, bits = argc > 1 && strcmp(argv[1], "--bits") == 0;
-  int first = balance || bits ? 2 : 1;
-  if (argc < first + 5 || argc > first + 6 || (bits && argc != first + 6)) {
+  int argument = balance || bits ? 2 : 1;
+  if (argc < argument + 5 || argc > argument + 6 || (bits && argc != argument + 6)) {
     fprintf(stderr, "usage: %s [--balance] M N K TRANSPOSE_A TRANSPOSE_B [ROUNDS]\n       %s --bits M N K "
             "TRANSPOSE_A TRANSPOSE_B STEP\n", argv[0], argv[0]);
     return 2;
   }
-  m = atoi(argv[first]), n = atoi(argv[first + 1]), k = atoi(argv[first + 2]);
-  transposeA = atoi(argv[first + 3]) != 0, transposeB = atoi(argv[first + 4]) != 0;
-  int last = argc == first + 6 ? atoi(argv[first + 5]) : 8;
+  m = atoi(argv[argument]), n = atoi(argv[argument + 1]), k = atoi(argv[argument + 2]);
+  transposeA = atoi(argv[argument + 3]) != 0, transposeB = atoi(argv[argument + 4]) != 0;
+  int last = argc == argument + 6 ? atoi(argv[argument + 5]) : 8;
   if (m < 2 || n < 2 || k < 1 || last < 1 || (!bits && last > 100) || (balance && m < 384)) {
     fprintf(stderr, "M and N must be 2 or more (M 384 or more with --balance), K 1 or more, ROUNDS 1 to 100, STEP 1 "
             "or more; got %d %d %d, %d\n", m, n, k, last);
@@ -183,39 +183,39 @@ int main(int argc, char **argv) {
   int rounds = last;
   pthread_t thread;
   pthread_create(&thread, NULL, helper, NULL);
-  double first_[100], second[100], whole[100], ratios[100], scaling[100];
+  double firstRates[100], secondRates[100], whole[100], ratios[100], scaling[100];
   if (balance) {
     printf("%d x %d x %d%s%s, GFLOP/s per round: fixed halves (this thread's rate, the helper's), following the "
            "rates (share)\n", m, n, k, transposeA ? ", A transposed" : "", transposeB ? ", B transposed" : "");
     for (int round = 0; round < rounds; round++) {
       cutsRows = 1, cut = m / 2;
       partTotals[0] = partTotals[1] = 0;
-      first_[round] = rate(runProduct);
+      firstRates[round] = rate(runProduct);
       // 111 products: the warm-up and 10 runs of 10.
       double mine = 111 * 2.0 * cut * n * k / partTotals[0] / 1e9;
       double theirs = 111 * 2.0 * (m - cut) * n * k / partTotals[1] / 1e9;
-      second[round] = rate(runBalanced);
-      ratios[round] = second[round] / first_[round];
-      printf("  %.0f (%.0f, %.0f), %.0f (%.2f)\n", first_[round], mine, theirs, second[round], share);
+      secondRates[round] = rate(runBalanced);
+      ratios[round] = secondRates[round] / firstRates[round];
+      printf("  %.0f (%.0f, %.0f), %.0f (%.2f)\n", firstRates[round], mine, theirs, secondRates[round], share);
     }
     printf("fixed halves %.0f, following the rates %.0f GFLOP/s (medians); following / fixed per round, median %.3f\n",
-           median(first_, rounds), median(second, rounds), median(ratios, rounds));
+           median(firstRates, rounds), median(secondRates, rounds), median(ratios, rounds));
   } else {
     printf("%d x %d x %d%s%s, GFLOP/s per round (rows, columns, whole on one thread):", m, n, k,
            transposeA ? ", A transposed" : "", transposeB ? ", B transposed" : "");
     for (int round = 0; round < rounds; round++) {
       cutsRows = 1, cut = m / 2;
-      first_[round] = rate(runProduct);
+      firstRates[round] = rate(runProduct);
       cutsRows = 0, cut = n / 2;
-      second[round] = rate(runProduct);
+      secondRates[round] = rate(runProduct);
       whole[round] = rate(runWhole);
-      ratios[round] = first_[round] / second[round];
-      scaling[round] = (first_[round] > second[round] ? first_[round] : second[round]) / whole[round];
-      printf(" (%.0f, %.0f, %.0f)", first_[round], second[round], whole[round]);
+      ratios[round] = firstRates[round] / secondRates[round];
+      scaling[round] = (firstRates[round] > secondRates[round] ? firstRates[round] : secondRates[round]) / whole[round];
+      printf(" (%.0f, %.0f, %.0f)", firstRates[round], secondRates[round], whole[round]);
     }
     printf("\nrows %.0f, columns %.0f, whole on one thread %.0f GFLOP/s (medians); rows / columns per round, median "
            "%.3f; two threads over one, median %.2f\n",
-           median(first_, rounds), median(second, rounds), median(whole, rounds), median(ratios, rounds),
+           median(firstRates, rounds), median(secondRates, rounds), median(whole, rounds), median(ratios, rounds),
            median(scaling, rounds));
   }
   atomic_store(&stopping, 1);

@@ -1,5 +1,3 @@
-import CBLAS
-
 #if canImport(Glibc)
   import Glibc
 #endif
@@ -27,11 +25,10 @@ enum CoreBalance {
   /// leave equal cores with parts up to 6% apart (240 and 272 of 512 rows), so there, as
   /// with families not measured, the cut stays in fixed halves.
   static let rowStep: Int? = {
-    guard let name = openblas_get_corename() else { return nil }
-    let measured =
-      strcmp(name, "Cooperlake") == 0 || strcmp(name, "SkylakeX") == 0 || strcmp(name, "Sandybridge") == 0
-      || strcmp(name, "Prescott") == 0
-    return measured ? 16 : nil
+    switch BLASKernels.coreName {
+    case "Cooperlake", "SkylakeX", "Sandybridge", "Prescott": 16
+    default: nil
+    }
   }()
 
   /// The calling thread's share of the rows is kept within these.

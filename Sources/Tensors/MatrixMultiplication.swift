@@ -282,14 +282,13 @@ public enum BLASCall {
       }
       // The parts of the first and the last cut, probed: those between are of sizes between
       // theirs, all above the sizes where OpenBLAS changes its path.
-      let movable = cutsRows ? CoreBalance.cuts(m: m, n: n, k: k) : nil
-      let partsAllocate = movable.map { cuts in
-        [cuts.lowerBound, cuts.upperBound].contains { multiple in
-          let rows = multiple * (CoreBalance.rowStep ?? 1)
-          return allocates(rows, n, k, transposeA, transposeB) || allocates(m - rows, n, k, transposeA, transposeB)
-        }
+      func partsAllocate(callerRows rows: Int) -> Bool {
+        allocates(rows, n, k, transposeA, transposeB) || allocates(m - rows, n, k, transposeA, transposeB)
       }
-      movableCuts = partsAllocate == false ? movable : nil
+      movableCuts = (cutsRows ? CoreBalance.cuts(m: m, n: n, k: k) : nil).flatMap { cuts in
+        partsAllocate(callerRows: CoreBalance.rows(of: m, within: cuts, share: 0))
+          || partsAllocate(callerRows: CoreBalance.rows(of: m, within: cuts, share: 1)) ? nil : cuts
+      }
     }
 
     /// Whether the rows of `C` are cut, else its columns: the longer side, but the rows of a
@@ -337,11 +336,10 @@ public enum BLASCall {
       start: Start
     ) {
       threadCountLock.exclusively {
-        let callerRows = movableCuts.map { CoreBalance.rows(of: lower.m + upper.m, within: $0) }
+        let m = lower.m + upper.m
+        let callerRows = movableCuts.map { CoreBalance.rows(of: m, within: $0) }
         run(a, b, c, strides: strides, start: start, callerRows: callerRows)
-        if let callerRows {
-          CoreBalance.record(callerRows: callerRows, helperRows: lower.m + upper.m - callerRows)
-        }
+        if let callerRows { CoreBalance.record(callerRows: callerRows, helperRows: m - callerRows) }
       }
     }
 
