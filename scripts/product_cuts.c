@@ -8,10 +8,11 @@
 //     thread alone, and prints the GFLOP/s of each (median over rounds, each round the best
 //     of 10 runs of 10 products), rows / columns per round and two threads over one;
 //   product_cuts --balance M N K TRANSPOSE_A TRANSPOSE_B [ROUNDS]
-//     alternates rows cut in fixed halves and rows cut where the threads' measured rates say
-//     (as `CoreBalance`: the calling thread's share moved 0.3 of the way toward its rate
-//     against both after each product, kept within 0.375-0.625, cut at a multiple of 16
-//     rows), and prints per round the GFLOP/s of each and each thread's rate in the halves;
+//     alternates the longer side (rows when M >= N, else columns) cut in fixed halves and cut
+//     where the threads' measured rates say (as `CoreBalance`: the calling thread's share
+//     moved 0.3 of the way toward its rate against both after each product, kept within
+//     0.375-0.625, cut at a multiple of 16), and prints per round the GFLOP/s of each and
+//     each thread's rate in the halves;
 //   product_cuts --bits M N K TRANSPOSE_A TRANSPOSE_B STEP
 //     counts the cuts of rows, and of columns, at multiples of STEP whose product differs in
 //     any bit from the whole product on one thread.
@@ -93,16 +94,17 @@ static void runProduct(void) {
 // The whole product on this thread alone.
 static void runWhole(void) { runPart(0, m, 1, c); }
 
-// The calling thread's share of the rows, moved after each product by `runBalanced`.
+// The calling thread's share of the rows (or columns), moved after each product by
+// `runBalanced`.
 static double share = 0.5;
 
 static void runBalanced(void) {
-  const int step = 16;
-  int first = ((int)(m * 0.375 + 0.999999) + step - 1) / step, last = (int)(m * 0.625) / step;
-  int multiple = (int)(share * m / step + 0.5);
+  const int step = 16, length = cutsRows ? m : n;
+  int first = ((int)(length * 0.375 + 0.999999) + step - 1) / step, last = (int)(length * 0.625) / step;
+  int multiple = (int)(share * length / step + 0.5);
   cut = (multiple < first ? first : multiple > last ? last : multiple) * step;
   runProduct();
-  double caller = cut / partSeconds[0], other = (m - cut) / partSeconds[1];
+  double caller = cut / partSeconds[0], other = (length - cut) / partSeconds[1];
   double moved = share + 0.3 * (caller / (caller + other) - share);
   share = moved < 0.375 ? 0.375 : moved > 0.625 ? 0.625 : moved;
 }
@@ -146,14 +148,19 @@ static void countDifferingCuts(int step) {
   runPart(0, m, 1, whole);
   for (int byRows = 1; byRows >= 0; byRows--) {
     int length = byRows ? m : n, tried = 0, differing = 0;
+    char where[4096] = "";
     for (int at = step; at < length; at += step) {
       runPart(0, at, byRows, c);
       runPart(at, length, byRows, c);
       tried++;
-      differing += memcmp(c, whole, sizeof(float) * (long)m * n) != 0;
+      if (memcmp(c, whole, sizeof(float) * (long)m * n) != 0) {
+        differing++;
+        size_t used = strlen(where);
+        snprintf(where + used, sizeof where - used, " %d", at);
+      }
     }
-    printf("%s cuts at multiples of %d: %d of %d differ from the whole product\n", byRows ? "row" : "column", step,
-           differing, tried);
+    printf("%s cuts at multiples of %d: %d of %d differ from the whole product%s%s\n", byRows ? "row" : "column", step,
+           differing, tried, differing ? ", after" : "", where);
   }
   free(whole);
 }
@@ -169,8 +176,8 @@ int main(int argc, char **argv) {
   m = atoi(argv[argument]), n = atoi(argv[argument + 1]), k = atoi(argv[argument + 2]);
   transposeA = atoi(argv[argument + 3]) != 0, transposeB = atoi(argv[argument + 4]) != 0;
   int last = argc == argument + 6 ? atoi(argv[argument + 5]) : 8;
-  if (m < 2 || n < 2 || k < 1 || last < 1 || (!bits && last > 100) || (balance && m < 384)) {
-    fprintf(stderr, "M and N must be 2 or more (M 384 or more with --balance), K 1 or more, ROUNDS 1 to 100, STEP 1 "
+  if (m < 2 || n < 2 || k < 1 || last < 1 || (!bits && last > 100) || (balance && m < 384 && n < 384)) {
+    fprintf(stderr, "M and N must be 2 or more (one of them 384 or more with --balance), K 1 or more, ROUNDS 1 to 100, STEP 1 "
             "or more; got %d %d %d, %d\n", m, n, k, last);
     return 2;
   }
@@ -185,15 +192,18 @@ int main(int argc, char **argv) {
   pthread_create(&thread, NULL, helper, NULL);
   double firstRates[100], secondRates[100], whole[100], ratios[100], scaling[100];
   if (balance) {
-    printf("%d x %d x %d%s%s, GFLOP/s per round: fixed halves (this thread's rate, the helper's), following the "
-           "rates (share)\n", m, n, k, transposeA ? ", A transposed" : "", transposeB ? ", B transposed" : "");
+    cutsRows = m >= n;
+    int length = cutsRows ? m : n, breadth = cutsRows ? n : m;
+    printf("%d x %d x %d%s%s cut by %s, GFLOP/s per round: fixed halves (this thread's rate, the helper's), "
+           "following the rates (share)\n", m, n, k, transposeA ? ", A transposed" : "",
+           transposeB ? ", B transposed" : "", cutsRows ? "rows" : "columns");
     for (int round = 0; round < rounds; round++) {
-      cutsRows = 1, cut = m / 2;
+      cut = length / 2;
       partTotals[0] = partTotals[1] = 0;
       firstRates[round] = rate(runProduct);
       // 111 products: the warm-up and 10 runs of 10.
-      double mine = 111 * 2.0 * cut * n * k / partTotals[0] / 1e9;
-      double theirs = 111 * 2.0 * (m - cut) * n * k / partTotals[1] / 1e9;
+      double mine = 111 * 2.0 * cut * breadth * k / partTotals[0] / 1e9;
+      double theirs = 111 * 2.0 * (length - cut) * breadth * k / partTotals[1] / 1e9;
       secondRates[round] = rate(runBalanced);
       ratios[round] = secondRates[round] / firstRates[round];
       printf("  %.0f (%.0f, %.0f), %.0f (%.2f)\n", firstRates[round], mine, theirs, secondRates[round], share);

@@ -252,13 +252,13 @@ public enum BLASCall {
   /// nothing (probed: the helper's allocations would not be the measured thread's), so
   /// neither does the product (OpenBLAS's job table is not made).
   struct Halves {
-    let k: Int, transposeA: Bool, transposeB: Bool
+    let m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool
     /// Whether the rows of `C` are cut, else its columns.
     let cutsRows: Bool
     /// The extents `(m, n)` of the lower half and of the upper half.
     let lower: (m: Int, n: Int), upper: (m: Int, n: Int)
-    /// Where the rows may be cut instead of in halves, following the cores' speeds
-    /// (``CoreBalance``): `nil` when the cut is fixed.
+    /// Where the rows or columns may be cut instead of in halves, following the cores'
+    /// speeds (``CoreBalance``): `nil` when the cut is fixed.
     let movableCuts: ClosedRange<Int>?
 
     /// `nil` when the product runs whole: on one thread by rule, without a helper thread, or
@@ -269,25 +269,21 @@ public enum BLASCall {
       guard ParallelWork.helper != nil, Self.cuts(m: m, n: n, k: k), let allocates = productAllocates else {
         return nil
       }
-      cutsRows = Self.cutsRows(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB)
-      let cut = (cutsRows ? m : n) / 2
-      if cutsRows {
-        (lower, upper) = ((cut, n), (m - cut, n))
-      } else {
-        (lower, upper) = ((m, cut), (m, n - cut))
+      let cutsRows = Self.cutsRows(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB)
+      let (length, breadth) = cutsRows ? (m, n) : (n, m)
+      (self.m, self.n, self.k, self.transposeA, self.transposeB, self.cutsRows) = (m, n, k, transposeA, transposeB, cutsRows)
+      func partsAllocate(callerPart: Int) -> Bool {
+        let (lower, upper) = Self.parts(m: m, n: n, cutsRows: cutsRows, callerPart: callerPart)
+        return allocates(lower.m, lower.n, k, transposeA, transposeB)
+          || allocates(upper.m, upper.n, k, transposeA, transposeB)
       }
-      (self.k, self.transposeA, self.transposeB) = (k, transposeA, transposeB)
-      if allocates(lower.m, lower.n, k, transposeA, transposeB) || allocates(upper.m, upper.n, k, transposeA, transposeB) {
-        return nil
-      }
+      (lower, upper) = Self.parts(m: m, n: n, cutsRows: cutsRows, callerPart: length / 2)
+      if partsAllocate(callerPart: length / 2) { return nil }
       // The parts of the first and the last cut, probed: those between are of sizes between
       // theirs, all above the sizes where OpenBLAS changes its path.
-      func partsAllocate(callerRows rows: Int) -> Bool {
-        allocates(rows, n, k, transposeA, transposeB) || allocates(m - rows, n, k, transposeA, transposeB)
-      }
-      movableCuts = (cutsRows ? CoreBalance.cuts(m: m, n: n, k: k) : nil).flatMap { cuts in
-        partsAllocate(callerRows: CoreBalance.rows(of: m, within: cuts, share: 0))
-          || partsAllocate(callerRows: CoreBalance.rows(of: m, within: cuts, share: 1)) ? nil : cuts
+      movableCuts = CoreBalance.cuts(along: length, across: breadth, k: k).flatMap { cuts in
+        partsAllocate(callerPart: CoreBalance.part(of: length, within: cuts, share: 0))
+          || partsAllocate(callerPart: CoreBalance.part(of: length, within: cuts, share: 1)) ? nil : cuts
       }
     }
 
@@ -329,31 +325,39 @@ public enum BLASCall {
     }
 
     /// `C (+)= A·B` as `start` says, the halves on two threads, each starting its own part
-    /// of `C`; where the cut may move, the calling thread's rows as ``CoreBalance`` says,
-    /// each part timed to move it for the next product.
+    /// of `C`; where the cut may move, the calling thread's rows or columns as
+    /// ``CoreBalance`` says, each part timed to move it for the next product.
     func run(
       _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, strides: Strides,
       start: Start
     ) {
       threadCountLock.exclusively {
-        let m = lower.m + upper.m
-        let callerRows = movableCuts.map { CoreBalance.rows(of: m, within: $0) }
-        run(a, b, c, strides: strides, start: start, callerRows: callerRows)
-        if let callerRows { CoreBalance.record(callerRows: callerRows, helperRows: m - callerRows) }
+        let callerPart = movableCuts.map { CoreBalance.part(of: length, within: $0) }
+        run(a, b, c, strides: strides, start: start, callerPart: callerPart)
+        if let callerPart { CoreBalance.record(callerPart: callerPart, helperPart: length - callerPart) }
       }
     }
 
-    /// The product cut after `callerRows` rows (one of ``movableCuts``' multiples of
-    /// ``CoreBalance/rowStep``), or in the fixed halves when `nil`; each part timed (into
-    /// ``CoreBalance/callerSeconds`` and ``CoreBalance/helperSeconds``) when the cut may
-    /// move. The caller holds ``threadCountLock`` exclusively.
+    /// The rows of `C` when they are cut, else its columns.
+    var length: Int { cutsRows ? m : n }
+
+    /// The extents `(m, n)` of the two parts of `C[m, n]` when the calling thread takes
+    /// `callerPart` of its rows (or columns).
+    static func parts(m: Int, n: Int, cutsRows: Bool, callerPart: Int) -> (lower: (m: Int, n: Int), upper: (m: Int, n: Int)) {
+      if cutsRows { return ((m: callerPart, n: n), (m: m - callerPart, n: n)) }
+      return ((m: m, n: callerPart), (m: m, n: n - callerPart))
+    }
+
+    /// The product cut after `callerPart` rows or columns (one of ``movableCuts``'
+    /// multiples of ``CoreBalance/step``), or in the fixed halves when `nil`; each part
+    /// timed (into ``CoreBalance/callerSeconds`` and ``CoreBalance/helperSeconds``) when the
+    /// cut may move. The caller holds ``threadCountLock`` exclusively.
     func run(
       _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, strides: Strides,
-      start: Start, callerRows: Int?
+      start: Start, callerPart: Int?
     ) {
-      let rows = self.lower.m + self.upper.m
-      let lower: (m: Int, n: Int) = callerRows.map { ($0, self.lower.n) } ?? self.lower
-      let upper: (m: Int, n: Int) = callerRows.map { (rows - $0, self.upper.n) } ?? self.upper
+      let (lower, upper) =
+        callerPart.map { Self.parts(m: m, n: n, cutsRows: cutsRows, callerPart: $0) } ?? (self.lower, self.upper)
       let timed = movableCuts != nil
       openblas_set_num_threads(1)
       ParallelWork.split(2, elementsPerItem: ParallelWork.minimumElements) { range in
