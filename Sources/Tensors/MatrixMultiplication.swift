@@ -271,7 +271,8 @@ public enum BLASCall {
       }
       let cutsRows = Self.cutsRows(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB)
       let (length, breadth) = cutsRows ? (m, n) : (n, m)
-      (self.m, self.n, self.k, self.transposeA, self.transposeB, self.cutsRows) = (m, n, k, transposeA, transposeB, cutsRows)
+      (self.m, self.n, self.k) = (m, n, k)
+      (self.transposeA, self.transposeB, self.cutsRows) = (transposeA, transposeB, cutsRows)
       func partsAllocate(callerPart: Int) -> Bool {
         let (lower, upper) = Self.parts(m: m, n: n, cutsRows: cutsRows, callerPart: callerPart)
         return allocates(lower.m, lower.n, k, transposeA, transposeB)
@@ -343,7 +344,9 @@ public enum BLASCall {
 
     /// The extents `(m, n)` of the two parts of `C[m, n]` when the calling thread takes
     /// `callerPart` of its rows (or columns).
-    static func parts(m: Int, n: Int, cutsRows: Bool, callerPart: Int) -> (lower: (m: Int, n: Int), upper: (m: Int, n: Int)) {
+    static func parts(
+      m: Int, n: Int, cutsRows: Bool, callerPart: Int
+    ) -> (lower: (m: Int, n: Int), upper: (m: Int, n: Int)) {
       if cutsRows { return ((m: callerPart, n: n), (m: m - callerPart, n: n)) }
       return ((m: m, n: callerPart), (m: m, n: n - callerPart))
     }

@@ -58,8 +58,8 @@ struct CoreBalanceTests {
         }
         // Bytes compared (the arrays in the expectation would describe half a million values).
         let same = memcmp(cut.storage.base, whole.storage.base, m * n * MemoryLayout<Float>.size) == 0
-        #expect(
-          same, "\(m) × \(n) × \(k), cut after \(part) \(halves.cutsRows ? "rows" : "columns") (\(BLASKernels.coreName))")
+        let side = halves.cutsRows ? "rows" : "columns"
+        #expect(same, "\(m) × \(n) × \(k), cut after \(part) \(side) (\(BLASKernels.coreName))")
       }
     }
   }
