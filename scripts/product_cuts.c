@@ -7,12 +7,13 @@
 //     alternates the halves by rows, the halves by columns and the whole product on this
 //     thread alone, and prints the GFLOP/s of each (median over rounds, each round the best
 //     of 10 runs of 10 products), rows / columns per round and two threads over one;
-//   product_cuts --balance M N K TRANSPOSE_A TRANSPOSE_B [ROUNDS]
+//   product_cuts --balance M N K TRANSPOSE_A TRANSPOSE_B [ROUNDS [STEP]]
 //     alternates the longer side (rows when M >= N, else columns) cut in fixed halves and cut
 //     where the threads' measured rates say (as `CoreBalance`: the calling thread's share
 //     moved 0.3 of the way toward its rate against both after each product, kept within
-//     0.375-0.625, cut at a multiple of 16), and prints per round the GFLOP/s of each and
-//     each thread's rate in the halves;
+//     0.375-0.625, cut at a multiple of STEP, 16 unless given: 12 for the rows with
+//     `Haswell` and `Zen`), and prints per round the GFLOP/s of each and each thread's rate
+//     in the halves;
 //   product_cuts --bits M N K TRANSPOSE_A TRANSPOSE_B STEP
 //     counts the cuts of rows, and of columns, at multiples of STEP whose product differs in
 //     any bit from the whole product on one thread.
@@ -98,8 +99,11 @@ static void runWhole(void) { runPart(0, m, 1, c); }
 // `runBalanced`.
 static double share = 0.5;
 
+// The multiple of rows or columns `runBalanced` cuts at.
+static int balanceStep = 16;
+
 static void runBalanced(void) {
-  const int step = 16, length = cutsRows ? m : n;
+  const int step = balanceStep, length = cutsRows ? m : n;
   int first = ((int)(length * 0.375 + 0.999999) + step - 1) / step, last = (int)(length * 0.625) / step;
   int multiple = (int)(share * length / step + 0.5);
   cut = (multiple < first ? first : multiple > last ? last : multiple) * step;
@@ -168,17 +172,20 @@ static void countDifferingCuts(int step) {
 int main(int argc, char **argv) {
   int balance = argc > 1 && strcmp(argv[1], "--balance") == 0, bits = argc > 1 && strcmp(argv[1], "--bits") == 0;
   int argument = balance || bits ? 2 : 1;
-  if (argc < argument + 5 || argc > argument + 6 || (bits && argc != argument + 6)) {
-    fprintf(stderr, "usage: %s [--balance] M N K TRANSPOSE_A TRANSPOSE_B [ROUNDS]\n       %s --bits M N K "
-            "TRANSPOSE_A TRANSPOSE_B STEP\n", argv[0], argv[0]);
+  if (argc < argument + 5 || argc > argument + (balance ? 7 : 6) || (bits && argc != argument + 6)) {
+    fprintf(stderr, "usage: %s M N K TRANSPOSE_A TRANSPOSE_B [ROUNDS]\n       %s --balance M N K TRANSPOSE_A "
+            "TRANSPOSE_B [ROUNDS [STEP]]\n       %s --bits M N K TRANSPOSE_A TRANSPOSE_B STEP\n", argv[0], argv[0],
+            argv[0]);
     return 2;
   }
   m = atoi(argv[argument]), n = atoi(argv[argument + 1]), k = atoi(argv[argument + 2]);
   transposeA = atoi(argv[argument + 3]) != 0, transposeB = atoi(argv[argument + 4]) != 0;
-  int last = argc == argument + 6 ? atoi(argv[argument + 5]) : 8;
-  if (m < 2 || n < 2 || k < 1 || last < 1 || (!bits && last > 100) || (balance && m < 384 && n < 384)) {
-    fprintf(stderr, "M and N must be 2 or more (one of them 384 or more with --balance), K 1 or more, ROUNDS 1 to 100, STEP 1 "
-            "or more; got %d %d %d, %d\n", m, n, k, last);
+  int last = argc >= argument + 6 ? atoi(argv[argument + 5]) : 8;
+  if (argc == argument + 7) balanceStep = atoi(argv[argument + 6]);
+  if (m < 2 || n < 2 || k < 1 || last < 1 || (!bits && last > 100) || (balance && m < 384 && n < 384) ||
+      balanceStep < 1 || balanceStep > 64) {
+    fprintf(stderr, "M and N must be 2 or more (one of them 384 or more with --balance), K 1 or more, ROUNDS 1 to "
+            "100, STEP 1 or more (1 to 64 with --balance); got %d %d %d, %d, %d\n", m, n, k, last, balanceStep);
     return 2;
   }
   a = filled((long)m * k), b = filled((long)k * n), c = malloc(sizeof(float) * (long)m * n);

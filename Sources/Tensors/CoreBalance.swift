@@ -10,27 +10,51 @@
 /// multiply-adds on it keeps its speed. With fixed halves every product then waits for the
 /// slower core. So the calling thread's share of the rows (or of the columns, in a product
 /// cut by columns) follows the two cores' measured rates, within ``lowestShare`` and
-/// ``highestShare``, and the cut falls at a multiple of ``step``. Such cuts give the bits of
-/// the whole product on one thread, so results do not depend on where the cut falls, and so
-/// not on timing; products whose cut may not move are cut in fixed halves.
+/// ``highestShare``, and the cut falls at a multiple of ``rowStep`` (``columnStep``). Such
+/// cuts give the bits of the whole product on one thread, so results do not depend on where
+/// the cut falls, and so not on timing; products whose cut may not move are cut in fixed
+/// halves.
 ///
 /// Read and written under ``BLASCall``'s thread-count lock held exclusively, by the thread
 /// that holds it (``helperSeconds`` by the helper working for that thread).
 enum CoreBalance {
-  /// Rows or columns are cut at multiples of this many, or `nil` where the cut stays fixed:
-  /// 16 with the kernel families whose tiles of rows and of columns divide 16, where no cut
-  /// at a multiple of 16 changes a bit (`scripts/product_cuts.c --bits`: `Cooperlake`,
-  /// `SkylakeX`, `Sandybridge`, `Prescott`). `Haswell` and `Zen` compute rows in tiles of 6:
-  /// there most such cuts change the last places of some values (of rows, all but the
-  /// multiples of 48, and those would leave equal cores with parts up to 6% apart, 240 and
-  /// 272 of 512 rows; of columns, nearly all), so there, as with families not measured, the
-  /// cut stays in fixed halves.
-  static let step: Int? = {
+  /// Rows are cut at multiples of this many, or `nil` where the cut stays fixed: where no
+  /// cut at such a multiple changes a bit (`scripts/product_cuts.c --bits`). 16 with
+  /// `Cooperlake`, `SkylakeX`, `Sandybridge` and `Prescott`; 12 with `Haswell` and `Zen`,
+  /// whose kernels compute rows in tiles of 6 (about half the cuts at odd multiples of 6,
+  /// and at multiples of 16 not of 48, change the last places of some values). With families
+  /// not measured the cut stays in fixed halves.
+  static let rowStep: Int? = {
+    switch BLASKernels.coreName {
+    case "Cooperlake", "SkylakeX", "Sandybridge", "Prescott": 16
+    case "Haswell", "Zen": 12
+    default: nil
+    }
+  }()
+
+  /// Columns are cut at multiples of this many, or `nil` where the cut stays fixed: 16 with
+  /// `Cooperlake`, `SkylakeX`, `Sandybridge` and `Prescott`, where no such cut changes a bit.
+  /// With `Haswell` and `Zen` every cut of the columns but the one in halves does (at
+  /// multiples of 8 to 128), so theirs stay in fixed halves, as with families not measured.
+  static let columnStep: Int? = {
     switch BLASKernels.coreName {
     case "Cooperlake", "SkylakeX", "Sandybridge", "Prescott": 16
     default: nil
     }
   }()
+
+  /// The cuts a product may take along one side: multiples of ``step`` rows or columns,
+  /// from `multiples.lowerBound · step` to `multiples.upperBound · step`.
+  struct Cuts: Equatable {
+    let step: Int, multiples: ClosedRange<Int>
+
+    /// The rows or columns the calling thread takes at `share` of `length`: the multiple of
+    /// ``step`` nearest it, within ``multiples``.
+    func part(of length: Int, share: Double = CoreBalance.share) -> Int {
+      let multiple = Int((share * Double(length) / Double(step)).rounded())
+      return Swift.min(Swift.max(multiple, multiples.lowerBound), multiples.upperBound) * step
+    }
+  }
 
   /// The calling thread's share of the rows or columns is kept within these.
   static let lowestShare = 0.375, highestShare = 0.625
@@ -51,26 +75,18 @@ enum CoreBalance {
   /// helper came late); written before the helper reports the part done.
   nonisolated(unsafe) static var helperSeconds = 0.0
 
-  /// The cuts a product may take along its side of `length` rows or columns (the other side
-  /// `breadth` long), as multiples of ``step`` (the first and the last of them): `nil` where
-  /// the cut stays fixed, when fewer than two fit within the shares, or when a part would
-  /// have fewer than ``smallestPart`` multiply-adds.
-  static func cuts(along length: Int, across breadth: Int, k: Int) -> ClosedRange<Int>? {
-    guard let step else { return nil }
+  /// The cuts a product may take along its side of `length` rows (`byRows`) or columns, the
+  /// other side `breadth` long: `nil` where that side's cut stays fixed, when fewer than two
+  /// fit within the shares, or when a part would have fewer than ``smallestPart``
+  /// multiply-adds.
+  static func cuts(along length: Int, across breadth: Int, k: Int, byRows: Bool) -> Cuts? {
+    guard let step = byRows ? rowStep : columnStep else { return nil }
     let first = (Int((Double(length) * lowestShare).rounded(.up)) + step - 1) / step
     let last = Int(Double(length) * highestShare) / step
     guard last > first, (length - last * step) &* breadth &* k >= smallestPart,
       first * step &* breadth &* k >= smallestPart
     else { return nil }
-    return first...last
-  }
-
-  /// The rows or columns the calling thread takes at `share` of `length`: the multiple of
-  /// ``step`` nearest it, within `cuts` (from ``cuts(along:across:k:)``).
-  static func part(of length: Int, within cuts: ClosedRange<Int>, share: Double = share) -> Int {
-    let step = step ?? 1
-    let multiple = Int((share * Double(length) / Double(step)).rounded())
-    return Swift.min(Swift.max(multiple, cuts.lowerBound), cuts.upperBound) * step
+    return Cuts(step: step, multiples: first...last)
   }
 
   /// `share` moved by ``weightOfLatest`` toward the calling thread's rate against both, and

@@ -259,7 +259,7 @@ public enum BLASCall {
     let lower: (m: Int, n: Int), upper: (m: Int, n: Int)
     /// Where the rows or columns may be cut instead of in halves, following the cores'
     /// speeds (``CoreBalance``): `nil` when the cut is fixed.
-    let movableCuts: ClosedRange<Int>?
+    let movableCuts: CoreBalance.Cuts?
 
     /// `nil` when the product runs whole: on one thread by rule, without a helper thread, or
     /// when a half would allocate inside BLAS (or that is unknown). Asked outside any
@@ -282,9 +282,9 @@ public enum BLASCall {
       if partsAllocate(callerPart: length / 2) { return nil }
       // The parts of the first and the last cut, probed: those between are of sizes between
       // theirs, all above the sizes where OpenBLAS changes its path.
-      movableCuts = CoreBalance.cuts(along: length, across: breadth, k: k).flatMap { cuts in
-        partsAllocate(callerPart: CoreBalance.part(of: length, within: cuts, share: 0))
-          || partsAllocate(callerPart: CoreBalance.part(of: length, within: cuts, share: 1)) ? nil : cuts
+      movableCuts = CoreBalance.cuts(along: length, across: breadth, k: k, byRows: cutsRows).flatMap { cuts in
+        partsAllocate(callerPart: cuts.part(of: length, share: 0))
+          || partsAllocate(callerPart: cuts.part(of: length, share: 1)) ? nil : cuts
       }
     }
 
@@ -333,7 +333,7 @@ public enum BLASCall {
       start: Start
     ) {
       threadCountLock.exclusively {
-        let callerPart = movableCuts.map { CoreBalance.part(of: length, within: $0) }
+        let callerPart = movableCuts.map { $0.part(of: length) }
         run(a, b, c, strides: strides, start: start, callerPart: callerPart)
         if let callerPart { CoreBalance.record(callerPart: callerPart, helperPart: length - callerPart) }
       }
@@ -351,10 +351,10 @@ public enum BLASCall {
       return ((m: m, n: callerPart), (m: m, n: n - callerPart))
     }
 
-    /// The product cut after `callerPart` rows or columns (one of ``movableCuts``'
-    /// multiples of ``CoreBalance/step``), or in the fixed halves when `nil`; each part
-    /// timed (into ``CoreBalance/callerSeconds`` and ``CoreBalance/helperSeconds``) when the
-    /// cut may move. The caller holds ``threadCountLock`` exclusively.
+    /// The product cut after `callerPart` rows or columns (one of ``movableCuts``), or in
+    /// the fixed halves when `nil`; each part timed (into ``CoreBalance/callerSeconds`` and
+    /// ``CoreBalance/helperSeconds``) when the cut may move. The caller holds
+    /// ``threadCountLock`` exclusively.
     func run(
       _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, strides: Strides,
       start: Start, callerPart: Int?

@@ -26,7 +26,7 @@ public enum ParallelWork {
   public static func prepare() { _ = prepared }
 
   static let prepared: Void = {
-    _ = CoreBalance.step
+    _ = (CoreBalance.rowStep, CoreBalance.columnStep)
     guard helper != nil else { return }
     split(minimumElements, computes: false) { _ in }
     split(minimumElements) { _ in }

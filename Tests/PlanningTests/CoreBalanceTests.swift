@@ -30,14 +30,16 @@ struct CoreBalanceTests {
     let a = randomTensor(transposeA ? [k, m] : [m, k], seed: 31), b = randomTensor(transposeB ? [n, k] : [k, n], seed: 32)
     let bias = randomTensor([n], seed: 33)
     let halves = try #require(BLASCall.Halves(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB))
-    guard let step = CoreBalance.step else {
-      // Kernels whose cut stays fixed (``CoreBalance/step``).
+    // An output or an input's gradient with fewer rows than columns is cut by columns.
+    if m < n && !transposeA { #expect(!halves.cutsRows) }
+    guard let step = halves.cutsRows ? CoreBalance.rowStep : CoreBalance.columnStep else {
+      // Kernels whose cut of this side stays fixed (``CoreBalance/rowStep``,
+      // ``CoreBalance/columnStep``).
       #expect(halves.movableCuts == nil)
       return
     }
     let cuts = try #require(halves.movableCuts, "\(m) × \(n) × \(k): the cut should move")
-    // An output or an input's gradient with fewer rows than columns is cut by columns.
-    if m < n && !transposeA { #expect(!halves.cutsRows) }
+    #expect(cuts.step == step)
     let length = halves.length
     let strides = BLASCall.Strides.contiguous(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB)
     for start in [BLASCall.Start.zero, .row(UnsafePointer(bias.storage.base))] {
@@ -47,7 +49,7 @@ struct CoreBalanceTests {
           a.storage.base, b.storage.base, whole.storage.base, m: m, n: n, k: k, transposeA: transposeA,
           transposeB: transposeB, strides: strides, start: start, oneThread: true)
       }
-      for multiple in cuts {
+      for multiple in cuts.multiples {
         let part = multiple * step
         #expect(
           Double(part) >= CoreBalance.lowestShare * Double(length)
@@ -65,30 +67,45 @@ struct CoreBalanceTests {
   }
 
   @Test func cutsAreMultiplesOfTheStepWithinTheShares() throws {
-    guard let step = CoreBalance.step else {
-      // Kernels whose cut stays fixed: no product's cut moves.
-      #expect(CoreBalance.cuts(along: 1024, across: 512, k: 784) == nil)
-      return
+    switch BLASKernels.coreName {
+    case "Cooperlake", "SkylakeX", "Sandybridge", "Prescott":
+      #expect(CoreBalance.rowStep == 16 && CoreBalance.columnStep == 16)
+    case "Haswell", "Zen":
+      #expect(CoreBalance.rowStep == 12 && CoreBalance.columnStep == nil)
+    default:
+      #expect(CoreBalance.rowStep == nil && CoreBalance.columnStep == nil)
     }
-    #expect(step == 16)
-    let cuts = try #require(CoreBalance.cuts(along: 1024, across: 512, k: 784))
-    #expect(cuts == 24...40)  // 384, 400, …, 640 rows of 1,024
-    for length in [384, 500, 1024, 4096] {
-      let range = try #require(CoreBalance.cuts(along: length, across: 512, k: 512))
-      #expect(range.count >= 2)
-      #expect(Double(range.lowerBound * step) >= 0.375 * Double(length))
-      #expect(Double(range.upperBound * step) <= 0.625 * Double(length))
+    for byRows in [true, false] {
+      guard let step = byRows ? CoreBalance.rowStep : CoreBalance.columnStep else {
+        // Kernels whose cut of this side stays fixed: no product's cut of it moves.
+        #expect(CoreBalance.cuts(along: 1024, across: 512, k: 784, byRows: byRows) == nil)
+        continue
+      }
+      let cuts = try #require(CoreBalance.cuts(along: 1024, across: 512, k: 784, byRows: byRows))
+      #expect(cuts.step == step)
+      // 384 to 640 rows or columns of 1,024, as multiples of the step.
+      #expect(cuts.multiples == (384 + step - 1) / step...640 / step)
+      for length in [384, 500, 1024, 4096] {
+        let range = try #require(CoreBalance.cuts(along: length, across: 512, k: 512, byRows: byRows))
+        #expect(range.multiples.count >= 2)
+        #expect(Double(range.multiples.lowerBound * step) >= 0.375 * Double(length))
+        #expect(Double(range.multiples.upperBound * step) <= 0.625 * Double(length))
+      }
+      // Fewer than two cuts fit, or a part would be too small for the blocked kernels (as the
+      // MLP's 64 × 512 · 512 × 512 at micro-batch 64: 192 columns of 512 make 6.3 million
+      // multiply-adds).
+      #expect(CoreBalance.cuts(along: 40, across: 4096, k: 4096, byRows: byRows) == nil)
+      #expect(CoreBalance.cuts(along: 1024, across: 16, k: 256, byRows: byRows) == nil)
+      #expect(CoreBalance.cuts(along: 512, across: 64, k: 512, byRows: byRows) == nil)
     }
-    // Fewer than two cuts fit, or a part would be too small for the blocked kernels (as the
-    // MLP's 64 × 512 · 512 × 512 at micro-batch 64: 192 columns of 512 make 6.3 million
-    // multiply-adds).
-    #expect(CoreBalance.cuts(along: 40, across: 4096, k: 4096) == nil)
-    #expect(CoreBalance.cuts(along: 1024, across: 16, k: 256) == nil)
-    #expect(CoreBalance.cuts(along: 512, across: 64, k: 512) == nil)
-    #expect(CoreBalance.part(of: 1024, within: 24...40, share: 0.5) == 512)
-    #expect(CoreBalance.part(of: 512, within: 12...20, share: 0.5) == 256)
-    #expect(CoreBalance.part(of: 1024, within: 24...40, share: 0.1) == 384)
-    #expect(CoreBalance.part(of: 1024, within: 24...40, share: 0.9) == 640)
+    // The multiple nearest the share, within the cuts.
+    let cuts = CoreBalance.Cuts(step: 16, multiples: 24...40)
+    #expect(cuts.part(of: 1024, share: 0.5) == 512)
+    #expect(cuts.part(of: 1024, share: 0.1) == 384)
+    #expect(cuts.part(of: 1024, share: 0.9) == 640)
+    #expect(CoreBalance.Cuts(step: 16, multiples: 12...20).part(of: 512, share: 0.5) == 256)
+    // Twelve rows at a time: 512 · 0.5 / 12 = 21.3, so 21 · 12 rows of 512.
+    #expect(CoreBalance.Cuts(step: 12, multiples: 16...26).part(of: 512, share: 0.5) == 252)
   }
 
   @Test func theShareFollowsTheFasterCoreWithinItsBounds() {
