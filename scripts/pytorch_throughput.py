@@ -2,11 +2,12 @@
 """PyTorch CPU eager throughput of one training micro-step (forward, backward, optimizer step).
 
 The counterpart of `gradaccum bench`: the same model specification, input shape, loss and
-optimizer, random data, 2 threads; prints samples/s per micro-batch, median of repeats.
+optimizer, random data, 2 threads (or `--threads`); prints samples/s per micro-batch, median
+of repeats.
 Needs `pip install torch` (only this script does).
 
 Usage: python3 scripts/pytorch_throughput.py [--model SPEC] [--input-shape CxHxW] [--loss mse|cross-entropy]
-                                             [--optimizer sgd|adam] [micro-batch ...]
+                                             [--optimizer sgd|adam] [--threads N] [micro-batch ...]
 """
 import argparse
 import statistics
@@ -26,9 +27,9 @@ class SequenceStep:
     """A token model (the reference definitions) on random sequences of `length` ids, with
     next-token cross-entropy (mean over predicted tokens), ready to time micro-steps."""
 
-    def __init__(self, spec, length, optimizer="sgd"):
+    def __init__(self, spec, length, optimizer="sgd", threads=2):
         from transformer_reference import build as build_sequences
-        torch.set_num_threads(2)
+        torch.set_num_threads(threads)
         self.length = length
         self.model = build_sequences(spec)
         self.vocabulary = self.model[0].num_embeddings
@@ -67,8 +68,8 @@ def timed(step, m, repeats, seconds):
 class Step:
     """One model, optimizer and loss, ready to time micro-steps of any size."""
 
-    def __init__(self, spec, shape, loss="cross-entropy", optimizer="sgd"):
-        torch.set_num_threads(2)
+    def __init__(self, spec, shape, loss="cross-entropy", optimizer="sgd", threads=2):
+        torch.set_num_threads(threads)
         self.shape = shape
         self.loss = loss
         self.model = build(spec)
@@ -99,9 +100,12 @@ if __name__ == "__main__":
     parser.add_argument("--input-shape", default="784")
     parser.add_argument("--loss", default="cross-entropy", choices=["mse", "cross-entropy"])
     parser.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    parser.add_argument("--threads", type=int, default=2, help="PyTorch's threads (default 2)")
     parser.add_argument("sizes", nargs="*", type=int, default=[1, 4, 16, 64, 256])
     args = parser.parse_args()
-    step = Step(args.model, [int(s) for s in args.input_shape.split("x")], args.loss, args.optimizer)
+    if args.threads < 1:
+        parser.error(f"--threads must be 1 or more, got {args.threads}")
+    step = Step(args.model, [int(s) for s in args.input_shape.split("x")], args.loss, args.optimizer, args.threads)
     print(f"model   {args.model}  (input {args.input_shape}, {args.loss}, {args.optimizer}), PyTorch {torch.__version__}")
     for m in args.sizes:
         print(f"micro-batch {m:4d}: {step.samples_per_second(m, seconds=1.0):10.0f} samples/s")
