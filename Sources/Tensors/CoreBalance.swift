@@ -21,9 +21,9 @@ enum CoreBalance {
   /// Rows are cut at multiples of this many, or `nil` where the cut stays fixed: where no
   /// cut at such a multiple changes a bit (`scripts/product_cuts.c --bits`). 16 with
   /// `Cooperlake`, `SkylakeX`, `Sandybridge` and `Prescott`; 12 with `Haswell` and `Zen`,
-  /// whose kernels compute rows in tiles of 6 (about half the cuts at odd multiples of 6,
-  /// and at multiples of 16 not of 48, change the last places of some values). With families
-  /// not measured the cut stays in fixed halves.
+  /// whose kernels compute rows in tiles of 6 (every cut at an odd multiple of 6, and so at
+  /// a multiple of 16 that is not one of 48, changes the last places of some values). With
+  /// families not measured the cut stays in fixed halves.
   static let rowStep: Int? = {
     switch BLASKernels.coreName {
     case "Cooperlake", "SkylakeX", "Sandybridge", "Prescott": 16
