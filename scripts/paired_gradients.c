@@ -1,0 +1,176 @@
+// A linear layer's two gradient products, dX = G·W and dW = Gᵀ·X, run three ways on two
+// threads (this one and a helper that spins waiting for work, as GradAccum's), alternating:
+//   fixed      each product cut in halves (dX by rows when it has at least as many rows as
+//              columns, else by columns; dW by rows), one half per thread;
+//   following  the same cuts, moved after each product as `CoreBalance` moves them (this
+//              thread's share 0.3 of the way toward its rate against both, within
+//              0.375-0.625, at multiples of 16);
+//   paired     dX whole on this thread and dW whole on the helper, at once.
+// Used for docs/benchmarks.md ("Cores at different speeds"). Build (OpenBLAS from Debian's
+// libopenblas-dev):
+//   cc -O2 scripts/paired_gradients.c -o /tmp/paired_gradients -lopenblas -lpthread
+// and run `OPENBLAS_CORETYPE=Cooperlake /tmp/paired_gradients BATCH OUTPUTS INPUTS [ROUNDS]`,
+// e.g. `256 512 512` for the MLP's second layer at micro-batch 256. Prints per round the
+// microseconds of each way (20 runs of 3 layers each) and the share, then the medians of
+// fixed / paired and following / paired.
+#include <cblas.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+static double seconds(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+static int batch, outputs, inputs;
+static float *g, *w, *x, *inputGradient, *weightGradient;
+// Whether dX is cut by rows (else columns).
+static int inputGradientByRows;
+
+// Rows (or columns) `first` up to `last` of dX = G·W.
+static void inputGradientPart(int first, int last) {
+  if (inputGradientByRows) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, last - first, inputs, outputs, 1, g + (long)first * outputs,
+                outputs, w, inputs, 0, inputGradient + (long)first * inputs, inputs);
+  } else {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, batch, last - first, outputs, 1, g, outputs, w + first,
+                inputs, 0, inputGradient + first, inputs);
+  }
+}
+
+// Rows `first` up to `last` of dW = Gᵀ·X.
+static void weightGradientPart(int first, int last) {
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, last - first, inputs, batch, 1, g + first, outputs, x, inputs,
+              0, weightGradient + (long)first * inputs, inputs);
+}
+
+// What a hand-over runs: 0 dX in two parts, 1 dW in two parts, 2 the pair.
+static int task, cut;
+static double helperSeconds;
+
+static void work(int side) {
+  double start = seconds();
+  if (task == 0) {
+    int length = inputGradientByRows ? batch : inputs;
+    side == 0 ? inputGradientPart(0, cut) : inputGradientPart(cut, length);
+  } else if (task == 1) {
+    side == 0 ? weightGradientPart(0, cut) : weightGradientPart(cut, outputs);
+  } else {
+    side == 0 ? inputGradientPart(0, inputGradientByRows ? batch : inputs) : weightGradientPart(0, outputs);
+  }
+  if (side == 1) helperSeconds = seconds() - start;
+}
+
+static atomic_int posted, finished;
+
+static void *helper(void *unused) {
+  (void)unused;
+  for (int seen = 0;;) {
+    while (atomic_load(&posted) == seen) sched_yield();
+    seen = atomic_load(&posted);
+    work(1);
+    atomic_store(&finished, seen);
+  }
+  return NULL;
+}
+
+// This thread's share of the rows or columns, and whether cuts follow it.
+static double share = 0.5;
+static int following;
+
+static int callerPart(int length) {
+  if (!following) return length / 2;
+  const int step = 16;
+  int first = ((int)(length * 0.375 + 0.999999) + step - 1) / step, last = (int)(length * 0.625) / step;
+  int multiple = (int)(share * length / step + 0.5);
+  return (multiple < first ? first : multiple > last ? last : multiple) * step;
+}
+
+static void handOver(int which) {
+  task = which;
+  int length = which == 0 ? (inputGradientByRows ? batch : inputs) : outputs;
+  if (which < 2) cut = callerPart(length);
+  int handed = atomic_load(&posted) + 1;
+  atomic_store(&posted, handed);
+  double start = seconds();
+  work(0);
+  double mine = seconds() - start;
+  while (atomic_load(&finished) != handed) sched_yield();
+  if (which < 2 && following) {
+    double callerRate = cut / mine, helperRate = (length - cut) / helperSeconds;
+    double moved = share + 0.3 * (callerRate / (callerRate + helperRate) - share);
+    share = moved < 0.375 ? 0.375 : moved > 0.625 ? 0.625 : moved;
+  }
+}
+
+static float *filled(long count) {
+  float *values = malloc(sizeof(float) * count);
+  unsigned state = 1;
+  for (long i = 0; i < count; i++) {
+    state = state * 1664525u + 1013904223u;
+    values[i] = (float)(state >> 8) / 16777216.0f * 2 - 1;
+  }
+  return values;
+}
+
+static int ascending(const void *a, const void *b) {
+  double u = *(const double *)a, v = *(const double *)b;
+  return (u > v) - (u < v);
+}
+
+static double median(double *values, int count) {
+  qsort(values, count, sizeof(double), ascending);
+  return count % 2 ? values[count / 2] : (values[count / 2 - 1] + values[count / 2]) / 2;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 4 || argc > 5) {
+    fprintf(stderr, "usage: %s BATCH OUTPUTS INPUTS [ROUNDS]\n", argv[0]);
+    return 2;
+  }
+  batch = atoi(argv[1]), outputs = atoi(argv[2]), inputs = atoi(argv[3]);
+  int rounds = argc == 5 ? atoi(argv[4]) : 8;
+  if (batch < 64 || outputs < 64 || inputs < 64 || rounds < 1 || rounds > 100) {
+    fprintf(stderr, "BATCH, OUTPUTS and INPUTS must be 64 or more, ROUNDS 1 to 100; got %d %d %d, %d\n", batch, outputs,
+            inputs, rounds);
+    return 2;
+  }
+  inputGradientByRows = batch >= inputs;
+  g = filled((long)batch * outputs), w = filled((long)outputs * inputs), x = filled((long)batch * inputs);
+  inputGradient = filled((long)batch * inputs), weightGradient = filled((long)outputs * inputs);
+  openblas_set_num_threads(1);
+  pthread_t thread;
+  pthread_create(&thread, NULL, helper, NULL);
+  double fixedOverPaired[100], followingOverPaired[100];
+  printf("dX = G·W and dW = Gᵀ·X, %d × %d layer over %d rows: microseconds per layer (fixed halves, following "
+         "halves, paired; share)\n", inputs, outputs, batch);
+  for (int round = 0; round < rounds; round++) {
+    double total[3] = {0, 0, 0};
+    for (int run = 0; run < 20; run++) {
+      for (int way = 0; way < 3; way++) {
+        following = way == 1;
+        double start = seconds();
+        for (int layer = 0; layer < 3; layer++) {
+          if (way < 2) {
+            handOver(0);
+            handOver(1);
+          } else {
+            handOver(2);
+          }
+        }
+        total[way] += seconds() - start;
+      }
+    }
+    fixedOverPaired[round] = total[0] / total[2];
+    followingOverPaired[round] = total[1] / total[2];
+    printf("  %.0f, %.0f, %.0f (%.2f)\n", total[0] / 60 * 1e6, total[1] / 60 * 1e6, total[2] / 60 * 1e6, share);
+  }
+  printf("fixed / paired %.3f, following / paired %.3f (medians over rounds)\n", median(fixedOverPaired, rounds),
+         median(followingOverPaired, rounds));
+  return 0;
+}
