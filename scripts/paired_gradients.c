@@ -21,11 +21,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-static double seconds(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return t.tv_sec + t.tv_nsec * 1e-9;
-}
+#include "two_threads.h"
 
 static int batch, outputs, inputs;
 static float *g, *w, *x, *inputGradient, *weightGradient;
@@ -83,13 +79,7 @@ static void *helper(void *unused) {
 static double share = 0.5;
 static int following;
 
-static int callerPart(int length) {
-  if (!following) return length / 2;
-  const int step = 16;
-  int first = ((int)(length * 0.375 + 0.999999) + step - 1) / step, last = (int)(length * 0.625) / step;
-  int multiple = (int)(share * length / step + 0.5);
-  return (multiple < first ? first : multiple > last ? last : multiple) * step;
-}
+static int callerPart(int length) { return following ? balancedCut(length, 16, share) : length / 2; }
 
 static void handOver(int which) {
   task = which;
@@ -101,31 +91,7 @@ static void handOver(int which) {
   work(0);
   double mine = seconds() - start;
   while (atomic_load(&finished) != handed) sched_yield();
-  if (which < 2 && following) {
-    double callerRate = cut / mine, helperRate = (length - cut) / helperSeconds;
-    double moved = share + 0.3 * (callerRate / (callerRate + helperRate) - share);
-    share = moved < 0.375 ? 0.375 : moved > 0.625 ? 0.625 : moved;
-  }
-}
-
-static float *filled(long count) {
-  float *values = malloc(sizeof(float) * count);
-  unsigned state = 1;
-  for (long i = 0; i < count; i++) {
-    state = state * 1664525u + 1013904223u;
-    values[i] = (float)(state >> 8) / 16777216.0f * 2 - 1;
-  }
-  return values;
-}
-
-static int ascending(const void *a, const void *b) {
-  double u = *(const double *)a, v = *(const double *)b;
-  return (u > v) - (u < v);
-}
-
-static double median(double *values, int count) {
-  qsort(values, count, sizeof(double), ascending);
-  return count % 2 ? values[count / 2] : (values[count / 2 - 1] + values[count / 2]) / 2;
+  if (which < 2 && following) share = movedShare(share, cut / mine, (length - cut) / helperSeconds);
 }
 
 int main(int argc, char **argv) {

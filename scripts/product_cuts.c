@@ -31,11 +31,7 @@
 #include <string.h>
 #include <time.h>
 
-static double seconds(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return t.tv_sec + t.tv_nsec * 1e-9;
-}
+#include "two_threads.h"
 
 static int m, n, k, transposeA, transposeB;
 static const float *a, *b;
@@ -103,14 +99,10 @@ static double share = 0.5;
 static int balanceStep = 16;
 
 static void runBalanced(void) {
-  const int step = balanceStep, length = cutsRows ? m : n;
-  int first = ((int)(length * 0.375 + 0.999999) + step - 1) / step, last = (int)(length * 0.625) / step;
-  int multiple = (int)(share * length / step + 0.5);
-  cut = (multiple < first ? first : multiple > last ? last : multiple) * step;
+  const int length = cutsRows ? m : n;
+  cut = balancedCut(length, balanceStep, share);
   runProduct();
-  double caller = cut / partSeconds[0], other = (length - cut) / partSeconds[1];
-  double moved = share + 0.3 * (caller / (caller + other) - share);
-  share = moved < 0.375 ? 0.375 : moved > 0.625 ? 0.625 : moved;
+  share = movedShare(share, cut / partSeconds[0], (length - cut) / partSeconds[1]);
 }
 
 // GFLOP/s of `product`: the best of 10 runs of 10 products.
@@ -124,26 +116,6 @@ static double rate(void (*product)(void)) {
     if (elapsed < best) best = elapsed;
   }
   return 2.0 * m * n * k / best / 1e9;
-}
-
-static float *filled(long count) {
-  float *values = malloc(sizeof(float) * count);
-  unsigned state = 1;
-  for (long i = 0; i < count; i++) {
-    state = state * 1664525u + 1013904223u;
-    values[i] = (float)(state >> 8) / 16777216.0f * 2 - 1;
-  }
-  return values;
-}
-
-static int ascending(const void *x, const void *y) {
-  double u = *(const double *)x, v = *(const double *)y;
-  return (u > v) - (u < v);
-}
-
-static double median(double *values, int count) {
-  qsort(values, count, sizeof(double), ascending);
-  return count % 2 ? values[count / 2] : (values[count / 2 - 1] + values[count / 2]) / 2;
 }
 
 // The cuts of rows and of columns at multiples of `step` that change any bit.

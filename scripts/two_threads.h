@@ -1,0 +1,48 @@
+// What the two-thread product programs share (`product_cuts.c`, `paired_gradients.c`): the
+// clock, operands filled the same way, a median, and where `CoreBalance` cuts a product
+// and how it moves the calling thread's share.
+#include <stdlib.h>
+#include <time.h>
+
+static double seconds(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+// `count` values in [-1, 1), the same in every run.
+static float *filled(long count) {
+  float *values = malloc(sizeof(float) * count);
+  unsigned state = 1;
+  for (long i = 0; i < count; i++) {
+    state = state * 1664525u + 1013904223u;
+    values[i] = (float)(state >> 8) / 16777216.0f * 2 - 1;
+  }
+  return values;
+}
+
+static int ascending(const void *x, const void *y) {
+  double u = *(const double *)x, v = *(const double *)y;
+  return (u > v) - (u < v);
+}
+
+// Sorts `values`.
+static double median(double *values, int count) {
+  qsort(values, count, sizeof(double), ascending);
+  return count % 2 ? values[count / 2] : (values[count / 2 - 1] + values[count / 2]) / 2;
+}
+
+// The rows or columns of `length` the calling thread takes at `share`, as `CoreBalance`
+// cuts them: the multiple of `step` nearest it, within 0.375-0.625 of `length`.
+static int balancedCut(int length, int step, double share) {
+  int first = ((int)(length * 0.375 + 0.999999) + step - 1) / step, last = (int)(length * 0.625) / step;
+  int multiple = (int)(share * length / step + 0.5);
+  return (multiple < first ? first : multiple > last ? last : multiple) * step;
+}
+
+// `share` moved 0.3 of the way toward the calling thread's rate against both, kept within
+// 0.375-0.625, as `CoreBalance` moves it after each product.
+static double movedShare(double share, double callerRate, double helperRate) {
+  double moved = share + 0.3 * (callerRate / (callerRate + helperRate) - share);
+  return moved < 0.375 ? 0.375 : moved > 0.625 ? 0.625 : moved;
+}
