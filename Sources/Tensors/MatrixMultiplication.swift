@@ -255,8 +255,6 @@ public enum BLASCall {
     let m: Int, n: Int, k: Int, transposeA: Bool, transposeB: Bool
     /// Whether the rows of `C` are cut, else its columns.
     let cutsRows: Bool
-    /// The extents `(m, n)` of the lower half and of the upper half.
-    let lower: (m: Int, n: Int), upper: (m: Int, n: Int)
     /// Where the rows or columns may be cut instead of in halves, following the cores'
     /// speeds (``CoreBalance``): `nil` when the cut is fixed.
     let movableCuts: CoreBalance.Cuts?
@@ -278,7 +276,6 @@ public enum BLASCall {
         return allocates(lower.m, lower.n, k, transposeA, transposeB)
           || allocates(upper.m, upper.n, k, transposeA, transposeB)
       }
-      (lower, upper) = Self.parts(m: m, n: n, cutsRows: cutsRows, callerPart: length / 2)
       if partsAllocate(callerPart: length / 2) { return nil }
       // The parts of the first and the last cut, probed: those between are of sizes between
       // theirs, all above the sizes where OpenBLAS changes its path.
@@ -318,6 +315,7 @@ public enum BLASCall {
     /// Under shape tracing: the hand-over (its bytes) and the two one-thread products.
     func trace() {
       ParallelWork.split(2, elementsPerItem: ParallelWork.minimumElements, computes: false) { _ in }
+      let (lower, upper) = Self.parts(m: m, n: n, cutsRows: cutsRows, callerPart: length / 2)
       for half in 0..<2 {
         let (m, n) = half == 0 ? lower : upper
         ShapeTracing.current?.recordMatrixProduct(
@@ -359,8 +357,7 @@ public enum BLASCall {
       _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, strides: Strides,
       start: Start, callerPart: Int?
     ) {
-      let (lower, upper) =
-        callerPart.map { Self.parts(m: m, n: n, cutsRows: cutsRows, callerPart: $0) } ?? (self.lower, self.upper)
+      let (lower, upper) = Self.parts(m: m, n: n, cutsRows: cutsRows, callerPart: callerPart ?? length / 2)
       let timed = movableCuts != nil
       openblas_set_num_threads(1)
       ParallelWork.split(2, elementsPerItem: ParallelWork.minimumElements) { range in
