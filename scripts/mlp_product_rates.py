@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""The MLP's matrix products per step through OpenBLAS (as GradAccum cuts them in halves, and
-with OpenBLAS's own two threads: `scripts/mlp_product_rates.c`) and through PyTorch's MKL
-(`torch.mm`, 2 threads), alternating round by round; GFLOP/s over the same products. Used for
+"""The MLP's matrix products per step through OpenBLAS, run the ways `scripts/mlp_product_rates.c`
+names (by default in fixed halves, as GradAccum cut them before its cuts followed the cores,
+and with OpenBLAS's own two threads), and through PyTorch's MKL (`torch.mm`, 2 threads or
+`--threads 1`), alternating round by round; GFLOP/s over the same products, medians of the
+rounds, and each way's rate over MKL's (the median of the rounds' ratios). Used for
 docs/benchmarks.md ("Side by side with this build"). Needs `pip install torch`.
 
 Usage:
-  cc -O2 scripts/mlp_product_rates.c -o /tmp/mlp_rates -lopenblas -lpthread
+  cc -O2 scripts/mlp_product_rates.c -o /tmp/mlp_rates -lopenblas -lpthread -ldl -lm
   OPENBLAS_CORETYPE=Cooperlake python3 scripts/mlp_product_rates.py /tmp/mlp_rates [--rounds N] [--micro-batches 256,1024]
-      [--first-product]
+      [--first-product] [--ways halves,following,shared,threaded,single] [--threads 1|2]
 """
 import argparse
 import re
@@ -20,10 +22,13 @@ import torch
 WIDTHS = [784, 512, 512, 10]
 
 
-def mkl_rate(batch, first_only):
-    """GFLOP/s of torch.mm over one step's products (output, weight gradient, input gradient),
-    or over the first layer's output product alone."""
-    torch.set_num_threads(2)
+WAYS = ["halves", "following", "shared", "threaded", "single"]
+
+
+def mkl_rate(batch, first_only, threads=2):
+    """GFLOP/s of torch.mm on `threads` threads over one step's products (output, weight gradient,
+    input gradient), or over the first layer's output product alone."""
+    torch.set_num_threads(threads)
     products, flops = [], 0.0
     if first_only:
         x, w = torch.rand(batch, WIDTHS[0]), torch.rand(WIDTHS[1], WIDTHS[0])
@@ -60,18 +65,26 @@ def main():
     parser.add_argument("--micro-batches", default="256,1024", help="comma-separated, such as 256,512,1024")
     parser.add_argument("--first-product", action="store_true",
                         help="the first layer's output product alone (MICRO_BATCH x 784 . 784 x 512)")
+    parser.add_argument("--ways", default="halves,threaded", help="comma-separated, of " + ", ".join(WAYS))
+    parser.add_argument("--threads", type=int, default=2, choices=[1, 2], help="MKL's threads")
     args = parser.parse_args()
-    print("| micro-batch | OpenBLAS, halves | OpenBLAS, its threads | MKL | halves / MKL |")
-    print("|---:|---:|---:|---:|---:|")
+    ways = args.ways.split(",")
+    unknown = [way for way in ways if way not in WAYS]
+    if unknown:
+        parser.error(f"--ways: {', '.join(unknown)} is not one of {', '.join(WAYS)}")
+    print("| micro-batch | " + " | ".join(f"OpenBLAS, {way}" for way in ways) + f" | MKL, {args.threads} thread(s) | "
+          + " | ".join(f"{way} / MKL" for way in ways) + " |")
+    print("|---:" * (2 * len(ways) + 2) + "|")
     for batch in [int(size) for size in args.micro_batches.split(",")]:
-        rates = {"halves": [], "threaded": [], "mkl": []}
+        rates = {way: [] for way in ways + ["mkl"]}
         for _ in range(args.rounds):
-            rates["halves"].append(openblas_rate(args.binary, batch, "halves", args.first_product))
-            rates["threaded"].append(openblas_rate(args.binary, batch, "threaded", args.first_product))
-            rates["mkl"].append(mkl_rate(batch, args.first_product))
+            for way in ways:
+                rates[way].append(openblas_rate(args.binary, batch, way, args.first_product))
+            rates["mkl"].append(mkl_rate(batch, args.first_product, args.threads))
         medians = {key: statistics.median(values) for key, values in rates.items()}
-        print(f"| {batch} | {medians['halves']:.0f} | {medians['threaded']:.0f} | {medians['mkl']:.0f} | "
-              f"{medians['halves'] / medians['mkl']:.2f} |", flush=True)
+        ratios = [statistics.median(rate / mkl for rate, mkl in zip(rates[way], rates["mkl"])) for way in ways]
+        print(f"| {batch} | " + " | ".join(f"{medians[way]:.0f}" for way in ways) + f" | {medians['mkl']:.0f} | "
+              + " | ".join(f"{ratio:.2f}" for ratio in ratios) + " |", flush=True)
 
 
 if __name__ == "__main__":
