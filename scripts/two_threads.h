@@ -21,13 +21,13 @@ static float *filled(long count) {
   return values;
 }
 
-static int ascending(const void *x, const void *y) {
+static inline int ascending(const void *x, const void *y) {
   double u = *(const double *)x, v = *(const double *)y;
   return (u > v) - (u < v);
 }
 
 // Sorts `values`.
-static double median(double *values, int count) {
+static inline double median(double *values, int count) {
   qsort(values, count, sizeof(double), ascending);
   return count % 2 ? values[count / 2] : (values[count / 2 - 1] + values[count / 2]) / 2;
 }
