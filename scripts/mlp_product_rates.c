@@ -17,7 +17,10 @@
 //              start; with Haswell and Zen the weight gradients differ in some last bits,
 //              which the check reports);
 //   threaded   one call with OpenBLAS's own two threads;
-//   single     one call on one thread.
+//   single     one call on one thread;
+//   independent  two threads, each running every product whole on one thread, on operands
+//              of its own, with no hand-over between them (GFLOP/s of both together): the
+//              products as two separate trainings would run them.
 // Products with fewer than 2^23 multiply-adds run whole on this thread in every way, as in
 // GradAccum. GEMM_P and GEMM_Q in the environment replace OpenBLAS's blocking (rows and
 // inner indices per packed block) for every way. Used for docs/benchmarks.md ("Side by side
@@ -166,7 +169,7 @@ static void sharedBlocks(struct product p) {
 }
 
 // --- the helper thread and the ways ------------------------------------------------------
-enum way { halves, following, shared, threaded, single };
+enum way { halves, following, shared, threaded, single, independent };
 static enum way chosen;
 static atomic_int posted, finished, stopping;  // products handed to the helper, and done by it
 static int cut;
@@ -198,7 +201,7 @@ static double share = 0.5;
 static int handed;
 
 static void run(struct product p) {
-  if ((double)p.m * p.n * p.k < (1 << 23) || chosen == threaded || chosen == single) {
+  if ((double)p.m * p.n * p.k < (1 << 23) || chosen == threaded || chosen == single || chosen == independent) {
     sgemm(p, p.m, p.n, p.a, p.b, p.c);
     return;
   }
@@ -223,13 +226,76 @@ static void run(struct product p) {
   if (chosen == following) share = movedShare(share, cut / took[0], (length - cut) / took[1]);
 }
 
+// The step's products at `batch` (or the first alone) on operands of their own, into
+// `products`; returns their floating-point operations.
+static double built(int batch, int firstOnly, struct product *products, int *count) {
+  int widths[4] = {784, 512, 512, 10};
+  double flops = 0;
+  *count = 0;
+  for (int layer = 0; layer < 3; layer++) {
+    int in = widths[layer], out = widths[layer + 1];
+    float *x = filled((long)batch * in), *w = filled((long)out * in), *g = filled((long)batch * out);
+    products[(*count)++] = (struct product){batch, out, in, 0, 1, x, w, filled((long)batch * out)};
+    if (firstOnly) return 2.0 * batch * in * out;
+    products[(*count)++] = (struct product){out, in, batch, 1, 0, g, x, filled((long)out * in)};
+    flops += 4.0 * batch * in * out;
+    if (layer > 0) {
+      products[(*count)++] = (struct product){batch, in, out, 0, 0, g, w, filled((long)batch * in)};
+      flops += 2.0 * batch * in * out;
+    }
+  }
+  return flops;
+}
+
+// `independent`: each of two threads runs every product whole, `rounds` times, on operands
+// of its own, with no hand-over between them.
+struct alone {
+  struct product products[8];
+  int count, rounds;
+  pthread_barrier_t *started;
+  double *finished;
+};
+
+static void *runAlone(void *context) {
+  struct alone *work = context;
+  for (int pass = 0; pass < 2; pass++) {  // a warm-up pass, then the timed one
+    pthread_barrier_wait(work->started);
+    for (int round = 0; round < work->rounds; round++)
+      for (int index = 0; index < work->count; index++) run(work->products[index]);
+    *work->finished = seconds();
+  }
+  return NULL;
+}
+
+static double independentSeconds(struct product *products, int count, int batch, int firstOnly, int rounds) {
+  pthread_barrier_t started;
+  pthread_barrier_init(&started, NULL, 2);
+  double finished[2];
+  struct alone mine = {.count = count, .rounds = rounds, .started = &started, .finished = &finished[0]};
+  memcpy(mine.products, products, sizeof(struct product) * count);
+  struct alone other = {.rounds = rounds, .started = &started, .finished = &finished[1]};
+  built(batch, firstOnly, other.products, &other.count);
+  pthread_t thread;
+  pthread_create(&thread, NULL, runAlone, &other);
+  double start = 0;
+  for (int pass = 0; pass < 2; pass++) {
+    pthread_barrier_wait(&started);
+    start = seconds();
+    for (int round = 0; round < rounds; round++)
+      for (int index = 0; index < count; index++) run(products[index]);
+    finished[0] = seconds();
+  }
+  pthread_join(thread, NULL);
+  return (finished[0] > finished[1] ? finished[0] : finished[1]) - start;
+}
+
 int main(int argc, char **argv) {
-  const char *names[] = {"halves", "following", "shared", "threaded", "single"};
+  const char *names[] = {"halves", "following", "shared", "threaded", "single", "independent"};
   int found = -1;
-  for (int w = 0; argc >= 3 && w < 5; w++)
+  for (int w = 0; argc >= 3 && w < 6; w++)
     if (!strcmp(argv[2], names[w])) found = w;
   if (argc < 3 || argc > 4 || atoi(argv[1]) < 1 || found < 0 || (argc == 4 && strcmp(argv[3], "first"))) {
-    fprintf(stderr, "usage: %s MICRO_BATCH halves|following|shared|threaded|single [first]\n", argv[0]);
+    fprintf(stderr, "usage: %s MICRO_BATCH halves|following|shared|threaded|single|independent [first]\n", argv[0]);
     return 2;
   }
   int batch = atoi(argv[1]);
@@ -240,25 +306,9 @@ int main(int argc, char **argv) {
     gotoblas[6] = (int)((0.8 * (128 << 20) - 4.0 * gotoblas[4] * gotoblas[5]) / (4.0 * gotoblas[5])) / 64 * 64;
   // `first`: the first layer's output product alone (MICRO_BATCH × 784 · 784 × 512).
   int firstOnly = argc == 4;
-  int widths[4] = {784, 512, 512, 10};
   struct product products[8];
   int productCount = 0;
-  double flops = 0;
-  for (int layer = 0; layer < 3; layer++) {
-    int in = widths[layer], out = widths[layer + 1];
-    float *x = filled((long)batch * in), *w = filled((long)out * in), *g = filled((long)batch * out);
-    products[productCount++] = (struct product){batch, out, in, 0, 1, x, w, filled((long)batch * out)};
-    if (firstOnly) {
-      flops = 2.0 * batch * in * out;
-      break;
-    }
-    products[productCount++] = (struct product){out, in, batch, 1, 0, g, x, filled((long)out * in)};
-    flops += 4.0 * batch * in * out;
-    if (layer > 0) {
-      products[productCount++] = (struct product){batch, in, out, 0, 0, g, w, filled((long)batch * in)};
-      flops += 2.0 * batch * in * out;
-    }
-  }
+  double flops = built(batch, firstOnly, products, &productCount);
   openblas_set_num_threads(chosen == threaded ? 2 : 1);
   pthread_t thread;
   if (chosen == halves || chosen == following || chosen == shared) pthread_create(&thread, NULL, helper, NULL);
@@ -283,16 +333,22 @@ int main(int argc, char **argv) {
     }
   }
   int rounds = 2000000000.0 / flops > 20 ? (int)(2000000000.0 / flops) : 20;
-  double start = 0;
-  for (int pass = 0; pass < 2; pass++) {  // a warm-up pass, then the timed one
-    start = seconds();
-    for (int round = 0; round < rounds; round++)
-      for (int index = 0; index < productCount; index++) run(products[index]);
+  double elapsed = 0;
+  if (chosen == independent) {  // both threads' products over the time until both are done
+    elapsed = independentSeconds(products, productCount, batch, firstOnly, rounds);
+    flops *= 2;
+  } else {
+    for (int pass = 0; pass < 2; pass++) {  // a warm-up pass, then the timed one
+      double start = seconds();
+      for (int round = 0; round < rounds; round++)
+        for (int index = 0; index < productCount; index++) run(products[index]);
+      elapsed = seconds() - start;
+    }
   }
-  double elapsed = seconds() - start;
   atomic_store(&stopping, 1);
   if (chosen == halves || chosen == following || chosen == shared) pthread_join(thread, NULL);
-  printf("micro-batch %d, %s: %.2f ms per step's products, %.0f GFLOP/s\n", batch, argv[2], elapsed / rounds * 1e3,
+  printf("micro-batch %d, %s: %.2f ms per step's products, %.0f GFLOP/s\n", batch, argv[2],
+         elapsed / rounds / (chosen == independent ? 2 : 1) * 1e3,
          flops * rounds / elapsed / 1e9);
   return 0;
 }

@@ -9,7 +9,7 @@ docs/benchmarks.md ("Side by side with this build"). Needs `pip install torch`.
 Usage:
   cc -O2 scripts/mlp_product_rates.c -o /tmp/mlp_rates -lopenblas -lpthread -ldl -lm
   OPENBLAS_CORETYPE=Cooperlake python3 scripts/mlp_product_rates.py /tmp/mlp_rates [--rounds N] [--micro-batches 256,1024]
-      [--first-product] [--ways halves,following,shared,threaded,single] [--threads 1|2]
+      [--first-product] [--ways halves,following,shared,threaded,single,independent] [--threads 1|2]
 """
 import argparse
 import re
@@ -22,7 +22,7 @@ import torch
 WIDTHS = [784, 512, 512, 10]
 
 
-WAYS = ["halves", "following", "shared", "threaded", "single"]
+WAYS = ["halves", "following", "shared", "threaded", "single", "independent"]
 
 
 def mkl_rate(batch, first_only, threads=2):
