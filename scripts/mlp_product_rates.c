@@ -175,13 +175,14 @@ static atomic_int posted, finished, stopping;  // products handed to the helper,
 static int cut;
 static double took[2];  // each thread's seconds in its part of the last product
 
-static void helperPart(void) {
+// This thread's part (lane 0) or the helper's (lane 1) of the current product.
+static void runLane(int lane) {
   if (chosen == shared) {
-    sharedWork(1);
+    sharedWork(lane);
   } else {
     double start = seconds();
-    runPart(current, cut, 1);
-    took[1] = seconds() - start;
+    runPart(current, cut, lane);
+    took[lane] = seconds() - start;
   }
 }
 
@@ -192,7 +193,7 @@ static void *helper(void *unused) {
       if (atomic_load(&stopping)) return NULL;
       sched_yield();
     }
-    helperPart();
+    runLane(1);
     atomic_store(&finished, done + 1);
   }
 }
@@ -215,13 +216,7 @@ static void run(struct product p) {
     cut = chosen == following ? balancedCut(length, 16, share) : length / 2;
   }
   atomic_store(&posted, ++handed);
-  if (chosen == shared) {
-    sharedWork(0);
-  } else {
-    double start = seconds();
-    runPart(p, cut, 0);
-    took[0] = seconds() - start;
-  }
+  runLane(0);
   while (atomic_load(&finished) < handed) sched_yield();
   if (chosen == following) share = movedShare(share, cut / took[0], (length - cut) / took[1]);
 }
