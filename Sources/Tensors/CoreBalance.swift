@@ -15,8 +15,8 @@
 /// the cut falls, and so not on timing; products whose cut may not move are cut in fixed
 /// halves.
 ///
-/// Read and written under ``BLASCall``'s thread-count lock held exclusively, by the thread
-/// that holds it (``helperSeconds`` by the helper working for that thread).
+/// ``share`` is read and written under ``BLASCall``'s thread-count lock held exclusively, by
+/// the thread that holds it.
 enum CoreBalance {
   /// Rows are cut at multiples of this many, or `nil` where the cut stays fixed: where no
   /// cut at such a multiple changes a bit (`scripts/product_cuts.c --bits`). 16 with
@@ -69,12 +69,6 @@ enum CoreBalance {
   /// The calling thread's share of the rows or columns, following the measured rates.
   nonisolated(unsafe) static var share = 0.5
 
-  /// The seconds the last product's first part took, on the calling thread.
-  nonisolated(unsafe) static var callerSeconds = 0.0
-  /// The seconds its second part took, on the helper (or on the calling thread too, when the
-  /// helper came late); written before the helper reports the part done.
-  nonisolated(unsafe) static var helperSeconds = 0.0
-
   /// The cuts a product may take along its side of `length` rows (`byRows`) or columns, the
   /// other side `breadth` long: `nil` where that side's cut stays fixed, when fewer than two
   /// fit within the shares, or when a part would have fewer than ``smallestPart``
@@ -97,11 +91,12 @@ enum CoreBalance {
     return Swift.min(Swift.max(moved, lowestShare), highestShare)
   }
 
-  /// Moves ``share`` by the rates of the last product's parts (``callerSeconds``,
-  /// ``helperSeconds``) of `callerPart` and `helperPart` rows or columns.
-  static func record(callerPart: Int, helperPart: Int) {
+  /// Moves ``share`` by the rates of a product's parts: `callerPart` rows or columns in
+  /// `seconds.caller` on the calling thread, `helperPart` in `seconds.helper` on the helper
+  /// (or on the calling thread too, when the helper came late).
+  static func record(callerPart: Int, helperPart: Int, seconds: (caller: Double, helper: Double)) {
     share = moved(
-      share, callerRate: Double(callerPart) / callerSeconds, helperRate: Double(helperPart) / helperSeconds)
+      share, callerRate: Double(callerPart) / seconds.caller, helperRate: Double(helperPart) / seconds.helper)
   }
 
   /// Seconds on the monotonic clock.

@@ -332,8 +332,10 @@ public enum BLASCall {
     ) {
       threadCountLock.exclusively {
         let callerPart = movableCuts.map { $0.part(of: length) }
-        run(a, b, c, strides: strides, start: start, callerPart: callerPart)
-        if let callerPart { CoreBalance.record(callerPart: callerPart, helperPart: length - callerPart) }
+        let seconds = run(a, b, c, strides: strides, start: start, callerPart: callerPart)
+        if let callerPart {
+          CoreBalance.record(callerPart: callerPart, helperPart: length - callerPart, seconds: seconds)
+        }
       }
     }
 
@@ -350,15 +352,17 @@ public enum BLASCall {
     }
 
     /// The product cut after `callerPart` rows or columns (one of ``movableCuts``), or in
-    /// the fixed halves when `nil`; each part timed (into ``CoreBalance/callerSeconds`` and
-    /// ``CoreBalance/helperSeconds``) when the cut may move. The caller holds
-    /// ``threadCountLock`` exclusively.
+    /// the fixed halves when `nil`; returns the seconds each part took when the cut may move
+    /// (zeros otherwise). The caller holds ``threadCountLock`` exclusively.
+    @discardableResult
     func run(
       _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, strides: Strides,
       start: Start, callerPart: Int?
-    ) {
+    ) -> (caller: Double, helper: Double) {
       let (lower, upper) = Self.parts(m: m, n: n, cutsRows: cutsRows, callerPart: callerPart ?? length / 2)
       let timed = movableCuts != nil
+      // Each part's seconds, written by the thread that ran it; read after both are done.
+      var seconds = (caller: 0.0, helper: 0.0)
       openblas_set_num_threads(1)
       ParallelWork.split(2, elementsPerItem: ParallelWork.minimumElements) { range in
         for index in range {
@@ -374,12 +378,13 @@ public enum BLASCall {
             a, b, c, m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB, strides: strides,
             start: cutsRows ? start : start.columns(from: first), oneThread: true)
           if timed {
-            let seconds = CoreBalance.now() - started
-            if index == 0 { CoreBalance.callerSeconds = seconds } else { CoreBalance.helperSeconds = seconds }
+            let took = CoreBalance.now() - started
+            if index == 0 { seconds.caller = took } else { seconds.helper = took }
           }
         }
       }
       openblas_set_num_threads(Int32(BLASThreading.defaultThreads))
+      return seconds
     }
   }
 
