@@ -171,7 +171,6 @@ static void sharedBlocks(struct product p) {
 // --- the helper thread and the ways ------------------------------------------------------
 enum way { halves, following, shared, threaded, single, independent };
 static enum way chosen;
-static atomic_int posted, finished, stopping;  // products handed to the helper, and done by it
 static int cut;
 static double took[2];  // each thread's seconds in its part of the last product
 
@@ -186,20 +185,7 @@ static void runLane(int lane) {
   }
 }
 
-static void *helper(void *unused) {
-  (void)unused;
-  for (int done = 0;; done++) {
-    while (atomic_load(&posted) <= done) {
-      if (atomic_load(&stopping)) return NULL;
-      sched_yield();
-    }
-    runLane(1);
-    atomic_store(&finished, done + 1);
-  }
-}
-
 static double share = 0.5;
-static int handed;
 
 static void run(struct product p) {
   if ((double)p.m * p.n * p.k < (1 << 23) || chosen == threaded || chosen == single || chosen == independent) {
@@ -215,9 +201,7 @@ static void run(struct product p) {
   } else {
     cut = chosen == following ? balancedCut(length, 16, share) : length / 2;
   }
-  atomic_store(&posted, ++handed);
-  runLane(0);
-  while (atomic_load(&finished) < handed) sched_yield();
+  runBothLanes();
   if (chosen == following) share = movedShare(share, cut / took[0], (length - cut) / took[1]);
 }
 
@@ -305,8 +289,7 @@ int main(int argc, char **argv) {
   int productCount = 0;
   double flops = built(batch, firstOnly, products, &productCount);
   openblas_set_num_threads(chosen == threaded ? 2 : 1);
-  pthread_t thread;
-  if (chosen == halves || chosen == following || chosen == shared) pthread_create(&thread, NULL, helper, NULL);
+  if (chosen == halves || chosen == following || chosen == shared) startHelper(runLane);
   if (chosen == shared) {
     sharedSetUp(batch > 1024 ? batch : 1024);
     for (int index = 0; index < productCount; index++) {  // each product's bits against one whole sgemm
@@ -340,8 +323,7 @@ int main(int argc, char **argv) {
       elapsed = seconds() - start;
     }
   }
-  atomic_store(&stopping, 1);
-  if (chosen == halves || chosen == following || chosen == shared) pthread_join(thread, NULL);
+  if (chosen == halves || chosen == following || chosen == shared) stopHelper();
   printf("micro-batch %d, %s: %.2f ms per step's products, %.0f GFLOP/s\n", batch, argv[2],
          elapsed / rounds / (chosen == independent ? 2 : 1) * 1e3,
          flops * rounds / elapsed / 1e9);

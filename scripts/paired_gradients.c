@@ -47,7 +47,7 @@ static void weightGradientPart(int first, int last) {
 
 // What a hand-over runs: 0 dX in two parts, 1 dW in two parts, 2 the pair.
 static int task, cut;
-static double helperSeconds;
+static double partSeconds[2];  // each side's, in the last hand-over
 
 static void work(int side) {
   double start = seconds();
@@ -59,20 +59,7 @@ static void work(int side) {
   } else {
     side == 0 ? inputGradientPart(0, inputGradientByRows ? batch : inputs) : weightGradientPart(0, outputs);
   }
-  if (side == 1) helperSeconds = seconds() - start;
-}
-
-static atomic_int posted, finished;
-
-static void *helper(void *unused) {
-  (void)unused;
-  for (int seen = 0;;) {
-    while (atomic_load(&posted) == seen) sched_yield();
-    seen = atomic_load(&posted);
-    work(1);
-    atomic_store(&finished, seen);
-  }
-  return NULL;
+  partSeconds[side] = seconds() - start;
 }
 
 // This thread's share of the rows or columns, and whether cuts follow it.
@@ -85,13 +72,8 @@ static void handOver(int which) {
   task = which;
   int length = which == 0 ? (inputGradientByRows ? batch : inputs) : outputs;
   if (which < 2) cut = callerPart(length);
-  int handed = atomic_load(&posted) + 1;
-  atomic_store(&posted, handed);
-  double start = seconds();
-  work(0);
-  double mine = seconds() - start;
-  while (atomic_load(&finished) != handed) sched_yield();
-  if (which < 2 && following) share = movedShare(share, cut / mine, (length - cut) / helperSeconds);
+  runBothLanes();
+  if (which < 2 && following) share = movedShare(share, cut / partSeconds[0], (length - cut) / partSeconds[1]);
 }
 
 int main(int argc, char **argv) {
@@ -110,8 +92,7 @@ int main(int argc, char **argv) {
   g = filled((long)batch * outputs), w = filled((long)outputs * inputs), x = filled((long)batch * inputs);
   inputGradient = filled((long)batch * inputs), weightGradient = filled((long)outputs * inputs);
   openblas_set_num_threads(1);
-  pthread_t thread;
-  pthread_create(&thread, NULL, helper, NULL);
+  startHelper(work);
   double fixedOverPaired[100], followingOverPaired[100];
   printf("dX = G·W and dW = Gᵀ·X, %d × %d layer over %d rows: microseconds per layer (fixed halves, following "
          "halves, paired; share)\n", inputs, outputs, batch);
@@ -138,5 +119,6 @@ int main(int argc, char **argv) {
   }
   printf("fixed / paired %.3f, following / paired %.3f (medians over rounds)\n", median(fixedOverPaired, rounds),
          median(followingOverPaired, rounds));
+  stopHelper();
   return 0;
 }

@@ -63,30 +63,8 @@ static void runHalf(int half) {
   partTotals[half] += partSeconds[half];
 }
 
-static atomic_int posted, finished, stopping;
-
-static void *helper(void *unused) {
-  (void)unused;
-  for (int done = 0;;) {
-    while (atomic_load(&posted) <= done) {
-      if (atomic_load(&stopping)) return NULL;
-      sched_yield();
-    }
-    runHalf(1);
-    done++;
-    atomic_store(&finished, done);
-  }
-}
-
-static int handed;
-
 // Both parts of the product, one here and one on the helper.
-static void runProduct(void) {
-  handed++;
-  atomic_store(&posted, handed);
-  runHalf(0);
-  while (atomic_load(&finished) < handed) sched_yield();
-}
+static void runProduct(void) { runBothLanes(); }
 
 // The whole product on this thread alone.
 static void runWhole(void) { runPart(0, m, 1, c); }
@@ -167,8 +145,7 @@ int main(int argc, char **argv) {
     return 0;
   }
   int rounds = last;
-  pthread_t thread;
-  pthread_create(&thread, NULL, helper, NULL);
+  startHelper(runHalf);
   double firstRates[100], secondRates[100], whole[100], ratios[100], scaling[100];
   if (balance) {
     cutsRows = m >= n;
@@ -207,7 +184,6 @@ int main(int argc, char **argv) {
            median(firstRates, rounds), median(secondRates, rounds), median(whole, rounds), median(ratios, rounds),
            median(scaling, rounds));
   }
-  atomic_store(&stopping, 1);
-  pthread_join(thread, NULL);
+  stopHelper();
   return 0;
 }

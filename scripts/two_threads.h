@@ -1,6 +1,10 @@
-// What the two-thread product programs share (`product_cuts.c`, `paired_gradients.c`): the
-// clock, operands filled the same way, a median, and where `CoreBalance` cuts a product
-// and how it moves the calling thread's share.
+// What the two-thread product programs share (`product_cuts.c`, `paired_gradients.c`,
+// `mlp_product_rates.c`): the clock, operands filled the same way, a median, where
+// `CoreBalance` cuts a product and how it moves the calling thread's share, and the helper
+// thread that takes the second lane of each piece of work.
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -45,4 +49,41 @@ static int balancedCut(int length, int step, double share) {
 static double movedShare(double share, double callerRate, double helperRate) {
   double moved = share + 0.3 * (callerRate / (callerRate + helperRate) - share);
   return moved < 0.375 ? 0.375 : moved > 0.625 ? 0.625 : moved;
+}
+
+// The work both threads run, as `lanes(0)` on this thread and `lanes(1)` on the helper.
+static void (*lanes)(int lane);
+static atomic_int lanesPosted, lanesFinished, lanesStopping;  // pieces handed over, done by the helper
+static pthread_t lanesHelper;
+
+static void *runHelperLanes(void *unused) {
+  (void)unused;
+  for (int done = 0;; done++) {
+    while (atomic_load(&lanesPosted) <= done) {
+      if (atomic_load(&lanesStopping)) return NULL;
+      sched_yield();
+    }
+    lanes(1);
+    atomic_store(&lanesFinished, done + 1);
+  }
+}
+
+// Starts the helper, which waits for work, spinning on `sched_yield`.
+static inline void startHelper(void (*work)(int lane)) {
+  lanes = work;
+  pthread_create(&lanesHelper, NULL, runHelperLanes, NULL);
+}
+
+// Runs lane 0 here and lane 1 on the helper; returns when both are done.
+static inline void runBothLanes(void) {
+  int handed = atomic_load(&lanesPosted) + 1;
+  atomic_store(&lanesPosted, handed);
+  lanes(0);
+  while (atomic_load(&lanesFinished) < handed) sched_yield();
+}
+
+// Ends the helper once the work handed to it is done.
+static inline void stopHelper(void) {
+  atomic_store(&lanesStopping, 1);
+  pthread_join(lanesHelper, NULL);
 }
