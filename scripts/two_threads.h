@@ -1,5 +1,5 @@
-// What the two-thread product programs share (`product_cuts.c`, `paired_gradients.c`,
-// `mlp_product_rates.c`): the clock, operands filled the same way, a median, where
+// What the two-thread programs share (`product_cuts.c`, `paired_gradients.c`,
+// `mlp_product_rates.c`, `fma_peak.c`): the clock, operands filled the same way, a median, where
 // `CoreBalance` cuts a product and how it moves the calling thread's share, and the helper
 // thread that takes the second lane of each piece of work.
 #include <pthread.h>
@@ -8,14 +8,14 @@
 #include <stdlib.h>
 #include <time.h>
 
-static double seconds(void) {
+static inline double seconds(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
   return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
 // `count` values in [-1, 1), the same in every run.
-static float *filled(long count) {
+static inline float *filled(long count) {
   float *values = malloc(sizeof(float) * count);
   unsigned state = 1;
   for (long i = 0; i < count; i++) {
@@ -38,7 +38,7 @@ static inline double median(double *values, int count) {
 
 // The rows or columns of `length` the calling thread takes at `share`, as `CoreBalance`
 // cuts them: the multiple of `step` nearest it, within 0.375-0.625 of `length`.
-static int balancedCut(int length, int step, double share) {
+static inline int balancedCut(int length, int step, double share) {
   int first = ((int)(length * 0.375 + 0.999999) + step - 1) / step, last = (int)(length * 0.625) / step;
   int multiple = (int)(share * length / step + 0.5);
   return (multiple < first ? first : multiple > last ? last : multiple) * step;
@@ -46,7 +46,7 @@ static int balancedCut(int length, int step, double share) {
 
 // `share` moved 0.3 of the way toward the calling thread's rate against both, kept within
 // 0.375-0.625, as `CoreBalance` moves it after each product.
-static double movedShare(double share, double callerRate, double helperRate) {
+static inline double movedShare(double share, double callerRate, double helperRate) {
   double moved = share + 0.3 * (callerRate / (callerRate + helperRate) - share);
   return moved < 0.375 ? 0.375 : moved > 0.625 ? 0.625 : moved;
 }

@@ -1,0 +1,86 @@
+// The cores' peak: single-precision multiply-adds in registers (twelve independent sums,
+// no memory), on this thread alone and then on this thread and a helper at once, so the
+// matrix products' rates can be read as a share of what the cores can do at that moment.
+// Uses AVX-512 where the CPU has it, else AVX2 with FMA. Used for docs/benchmarks.md ("How
+// close the products are to the cores' peak"). Build:
+//   cc -O2 scripts/fma_peak.c -o /tmp/fma_peak -lpthread
+// and run `/tmp/fma_peak [ROUNDS]`: per round GFLOP/s of one thread alone, then of each of
+// the two at once; last the medians.
+#include <immintrin.h>
+#include <stdio.h>
+
+#include "two_threads.h"
+
+enum { sums = 12, maximumRounds = 100 };
+static const long repetitions = 50000000;
+static int wide;                  // AVX-512, else AVX2
+static double laneRates[2];       // GFLOP/s of each lane's last run
+
+#define SUMS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+
+__attribute__((target("avx512f"))) static float multiplyAdds512(void) {
+  __m512 x = _mm512_set1_ps(0.999f), y = _mm512_set1_ps(1e-4f);
+#define START(i) __m512 s##i = _mm512_set1_ps(i * 1e-3f);
+#define STEP(i) s##i = _mm512_fmadd_ps(s##i, x, y);
+#define ADD(i) total += _mm512_reduce_add_ps(s##i);
+  SUMS(START)
+  for (long r = 0; r < repetitions; r++) { SUMS(STEP) }
+  float total = 0;
+  SUMS(ADD)
+  return total;
+#undef START
+#undef STEP
+#undef ADD
+}
+
+__attribute__((target("avx2,fma"))) static float multiplyAdds256(void) {
+  __m256 x = _mm256_set1_ps(0.999f), y = _mm256_set1_ps(1e-4f);
+#define START(i) __m256 s##i = _mm256_set1_ps(i * 1e-3f);
+#define STEP(i) s##i = _mm256_fmadd_ps(s##i, x, y);
+#define ADD(i) total += s##i[0];
+  SUMS(START)
+  for (long r = 0; r < repetitions; r++) { SUMS(STEP) }
+  float total = 0;
+  SUMS(ADD)
+  return total;
+#undef START
+#undef STEP
+#undef ADD
+}
+
+static volatile float sink;
+
+// One lane's run: its rate into `laneRates[lane]`.
+static void run(int lane) {
+  double start = seconds();
+  sink = wide ? multiplyAdds512() : multiplyAdds256();
+  laneRates[lane] = repetitions * sums * (wide ? 32.0 : 16.0) / (seconds() - start) / 1e9;
+}
+
+int main(int argc, char **argv) {
+  int rounds = argc > 1 ? atoi(argv[1]) : 5;
+  if (argc > 2 || rounds < 1 || rounds > maximumRounds) {
+    fprintf(stderr, "usage: %s [ROUNDS from 1 to %d]\n", argv[0], maximumRounds);
+    return 2;
+  }
+  __builtin_cpu_init();
+  wide = __builtin_cpu_supports("avx512f");
+  if (!wide && !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) {
+    fprintf(stderr, "this CPU has neither AVX-512 nor AVX2 with FMA\n");
+    return 1;
+  }
+  double alone[maximumRounds], caller[maximumRounds], helper[maximumRounds];
+  startHelper(run);
+  printf("%s multiply-adds, GFLOP/s per thread: one alone | both at once\n", wide ? "AVX-512" : "AVX2");
+  for (int r = 0; r < rounds; r++) {
+    run(0);
+    alone[r] = laneRates[0];
+    runBothLanes();
+    caller[r] = laneRates[0];
+    helper[r] = laneRates[1];
+    printf("round %d: %.1f | %.1f %.1f\n", r + 1, alone[r], caller[r], helper[r]);
+  }
+  stopHelper();
+  printf("medians: %.1f | %.1f %.1f\n", median(alone, rounds), median(caller, rounds), median(helper, rounds));
+  return 0;
+}
