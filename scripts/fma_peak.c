@@ -6,7 +6,6 @@
 //   cc -O2 scripts/fma_peak.c -o /tmp/fma_peak -lpthread
 // and run `/tmp/fma_peak [ROUNDS]`: per round GFLOP/s of one thread alone, then of each of
 // the two at once; last the medians.
-#include <immintrin.h>
 #include <stdio.h>
 
 #include "two_threads.h"
@@ -16,37 +15,29 @@ static const long repetitions = 50000000;
 static int wide;                  // AVX-512, else AVX2
 static double laneRates[2];       // GFLOP/s of each lane's last run
 
+typedef float floats16 __attribute__((vector_size(64)));
+typedef float floats8 __attribute__((vector_size(32)));
+
 #define SUMS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
-
-__attribute__((target("avx512f"))) static float multiplyAdds512(void) {
-  __m512 x = _mm512_set1_ps(0.999f), y = _mm512_set1_ps(1e-4f);
-#define START(i) __m512 s##i = _mm512_set1_ps(i * 1e-3f);
-#define STEP(i) s##i = _mm512_fmadd_ps(s##i, x, y);
-#define ADD(i) total += _mm512_reduce_add_ps(s##i);
-  SUMS(START)
-  for (long r = 0; r < repetitions; r++) { SUMS(STEP) }
-  float total = 0;
-  SUMS(ADD)
-  return total;
-#undef START
-#undef STEP
-#undef ADD
-}
-
-__attribute__((target("avx2,fma"))) static float multiplyAdds256(void) {
-  __m256 x = _mm256_set1_ps(0.999f), y = _mm256_set1_ps(1e-4f);
-#define START(i) __m256 s##i = _mm256_set1_ps(i * 1e-3f);
-#define STEP(i) s##i = _mm256_fmadd_ps(s##i, x, y);
+#define START(i) vector s##i = zero + i * 1e-3f;
+#define STEP(i) s##i = s##i * x + y;
 #define ADD(i) total += s##i[0];
-  SUMS(START)
-  for (long r = 0; r < repetitions; r++) { SUMS(STEP) }
-  float total = 0;
-  SUMS(ADD)
-  return total;
-#undef START
-#undef STEP
-#undef ADD
-}
+
+// `repetitions` rounds of `sums` independent multiply-adds (`s * x + y`, one instruction
+// each with FMA) on vectors of one width; returns one lane of each sum, so none is left out.
+#define MULTIPLY_ADDS(name, features, width)                       \
+  __attribute__((target(features))) static float name(void) {       \
+    typedef width vector;                                            \
+    vector zero = {0}, x = zero + 0.999f, y = zero + 1e-4f;          \
+    SUMS(START)                                                      \
+    for (long r = 0; r < repetitions; r++) { SUMS(STEP) }            \
+    float total = 0;                                                 \
+    SUMS(ADD)                                                        \
+    return total;                                                    \
+  }
+
+MULTIPLY_ADDS(multiplyAdds512, "avx512f", floats16)
+MULTIPLY_ADDS(multiplyAdds256, "avx2,fma", floats8)
 
 static volatile float sink;
 
