@@ -10,7 +10,7 @@
 /// multiply-adds on it keeps its speed. With fixed halves every product then waits for the
 /// slower core. So the calling thread's share of the rows (or of the columns, in a product
 /// cut by columns) follows the two cores' measured rates, within ``lowestShare`` and
-/// ``highestShare``, and the cut falls at a multiple of ``rowStep`` (``columnStep``). Such
+/// ``highestShare``, and the cut falls at a multiple of that side's ``steps``. Such
 /// cuts give the bits of the whole product on one thread, so results do not depend on where
 /// the cut falls, and so not on timing; products whose cut may not move are cut in fixed
 /// halves.
@@ -18,30 +18,29 @@
 /// ``share`` is read and written under ``BLASCall``'s thread-count lock held exclusively, by
 /// the thread that holds it.
 enum CoreBalance {
-  /// Rows are cut at multiples of this many, or `nil` where the cut stays fixed: where no
-  /// cut at such a multiple changes a bit (`scripts/product_cuts.c --bits`). 16 with
-  /// `Cooperlake`, `SkylakeX`, `Sandybridge` and `Prescott`; 12 with `Haswell` and `Zen`,
-  /// whose kernels compute rows in tiles of 6 (every cut at an odd multiple of 6, and so at
-  /// a multiple of 16 that is not one of 48, changes the last places of some values). With
-  /// families not measured the cut stays in fixed halves.
-  static let rowStep: Int? = {
+  /// The multiples of rows and of columns a product is cut at, or `nil` for a side whose
+  /// cut stays fixed: where no cut at such a multiple changes a bit (`scripts/product_cuts.c
+  /// --bits`), for each kernel family measured.
+  ///
+  /// - Rows: 16 with `Cooperlake`, `SkylakeX`, `Sandybridge` and `Prescott`; 12 with
+  ///   `Haswell` and `Zen`, whose kernels compute rows in tiles of 6 (every cut at an odd
+  ///   multiple of 6, and so at a multiple of 16 that is not one of 48, changes the last
+  ///   places of some values).
+  /// - Columns: 16 with `Cooperlake`, `SkylakeX`, `Sandybridge` and `Prescott`. With
+  ///   `Haswell` and `Zen` every cut of the columns but the one in halves changes bits (at
+  ///   multiples of 8 to 128), so theirs stay in fixed halves.
+  ///
+  /// With families not measured both cuts stay in fixed halves.
+  static let steps: (rows: Int?, columns: Int?) = {
     switch BLASKernels.coreName {
-    case "Cooperlake", "SkylakeX", "Sandybridge", "Prescott": 16
-    case "Haswell", "Zen": 12
-    default: nil
+    case "Cooperlake", "SkylakeX", "Sandybridge", "Prescott": (16, 16)
+    case "Haswell", "Zen": (12, nil)
+    default: (nil, nil)
     }
   }()
 
-  /// Columns are cut at multiples of this many, or `nil` where the cut stays fixed: 16 with
-  /// `Cooperlake`, `SkylakeX`, `Sandybridge` and `Prescott`, where no such cut changes a bit.
-  /// With `Haswell` and `Zen` every cut of the columns but the one in halves does (at
-  /// multiples of 8 to 128), so theirs stay in fixed halves, as with families not measured.
-  static let columnStep: Int? = {
-    switch BLASKernels.coreName {
-    case "Cooperlake", "SkylakeX", "Sandybridge", "Prescott": 16
-    default: nil
-    }
-  }()
+  /// ``steps``' multiple for the rows (`byRows`) or the columns.
+  static func step(byRows: Bool) -> Int? { byRows ? steps.rows : steps.columns }
 
   /// The cuts a product may take along one side: multiples of ``step`` rows or columns,
   /// from `multiples.lowerBound · step` to `multiples.upperBound · step`.
@@ -74,7 +73,7 @@ enum CoreBalance {
   /// fit within the shares, or when a part would have fewer than ``smallestPart``
   /// multiply-adds.
   static func cuts(along length: Int, across breadth: Int, k: Int, byRows: Bool) -> Cuts? {
-    guard let step = byRows ? rowStep : columnStep else { return nil }
+    guard let step = step(byRows: byRows) else { return nil }
     let first = (Int((Double(length) * lowestShare).rounded(.up)) + step - 1) / step
     let last = Int(Double(length) * highestShare) / step
     guard last > first, (length - last * step) &* breadth &* k >= smallestPart,

@@ -26,7 +26,7 @@ public enum ParallelWork {
   public static func prepare() { _ = prepared }
 
   static let prepared: Void = {
-    _ = (CoreBalance.rowStep, CoreBalance.columnStep)
+    _ = CoreBalance.steps
     guard helper != nil else { return }
     split(minimumElements, computes: false) { _ in }
     split(minimumElements) { _ in }

@@ -32,9 +32,8 @@ struct CoreBalanceTests {
     let halves = try #require(BLASCall.Halves(m: m, n: n, k: k, transposeA: transposeA, transposeB: transposeB))
     // An output or an input's gradient with fewer rows than columns is cut by columns.
     if m < n && !transposeA { #expect(!halves.cutsRows) }
-    guard let step = halves.cutsRows ? CoreBalance.rowStep : CoreBalance.columnStep else {
-      // Kernels whose cut of this side stays fixed (``CoreBalance/rowStep``,
-      // ``CoreBalance/columnStep``).
+    guard let step = CoreBalance.step(byRows: halves.cutsRows) else {
+      // Kernels whose cut of this side stays fixed (``CoreBalance/steps``).
       #expect(halves.movableCuts == nil)
       return
     }
@@ -69,14 +68,14 @@ struct CoreBalanceTests {
   @Test func cutsAreMultiplesOfTheStepWithinTheShares() throws {
     switch BLASKernels.coreName {
     case "Cooperlake", "SkylakeX", "Sandybridge", "Prescott":
-      #expect(CoreBalance.rowStep == 16 && CoreBalance.columnStep == 16)
+      #expect(CoreBalance.steps.rows == 16 && CoreBalance.steps.columns == 16)
     case "Haswell", "Zen":
-      #expect(CoreBalance.rowStep == 12 && CoreBalance.columnStep == nil)
+      #expect(CoreBalance.steps.rows == 12 && CoreBalance.steps.columns == nil)
     default:
-      #expect(CoreBalance.rowStep == nil && CoreBalance.columnStep == nil)
+      #expect(CoreBalance.steps.rows == nil && CoreBalance.steps.columns == nil)
     }
     for byRows in [true, false] {
-      guard let step = byRows ? CoreBalance.rowStep : CoreBalance.columnStep else {
+      guard let step = CoreBalance.step(byRows: byRows) else {
         // Kernels whose cut of this side stays fixed: no product's cut of it moves.
         #expect(CoreBalance.cuts(along: 1024, across: 512, k: 784, byRows: byRows) == nil)
         continue
