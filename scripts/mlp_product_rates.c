@@ -205,6 +205,12 @@ static void run(struct product p) {
   if (chosen == following) share = movedShare(share, cut / took[0], (length - cut) / took[1]);
 }
 
+// Every product in turn, `rounds` times.
+static void runRounds(const struct product *products, int count, int rounds) {
+  for (int round = 0; round < rounds; round++)
+    for (int index = 0; index < count; index++) run(products[index]);
+}
+
 // The step's products at `batch` (or the first alone) on operands of their own, into
 // `products`; returns their floating-point operations.
 static double built(int batch, int firstOnly, struct product *products, int *count) {
@@ -239,8 +245,7 @@ static void *runAlone(void *context) {
   struct alone *work = context;
   for (int pass = 0; pass < 2; pass++) {  // a warm-up pass, then the timed one
     pthread_barrier_wait(work->started);
-    for (int round = 0; round < work->rounds; round++)
-      for (int index = 0; index < work->count; index++) run(work->products[index]);
+    runRounds(work->products, work->count, work->rounds);
     *work->finished = seconds();
   }
   return NULL;
@@ -260,8 +265,7 @@ static double independentSeconds(struct product *products, int count, int batch,
   for (int pass = 0; pass < 2; pass++) {
     pthread_barrier_wait(&started);
     start = seconds();
-    for (int round = 0; round < rounds; round++)
-      for (int index = 0; index < count; index++) run(products[index]);
+    runRounds(products, count, rounds);
     finished[0] = seconds();
   }
   pthread_join(thread, NULL);
@@ -318,8 +322,7 @@ int main(int argc, char **argv) {
   } else {
     for (int pass = 0; pass < 2; pass++) {  // a warm-up pass, then the timed one
       double start = seconds();
-      for (int round = 0; round < rounds; round++)
-        for (int index = 0; index < productCount; index++) run(products[index]);
+      runRounds(products, productCount, rounds);
       elapsed = seconds() - start;
     }
   }
